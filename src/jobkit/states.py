@@ -1,0 +1,165 @@
+"""Job states, failure reasons and the job record every store keeps.
+
+States move forward only::
+
+    PENDING ──► QUEUED ──► RUNNING ──► SUCCEEDED | FAILED | CANCELLED
+       │          ▲  │        │
+       │          └──┼────────┘   (requeue: preemption, checkpointed timeout)
+       └─────────────┴──────────►  FAILED | CANCELLED (never reached a worker)
+
+Stores enforce :data:`LEGAL_TRANSITIONS` with a compare-and-set, so a late
+writer (a worker finishing after ``cancel``) cannot rewrite a terminal state.
+Backends translate their native states onto these with one table each; the
+raw native string is kept in :attr:`JobRecord.native_state`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from jobkit.errors import StoreError
+
+
+class JobState(str, enum.Enum):
+    """Where a job is in its life; the store is the source of truth."""
+
+    PENDING = "PENDING"
+    """Recorded in the store, not yet accepted by a backend."""
+    QUEUED = "QUEUED"
+    """Accepted by a backend, waiting for resources."""
+    RUNNING = "RUNNING"
+    """A worker is executing the function."""
+    SUCCEEDED = "SUCCEEDED"
+    """The function returned; its result is in the store."""
+    FAILED = "FAILED"
+    """The job ended without a result; see :class:`FailureReason`."""
+    CANCELLED = "CANCELLED"
+    """Cancelled by a user before it finished."""
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL_STATES
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class FailureReason(str, enum.Enum):
+    """Why a FAILED job failed."""
+
+    ERROR = "ERROR"
+    """The function raised; ``result()`` re-raises it."""
+    TIMEOUT = "TIMEOUT"
+    """The job ran past its ``time`` limit."""
+    OOM = "OOM"
+    """The job used more memory than it asked for or the machine had."""
+    PREEMPTED = "PREEMPTED"
+    """A higher-priority job took its resources and it was not requeued."""
+    LOST = "LOST"
+    """The worker or its node vanished (killed by a signal, node failure)."""
+    SUBMIT_ERROR = "SUBMIT_ERROR"
+    """The backend refused the job, or the worker could not load it."""
+
+    def __str__(self) -> str:
+        return self.value
+
+
+TERMINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
+ACTIVE_STATES = frozenset({JobState.PENDING, JobState.QUEUED, JobState.RUNNING})
+
+LEGAL_TRANSITIONS: Mapping[JobState, frozenset[JobState]] = {
+    JobState.PENDING: frozenset(
+        {JobState.QUEUED, JobState.RUNNING, *TERMINAL_STATES}
+    ),
+    JobState.QUEUED: frozenset({JobState.QUEUED, JobState.RUNNING, *TERMINAL_STATES}),
+    JobState.RUNNING: frozenset({JobState.QUEUED, JobState.RUNNING, *TERMINAL_STATES}),
+    JobState.SUCCEEDED: frozenset(),
+    JobState.FAILED: frozenset(),
+    JobState.CANCELLED: frozenset(),
+}
+
+
+def sources_of(target: JobState) -> frozenset[JobState]:
+    """States from which ``target`` may legally be reached."""
+    return frozenset(s for s, targets in LEGAL_TRANSITIONS.items() if target in targets)
+
+
+@dataclasses.dataclass
+class JobRecord:
+    """Everything the store knows about one job (not its payload or outcome).
+
+    A plain dataclass rather than a pydantic model: the CLI lists thousands of
+    these and must not pay pydantic's import and validation cost.
+    """
+
+    id: str
+    name: str
+    backend: str
+    state: JobState = JobState.PENDING
+    created_at: float = 0.0
+    submitted_at: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    backend_id: str | None = None
+    native_state: str | None = None
+    failure_reason: FailureReason | None = None
+    message: str | None = None
+    exit_code: int | None = None
+    host: str | None = None
+    pid: int | None = None
+    priority: int = 0
+    owner: str = ""
+    array_id: str | None = None
+    array_index: int | None = None
+    attempt: int = 0
+    resources: dict[str, Any] = dataclasses.field(default_factory=dict)
+    labels: dict[str, str] = dataclasses.field(default_factory=dict)
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """Backend-specific facts (log paths, GPU indices, native ids)."""
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.state in TERMINAL_STATES
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["state"] = self.state.value
+        data["failure_reason"] = self.failure_reason.value if self.failure_reason else None
+        return data
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), separators=(",", ":"), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> JobRecord:
+        """Rebuild a record, refusing anything a store could not have written."""
+        try:
+            known = {f.name for f in dataclasses.fields(cls)}
+            values = {k: v for k, v in data.items() if k in known}
+            values["state"] = JobState(values["state"])
+            reason = values.get("failure_reason")
+            values["failure_reason"] = FailureReason(reason) if reason else None
+            record = cls(**values)
+        except (KeyError, TypeError, ValueError) as exc:
+            ident = data.get("id", "?") if isinstance(data, Mapping) else "?"
+            raise StoreError(
+                f"corrupted job record {ident!r}: {exc}; "
+                "remove it with `jobkit prune` or restore the store from a backup"
+            ) from exc
+        if not isinstance(record.id, str) or not record.id:
+            raise StoreError("corrupted job record: missing id")
+        return record
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> JobRecord:
+        try:
+            data = json.loads(text)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise StoreError(f"corrupted job record (not JSON): {exc}") from exc
+        if not isinstance(data, dict):
+            raise StoreError("corrupted job record: not a JSON object")
+        return cls.from_dict(data)

@@ -1,0 +1,129 @@
+"""The store contract: job records plus blobs, shared by every process.
+
+The store is the source of truth for what users see.  Clients, the local
+agent, workers on cluster nodes and the CLI all read and write the same
+store, so every mutation of a job's state is a compare-and-set
+(:meth:`Store.transition`) that refuses moves outside
+:data:`jobkit.states.LEGAL_TRANSITIONS`; a late writer loses instead of
+rewriting history.
+
+Blobs hold payloads (``payloads/<id>``) and outcomes (``outcomes/<id>``).
+``put_blob`` takes a sequence of buffers so a 100 MB array pickled
+out-of-band reaches the disk without being joined into one copy first.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Collection, Iterable, Sequence
+from pathlib import Path
+from typing import Any, ClassVar, Union
+
+from jobkit.states import JobRecord, JobState
+
+Buffer = Union[bytes, bytearray, memoryview]
+
+
+def payload_key(job_id: str) -> str:
+    return f"payloads/{job_id}"
+
+
+def outcome_key(job_id: str) -> str:
+    return f"outcomes/{job_id}"
+
+
+class Store(abc.ABC):
+    """Job records and blobs.  Implementations must be safe across processes."""
+
+    scheme: ClassVar[str]
+    url: str
+
+    local_dir: Path | None = None
+    """A private directory next to the store on this machine (logs, agent
+    sockets), or ``None`` for stores with no local presence (S3)."""
+
+    shared_across_processes: ClassVar[bool] = True
+    """False for ``memory://``: workers in other processes cannot reach it."""
+
+    # -- records -----------------------------------------------------------
+    @abc.abstractmethod
+    def create(self, records: Sequence[JobRecord]) -> None:
+        """Insert new records atomically; an existing id raises StoreError."""
+
+    @abc.abstractmethod
+    def get(self, job_id: str) -> JobRecord:
+        """One record; JobNotFoundError if absent, StoreError if corrupted."""
+
+    @abc.abstractmethod
+    def get_many(self, job_ids: Collection[str]) -> dict[str, JobRecord]:
+        """Records by id in one round trip; unknown ids are left out."""
+
+    @abc.abstractmethod
+    def transition(
+        self,
+        job_id: str,
+        state: JobState,
+        *,
+        expect: Collection[JobState] | None = None,
+        **fields: Any,
+    ) -> JobRecord | None:
+        """Compare-and-set the state of one job, with other fields alongside.
+
+        Moves the job to ``state`` only if its current state is in ``expect``
+        (by default: every state from which ``state`` is a legal move).
+        Returns the updated record, or ``None`` when the current state did not
+        allow the move (the record is unchanged).  JobNotFoundError if absent.
+        """
+
+    @abc.abstractmethod
+    def update(self, job_id: str, **fields: Any) -> JobRecord:
+        """Set non-state fields (backend_id, extra, ...); ``state`` is refused."""
+
+    @abc.abstractmethod
+    def query(
+        self,
+        *,
+        states: Collection[JobState] | None = None,
+        backend: str | None = None,
+        name: str | None = None,
+        array_id: str | None = None,
+        created_before: float | None = None,
+        limit: int | None = None,
+        oldest_first: bool = False,
+    ) -> list[JobRecord]:
+        """Records matching every given filter, newest first by default.
+
+        ``name`` is a shell glob (``train*``).  Must use an index: the CLI
+        asks for the first page of 50 among tens of thousands of jobs.
+        """
+
+    @abc.abstractmethod
+    def delete(self, job_ids: Collection[str]) -> int:
+        """Remove records and their blobs; returns how many records existed."""
+
+    # -- blobs -------------------------------------------------------------
+    @abc.abstractmethod
+    def put_blob(self, key: str, data: Buffer | Sequence[Buffer]) -> None:
+        """Write a blob atomically: readers see the old blob or all of the new."""
+
+    @abc.abstractmethod
+    def get_blob(self, key: str) -> bytearray:
+        """The blob's bytes (writable, so arrays unpickled from it are too);
+        BlobNotFoundError if absent."""
+
+    @abc.abstractmethod
+    def delete_blobs(self, keys: Iterable[str]) -> None:
+        """Remove blobs; missing keys are ignored."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections; the store may not be used afterwards."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.url!r})"
+
+
+def as_buffers(data: Buffer | Sequence[Buffer]) -> Sequence[Buffer]:
+    """Normalise ``put_blob``'s argument to a sequence of buffers."""
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return (data,)
+    return data
