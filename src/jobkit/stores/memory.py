@@ -1,0 +1,190 @@
+"""``memory://``: a store that lives and dies with one process.
+
+For tests, notebooks and the ``Executor`` with in-process workers.  Each
+``MemoryStore()`` is independent (no class-global dictionary, unlike
+fsspec's memory filesystem), so two clients never see each other's jobs by
+accident.  Records are copied in and out through their JSON form, which
+makes this store refuse and return exactly what the SQLite store does.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Collection, Iterable, Sequence
+from typing import Any, ClassVar
+
+from jobkit.errors import BlobNotFoundError, ConfigError, JobNotFoundError, StoreError
+from jobkit.states import JobRecord, JobState
+
+from ._common import (
+    apply_fields,
+    byte_views,
+    check_blob_key,
+    check_limit,
+    expected_sources,
+    glob_matches,
+    normalised,
+)
+from .base import Buffer, Store, outcome_key, payload_key
+
+
+class MemoryStore(Store):
+    """Records and blobs in dictionaries guarded by one lock."""
+
+    scheme: ClassVar[str] = "memory"
+    shared_across_processes: ClassVar[bool] = False
+
+    def __init__(self) -> None:
+        self.url = "memory://"
+        self._lock = threading.Lock()
+        self._records: dict[str, JobRecord] = {}
+        self._blobs: dict[str, bytes] = {}
+        self._closed = False
+
+    @classmethod
+    def from_url(cls, url: str) -> MemoryStore:
+        """A new, empty store: every ``memory://`` is private to its opener."""
+        if url != "memory://":
+            raise ConfigError(
+                f"store URL {url!r}: a memory store takes no name or path; write "
+                "'memory://' (each one opened is a new, private store)"
+            )
+        return cls()
+
+    # -- records -----------------------------------------------------------
+    def create(self, records: Sequence[JobRecord]) -> None:
+        fresh = [normalised(r) for r in records]
+        with self._lock:
+            self._check_open()
+            seen: set[str] = set()
+            clashes = []
+            for record in fresh:
+                if record.id in self._records or record.id in seen:
+                    clashes.append(record.id)
+                seen.add(record.id)
+            if clashes:
+                raise StoreError(
+                    f"job id(s) already exist in {self.url}: {', '.join(sorted(set(clashes)))}"
+                )
+            for record in fresh:
+                self._records[record.id] = record
+
+    def get(self, job_id: str) -> JobRecord:
+        with self._lock:
+            self._check_open()
+            record = self._records.get(job_id)
+            if record is None:
+                raise JobNotFoundError(job_id, self.url)
+            return _copy(record)
+
+    def get_many(self, job_ids: Collection[str]) -> dict[str, JobRecord]:
+        with self._lock:
+            self._check_open()
+            return {i: _copy(self._records[i]) for i in job_ids if i in self._records}
+
+    def transition(
+        self,
+        job_id: str,
+        state: JobState,
+        *,
+        expect: Collection[JobState] | None = None,
+        **fields: Any,
+    ) -> JobRecord | None:
+        sources = expected_sources(state, expect)
+        with self._lock:
+            self._check_open()
+            record = self._records.get(job_id)
+            if record is None:
+                raise JobNotFoundError(job_id, self.url)
+            if record.state not in sources:
+                return None
+            updated = apply_fields(record, fields, state=state)
+            self._records[job_id] = updated
+            return _copy(updated)
+
+    def update(self, job_id: str, **fields: Any) -> JobRecord:
+        with self._lock:
+            self._check_open()
+            record = self._records.get(job_id)
+            if record is None:
+                raise JobNotFoundError(job_id, self.url)
+            updated = apply_fields(record, fields)
+            self._records[job_id] = updated
+            return _copy(updated)
+
+    def query(
+        self,
+        *,
+        states: Collection[JobState] | None = None,
+        backend: str | None = None,
+        name: str | None = None,
+        array_id: str | None = None,
+        created_before: float | None = None,
+        limit: int | None = None,
+        oldest_first: bool = False,
+    ) -> list[JobRecord]:
+        check_limit(limit)
+        wanted = None if states is None else frozenset(JobState(s) for s in states)
+        with self._lock:
+            self._check_open()
+            matches = [
+                r
+                for r in self._records.values()
+                if (wanted is None or r.state in wanted)
+                and (backend is None or r.backend == backend)
+                and (name is None or glob_matches(r.name, name))
+                and (array_id is None or r.array_id == array_id)
+                and (created_before is None or r.created_at < created_before)
+            ]
+            matches.sort(key=lambda r: (r.created_at, r.id), reverse=not oldest_first)
+            return [_copy(r) for r in matches[:limit]]
+
+    def delete(self, job_ids: Collection[str]) -> int:
+        with self._lock:
+            self._check_open()
+            existed = 0
+            for job_id in set(job_ids):
+                if self._records.pop(job_id, None) is not None:
+                    existed += 1
+                self._blobs.pop(payload_key(job_id), None)
+                self._blobs.pop(outcome_key(job_id), None)
+            return existed
+
+    # -- blobs -------------------------------------------------------------
+    def put_blob(self, key: str, data: Buffer | Sequence[Buffer]) -> None:
+        check_blob_key(key)
+        joined = b"".join(byte_views(data))  # a copy: callers may mutate arrays later
+        with self._lock:
+            self._check_open()
+            self._blobs[key] = joined
+
+    def get_blob(self, key: str) -> bytearray:
+        check_blob_key(key)
+        with self._lock:
+            self._check_open()
+            blob = self._blobs.get(key)
+        if blob is None:
+            raise BlobNotFoundError(f"no blob {key!r} in {self.url}")
+        return bytearray(blob)
+
+    def delete_blobs(self, keys: Iterable[str]) -> None:
+        checked = [check_blob_key(k) for k in keys]
+        with self._lock:
+            self._check_open()
+            for key in checked:
+                self._blobs.pop(key, None)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            self._records.clear()
+            self._blobs.clear()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreError(f"store {self.url} is closed; open a new one")
+
+
+def _copy(record: JobRecord) -> JobRecord:
+    """A copy the caller may mutate freely (``to_dict`` deep-copies the dicts)."""
+    return JobRecord.from_dict(record.to_dict())

@@ -1,0 +1,481 @@
+"""``sqlite:///abs/path.db``: the default store, shared by every local process.
+
+Clients, the local agent, workers and each ``jobkit`` CLI command open the
+same database file at once, so it runs in WAL mode (readers never block the
+one writer) with ``synchronous=NORMAL`` and a long busy timeout.  Every write
+is one ``BEGIN IMMEDIATE`` transaction: taking the write lock up front makes
+the read-modify-write of :meth:`SQLiteStore.transition` a true
+compare-and-set across processes, and avoids the lock-upgrade deadlock that
+deferred transactions answer with an immediate "database is locked".
+
+Layout on disk::
+
+    jobkit.db            table ``jobs``: indexed columns + the record's JSON
+    jobkit.db-wal/-shm   SQLite's write-ahead log (same owner-only mode)
+    jobkit.db.d/         ``local_dir`` (0o700): logs, agent sockets, ...
+    jobkit.db.d/blobs/   payloads and outcomes as files (see ``_files``)
+
+The JSON in ``data`` is the truth; the columns copy the fields that
+``query`` filters and sorts on, and are rewritten with it on every write.
+The schema version lives in ``PRAGMA user_version``.
+
+A row that no longer parses (hand edits, a disk fault) makes ``get`` raise
+:class:`StoreError` naming the job, but ``query``/``get_many`` skip it with a
+logged warning so one bad row cannot hide every other job;
+:meth:`SQLiteStore.find_corrupted` lists such rows for ``jobkit prune`` and
+``delete`` removes them.  Reading never modifies or drops a row.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sqlite3
+import threading
+from collections.abc import Collection, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+from jobkit.errors import ConfigError, JobNotFoundError, StoreError
+from jobkit.states import JobRecord, JobState
+
+from ._common import (
+    apply_fields,
+    byte_views,
+    check_limit,
+    expected_sources,
+    glob_to_sql,
+    normalised,
+)
+from ._files import FILE_MODE, BlobFiles, make_private_dirs
+from .base import Buffer, Store, outcome_key, payload_key
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS jobs (
+        id TEXT PRIMARY KEY NOT NULL,
+        name TEXT NOT NULL,
+        backend TEXT NOT NULL,
+        state TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        array_id TEXT,
+        priority INTEGER NOT NULL,
+        owner TEXT NOT NULL,
+        data TEXT NOT NULL
+    )""",
+    # Each index ends in (created_at, id): the listing order, so a page of
+    # 50 is read straight off the index with no sort.
+    "CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, created_at, id)",
+    "CREATE INDEX IF NOT EXISTS jobs_by_time ON jobs (created_at, id)",
+    "CREATE INDEX IF NOT EXISTS jobs_by_backend ON jobs (backend, state, created_at, id)",
+    "CREATE INDEX IF NOT EXISTS jobs_by_array ON jobs (array_id, created_at, id)",
+)
+_COLUMNS = "id, name, backend, state, created_at, array_id, priority, owner, data"
+_INSERT = f"INSERT INTO jobs ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_UPDATE = (
+    "UPDATE jobs SET name = ?, backend = ?, state = ?, created_at = ?, array_id = ?,"
+    " priority = ?, owner = ?, data = ? WHERE id = ? AND state = ?"
+)
+_CHUNK = 500  # ids per IN (...) list, well under SQLite's variable limit
+_URL_FORMS = "'sqlite:///abs/path/jobkit.db' or 'sqlite:///~/path/jobkit.db'"
+
+
+def path_from_url(url: str) -> Path:
+    """The database path in a ``sqlite://`` URL; relative paths are refused.
+
+    ``sqlite:///abs/x.db`` and ``sqlite:////abs/x.db`` both name ``/abs/x.db``;
+    ``sqlite:///~/x.db`` expands the home directory.  A relative path would
+    name a different file in every process whose working directory differs
+    (a worker on a cluster node, the CLI), silently splitting the store.
+    """
+    scheme, sep, rest = url.partition("://")
+    if scheme.lower() != "sqlite" or not sep:
+        raise ConfigError(f"store URL {url!r} is not a sqlite URL; write {_URL_FORMS}")
+    if "?" in rest or "#" in rest:
+        raise ConfigError(
+            f"store URL {url!r}: sqlite URLs take no query or fragment; write {_URL_FORMS}"
+        )
+    stripped = rest.lstrip("/")
+    if not stripped:
+        raise ConfigError(f"store URL {url!r} names no database file; write {_URL_FORMS}")
+    if stripped.startswith("~"):
+        return Path(stripped).expanduser()
+    if not rest.startswith("/"):
+        raise ConfigError(
+            f"store URL {url!r} has a relative path, which would differ between processes "
+            f"with different working directories; write {_URL_FORMS}"
+        )
+    return Path("/" + stripped)
+
+
+class SQLiteStore(Store):
+    """Job records in one SQLite file, blobs as files beside it."""
+
+    scheme: ClassVar[str] = "sqlite"
+
+    def __init__(self, path: str | os.PathLike[str], *, timeout: float = 30.0) -> None:
+        self.path = Path(os.path.abspath(Path(path).expanduser()))
+        self.url = f"sqlite://{self.path}"
+        self.local_dir = Path(f"{self.path}.d")
+        self._timeout = timeout
+        self._blobs = BlobFiles(self.local_dir / "blobs")
+        self._prepare_files()
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+        self._inherited: list[sqlite3.Connection] = []
+        self._conn: sqlite3.Connection | None = self._connect()
+
+    @classmethod
+    def from_url(cls, url: str) -> SQLiteStore:
+        return cls(path_from_url(url))
+
+    # -- opening -----------------------------------------------------------
+    def _prepare_files(self) -> None:
+        """Owner-only parent dirs, db file and ``local_dir``: a few stats when they exist."""
+        try:
+            make_private_dirs(self.path.parent)
+            if not self.path.exists():
+                try:
+                    fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+                except FileExistsError:
+                    pass
+                else:
+                    os.fchmod(fd, FILE_MODE)
+                    os.close(fd)
+            make_private_dirs(self._blobs.root)
+        except OSError as exc:
+            raise StoreError(
+                f"cannot create sqlite store {self.path}: {exc.strerror or exc}; choose a "
+                f"writable location, e.g. JOBKIT_STORE={_URL_FORMS.split(' or ')[1]}"
+            ) from exc
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(
+                self.path, timeout=self._timeout, isolation_level=None, check_same_thread=False
+            )
+        except sqlite3.Error as exc:
+            raise StoreError(
+                f"cannot open sqlite store {self.path}: {exc}; check that it is a "
+                "writable file, or choose another location with JOBKIT_STORE"
+            ) from exc
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(self._timeout * 1000)}")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            if self._user_version(conn) != SCHEMA_VERSION:
+                self._create_schema(conn)
+        except BaseException as exc:
+            conn.close()
+            if isinstance(exc, sqlite3.Error):
+                raise StoreError(
+                    f"cannot use sqlite store {self.path}: {exc}; if it is not a jobkit "
+                    "database, point JOBKIT_STORE at another file"
+                ) from exc
+            raise
+        return conn
+
+    @staticmethod
+    def _user_version(conn: sqlite3.Connection) -> int:
+        return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+    def _create_schema(self, conn: sqlite3.Connection) -> None:
+        conn.execute("BEGIN IMMEDIATE")  # another process may be creating it too
+        try:
+            version = self._user_version(conn)
+            if version == 0:
+                for statement in _SCHEMA:
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            elif version != SCHEMA_VERSION:
+                raise StoreError(
+                    f"sqlite store {self.path} has schema version {version}, but this jobkit "
+                    f"reads version {SCHEMA_VERSION}; upgrade jobkit (pip install -U jobkit) "
+                    "or point JOBKIT_STORE at another database"
+                )
+            conn.execute("COMMIT")
+        finally:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+        for suffix in ("-wal", "-shm"):  # SQLite copies the db's mode; make sure
+            with contextlib.suppress(FileNotFoundError):
+                os.chmod(f"{self.path}{suffix}", FILE_MODE)
+
+    @contextlib.contextmanager
+    def _transaction(self, *, write: bool) -> Iterator[sqlite3.Connection]:
+        """One transaction on this process's connection, sqlite errors translated."""
+        if self._pid != os.getpid():
+            self._reopen_after_fork()
+        with self._lock:
+            conn = self._conn
+            if conn is None:
+                raise StoreError(f"store {self.url} is closed; open a new one")
+            try:
+                conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+                try:
+                    yield conn
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+                if conn.in_transaction:
+                    conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                hint = ""
+                if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+                    hint = f" (another process held the write lock for {self._timeout:g} s)"
+                raise StoreError(f"sqlite store {self.path}: {exc}{hint}") from exc
+
+    def _reopen_after_fork(self) -> None:
+        """Never use a connection across fork: the child gets its own.
+
+        The inherited connection is kept referenced and never closed here,
+        since closing it could checkpoint the parent's WAL from the child.
+        """
+        self._lock = threading.Lock()  # may have been held by a thread that is gone
+        if self._conn is not None:
+            self._inherited.append(self._conn)
+            self._conn = self._connect()
+        self._pid = os.getpid()
+
+    # -- records -----------------------------------------------------------
+    def create(self, records: Sequence[JobRecord]) -> None:
+        fresh = [normalised(r) for r in records]
+        if not fresh:
+            return
+        with self._transaction(write=True) as conn:
+            try:
+                conn.executemany(_INSERT, [_row(r) for r in fresh])
+            except sqlite3.IntegrityError:
+                ids = [r.id for r in fresh]
+                clashes = {i for i in ids if ids.count(i) > 1}
+                clashes.update(_existing_ids(conn, ids))
+                raise StoreError(
+                    f"job id(s) already exist in {self.url}: {', '.join(sorted(clashes))}"
+                ) from None
+
+    def get(self, job_id: str) -> JobRecord:
+        with self._transaction(write=False) as conn:
+            row = conn.execute(
+                "SELECT id, state, data FROM jobs WHERE id = ?", (job_id,)
+            ).fetchone()
+        if row is None:
+            raise JobNotFoundError(job_id, self.url)
+        return self._parse(row)
+
+    def get_many(self, job_ids: Collection[str]) -> dict[str, JobRecord]:
+        ids = list(dict.fromkeys(job_ids))
+        rows = []
+        with self._transaction(write=False) as conn:
+            for start in range(0, len(ids), _CHUNK):
+                chunk = ids[start : start + _CHUNK]
+                marks = ",".join("?" * len(chunk))
+                rows += conn.execute(
+                    f"SELECT id, state, data FROM jobs WHERE id IN ({marks})", chunk
+                ).fetchall()
+        return {r.id: r for r in self._parse_skipping(rows)}
+
+    def transition(
+        self,
+        job_id: str,
+        state: JobState,
+        *,
+        expect: Collection[JobState] | None = None,
+        **fields: Any,
+    ) -> JobRecord | None:
+        sources = expected_sources(state, expect)
+        with self._transaction(write=True) as conn:
+            current = self._locked_read(conn, job_id)
+            if current.state not in sources:
+                return None
+            updated = apply_fields(current, fields, state=state)
+            self._rewrite(conn, current, updated)
+        return updated
+
+    def update(self, job_id: str, **fields: Any) -> JobRecord:
+        with self._transaction(write=True) as conn:
+            current = self._locked_read(conn, job_id)
+            updated = apply_fields(current, fields)
+            self._rewrite(conn, current, updated)
+        return updated
+
+    def query(
+        self,
+        *,
+        states: Collection[JobState] | None = None,
+        backend: str | None = None,
+        name: str | None = None,
+        array_id: str | None = None,
+        created_before: float | None = None,
+        limit: int | None = None,
+        oldest_first: bool = False,
+    ) -> list[JobRecord]:
+        check_limit(limit)
+        if limit == 0 or (states is not None and not states):
+            return []
+        sql, params = build_query(
+            states=states,
+            backend=backend,
+            name=name,
+            array_id=array_id,
+            created_before=created_before,
+            oldest_first=oldest_first,
+        )
+        found: list[JobRecord] = []
+        offset = 0
+        with self._transaction(write=False) as conn:
+            while True:  # more than one page only when corrupted rows were skipped
+                page = -1 if limit is None else limit - len(found)
+                rows = conn.execute(sql, [*params, page, offset]).fetchall()
+                found += self._parse_skipping(rows)
+                if limit is None or len(rows) < page or len(found) >= limit:
+                    return found
+                offset += len(rows)
+
+    def delete(self, job_ids: Collection[str]) -> int:
+        ids = list(dict.fromkeys(job_ids))
+        existed = 0
+        with self._transaction(write=True) as conn:
+            for start in range(0, len(ids), _CHUNK):
+                chunk = ids[start : start + _CHUNK]
+                marks = ",".join("?" * len(chunk))
+                existed += conn.execute(f"DELETE FROM jobs WHERE id IN ({marks})", chunk).rowcount
+        self._blobs.delete(key for i in ids for key in (payload_key(i), outcome_key(i)))
+        return existed
+
+    def find_corrupted(self) -> dict[str, str]:
+        """Ids of rows that cannot be read, with what is wrong: for ``jobkit prune``."""
+        with self._transaction(write=False) as conn:
+            rows = conn.execute("SELECT id, state, data FROM jobs").fetchall()
+        problems = {}
+        for row in rows:
+            try:
+                self._parse(row)
+            except StoreError as exc:
+                problems[str(row[0])] = str(exc)
+        return problems
+
+    # -- blobs -------------------------------------------------------------
+    def put_blob(self, key: str, data: Buffer | Sequence[Buffer]) -> None:
+        self._blobs.write(key, byte_views(data))
+
+    def get_blob(self, key: str) -> bytearray:
+        return self._blobs.read(key)
+
+    def delete_blobs(self, keys: Iterable[str]) -> None:
+        self._blobs.delete(keys)
+
+    def close(self) -> None:
+        with self._lock:
+            conn, self._conn = self._conn, None
+            if conn is not None and self._pid == os.getpid():
+                conn.close()
+
+    # -- rows --------------------------------------------------------------
+    def _locked_read(self, conn: sqlite3.Connection, job_id: str) -> JobRecord:
+        row = conn.execute("SELECT id, state, data FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        if row is None:
+            raise JobNotFoundError(job_id, self.url)
+        return self._parse(row)
+
+    def _rewrite(self, conn: sqlite3.Connection, old: JobRecord, new: JobRecord) -> None:
+        cursor = conn.execute(_UPDATE, (*_row(new)[1:], old.id, old.state.value))
+        if cursor.rowcount != 1:  # impossible under BEGIN IMMEDIATE; never write blind
+            raise StoreError(f"job {old.id!r} changed during an update in {self.url}")
+
+    def _parse(self, row: tuple[Any, ...]) -> JobRecord:
+        job_id, state, data = row
+        try:
+            if not isinstance(data, (str, bytes)):
+                raise StoreError(f"data is {type(data).__name__}, not JSON text")
+            record = JobRecord.from_json(data)
+            if record.id != job_id or record.state.value != state:
+                raise StoreError(
+                    f"columns (id={job_id!r}, state={state!r}) disagree with its JSON "
+                    f"(id={record.id!r}, state={record.state.value!r})"
+                )
+        except StoreError as exc:
+            detail = str(exc.__cause__ or exc)
+            raise StoreError(
+                f"corrupted job record {job_id!r} in {self.path}: {detail}; remove it with "
+                f"`jobkit prune` (store.delete([{job_id!r}])) or restore the database "
+                "from a backup"
+            ) from exc
+        return record
+
+    def _parse_skipping(self, rows: Iterable[tuple[Any, ...]]) -> list[JobRecord]:
+        records = []
+        for row in rows:
+            try:
+                records.append(self._parse(row))
+            except StoreError as exc:
+                logger.warning("skipped a job record: %s", exc)
+        return records
+
+
+def build_query(
+    *,
+    states: Collection[JobState] | None,
+    backend: str | None,
+    name: str | None,
+    array_id: str | None,
+    created_before: float | None,
+    oldest_first: bool,
+) -> tuple[str, list[Any]]:
+    """The SELECT behind :meth:`SQLiteStore.query`; ends in ``LIMIT ? OFFSET ?``.
+
+    Separate so tests can ``EXPLAIN QUERY PLAN`` exactly what runs.
+    """
+    where: list[str] = []
+    params: list[Any] = []
+    if states is not None:
+        values = sorted({JobState(s).value for s in states})
+        where.append(f"state IN ({','.join('?' * len(values))})" if values else "0")
+        params += values
+    if backend is not None:
+        where.append("backend = ?")
+        params.append(backend)
+    if name is not None:
+        where.append("name GLOB ?")
+        params.append(glob_to_sql(name))
+    if array_id is not None:
+        where.append("array_id = ?")
+        params.append(array_id)
+    if created_before is not None:
+        where.append("created_at < ?")
+        params.append(created_before)
+    clause = f" WHERE {' AND '.join(where)}" if where else ""
+    order = "ASC" if oldest_first else "DESC"
+    sql = (
+        f"SELECT id, state, data FROM jobs{clause} "
+        f"ORDER BY created_at {order}, id {order} LIMIT ? OFFSET ?"
+    )
+    return sql, params
+
+
+def _row(record: JobRecord) -> tuple[Any, ...]:
+    return (
+        record.id,
+        record.name,
+        record.backend,
+        record.state.value,
+        record.created_at,
+        record.array_id,
+        record.priority,
+        record.owner,
+        record.to_json(),
+    )
+
+
+def _existing_ids(conn: sqlite3.Connection, ids: list[str]) -> set[str]:
+    found: set[str] = set()
+    for start in range(0, len(ids), _CHUNK):
+        chunk = ids[start : start + _CHUNK]
+        marks = ",".join("?" * len(chunk))
+        found.update(
+            r[0] for r in conn.execute(f"SELECT id FROM jobs WHERE id IN ({marks})", chunk)
+        )
+    return found
