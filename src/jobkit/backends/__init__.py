@@ -1,0 +1,73 @@
+"""Backends by name: a lazy registry with install hints.
+
+As in fsspec's registry, the table maps a name to ``"module:Class"`` and to
+the text to show when the extra it needs is missing; third-party backends
+register through the ``jobkit.backends`` entry-point group, looked up only
+for names not in the table.
+"""
+
+from __future__ import annotations
+
+import importlib
+import types
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from jobkit.errors import BackendError, ConfigError
+
+if TYPE_CHECKING:
+    from jobkit.backends.base import Backend
+    from jobkit.client import Client
+
+_known: dict[str, tuple[str, str]] = {
+    "kubernetes": ("jobkit.backends.kubernetes:KubernetesBackend", "pip install 'jobkit[kubernetes]'"),
+    "local": ("jobkit.backends.local:LocalBackend", ""),
+    "slurm": ("jobkit.backends.slurm:SlurmBackend", "pip install 'jobkit[slurm]'"),
+}
+
+
+def known_backends() -> Mapping[str, tuple[str, str]]:
+    """Read-only view of the registry: name -> (target, install hint)."""
+    return types.MappingProxyType(_known)
+
+
+def register_backend(name: str, target: str, *, hint: str = "", clobber: bool = False) -> None:
+    """Register ``"module:Class"`` under ``name``."""
+    if name in _known and not clobber:
+        raise ConfigError(f"backend {name!r} is already registered; pass clobber=True to replace it")
+    _known[name] = (target, hint)
+
+
+def _entry_point(name: str) -> str | None:
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group="jobkit.backends"):
+        if ep.name == name:
+            return str(ep.value)
+    return None
+
+
+def backend_class(name: str) -> type[Backend]:
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"invalid backend {name!r}: expected one of {', '.join(sorted(_known))}")
+    target, hint = _known.get(name, (None, ""))  # type: ignore[assignment]
+    if target is None:
+        target = _entry_point(name)
+        if target is None:
+            raise ConfigError(
+                f"unknown backend {name!r}: valid backends are {', '.join(sorted(_known))} "
+                "(or install a package that registers one under 'jobkit.backends')"
+            )
+    module_name, _, attr = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        if hint and exc.name and not exc.name.startswith("jobkit"):
+            raise BackendError(f"backend {name!r} needs {exc.name}: {hint}") from exc
+        raise BackendError(f"backend {name!r} is not available in this version of jobkit") from exc
+    cls: type[Backend] = getattr(module, attr)
+    return cls
+
+
+def open_backend(name: str, client: Client) -> Backend:
+    return backend_class(name)(client)

@@ -1,0 +1,238 @@
+"""The local backend: jobs on this machine, through the local agent.
+
+The client side only records jobs and talks to the agent
+(:mod:`jobkit.scheduler.agent`) over a unix socket: "wake" after a submit,
+"cancel" for running jobs.  It starts the agent on demand, in its own
+session so that it outlives this process, and keeps one connection open on
+which the agent pushes "done" events; those poke the client's monitor, which
+is what brings a trivial job's submit-to-result latency to a few
+milliseconds without polling.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from jobkit.backends.base import Backend
+from jobkit.errors import BackendError, ConfigError
+from jobkit.states import JobRecord
+
+if TYPE_CHECKING:
+    from jobkit.client import Client
+    from jobkit.resources import Resources
+    from jobkit.scheduler.agent import AgentPaths, AgentSettings
+    from jobkit.scheduler.policy import Capacity
+
+AGENT_START_TIMEOUT = 15.0
+
+
+class LocalBackend(Backend):
+    name = "local"
+
+    def __init__(self, client: Client) -> None:
+        super().__init__(client)
+        if not self.store.shared_across_processes:
+            raise ConfigError(
+                f"store {self.store.url} lives in one process, but local jobs run in "
+                "their own processes: use a shared store such as 'sqlite:///path/jobkit.db'"
+            )
+        from jobkit.paths import home_dir
+        from jobkit.scheduler.agent import AgentSettings, agent_paths
+
+        local = client.config.local
+        self.settings: AgentSettings = AgentSettings(
+            store=self.store.url,
+            cpus=local.cpus,
+            mem=local.mem,
+            gpus=local.gpus,
+            max_jobs=local.max_jobs,
+            idle_timeout=local.idle_timeout,
+            start_method=local.start_method or ("fork" if sys.platform == "linux" else "spawn"),
+        )
+        self.log_dir = self.store.local_dir or home_dir()
+        self.paths: AgentPaths = agent_paths(self.store.url, self.log_dir)
+        self._conn: socket.socket | None = None
+        self._lock = threading.Lock()
+        self._envs_written: set[str] = set()
+        self._capacity: Capacity | None = None
+
+    # -- resources -------------------------------------------------------------
+    def capacity(self) -> Capacity:
+        from jobkit.scheduler.machine import machine_capacity
+
+        if self._capacity is None:
+            s = self.settings
+            self._capacity = machine_capacity(cpus=s.cpus, mem=s.mem, gpus=s.gpus, max_jobs=s.max_jobs)
+        return self._capacity
+
+    def check_resources(self, resources: Resources) -> None:
+        from jobkit.scheduler.policy import Request, never_fits
+
+        if resources.nodes > 1:
+            raise ConfigError(
+                f"invalid resource nodes={resources.nodes} for the local backend: "
+                "this machine is one node; use backend='slurm' or 'kubernetes'"
+            )
+        request = Request(
+            job_id="?", cpus=float(resources.cpus), mem=int(resources.mem or 0),
+            gpus=float(resources.gpus or 0), gpu_type=resources.gpu_type,
+        )
+        why = never_fits(request, self.capacity())
+        if why is not None:
+            raise ConfigError(
+                f"the local backend cannot run this job: it {why}; "
+                "ask for less, or declare the machine's resources in [local] config"
+            )
+
+    def prepare(self, records: Sequence[JobRecord], resources: Resources) -> None:
+        env_ref = self._store_env()
+        cwd = os.getcwd()
+        for record in records:
+            record.extra["env"] = env_ref
+            record.extra["cwd"] = cwd
+
+    def _store_env(self) -> str:
+        """The submitter's environment, stored once per distinct content."""
+        from jobkit.serialization import seal_json
+
+        env = dict(os.environ)
+        blob = json.dumps(env, sort_keys=True).encode()
+        ref = hashlib.sha256(blob).hexdigest()[:32]
+        if ref not in self._envs_written:
+            self.store.put_blob(f"envs/{ref}", seal_json(env, key=self.client.key, kind="env", ident=ref))
+            self._envs_written.add(ref)
+        return ref
+
+    # -- talking to the agent ----------------------------------------------------
+    def submit(self, records: Sequence[JobRecord], resources: Resources) -> None:
+        self._send({"op": "wake"})
+
+    def cancel(self, records: Sequence[JobRecord]) -> None:
+        self._send({"op": "cancel", "ids": [r.id for r in records]}, start=False)
+
+    def reconcile(self, records: Sequence[JobRecord]) -> None:
+        """Jobs waiting with no agent alive (it idled out or died): start one."""
+        if records and not self._agent_alive():
+            self._send({"op": "wake"})
+
+    def _agent_alive(self) -> bool:
+        with self._lock:
+            if self._conn is not None:
+                return True
+        try:
+            self._connect()
+        except OSError:
+            return False
+        return True
+
+    def _send(self, message: dict[str, Any], *, start: bool = True) -> None:
+        data = json.dumps(message).encode() + b"\n"
+        for _attempt in range(3):
+            try:
+                conn = self._connection(start=start)
+                if conn is None:
+                    return
+                conn.sendall(data)
+                return
+            except OSError:
+                self._reset()
+        raise BackendError(
+            f"cannot reach the local agent at {self.paths.socket}; see {self.paths.log}"
+        )
+
+    def _connection(self, *, start: bool) -> socket.socket | None:
+        with self._lock:
+            if self._conn is not None:
+                return self._conn
+        try:
+            return self._connect()
+        except OSError:
+            if not start:
+                return None
+        self._start_agent()
+        deadline = time.monotonic() + AGENT_START_TIMEOUT
+        while True:
+            try:
+                return self._connect()
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise BackendError(
+                        f"the local agent did not start within {AGENT_START_TIMEOUT:g} s; "
+                        f"see its log at {self.paths.log}"
+                    ) from None
+                time.sleep(0.005)
+
+    def _connect(self) -> socket.socket:
+        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            conn.connect(str(self.paths.socket))
+        except OSError:
+            conn.close()
+            raise
+        with self._lock:
+            if self._conn is not None:
+                conn.close()
+                return self._conn
+            self._conn = conn
+        threading.Thread(target=self._listen, args=(conn,), name="jobkit-agent-events", daemon=True).start()
+        return conn
+
+    def _reset(self) -> None:
+        with self._lock:
+            conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(OSError):
+                conn.close()
+
+    def _listen(self, conn: socket.socket) -> None:
+        """Agent events ("done") poke the monitor; EOF means the agent left."""
+        monitor = self.client.monitor
+        with contextlib.suppress(OSError):
+            while conn.recv(65536):
+                monitor.poke()
+        with self._lock:
+            if self._conn is conn:
+                self._conn = None
+
+    def _start_agent(self) -> None:
+        self.log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        env = dict(os.environ)
+        env["JOBKIT_KEY"] = self.client.key.hex()
+        with open(self.paths.log, "ab") as log:
+            os.chmod(self.paths.log, 0o600)
+            subprocess.Popen(
+                [sys.executable, "-m", "jobkit.scheduler.agent", self.settings.to_json()],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
+                start_new_session=True, close_fds=True,
+            )
+
+    def stop_agent(self, timeout: float = 10.0) -> None:
+        """Stop the agent (killing its jobs); for tests and `jobkit agent stop`."""
+        try:
+            self._send({"op": "stop"}, start=False)
+        except BackendError:
+            return
+        deadline = time.monotonic() + timeout
+        while self.paths.socket.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        self._reset()
+
+    # -- logs ----------------------------------------------------------------------
+    def read_logs(self, record: JobRecord, stream: str) -> str:
+        suffix = "out" if stream == "stdout" else "err"
+        path = Path(record.extra.get(stream) or self.log_dir / "logs" / f"{record.id}.{suffix}")
+        try:
+            return path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""

@@ -1,0 +1,435 @@
+"""Client: one resolved config wired to one store and its backends.
+
+There is no module-level mutable state: the default client lives in a
+:class:`contextvars.ContextVar`, so ``jobkit.use(...)`` scopes a different
+configuration to a block (or a task, or a thread) and tests get a fresh
+client each.
+
+The monitor
+-----------
+Every non-terminal :class:`~jobkit.job.Job` this process holds is watched by
+the client's monitor thread.  One cycle is one batched ``get_many`` on the
+store for all watched ids (never a query per job), plus each backend's
+``reconcile`` at its own cadence.  Backends that can push completions (the
+local agent does, over its socket) call :meth:`Monitor.poke` so a finished
+job is noticed within a millisecond instead of at the next poll.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import getpass
+import os
+import secrets
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from jobkit.errors import BlobNotFoundError, ConfigError, JobkitError
+from jobkit.states import ACTIVE_STATES, FailureReason, JobRecord, JobState
+from jobkit.stores.base import Store, outcome_key, payload_key
+
+if TYPE_CHECKING:
+    from jobkit.backends.base import Backend
+    from jobkit.config import Config
+    from jobkit.job import Job, JobArray
+    from jobkit.resources import Resources
+    from jobkit.serialization import Outcome
+
+_CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
+
+
+def new_job_id() -> str:
+    """``jk-`` + 9 chars of millisecond time + 5 random: sortable, short, unique."""
+    value = int(time.time() * 1000)
+    chars = []
+    for _ in range(9):
+        value, digit = divmod(value, 32)
+        chars.append(_CROCKFORD[digit])
+    rand = secrets.randbits(25)
+    for _ in range(5):
+        rand, digit = divmod(rand, 32)
+        chars.insert(9, _CROCKFORD[digit])
+    return "jk-" + "".join(reversed(chars[:9])) + "".join(chars[9:])
+
+
+class Monitor:
+    """Background thread that moves watched jobs to their final state."""
+
+    MIN_INTERVAL = 0.005
+
+    def __init__(self, client: Client) -> None:
+        self._client = weakref.proxy(client)
+        self._jobs: dict[str, Job[Any]] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pid = os.getpid()
+        self._last_reconcile = 0.0
+
+    def watch(self, job: Job[Any]) -> None:
+        with self._lock:
+            self._jobs[job.id] = job
+            if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
+                self._pid = os.getpid()
+                self._thread = threading.Thread(
+                    target=self._run, name="jobkit-monitor", daemon=True
+                )
+                self._thread.start()
+        self._wake.set()
+
+    def poke(self) -> None:
+        """Check the store now (a backend saw something finish)."""
+        self._wake.set()
+
+    def _run(self) -> None:
+        interval = self.MIN_INTERVAL
+        ceiling = self._client.config.poll_interval
+        while True:
+            woke = self._wake.wait(interval)
+            self._wake.clear()
+            with self._lock:
+                ids = list(self._jobs)
+            if not ids:
+                self._wake.wait()
+                interval = self.MIN_INTERVAL
+                continue
+            try:
+                finished = self.check(ids)
+            except ReferenceError:
+                return  # the client is gone
+            except JobkitError:
+                finished = 0  # store briefly unreachable: try again next cycle
+            interval = self.MIN_INTERVAL if (woke or finished) else min(interval * 2, ceiling)
+
+    def check(self, ids: Sequence[str]) -> int:
+        client = self._client
+        records = client.store.get_many(ids)
+        now = time.monotonic()
+        if now - self._last_reconcile >= client.config.poll_interval:
+            self._last_reconcile = now
+            active = [r for r in records.values() if not r.is_terminal]
+            if active:
+                client.reconcile(active)
+                records.update(client.store.get_many([r.id for r in active]))
+        finished = 0
+        for job_id, record in records.items():
+            if record.is_terminal:
+                with self._lock:
+                    job = self._jobs.pop(job_id, None)
+                if job is not None:
+                    job._finish(record)
+                    finished += 1
+        return finished
+
+
+class Client:
+    """Submits, finds and controls jobs for one configuration."""
+
+    def __init__(self, config: Config) -> None:
+        from jobkit.signing import load_key
+        from jobkit.stores import open_store
+
+        self.config = config
+        self.store: Store = open_store(config.store)
+        key_file = getattr(config, "key_file", None)
+        explicit = config.key.get_secret_value() if getattr(config, "key", None) else None
+        self.key = load_key(explicit, key_file=key_file)
+        self._backends: dict[str, Backend] = {}
+        self._backends_lock = threading.Lock()
+        self.monitor = Monitor(self)
+
+    # -- backends ------------------------------------------------------------
+    def backend(self, name: str | None = None) -> Backend:
+        from jobkit.backends import open_backend
+
+        name = name or self.config.backend
+        with self._backends_lock:
+            backend = self._backends.get(name)
+            if backend is None:
+                backend = open_backend(name, self)
+                self._backends[name] = backend
+        return backend
+
+    # -- submitting ----------------------------------------------------------
+    def resolve_resources(self, resources: Resources | None) -> Resources:
+        from jobkit.resources import parse_resources
+
+        defaults = parse_resources(**self.config.resources)
+        if resources is None:
+            return defaults
+        return defaults.merged(**resources.model_dump(exclude_unset=True))
+
+    def submit(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+        *,
+        resources: Resources | None = None,
+        backend: str | None = None,
+    ) -> Job[Any]:
+        return self._submit(fn, [(tuple(args), dict(kwargs))], resources, backend, array=False)[0]
+
+    def map(
+        self,
+        fn: Callable[..., Any],
+        items: Iterable[tuple[tuple[Any, ...], Mapping[str, Any]]],
+        *,
+        resources: Resources | None = None,
+        backend: str | None = None,
+    ) -> JobArray[Any]:
+        from jobkit.job import JobArray
+
+        calls = [(tuple(a), dict(k)) for a, k in items]
+        jobs = self._submit(fn, calls, resources, backend, array=True)
+        array_id = jobs[0]._record.array_id if jobs else new_job_id()
+        return JobArray(array_id or "", jobs)
+
+    def _submit(
+        self,
+        fn: Callable[..., Any],
+        calls: list[tuple[tuple[Any, ...], dict[str, Any]]],
+        resources: Resources | None,
+        backend_name: str | None,
+        *,
+        array: bool,
+    ) -> list[Job[Any]]:
+        from jobkit.job import Job
+        from jobkit.serialization import Call, dump_payload, pickle_function
+
+        res = self.resolve_resources(resources)
+        backend = self.backend(backend_name)
+        backend.check_resources(res)
+        name = res.name or getattr(fn, "__qualname__", None) or type(fn).__name__
+        now = time.time()
+        array_id = new_job_id() if array else None
+        base_id = new_job_id()
+        owner = res.labels.get("owner") or res.labels.get("project") or _user()
+        fn_pickle = pickle_function(fn) if array else None
+        records: list[JobRecord] = []
+        meta = backend.payload_meta(res)
+        for index, (args, kwargs) in enumerate(calls):
+            job_id = f"{array_id}.{index}" if array_id else base_id
+            call = Call(fn=None if array else fn, args=args, kwargs=kwargs, fn_pickle=fn_pickle)
+            self.store.put_blob(
+                payload_key(job_id), dump_payload(call, key=self.key, job_id=job_id, meta=meta)
+            )
+            records.append(
+                JobRecord(
+                    id=job_id,
+                    name=name,
+                    backend=backend.name,
+                    created_at=now,
+                    priority=res.priority_value,
+                    owner=owner,
+                    array_id=array_id,
+                    array_index=index if array_id else None,
+                    resources=res.to_record(),
+                    labels=dict(res.labels),
+                )
+            )
+        if not records:
+            return []
+        backend.prepare(records, res)
+        self.store.create(records)
+        try:
+            backend.submit(records, res)
+        except JobkitError as exc:
+            self._record_submit_error(records, exc)
+            raise
+        return [Job(self, r) for r in records]
+
+    def _record_submit_error(self, records: Sequence[JobRecord], exc: JobkitError) -> None:
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        for record in records:
+            self.store.transition(
+                record.id,
+                JobState.FAILED,
+                failure_reason=FailureReason.SUBMIT_ERROR,
+                message=message,
+                finished_at=time.time(),
+            )
+
+    # -- finding and controlling ---------------------------------------------
+    def get(self, job_id: str) -> Job[Any] | JobArray[Any]:
+        from jobkit.job import Job, JobArray
+
+        if not isinstance(job_id, str) or not job_id.strip():
+            raise ConfigError(f"invalid job id {job_id!r}: expected a string like 'jk-...'")
+        job_id = job_id.strip()
+        try:
+            return Job(self, self.store.get(job_id))
+        except KeyError:
+            members = self.store.query(array_id=job_id, oldest_first=True)
+            if not members:
+                raise
+            members.sort(key=lambda r: r.array_index or 0)
+            return JobArray(job_id, [Job(self, r) for r in members])
+
+    def jobs(
+        self,
+        *,
+        state: str | JobState | Iterable[str | JobState] | None = None,
+        backend: str | None = None,
+        name: str | None = None,
+        limit: int | None = 50,
+    ) -> list[Job[Any]]:
+        from jobkit.job import Job
+
+        states = parse_states(state)
+        if limit is not None and (not isinstance(limit, int) or limit < 1):
+            raise ConfigError(f"invalid limit {limit!r}: expected a positive integer or None")
+        records = self.store.query(states=states, backend=backend, name=name, limit=limit)
+        return [Job(self, r) for r in records]
+
+    def cancel(self, job_ids: Sequence[str]) -> list[str]:
+        """Mark jobs CANCELLED (compare-and-set), then ask their backends to kill them."""
+        cancelled: list[JobRecord] = []
+        now = time.time()
+        for job_id in job_ids:
+            record = self.store.transition(
+                job_id, JobState.CANCELLED, expect=ACTIVE_STATES, finished_at=now
+            )
+            if record is not None:
+                cancelled.append(record)
+        by_backend: dict[str, list[JobRecord]] = {}
+        for record in cancelled:
+            by_backend.setdefault(record.backend, []).append(record)
+        for name, records in by_backend.items():
+            self.backend(name).cancel(records)
+        self.monitor.poke()
+        return [r.id for r in cancelled]
+
+    def reconcile(self, records: Sequence[JobRecord]) -> None:
+        by_backend: dict[str, list[JobRecord]] = {}
+        for record in records:
+            by_backend.setdefault(record.backend, []).append(record)
+        for name, group in by_backend.items():
+            with contextlib.suppress(JobkitError):
+                self.backend(name).reconcile(group)
+
+    # -- outcomes and logs -----------------------------------------------------
+    def load_outcome(self, record: JobRecord) -> Outcome:
+        from jobkit.job import failure_error
+        from jobkit.serialization import Outcome, load_outcome
+
+        try:
+            data = self.store.get_blob(outcome_key(record.id))
+        except BlobNotFoundError:
+            if record.state is JobState.SUCCEEDED:
+                raise
+            return Outcome(ok=False, error=failure_error(record))
+        return load_outcome(data, key=self.key, job_id=record.id)
+
+    def read_logs(self, record: JobRecord, stream: str) -> str:
+        return self.backend(record.backend).read_logs(record, stream)
+
+    def follow_logs(self, job: Job[Any], stream: str, poll: float = 0.1) -> Iterator[str]:
+        """Yield complete lines as they are written, until the job has ended."""
+        offset = 0
+        pending = ""
+        while True:
+            finished = job.done()
+            text = self.read_logs(job._record, stream)
+            chunk, offset = text[offset:], len(text)
+            pending += chunk
+            *lines, pending = pending.split("\n")
+            yield from (line + "\n" for line in lines)
+            if finished:
+                if pending:
+                    yield pending
+                return
+            time.sleep(poll)
+
+    def delete_payload(self, job_id: str) -> None:
+        self.store.delete_blobs([payload_key(job_id)])
+
+
+def parse_states(
+    state: str | JobState | Iterable[str | JobState] | None,
+) -> list[JobState] | None:
+    """Accept one state or several, by enum or name (any case)."""
+    if state is None:
+        return None
+    items = [state] if isinstance(state, (str, JobState)) else list(state)
+    out = []
+    for item in items:
+        try:
+            out.append(JobState(str(item).upper()))
+        except ValueError:
+            valid = ", ".join(s.value for s in JobState)
+            raise ConfigError(f"invalid state {item!r}: expected one of {valid}") from None
+    return out
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return str(os.getuid())
+
+
+# -- the default client, scoped with contextvars --------------------------------
+
+_overrides: contextvars.ContextVar[tuple[Mapping[str, Any], ...]] = contextvars.ContextVar(
+    "jobkit_overrides", default=()
+)
+_clients: contextvars.ContextVar[dict[tuple[Any, ...], Client] | None] = contextvars.ContextVar(
+    "jobkit_clients", default=None
+)
+
+
+def _freeze(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return tuple(sorted((k, _freeze(v)) for k, v in value.items()))
+    if isinstance(value, (list, tuple)):
+        return tuple(_freeze(v) for v in value)
+    return repr(value)
+
+
+def current_client() -> Client:
+    """The client for the configuration in force in this context."""
+    from jobkit.config import load_config
+
+    overrides = _overrides.get()
+    key = (_freeze(overrides), os.getcwd(), _freeze(_env_key()))
+    cache = _clients.get()
+    if cache is None:
+        cache = {}
+        _clients.set(cache)
+    client = cache.get(key)
+    if client is None:
+        client = Client(load_config(overrides))
+        cache[key] = client
+    return client
+
+
+def _env_key() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k.startswith(("JOBKIT_", "AWS_", "KUBECONFIG", "SLURM_CONF"))}
+
+
+def configure(**settings: Any) -> None:
+    """Set configuration for this context (and code it starts) onward."""
+    from jobkit.config import load_config
+
+    new = (*_overrides.get(), settings)
+    load_config(new)  # validate now: a bad value fails here, not at submit
+    _overrides.set(new)
+
+
+@contextlib.contextmanager
+def use(**settings: Any) -> Iterator[Client]:
+    """Scope configuration to a ``with`` block; yields the client it selects."""
+    from jobkit.config import load_config
+
+    new = (*_overrides.get(), settings)
+    load_config(new)
+    token = _overrides.set(new)
+    try:
+        yield current_client()
+    finally:
+        _overrides.reset(token)

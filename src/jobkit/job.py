@@ -1,0 +1,272 @@
+"""Job and JobArray: futures whose truth lives in the store.
+
+A :class:`Job` *is* a :class:`concurrent.futures.Future`, so
+``concurrent.futures.wait``/``as_completed``, ``asyncio.wrap_future`` and
+``await job`` work unchanged.  Unlike an executor's future nobody inside this
+process sets its result: the client's monitor sees the terminal state in the
+store and calls :meth:`Job._finish`, which flips the future's state and wakes
+waiters *without* loading the outcome.  ``result()`` loads and verifies the
+outcome lazily, once, so listing ten thousand finished jobs reads no blobs.
+
+``cancel()`` differs from ``Future.cancel`` on purpose: a running job is
+killed too (that is what a user cancelling a job means), and the call returns
+True whenever the job was not yet terminal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import sys
+import time
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from concurrent.futures import _base
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
+
+from jobkit.errors import JobFailedError
+from jobkit.states import FailureReason, JobRecord, JobState
+
+if TYPE_CHECKING:
+    from jobkit.client import Client
+    from jobkit.serialization import Outcome
+
+T = TypeVar("T")
+
+_DONE = (_base.CANCELLED, _base.CANCELLED_AND_NOTIFIED, _base.FINISHED)
+
+
+class Job(concurrent.futures.Future, Generic[T]):  # type: ignore[type-arg]
+    """A handle on one job, found again anywhere by its id."""
+
+    def __init__(self, client: Client, record: JobRecord) -> None:
+        super().__init__()
+        self._client = client
+        self._record = record
+        self._outcome: Outcome | None = None
+        self.id: str = record.id
+        if record.is_terminal:
+            self._finish(record)
+        else:
+            client.monitor.watch(self)
+
+    # -- what the store knows ------------------------------------------------
+    def _refresh(self) -> JobRecord:
+        if self._state in _DONE:
+            return self._record
+        record = self._client.store.get(self.id)
+        self._record = record
+        if record.is_terminal:
+            self._finish(record)
+        return record
+
+    @property
+    def state(self) -> JobState:
+        """The job's state now (read from the store unless already final)."""
+        return self._refresh().state
+
+    @property
+    def info(self) -> JobRecord:
+        """The full record: backend id, resources, timestamps, host, exit code, reason."""
+        return self._refresh()
+
+    @property
+    def name(self) -> str:
+        return self._record.name
+
+    # -- Future interface ----------------------------------------------------
+    def done(self) -> bool:
+        return self._refresh().is_terminal
+
+    def running(self) -> bool:
+        return self._refresh().state is JobState.RUNNING
+
+    def cancelled(self) -> bool:
+        return self._refresh().state is JobState.CANCELLED
+
+    def cancel(self) -> bool:
+        """Cancel the job, killing it if it runs; True unless it had already ended."""
+        if self.done():
+            return False
+        self._client.cancel([self.id])
+        return self.cancelled()
+
+    def result(self, timeout: float | None = None) -> T:
+        """The return value; re-raises the job's original exception.
+
+        The remote traceback is chained as ``__cause__``.  Raises
+        ``concurrent.futures.TimeoutError`` after ``timeout`` seconds and
+        ``CancelledError`` for a cancelled job.
+        """
+        outcome = self._wait_outcome(timeout)
+        value: T = outcome.unwrap()
+        return value
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:  # type: ignore[override]
+        outcome = self._wait_outcome(timeout)
+        return None if outcome.ok else outcome.error
+
+    def add_done_callback(self, fn: Callable[[Job[T]], object]) -> None:  # type: ignore[override]
+        super().add_done_callback(fn)  # type: ignore[arg-type]
+
+    def set_running_or_notify_cancel(self) -> bool:
+        raise RuntimeError("a Job's state is driven by its store, not set by callers")
+
+    def set_result(self, result: object) -> None:
+        raise RuntimeError("a Job's result is written by its worker, not set by callers")
+
+    def set_exception(self, exception: BaseException | None) -> None:
+        raise RuntimeError("a Job's outcome is written by its worker, not set by callers")
+
+    def __await__(self) -> Generator[Any, None, T]:
+        return asyncio.wrap_future(self).__await__()
+
+    # -- logs ----------------------------------------------------------------
+    @overload
+    def logs(self, stream: str = ..., *, follow: bool = False) -> str: ...
+    def logs(self, stream: str = "stdout", *, follow: bool = False) -> str | Iterator[str]:  # type: ignore[misc]
+        """Text written so far to ``stream``; ``follow=True`` yields lines until the end."""
+        if stream not in ("stdout", "stderr"):
+            from jobkit.errors import ConfigError
+
+            raise ConfigError(f"invalid log stream {stream!r}: expected 'stdout' or 'stderr'")
+        if follow:
+            return self._client.follow_logs(self, stream)
+        return self._client.read_logs(self._refresh(), stream)
+
+    # -- internals -----------------------------------------------------------
+    def _wait_outcome(self, timeout: float | None) -> Outcome:
+        with self._condition:
+            if self._state not in _DONE:
+                self._client.monitor.poke()
+                deadline = None if timeout is None else time.monotonic() + timeout
+                while self._state not in _DONE:
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        raise concurrent.futures.TimeoutError(
+                            f"job {self.id} did not finish within {timeout} s"
+                        )
+                    self._condition.wait(remaining)
+            if self._state != _base.FINISHED:
+                raise concurrent.futures.CancelledError(f"job {self.id} was cancelled")
+        if self._outcome is None:
+            self._outcome = self._client.load_outcome(self._record)
+        return self._outcome
+
+    def _finish(self, record: JobRecord) -> None:
+        """Move the future to its final state; for the client's monitor only."""
+        with self._condition:
+            if self._state in _DONE:
+                return
+            self._record = record
+            if record.state is JobState.CANCELLED:
+                self._state = _base.CANCELLED_AND_NOTIFIED
+                for waiter in self._waiters:
+                    waiter.add_cancelled(self)
+            else:
+                self._state = _base.FINISHED
+                for waiter in self._waiters:
+                    if record.state is JobState.FAILED:
+                        waiter.add_exception(self)
+                    else:
+                        waiter.add_result(self)
+            self._condition.notify_all()
+        self._invoke_callbacks()  # type: ignore[attr-defined]
+
+    def __repr__(self) -> str:
+        return f"<Job {self.id} {self._record.name} {self._record.state.value}>"
+
+
+def failure_error(record: JobRecord) -> JobFailedError:
+    """The error for a job that failed without an outcome (timeout, OOM, lost)."""
+    reason = record.failure_reason or FailureReason.LOST
+    detail = f": {record.message}" if record.message else ""
+    return JobFailedError(
+        f"job {record.id} ({record.name}) failed with {reason.value}{detail}",
+        job_id=record.id,
+        reason=reason,
+    )
+
+
+class JobArray(Sequence[Job[T]]):
+    """The jobs of one ``map``: a sequence with bulk helpers."""
+
+    def __init__(self, array_id: str, jobs: Sequence[Job[T]]) -> None:
+        self.id = array_id
+        self._jobs = list(jobs)
+
+    @overload
+    def __getitem__(self, index: int) -> Job[T]: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[Job[T]]: ...
+    def __getitem__(self, index: int | slice) -> Job[T] | list[Job[T]]:
+        return self._jobs[index]
+
+    def __len__(self) -> int:
+        return len(self._jobs)
+
+    def __iter__(self) -> Iterator[Job[T]]:
+        return iter(self._jobs)
+
+    def states(self) -> list[JobState]:
+        records = self._jobs[0]._client.store.get_many([j.id for j in self._jobs]) if self._jobs else {}
+        return [records[j.id].state if j.id in records else j._record.state for j in self._jobs]
+
+    def wait(self, timeout: float | None = None, *, progress: bool | None = None) -> bool:
+        """Block until every job ended; True if all did within ``timeout``."""
+        if progress is None:
+            progress = _interactive()
+        if not progress:
+            done, not_done = concurrent.futures.wait(self._jobs, timeout=timeout)
+            return not not_done
+        return _wait_with_progress(self._jobs, timeout, label=self.id)
+
+    def results(self, timeout: float | None = None, *, progress: bool | None = None) -> list[T]:
+        """All results in order; raises the first failed job's exception."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        self.wait(timeout, progress=progress)
+        out = []
+        for job in self._jobs:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            out.append(job.result(remaining))
+        return out
+
+    def cancel(self) -> int:
+        """Cancel every job not yet ended; returns how many were cancelled."""
+        live = [j.id for j in self._jobs if not j.done()]
+        if live:
+            self._jobs[0]._client.cancel(live)
+        return sum(1 for j in self._jobs if j.id in live and j.cancelled())
+
+    def as_completed(self, timeout: float | None = None) -> Iterable[Job[T]]:
+        return concurrent.futures.as_completed(self._jobs, timeout=timeout)  # type: ignore[return-value]
+
+    def __repr__(self) -> str:
+        return f"<JobArray {self.id} of {len(self._jobs)} jobs>"
+
+
+def _interactive() -> bool:
+    if "ipykernel" in sys.modules:
+        return True
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def _wait_with_progress(jobs: Sequence[Job[Any]], timeout: float | None, *, label: str) -> bool:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        transient=False,
+    ) as bar:
+        task = bar.add_task(label, total=len(jobs))
+        try:
+            for _job in concurrent.futures.as_completed(jobs, timeout=timeout):
+                bar.advance(task)
+        except concurrent.futures.TimeoutError:
+            return False
+    return True

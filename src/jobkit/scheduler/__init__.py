@@ -1,0 +1,1 @@
+"""The local single-node scheduler: policy (pure) and the agent (daemon)."""

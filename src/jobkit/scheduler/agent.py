@@ -1,0 +1,663 @@
+"""The local agent: a single-node cluster manager, one per store and user.
+
+Clients never start jobs themselves.  They record jobs as PENDING and poke
+the agent, which outlives them (a notebook kernel restart neither kills nor
+orphans a job) and exits after ``idle_timeout`` seconds with nothing to do.
+
+Data flow::
+
+    client ──put payload, create PENDING──► store ◄──────────────┐
+      │                                       │                  │
+      └─"wake"/"cancel" over unix socket─► agent                 │
+                                              │ query PENDING/QUEUED
+                                              │ policy.plan(): priority, DRF, fit, GPUs
+                                              │ CAS → RUNNING (claim)
+                                              ▼                  │
+                            fork (or spawn) a worker in its own session
+                            (own process group; CUDA_VISIBLE_DEVICES;
+                             stdout/stderr to log files)         │
+                                              │ worker.run_job ──┘ outcome, terminal state
+                                              ▼
+                  pidfd readable ─► waitpid ─► release resources
+                         │   no terminal state? record TIMEOUT / OOM / LOST
+                         └─► "done" event to every connected client
+
+One thread, one selector: the listening socket, client connections and a
+pidfd per child.  Timers (time limits, SIGTERM→SIGKILL escalation, memory
+checks, a periodic rescan that catches missed pokes and cancels made while
+the agent was busy) run between selects.  A single thread is what makes
+``os.fork()`` safe here, and forking an interpreter that already imported
+jobkit is what puts a trivial job's latency well under a fresh interpreter's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import errno
+import fcntl
+import hashlib
+import io
+import json
+import os
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from jobkit.scheduler.machine import group_rss, machine_capacity, oom_kill_count
+from jobkit.scheduler.policy import Allocation, Capacity, Ledger, Request, never_fits, plan
+from jobkit.states import ACTIVE_STATES, FailureReason, JobRecord, JobState
+from jobkit.stores.base import Store
+
+QUEUE_STATES = (JobState.PENDING, JobState.QUEUED)
+
+
+@dataclasses.dataclass
+class AgentSettings:
+    """How the agent runs; sent by the client that starts it, as JSON."""
+
+    store: str
+    cpus: float | None = None
+    mem: int | None = None
+    gpus: int | list[str] | None = None
+    max_jobs: int | None = None
+    idle_timeout: float = 60.0
+    start_method: str = "fork"
+    kill_grace: float = 3.0
+    rescan_interval: float = 1.0
+    memory_interval: float = 0.5
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> AgentSettings:
+        return cls(**json.loads(text))
+
+
+@dataclasses.dataclass(frozen=True)
+class AgentPaths:
+    socket: Path
+    lock: Path
+    log: Path
+
+
+def agent_paths(store_url: str, log_dir: Path) -> AgentPaths:
+    """Where the agent for ``store_url`` listens; short enough for AF_UNIX."""
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    base = Path(runtime, "jobkit") if runtime else Path(f"/tmp/jobkit-{os.getuid()}")
+    base.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tag = hashlib.sha256(store_url.encode()).hexdigest()[:16]
+    return AgentPaths(base / f"agent-{tag}.sock", base / f"agent-{tag}.lock", log_dir / "agent.log")
+
+
+@dataclasses.dataclass
+class Running:
+    record: JobRecord
+    pid: int
+    alloc: Allocation
+    started: float
+    pidfd: int | None = None
+    popen: subprocess.Popen[bytes] | None = None
+    adopted: bool = False
+    deadline: float | None = None
+    mem_limit: int = 0
+    kill_reason: FailureReason | None = None
+    kill_message: str | None = None
+    escalate_at: float | None = None
+    oom_before: int | None = None
+
+
+def request_of(record: JobRecord) -> Request:
+    res = record.resources
+    return Request(
+        job_id=record.id,
+        owner=record.owner,
+        priority=record.priority,
+        created_at=record.created_at,
+        cpus=float(res.get("cpus", 1) or 0),
+        mem=int(res.get("mem") or 0),
+        gpus=float(res.get("gpus") or 0),
+        gpu_type=res.get("gpu_type"),
+    )
+
+
+class Agent:
+    """Schedules and supervises local jobs; see the module docstring."""
+
+    def __init__(
+        self, store: Store, key: bytes, settings: AgentSettings, paths: AgentPaths, capacity: Capacity
+    ) -> None:
+        self.store = store
+        self.key = key
+        self.settings = settings
+        self.paths = paths
+        self.ledger = Ledger(capacity)
+        self.host = socket.gethostname()
+        self.sel = selectors.DefaultSelector()
+        self.listener: socket.socket | None = None
+        self.conns: dict[socket.socket, bytearray] = {}
+        self.running: dict[str, Running] = {}
+        self.dirty = True
+        self.stopping = False
+        self.last_activity = time.monotonic()
+        self.next_rescan = 0.0
+        self.next_memory = 0.0
+        self.log_dir = paths.log.parent / "logs"
+        self.log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.env_cache: dict[str, dict[str, str]] = {}
+        self.lock_fd = -1
+
+    # -- lifecycle -------------------------------------------------------------
+    def serve(self) -> None:
+        self._listen()
+        self._recover()
+        while True:
+            self._loop_once()
+            if self.stopping:
+                break
+            if self._idle():
+                self._close_listener()
+                # A client may have recorded work just before we stopped listening.
+                if self.store.query(states=QUEUE_STATES, backend="local", limit=1) or self.running:
+                    self._listen()
+                    continue
+                break
+        self._shutdown()
+
+    def _loop_once(self) -> None:
+        timeout = self._next_timeout()
+        for key, _mask in self.sel.select(timeout):
+            key.data(key.fileobj)
+        now = time.monotonic()
+        self._timers(now)
+        if self.dirty:
+            self.dirty = False
+            self._schedule()
+
+    def _idle(self) -> bool:
+        return (
+            not self.running
+            and time.monotonic() - self.last_activity > self.settings.idle_timeout
+        )
+
+    def _next_timeout(self) -> float:
+        now = time.monotonic()
+        wakeups = [self.next_rescan, self.last_activity + self.settings.idle_timeout + 0.01]
+        for run in self.running.values():
+            if run.deadline is not None:
+                wakeups.append(run.deadline)
+            if run.escalate_at is not None:
+                wakeups.append(run.escalate_at)
+            if run.mem_limit:
+                wakeups.append(self.next_memory)
+        return max(0.0, min(wakeups) - now)
+
+    def _listen(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.paths.socket.unlink()
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(str(self.paths.socket))
+        os.chmod(self.paths.socket, 0o600)
+        listener.listen(128)
+        listener.setblocking(False)
+        self.listener = listener
+        self.sel.register(listener, selectors.EVENT_READ, self._accept)
+
+    def _close_listener(self) -> None:
+        if self.listener is not None:
+            self.sel.unregister(self.listener)
+            self.listener.close()
+            self.listener = None
+            with contextlib.suppress(FileNotFoundError):
+                self.paths.socket.unlink()
+
+    def _shutdown(self) -> None:
+        self._close_listener()
+        for conn in list(self.conns):
+            self._drop(conn)
+        if self.stopping:
+            for run in list(self.running.values()):
+                self._kill(run, signal.SIGKILL, None, None)
+
+    # -- clients ---------------------------------------------------------------
+    def _accept(self, listener: Any) -> None:
+        try:
+            conn, _ = listener.accept()
+        except BlockingIOError:
+            return
+        conn.setblocking(False)
+        self.conns[conn] = bytearray()
+        self.sel.register(conn, selectors.EVENT_READ, self._read)
+        self.last_activity = time.monotonic()
+
+    def _read(self, conn: Any) -> None:
+        try:
+            data = conn.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._drop(conn)
+            return
+        buf = self.conns[conn]
+        buf += data
+        while b"\n" in buf:
+            line, _, rest = bytes(buf).partition(b"\n")
+            buf[:] = rest
+            self._handle(conn, line)
+        self.last_activity = time.monotonic()
+
+    def _handle(self, conn: socket.socket, line: bytes) -> None:
+        try:
+            message = json.loads(line)
+            op = message["op"]
+        except (ValueError, KeyError, TypeError):
+            return
+        if op == "wake":
+            self.dirty = True
+        elif op == "cancel":
+            self._cancel(message.get("ids", []))
+        elif op == "ping":
+            self._send(conn, {"pid": os.getpid(), "running": sorted(self.running)})
+        elif op == "stop":
+            self.stopping = True
+
+    def _send(self, conn: socket.socket, message: dict[str, Any]) -> None:
+        try:
+            conn.send(json.dumps(message).encode() + b"\n")
+        except OSError:
+            self._drop(conn)
+
+    def _broadcast(self, message: dict[str, Any]) -> None:
+        for conn in list(self.conns):
+            self._send(conn, message)
+
+    def _drop(self, conn: socket.socket) -> None:
+        if conn in self.conns:
+            del self.conns[conn]
+            with contextlib.suppress(KeyError, ValueError):
+                self.sel.unregister(conn)
+            conn.close()
+
+    # -- scheduling ------------------------------------------------------------
+    def _schedule(self) -> None:
+        queued = [
+            r for r in self.store.query(states=QUEUE_STATES, backend="local", oldest_first=True)
+            if r.id not in self.running
+        ]
+        if not queued:
+            return
+        self.last_activity = time.monotonic()
+        by_id = {r.id: r for r in queued}
+        requests = []
+        for record in queued:
+            request = request_of(record)
+            why = never_fits(request, self.ledger.capacity)
+            if why is not None:
+                self._finish(record.id, FailureReason.SUBMIT_ERROR, f"job {why}", None)
+                continue
+            requests.append(request)
+        for alloc in plan(requests, self.ledger):
+            if not self._launch(by_id.pop(alloc.job_id), alloc):
+                self.ledger.release(alloc.job_id)
+        for record in by_id.values():
+            if record.state is JobState.PENDING:
+                self.store.transition(
+                    record.id, JobState.QUEUED, expect=(JobState.PENDING,),
+                    submitted_at=time.time(), backend_id=f"local:{self.host}",
+                )
+
+    def _launch(self, record: JobRecord, alloc: Allocation) -> bool:
+        out = self.log_dir / f"{record.id}.out"
+        err = self.log_dir / f"{record.id}.err"
+        now = time.time()
+        claimed = self.store.transition(
+            record.id, JobState.RUNNING, expect=QUEUE_STATES,
+            started_at=now, submitted_at=record.submitted_at or now,
+            host=self.host, backend_id=f"local:{self.host}",
+            extra={**record.extra, "stdout": str(out), "stderr": str(err), "gpus": alloc.gpu_ids},
+        )
+        if claimed is None:
+            return False  # cancelled between our query and now
+        env = self._job_env(claimed, alloc)
+        cwd = claimed.extra.get("cwd")
+        if cwd and not os.path.isdir(cwd):
+            cwd = None
+        oom_before = oom_kill_count()
+        popen = None
+        if self.settings.start_method == "spawn":
+            popen = self._spawn(claimed, env, cwd, out, err)
+            pid = popen.pid
+        else:
+            pid = self._fork(claimed, env, cwd, out, err)
+        limit = claimed.resources.get("time")
+        run = Running(
+            record=claimed, pid=pid, alloc=alloc, started=time.monotonic(), popen=popen,
+            deadline=time.monotonic() + float(limit) if limit else None,
+            mem_limit=int(claimed.resources.get("mem") or 0), oom_before=oom_before,
+        )
+        self._watch(run)
+        self.running[record.id] = run
+        return True
+
+    def _job_env(self, record: JobRecord, alloc: Allocation) -> dict[str, str]:
+        env = dict(self._submitter_env(record))
+        env.update({str(k): str(v) for k, v in (record.resources.get("env") or {}).items()})
+        env["JOBKIT_JOB_ID"] = record.id
+        env["JOBKIT_STORE"] = self.settings.store
+        if self.ledger.capacity.gpus or alloc.gpu_share:
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(alloc.gpu_ids)
+        if alloc.gpu_share and alloc.gpus < 1.0:
+            env["JOBKIT_GPU_FRACTION"] = f"{alloc.gpus:g}"
+        return env
+
+    def _submitter_env(self, record: JobRecord) -> dict[str, str]:
+        from jobkit.serialization import open_json
+
+        ref = record.extra.get("env")
+        if not ref:
+            return dict(os.environ)
+        if ref not in self.env_cache:
+            try:
+                env = open_json(self.store.get_blob(f"envs/{ref}"), key=self.key, kind="env", ident=ref)
+            except Exception as exc:  # noqa: BLE001 - a bad env blob must not kill the agent
+                print(f"agent: cannot read environment {ref}: {exc}", file=sys.stderr)
+                env = dict(os.environ)
+            self.env_cache[ref] = env
+        return self.env_cache[ref]
+
+    # -- starting processes ----------------------------------------------------
+    def _fork(self, record: JobRecord, env: dict[str, str], cwd: str | None, out: Path, err: Path) -> int:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid:
+            return pid
+        code = 70
+        try:
+            os.setsid()
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
+                signal.signal(sig, signal.SIG_DFL)
+            self._close_inherited()
+            devnull = os.open(os.devnull, os.O_RDONLY)
+            os.dup2(devnull, 0)
+            for fd, path in ((1, out), (2, err)):
+                handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+                os.dup2(handle, fd)
+                os.close(handle)
+            sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), line_buffering=True)
+            sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), line_buffering=True)
+            sys.stdin = io.TextIOWrapper(io.FileIO(0, "r", closefd=False))
+            os.environ.clear()
+            os.environ.update(env)
+            if cwd:
+                os.chdir(cwd)
+            sys.argv = ["jobkit-worker", record.id]
+            from jobkit.worker import run_job
+
+            code = run_job(self.store, record.id, self.key)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                traceback.print_exc()
+        finally:
+            with contextlib.suppress(Exception):
+                sys.stdout.flush()
+                sys.stderr.flush()
+            os._exit(code)
+
+    def _close_inherited(self) -> None:
+        """In the child: drop the agent's sockets, pidfds and lock."""
+        fds = [c.fileno() for c in self.conns]
+        if self.listener is not None:
+            fds.append(self.listener.fileno())
+        fds += [r.pidfd for r in self.running.values() if r.pidfd is not None]
+        fds.append(self.lock_fd)
+        with contextlib.suppress(OSError):
+            self.sel.close()
+        for fd in fds:
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+
+    def _spawn(
+        self, record: JobRecord, env: dict[str, str], cwd: str | None, out: Path, err: Path
+    ) -> subprocess.Popen[bytes]:
+        env = {**env, "JOBKIT_KEY": self.key.hex()}
+        with open(out, "ab") as stdout, open(err, "ab") as stderr:
+            return subprocess.Popen(
+                [sys.executable, "-m", "jobkit.worker", "--store", self.settings.store, record.id],
+                stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr, env=env, cwd=cwd,
+                start_new_session=True, close_fds=True,
+            )
+
+    def _watch(self, run: Running) -> None:
+        try:
+            run.pidfd = os.pidfd_open(run.pid)
+        except (AttributeError, OSError):
+            run.pidfd = None  # polled in _timers instead
+            return
+        self.sel.register(run.pidfd, selectors.EVENT_READ, lambda _fd, r=run: self._reap(r))
+
+    # -- supervising -----------------------------------------------------------
+    def _timers(self, now: float) -> None:
+        for run in list(self.running.values()):
+            if run.pidfd is None and self._exited(run):
+                self._reap(run)
+                continue
+            if run.deadline is not None and now >= run.deadline and run.kill_reason is None:
+                limit = run.record.resources.get("time")
+                self._kill(
+                    run, signal.SIGTERM, FailureReason.TIMEOUT,
+                    f"ran past its time limit of {float(limit):g} s",
+                )
+            if run.escalate_at is not None and now >= run.escalate_at:
+                run.escalate_at = None
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(run.pid, signal.SIGKILL)
+        if now >= self.next_memory:
+            self.next_memory = now + self.settings.memory_interval
+            self._check_memory()
+        if now >= self.next_rescan:
+            self.next_rescan = now + self.settings.rescan_interval
+            self._rescan()
+
+    def _exited(self, run: Running) -> bool:
+        try:
+            if run.popen is not None:
+                return run.popen.poll() is not None
+            os.kill(run.pid, 0)
+            if not run.adopted:
+                pid, _ = os.waitpid(run.pid, os.WNOHANG)
+                return pid != 0
+        except (ProcessLookupError, ChildProcessError):
+            return True
+        return False
+
+    def _check_memory(self) -> None:
+        limited = {r.pid: r for r in self.running.values() if r.mem_limit and r.kill_reason is None}
+        if not limited:
+            return
+        for pgid, rss in group_rss(set(limited)).items():
+            run = limited[pgid]
+            if rss > run.mem_limit:
+                self._kill(
+                    run, signal.SIGKILL, FailureReason.OOM,
+                    f"used {rss / 2**20:.0f} MiB of memory, more than the "
+                    f"{run.mem_limit / 2**20:.0f} MiB it requested",
+                )
+
+    def _rescan(self) -> None:
+        """Catch what pokes missed: new jobs, and cancels of running ones."""
+        if self.running:
+            records = self.store.get_many(list(self.running))
+            for job_id, record in records.items():
+                if record.state is JobState.CANCELLED:
+                    run = self.running.get(job_id)
+                    if run is not None and run.kill_reason is None:
+                        self._kill(run, signal.SIGTERM, None, "cancelled")
+        self.dirty = True
+
+    def _cancel(self, ids: Sequence[str]) -> None:
+        for job_id in ids:
+            run = self.running.get(job_id)
+            if run is not None and run.kill_reason is None:
+                self._kill(run, signal.SIGTERM, None, "cancelled")
+        self.dirty = True
+
+    def _kill(
+        self, run: Running, sig: int, reason: FailureReason | None, message: str | None
+    ) -> None:
+        if run.kill_reason is None and run.kill_message is None:
+            run.kill_reason, run.kill_message = reason, message
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(run.pid, sig)
+        if sig != signal.SIGKILL:
+            run.escalate_at = time.monotonic() + self.settings.kill_grace
+
+    def _reap(self, run: Running) -> None:
+        if run.record.id not in self.running:
+            return
+        del self.running[run.record.id]
+        if run.pidfd is not None:
+            with contextlib.suppress(KeyError, ValueError):
+                self.sel.unregister(run.pidfd)
+            os.close(run.pidfd)
+        code: int | None = None
+        if run.popen is not None:
+            code = run.popen.wait()
+        elif not run.adopted:
+            with contextlib.suppress(ChildProcessError):
+                _, status = os.waitpid(run.pid, 0)
+                code = os.waitstatus_to_exitcode(status)
+        # The whole process group goes with the job: no stray grandchildren.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(run.pid, signal.SIGKILL)
+        self.ledger.release(run.record.id)
+        self.last_activity = time.monotonic()
+        reason, message = self._why(run, code)
+        self._finish(run.record.id, reason, message, code)
+
+    def _why(self, run: Running, code: int | None) -> tuple[FailureReason, str]:
+        if run.kill_reason is not None:
+            return run.kill_reason, run.kill_message or run.kill_reason.value
+        if run.adopted or code is None:
+            return FailureReason.LOST, "worker vanished while the agent was not watching it"
+        if code < 0:
+            sig = -code
+            name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else str(sig)
+            after = oom_kill_count()
+            if sig == signal.SIGKILL and run.oom_before is not None and after is not None and after > run.oom_before:
+                return FailureReason.OOM, "killed by the kernel OOM killer (SIGKILL)"
+            return FailureReason.LOST, f"worker killed by signal {name}"
+        return FailureReason.ERROR, f"worker exited with code {code} without recording an outcome"
+
+    def _finish(self, job_id: str, reason: FailureReason, message: str, code: int | None) -> None:
+        """Record a failure unless the worker already recorded the end."""
+        self.store.transition(
+            job_id, JobState.FAILED, expect=ACTIVE_STATES,
+            failure_reason=reason, message=message, exit_code=code, finished_at=time.time(),
+        )
+        self._broadcast({"event": "done", "id": job_id})
+        self.dirty = True
+
+    # -- recovery --------------------------------------------------------------
+    def _recover(self) -> None:
+        """Adopt or fail RUNNING jobs a previous agent left behind."""
+        for record in self.store.query(states=(JobState.RUNNING,), backend="local"):
+            if record.host != self.host:
+                continue
+            alive = record.pid is not None and _alive(record.pid)
+            if not alive:
+                self._finish(record.id, FailureReason.LOST, "worker vanished (agent restarted)", None)
+                continue
+            assert record.pid is not None
+            gpus = record.extra.get("gpus") or []
+            share = float(record.resources.get("gpus") or 0)
+            alloc = Allocation(
+                record.id, record.owner, float(record.resources.get("cpus", 1)),
+                int(record.resources.get("mem") or 0),
+                tuple((g, min(1.0, share) if share < 1 else 1.0) for g in gpus),
+            )
+            self.ledger.allocate(alloc)
+            run = Running(record=record, pid=record.pid, alloc=alloc, started=time.monotonic(), adopted=True)
+            self.running[record.id] = run
+            self._watch(run)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _acquire_lock(path: Path, sock: Path, patience: float = 10.0) -> int | None:
+    """Take the per-store agent lock, or None if a live agent already serves."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.ftruncate(fd, 0)
+            os.write(fd, str(os.getpid()).encode())
+            return fd
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(str(sock))
+            probe.close()
+            os.close(fd)
+            return None  # a live agent is listening
+        except OSError:
+            probe.close()
+        if time.monotonic() > deadline:
+            os.close(fd)
+            return None
+        time.sleep(0.02)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m jobkit.scheduler.agent")
+    parser.add_argument("settings", help="AgentSettings as JSON")
+    args = parser.parse_args(argv)
+    settings = AgentSettings.from_json(args.settings)
+    from jobkit.signing import load_key
+    from jobkit.stores import open_store
+
+    store = open_store(settings.store)
+    log_dir = store.local_dir or Path(os.environ.get("JOBKIT_HOME", "."))
+    paths = agent_paths(settings.store, log_dir)
+    lock_fd = _acquire_lock(paths.lock, paths.socket)
+    if lock_fd is None:
+        return 0
+    # Survive the terminal that started it; SIGTERM still stops it (jobs run on
+    # in their own sessions, record their own outcomes, and the next agent adopts them).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    capacity = machine_capacity(
+        cpus=settings.cpus, mem=settings.mem, gpus=settings.gpus, max_jobs=settings.max_jobs
+    )
+    agent = Agent(store, load_key(), settings, paths, capacity)
+    agent.lock_fd = lock_fd
+    print(f"agent {os.getpid()} serving {settings.store} with {capacity}", file=sys.stderr, flush=True)
+    agent.serve()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,155 @@
+"""``python -m jobkit.worker JOB_ID``: the one entrypoint every backend runs.
+
+Data flow for one job::
+
+    store.get(JOB_ID) ──► transition → RUNNING (host, pid, started_at)
+        │                    └─ refused? the job was cancelled: exit quietly
+        ▼
+    get_blob(payloads/JOB_ID) ──► verify HMAC ──► check Python version ──► unpickle
+        │                        └─ any failure: FAILED/SUBMIT_ERROR, nothing unpickled
+        ▼
+    fn(*args, **kwargs)
+        ▼
+    put_blob(outcomes/JOB_ID)  (atomic: readers see all or nothing)
+        ▼
+    transition → SUCCEEDED | FAILED/ERROR  (exit_code, finished_at)
+
+The outcome is written *before* the terminal state, so any client that sees
+SUCCEEDED finds the result.  A worker that dies before the last step leaves
+the job RUNNING; the backend's reconcile step notices the dead process and
+records why (TIMEOUT, OOM, LOST).
+
+The store is found through ``--store URL`` or ``$JOBKIT_STORE``; the signing
+key as described in :mod:`jobkit.signing`.  The local agent calls
+:func:`run_job` in a forked process instead of exec'ing this module: same
+code, no interpreter start-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import sys
+import time
+from collections.abc import Sequence
+
+from jobkit.errors import JobkitError, StoreError
+from jobkit.serialization import dump_outcome, load_payload
+from jobkit.states import FailureReason, JobState
+from jobkit.stores.base import Store, outcome_key, payload_key
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_UNLOADABLE = 3
+
+
+def _flush_std() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError, AttributeError):
+            pass
+
+
+def run_job(store: Store, job_id: str, key: bytes) -> int:
+    """Run one job to its terminal state in the store; returns the exit code."""
+    record = store.get(job_id)
+    if record.is_terminal:
+        return EXIT_OK  # cancelled (or already run) before we started
+    if record.state is not JobState.RUNNING or record.pid != os.getpid():
+        started = store.transition(
+            job_id,
+            JobState.RUNNING,
+            started_at=record.started_at or time.time(),
+            host=socket.gethostname(),
+            pid=os.getpid(),
+        )
+        if started is None:
+            return EXIT_OK
+
+    try:
+        _header, call = load_payload(store.get_blob(payload_key(job_id)), key=key, job_id=job_id)
+        fn = call.resolve()
+    except (JobkitError, OSError) as exc:
+        _fail_unloadable(store, job_id, key, exc)
+        return EXIT_UNLOADABLE
+
+    error: BaseException | None = None
+    value = None
+    try:
+        value = fn(*call.args, **call.kwargs)
+    except BaseException as exc:  # SystemExit too: the client re-raises it, as futures do
+        error = exc
+    del call, fn
+
+    outcome = dump_outcome(key=key, job_id=job_id, value=value, error=error)
+    value = None
+    _flush_std()
+    store.put_blob(outcome_key(job_id), outcome)
+    if error is None:
+        store.transition(
+            job_id, JobState.SUCCEEDED, finished_at=time.time(), exit_code=EXIT_OK
+        )
+        return EXIT_OK
+    store.transition(
+        job_id,
+        JobState.FAILED,
+        finished_at=time.time(),
+        exit_code=EXIT_FAILED,
+        failure_reason=FailureReason.ERROR,
+        message=_one_line(error),
+    )
+    return EXIT_FAILED
+
+
+def _one_line(error: BaseException) -> str:
+    try:
+        text = str(error)
+    except Exception:
+        text = "<unprintable>"
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    name = type(error).__name__
+    return f"{name}: {first}"[:500] if first else name
+
+
+def _fail_unloadable(store: Store, job_id: str, key: bytes, exc: BaseException) -> None:
+    """Record why the payload could not run; the outcome re-raises that error."""
+    print(f"jobkit worker: {exc}", file=sys.stderr)
+    _flush_std()
+    try:
+        store.put_blob(outcome_key(job_id), dump_outcome(key=key, job_id=job_id, error=exc))
+    finally:
+        store.transition(
+            job_id,
+            JobState.FAILED,
+            finished_at=time.time(),
+            exit_code=EXIT_UNLOADABLE,
+            failure_reason=FailureReason.SUBMIT_ERROR,
+            message=str(exc)[:1000],
+        )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m jobkit.worker", description=__doc__.split("\n")[0])
+    parser.add_argument("job_id", help="id of the job to run (jk-...)")
+    parser.add_argument("--store", default=os.environ.get("JOBKIT_STORE"), help="store URL")
+    args = parser.parse_args(argv)
+    if not args.store:
+        parser.error("no store: pass --store URL or set JOBKIT_STORE")
+    from jobkit.signing import load_key
+    from jobkit.stores import open_store
+
+    try:
+        store = open_store(args.store)
+        return run_job(store, args.job_id, load_key())
+    except StoreError as exc:
+        print(f"jobkit worker: {exc}", file=sys.stderr)
+        return EXIT_UNLOADABLE
+    except JobkitError as exc:
+        print(f"jobkit worker: {exc}", file=sys.stderr)
+        return EXIT_UNLOADABLE
+
+
+if __name__ == "__main__":
+    sys.exit(main())
