@@ -30,6 +30,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_core import ErrorDetails
+from typing_extensions import Self
 
 from jobkit.errors import ConfigError
 
@@ -311,6 +312,17 @@ class Resources(BaseModel):
         except ValidationError as exc:
             raise ConfigError(_validation_message(exc)) from None
 
+    @classmethod
+    def model_validate(cls, obj: Any, *args: Any, **kwargs: Any) -> Self:
+        """Like pydantic's, but raises the same :class:`ConfigError` as construction."""
+        try:
+            return super().model_validate(obj, *args, **kwargs)
+        except ValidationError as exc:
+            cause = (exc.errors()[0].get("ctx") or {}).get("error")
+            if isinstance(cause, ConfigError):
+                raise cause from None
+            raise ConfigError(_validation_message(exc)) from None
+
     def __hash__(self) -> int:
         return hash(json.dumps(self.to_record(), sort_keys=True, default=repr))
 
@@ -590,6 +602,8 @@ def _unknown_message(name: str) -> str:
 
 def _validation_message(exc: ValidationError) -> str:
     errors = exc.errors(include_url=False)
+    if not errors[0]["loc"]:
+        return f"invalid resources {errors[0]['input']!r}: expected a mapping of names to values"
     message = _error_text(errors[0])
     others = sorted({str(e["loc"][0]) for e in errors[1:] if e["loc"]} - {str(errors[0]["loc"][0])})
     if others:
