@@ -48,8 +48,8 @@ def expected_sources(state: JobState, expect: Collection[JobState] | None) -> fr
 
 def apply_fields(
     record: JobRecord, fields: Mapping[str, Any], *, state: JobState | None = None
-) -> JobRecord:
-    """A copy of ``record`` with ``fields`` (and ``state``) set, JSON-normalised.
+) -> tuple[JobRecord, str]:
+    """A copy of ``record`` with ``fields`` (and ``state``) set, normalised, and its JSON.
 
     Raises IllegalTransitionError for ``state`` among ``fields`` (only
     ``transition`` moves it, through the keyword) and StoreError naming any
@@ -81,8 +81,8 @@ def apply_fields(
     return normalised(dataclasses.replace(record, **values))
 
 
-def normalised(record: JobRecord) -> JobRecord:
-    """An independent copy of ``record`` exactly as a JSON store would return it.
+def normalised(record: JobRecord) -> tuple[JobRecord, str]:
+    """An independent copy of ``record`` as a JSON store would return it, and the JSON.
 
     Every store keeps what :meth:`JobRecord.to_json` can express, so values it
     cannot (sets, objects) are refused on write instead of on a later read.
@@ -97,7 +97,7 @@ def normalised(record: JobRecord) -> JobRecord:
         raise StoreError(
             f"job {record.id!r}: every field must be JSON-serialisable: {exc}"
         ) from exc
-    return JobRecord.from_json(text)
+    return JobRecord.from_json(text), text
 
 
 def check_limit(limit: int | None) -> None:

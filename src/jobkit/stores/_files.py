@@ -93,10 +93,11 @@ class BlobFiles:
             raise BlobNotFoundError(f"no blob {key!r} (looked for {path})") from None
         except OSError as exc:
             raise StoreError(f"cannot read blob {key!r} at {path}: {exc.strerror}") from exc
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            os.close(fd)
+            raise BlobNotFoundError(f"no blob {key!r} ({path} is not a file)")
         with open(fd, "rb", buffering=0) as src:
-            info = os.fstat(fd)
-            if not stat.S_ISREG(info.st_mode):
-                raise BlobNotFoundError(f"no blob {key!r} ({path} is not a file)")
             data = bytearray(info.st_size)
             view = memoryview(data)
             done = 0

@@ -29,6 +29,7 @@ logged warning so one bad row cannot hide every other job;
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import sqlite3
@@ -248,9 +249,9 @@ class SQLiteStore(Store):
             return
         with self._transaction(write=True) as conn:
             try:
-                conn.executemany(_INSERT, [_row(r) for r in fresh])
+                conn.executemany(_INSERT, [_row(r, text) for r, text in fresh])
             except sqlite3.IntegrityError:
-                ids = [r.id for r in fresh]
+                ids = [r.id for r, _ in fresh]
                 clashes = {i for i in ids if ids.count(i) > 1}
                 clashes.update(_existing_ids(conn, ids))
                 raise StoreError(
@@ -291,15 +292,15 @@ class SQLiteStore(Store):
             current = self._locked_read(conn, job_id)
             if current.state not in sources:
                 return None
-            updated = apply_fields(current, fields, state=state)
-            self._rewrite(conn, current, updated)
+            updated, text = apply_fields(current, fields, state=state)
+            self._rewrite(conn, current, updated, text)
         return updated
 
     def update(self, job_id: str, **fields: Any) -> JobRecord:
         with self._transaction(write=True) as conn:
             current = self._locked_read(conn, job_id)
-            updated = apply_fields(current, fields)
-            self._rewrite(conn, current, updated)
+            updated, text = apply_fields(current, fields)
+            self._rewrite(conn, current, updated, text)
         return updated
 
     def query(
@@ -381,30 +382,22 @@ class SQLiteStore(Store):
             raise JobNotFoundError(job_id, self.url)
         return self._parse(row)
 
-    def _rewrite(self, conn: sqlite3.Connection, old: JobRecord, new: JobRecord) -> None:
-        cursor = conn.execute(_UPDATE, (*_row(new)[1:], old.id, old.state.value))
+    def _rewrite(self, conn: sqlite3.Connection, old: JobRecord, new: JobRecord, text: str) -> None:
+        cursor = conn.execute(_UPDATE, (*_row(new, text)[1:], old.id, old.state.value))
         if cursor.rowcount != 1:  # impossible under BEGIN IMMEDIATE; never write blind
             raise StoreError(f"job {old.id!r} changed during an update in {self.url}")
 
     def _parse(self, row: tuple[Any, ...]) -> JobRecord:
+        """The record in a row, or StoreError naming the job, the problem and the fix."""
         job_id, state, data = row
         try:
-            if not isinstance(data, (str, bytes)):
-                raise StoreError(f"data is {type(data).__name__}, not JSON text")
-            record = JobRecord.from_json(data)
-            if record.id != job_id or record.state.value != state:
-                raise StoreError(
-                    f"columns (id={job_id!r}, state={state!r}) disagree with its JSON "
-                    f"(id={record.id!r}, state={record.state.value!r})"
-                )
+            return _decode(job_id, state, data)
         except StoreError as exc:
-            detail = str(exc.__cause__ or exc)
             raise StoreError(
-                f"corrupted job record {job_id!r} in {self.path}: {detail}; remove it with "
+                f"corrupted job record {job_id!r} in {self.path}: {exc}; remove it with "
                 f"`jobkit prune` (store.delete([{job_id!r}])) or restore the database "
                 "from a backup"
             ) from exc
-        return record
 
     def _parse_skipping(self, rows: Iterable[tuple[Any, ...]]) -> list[JobRecord]:
         records = []
@@ -456,7 +449,8 @@ def build_query(
     return sql, params
 
 
-def _row(record: JobRecord) -> tuple[Any, ...]:
+def _row(record: JobRecord, text: str) -> tuple[Any, ...]:
+    """The column values of ``record``, whose JSON is ``text``: always written together."""
     return (
         record.id,
         record.name,
@@ -466,8 +460,29 @@ def _row(record: JobRecord) -> tuple[Any, ...]:
         record.array_id,
         record.priority,
         record.owner,
-        record.to_json(),
+        text,
     )
+
+
+def _decode(job_id: object, state: object, data: object) -> JobRecord:
+    if not isinstance(data, (str, bytes)):
+        raise StoreError(f"data is {type(data).__name__}, not JSON text")
+    try:
+        values = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise StoreError(f"data is not JSON ({exc})") from exc
+    if not isinstance(values, dict):
+        raise StoreError(f"data is a JSON {type(values).__name__}, not an object")
+    try:
+        record = JobRecord.from_dict(values)
+    except StoreError as exc:
+        raise StoreError(str(exc.__cause__ or exc)) from exc
+    if record.id != job_id or record.state.value != state:
+        raise StoreError(
+            f"columns (id={job_id!r}, state={state!r}) disagree with its JSON "
+            f"(id={record.id!r}, state={record.state.value!r})"
+        )
+    return record
 
 
 def _existing_ids(conn: sqlite3.Connection, ids: list[str]) -> set[str]:

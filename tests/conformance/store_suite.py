@@ -1,0 +1,448 @@
+"""The behaviour every store must show, written once (fsspec ``tests/abstract`` style).
+
+A store implementation gets its tests by subclassing :class:`StoreConformance`
+in a ``test_*.py`` module and providing a ``store`` fixture that yields a
+fresh, empty store.  Nothing here knows which store it is testing.
+"""
+
+from __future__ import annotations
+
+import array
+import itertools
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from jobkit.errors import BlobNotFoundError, IllegalTransitionError, JobNotFoundError, StoreError
+from jobkit.states import LEGAL_TRANSITIONS, FailureReason, JobRecord, JobState
+from jobkit.stores.base import Store, outcome_key, payload_key
+
+_ids = itertools.count()
+
+
+def make_record(**fields: object) -> JobRecord:
+    values: dict[str, object] = {
+        "id": f"jk-{next(_ids)}",
+        "name": "job",
+        "backend": "local",
+        "created_at": 1000.0,
+    }
+    values.update(fields)
+    return JobRecord(**values)  # type: ignore[arg-type]
+
+
+def full_record() -> JobRecord:
+    """A record with every field set away from its default."""
+    return JobRecord(
+        id="jk-full",
+        name="train-7",
+        backend="slurm",
+        state=JobState.FAILED,
+        created_at=1700000000.25,
+        submitted_at=1700000001.5,
+        started_at=1700000002.75,
+        finished_at=1700000100.0,
+        backend_id="12345_7",
+        native_state="TIMEOUT",
+        failure_reason=FailureReason.TIMEOUT,
+        message="ran past 2h",
+        exit_code=137,
+        host="node-3",
+        pid=4242,
+        priority=10,
+        owner="alice",
+        array_id="jk-array-1",
+        array_index=7,
+        attempt=2,
+        resources={"cpus": 4, "mem": 17179869184, "gpus": 0.5, "gpu_type": "a100"},
+        labels={"project": "vision", "üñí": "çødé"},
+        extra={"log_paths": ["/a/out", "/a/err"], "nested": {"k": [1, 2.5, None, True]}},
+    )
+
+
+class StoreConformance:
+    """Mix in with a ``store`` fixture yielding a fresh, empty store."""
+
+    @pytest.fixture
+    def store(self) -> Iterator[Store]:
+        raise NotImplementedError("subclasses provide a `store` fixture")
+
+    # -- create / get --------------------------------------------------------
+    def test_create_then_get(self, store: Store) -> None:
+        record = make_record(name="hello")
+        store.create([record])
+        assert store.get(record.id) == record
+
+    def test_create_is_atomic_and_get_many_leaves_out_unknown_ids(self, store: Store) -> None:
+        records = [make_record() for _ in range(5)]
+        store.create(records)
+        got = store.get_many([r.id for r in records[:3]] + ["jk-nope"])
+        assert got == {r.id: r for r in records[:3]}
+        assert store.get_many([]) == {}
+        store.create([])
+
+    def test_record_round_trips_every_field(self, store: Store) -> None:
+        record = full_record()
+        store.create([record])
+        assert store.get(record.id) == record
+        assert store.get_many([record.id]) == {record.id: record}
+        assert store.query() == [record]
+        assert store.get(record.id).to_json() == record.to_json()
+
+    def test_records_are_copied_in_and_out(self, store: Store) -> None:
+        record = make_record(labels={"a": "1"})
+        store.create([record])
+        record.labels["a"] = "changed by caller after create"
+        got = store.get(record.id)
+        assert got.labels == {"a": "1"}
+        got.labels["b"] = "changed by caller after get"
+        got.state = JobState.SUCCEEDED
+        assert store.get(record.id).labels == {"a": "1"}
+        assert store.get(record.id).state is JobState.PENDING
+
+    def test_duplicate_id_refused_and_nothing_of_the_batch_stored(self, store: Store) -> None:
+        first = make_record()
+        store.create([first])
+        newcomer = make_record()
+        with pytest.raises(StoreError, match=first.id):
+            store.create([newcomer, make_record(id=first.id, name="impostor")])
+        assert store.get(first.id) == first
+        assert store.get_many([newcomer.id]) == {}
+        twin = make_record()
+        with pytest.raises(StoreError, match=twin.id):
+            store.create([twin, twin])
+        assert store.get_many([twin.id]) == {}
+
+    def test_unknown_job_raises_job_not_found(self, store: Store) -> None:
+        for call in (
+            lambda: store.get("jk-missing"),
+            lambda: store.transition("jk-missing", JobState.RUNNING),
+            lambda: store.update("jk-missing", host="x"),
+        ):
+            with pytest.raises(JobNotFoundError, match="jk-missing") as info:
+                call()
+            assert isinstance(info.value, KeyError)
+            assert info.value.job_id == "jk-missing"
+
+    def test_values_json_cannot_hold_are_refused(self, store: Store) -> None:
+        record = make_record(extra={"handle": object()})
+        with pytest.raises(StoreError, match=record.id):
+            store.create([record])
+        assert store.get_many([record.id]) == {}
+        ok = make_record()
+        store.create([ok])
+        with pytest.raises(StoreError, match="JSON"):
+            store.update(ok.id, extra={"s": {1, 2}})
+        assert store.get(ok.id) == ok
+
+    # -- transitions ---------------------------------------------------------
+    def test_every_legal_and_illegal_transition(self, store: Store) -> None:
+        pairs = list(itertools.product(JobState, JobState))
+        records = {pair: make_record(state=pair[0]) for pair in pairs}
+        store.create(list(records.values()))
+        for (source, target), record in records.items():
+            result = store.transition(record.id, target)
+            if target in LEGAL_TRANSITIONS[source]:
+                assert result is not None, f"{source} -> {target} should be allowed"
+                assert result.state is target
+                assert store.get(record.id).state is target
+            else:
+                assert result is None, f"{source} -> {target} should be refused"
+                assert store.get(record.id) == record
+
+    def test_succeeded_job_never_runs_again(self, store: Store) -> None:
+        record = make_record(state=JobState.RUNNING)
+        store.create([record])
+        assert store.transition(record.id, JobState.SUCCEEDED, exit_code=0) is not None
+        assert store.transition(record.id, JobState.RUNNING, host="late-worker") is None
+        assert store.transition(record.id, JobState.QUEUED) is None
+        after = store.get(record.id)
+        assert after.state is JobState.SUCCEEDED
+        assert after.host is None
+
+    def test_cancelled_stays_cancelled_when_the_worker_finishes_late(self, store: Store) -> None:
+        record = make_record(state=JobState.RUNNING)
+        store.create([record])
+        cancelled = store.transition(record.id, JobState.CANCELLED, message="by user")
+        assert cancelled is not None and cancelled.state is JobState.CANCELLED
+        late = store.transition(
+            record.id, JobState.SUCCEEDED, exit_code=0, finished_at=2000.0, message="done"
+        )
+        assert late is None
+        after = store.get(record.id)
+        assert (after.state, after.message, after.exit_code) == (
+            JobState.CANCELLED,
+            "by user",
+            None,
+        )
+
+    def test_expect_narrows_the_sources(self, store: Store) -> None:
+        record = make_record(state=JobState.QUEUED)
+        store.create([record])
+        assert store.transition(record.id, JobState.RUNNING, expect={JobState.PENDING}) is None
+        assert store.get(record.id).state is JobState.QUEUED
+        moved = store.transition(
+            record.id, JobState.RUNNING, expect=[JobState.PENDING, JobState.QUEUED]
+        )
+        assert moved is not None and moved.state is JobState.RUNNING
+        # requeue only from RUNNING (preemption), not from QUEUED
+        assert store.transition(record.id, JobState.QUEUED, expect={JobState.RUNNING})
+        assert store.transition(record.id, JobState.QUEUED, expect={JobState.RUNNING}) is None
+
+    def test_expect_cannot_widen_the_legal_sources(self, store: Store) -> None:
+        record = make_record(state=JobState.SUCCEEDED)
+        store.create([record])
+        with pytest.raises(IllegalTransitionError, match="SUCCEEDED"):
+            store.transition(record.id, JobState.RUNNING, expect={JobState.SUCCEEDED})
+        assert store.get(record.id) == record
+
+    def test_fields_are_set_alongside_a_transition(self, store: Store) -> None:
+        record = make_record(state=JobState.QUEUED, extra={"log": "/x"})
+        store.create([record])
+        running = store.transition(
+            record.id, JobState.RUNNING, host="node-1", pid=99, started_at=1500.0
+        )
+        assert running is not None
+        assert (running.host, running.pid, running.started_at) == ("node-1", 99, 1500.0)
+        failed = store.transition(
+            record.id,
+            JobState.FAILED,
+            failure_reason="OOM",
+            exit_code=137,
+            extra={"log": "/x", "peak_mem": 123},
+        )
+        assert failed is not None
+        assert failed.failure_reason is FailureReason.OOM
+        assert failed.host == "node-1"
+        assert store.get(record.id) == failed
+
+    def test_bad_fields_in_a_transition_change_nothing(self, store: Store) -> None:
+        record = make_record(state=JobState.RUNNING)
+        store.create([record])
+        with pytest.raises(StoreError, match="no_such_field"):
+            store.transition(record.id, JobState.SUCCEEDED, no_such_field=1)
+        with pytest.raises(StoreError, match="failure_reason"):
+            store.transition(record.id, JobState.FAILED, failure_reason="EXPLODED")
+        with pytest.raises(StoreError, match="'id'"):
+            store.transition(record.id, JobState.FAILED, id="jk-other")
+        assert store.get(record.id) == record
+
+    def test_concurrent_threads_agree_on_one_winner(self, store: Store) -> None:
+        records = [make_record(state=JobState.RUNNING) for _ in range(20)]
+        store.create(records)
+        wins: list[tuple[str, int]] = []
+        barrier = threading.Barrier(4)
+
+        def finish(worker: int) -> None:
+            barrier.wait()
+            for r in records:
+                if store.transition(r.id, JobState.SUCCEEDED, pid=worker) is not None:
+                    wins.append((r.id, worker))
+
+        threads = [threading.Thread(target=finish, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(w[0] for w in wins) == sorted(r.id for r in records)
+        for job_id, worker in wins:
+            assert store.get(job_id).pid == worker
+
+    # -- update --------------------------------------------------------------
+    def test_update_sets_fields_and_keeps_state(self, store: Store) -> None:
+        record = make_record(state=JobState.SUCCEEDED)
+        store.create([record])
+        updated = store.update(record.id, backend_id="4711", extra={"gpu": [0, 1]})
+        assert (updated.backend_id, updated.extra, updated.state) == (
+            "4711",
+            {"gpu": [0, 1]},
+            JobState.SUCCEEDED,
+        )
+        assert store.get(record.id) == updated
+        assert store.update(record.id) == updated
+
+    def test_update_refuses_state_id_and_unknown_fields(self, store: Store) -> None:
+        record = make_record()
+        store.create([record])
+        with pytest.raises(IllegalTransitionError, match="transition"):
+            store.update(record.id, state=JobState.RUNNING)
+        with pytest.raises(StoreError, match="'colour'"):
+            store.update(record.id, colour="blue")
+        with pytest.raises(StoreError, match="'id'"):
+            store.update(record.id, id="jk-renamed")
+        assert store.get(record.id) == record
+
+    # -- query ---------------------------------------------------------------
+    @pytest.fixture
+    def listing(self, store: Store) -> dict[str, JobRecord]:
+        S = JobState
+        rows = {
+            "a": make_record(id="q-a", name="train-1", state=S.RUNNING, created_at=10.0),
+            "b": make_record(id="q-b", name="train-2", state=S.SUCCEEDED, created_at=20.0),
+            "c": make_record(
+                id="q-c", name="eval", backend="slurm", state=S.RUNNING, created_at=30.0
+            ),
+            "d": make_record(
+                id="q-d", name="Train-3", backend="slurm", state=S.FAILED, created_at=40.0
+            ),
+            "e": make_record(
+                id="q-e", name="sweep[0]", state=S.QUEUED, created_at=50.0, array_id="arr"
+            ),
+            "f": make_record(
+                id="q-f", name="sweep[1]", state=S.QUEUED, created_at=50.0, array_id="arr"
+            ),
+            "g": make_record(id="q-g", name="xval", state=S.PENDING, created_at=60.0),
+        }
+        store.create(list(rows.values()))
+        return rows
+
+    @staticmethod
+    def keys(records: list[JobRecord]) -> str:
+        return "".join(r.id.removeprefix("q-") for r in records)
+
+    def test_query_orders_newest_first_then_by_id(
+        self, store: Store, listing: dict[str, JobRecord]
+    ) -> None:
+        assert self.keys(store.query()) == "gfedcba"
+        assert self.keys(store.query(oldest_first=True)) == "abcdefg"
+        assert store.query()[0] == listing["g"]
+
+    def test_query_by_state(self, store: Store, listing: dict[str, JobRecord]) -> None:
+        assert self.keys(store.query(states=[JobState.RUNNING])) == "ca"
+        assert self.keys(store.query(states={JobState.QUEUED, JobState.FAILED})) == "fed"
+        assert store.query(states=[]) == []
+        assert store.query(states=[JobState.CANCELLED]) == []
+
+    def test_query_by_backend_array_and_time(
+        self, store: Store, listing: dict[str, JobRecord]
+    ) -> None:
+        assert self.keys(store.query(backend="slurm")) == "dc"
+        assert self.keys(store.query(backend="slurm", states=[JobState.RUNNING])) == "c"
+        assert self.keys(store.query(array_id="arr", oldest_first=True)) == "ef"
+        assert self.keys(store.query(created_before=40.0)) == "cba"  # strictly before
+        assert self.keys(store.query(created_before=40.0, limit=2)) == "cb"
+
+    def test_query_name_is_a_case_sensitive_shell_glob(
+        self, store: Store, listing: dict[str, JobRecord]
+    ) -> None:
+        assert self.keys(store.query(name="train*")) == "ba"
+        assert self.keys(store.query(name="?val")) == "gc"
+        assert self.keys(store.query(name="[!t]*")) == "gfedc"
+        assert self.keys(store.query(name="[Tt]rain-?")) == "dba"
+        assert self.keys(store.query(name="sweep[[]1]")) == "f"
+        assert self.keys(store.query(name="eval")) == "c"
+        assert store.query(name="EVAL") == []
+
+    def test_query_limit(self, store: Store, listing: dict[str, JobRecord]) -> None:
+        assert self.keys(store.query(limit=3)) == "gfe"
+        assert self.keys(store.query(limit=2, oldest_first=True)) == "ab"
+        assert store.query(limit=0) == []
+        assert len(store.query(limit=100)) == 7
+        with pytest.raises(StoreError, match="limit"):
+            store.query(limit=-1)
+
+    # -- delete --------------------------------------------------------------
+    def test_delete_removes_records_and_their_blobs(self, store: Store) -> None:
+        gone, kept = make_record(), make_record()
+        store.create([gone, kept])
+        for record in (gone, kept):
+            store.put_blob(payload_key(record.id), b"payload")
+            store.put_blob(outcome_key(record.id), b"outcome")
+        assert store.delete([gone.id, "jk-never-existed"]) == 1
+        assert store.get_many([gone.id, kept.id]) == {kept.id: kept}
+        for key in (payload_key(gone.id), outcome_key(gone.id)):
+            with pytest.raises(BlobNotFoundError):
+                store.get_blob(key)
+        assert store.get_blob(payload_key(kept.id)) == b"payload"
+        assert store.get_blob(outcome_key(kept.id)) == b"outcome"
+        assert store.delete([gone.id]) == 0
+        assert store.delete([]) == 0
+
+    # -- blobs ---------------------------------------------------------------
+    def test_blob_round_trip(self, store: Store) -> None:
+        store.put_blob("payloads/jk-1", b"\x00\x01binary\xff")
+        blob = store.get_blob("payloads/jk-1")
+        assert isinstance(blob, bytearray)
+        assert blob == b"\x00\x01binary\xff"
+        store.put_blob("outcomes/empty", b"")
+        assert store.get_blob("outcomes/empty") == bytearray()
+
+    def test_multi_buffer_put_joins_bytes_and_memoryviews(self, store: Store) -> None:
+        floats = array.array("d", [1.5, -2.0, 3.25])
+        buffers = [b"head:", bytearray(b"mid:"), memoryview(b"xxtailxx")[2:6], memoryview(floats)]
+        store.put_blob("payloads/multi", buffers)
+        assert store.get_blob("payloads/multi") == b"head:mid:tail" + floats.tobytes()
+
+    def test_put_blob_copies_and_get_blob_returns_a_private_bytearray(self, store: Store) -> None:
+        data = bytearray(b"original")
+        store.put_blob("payloads/copy", [memoryview(data)])
+        data[:] = b"MUTATED!"
+        first = store.get_blob("payloads/copy")
+        assert first == b"original"
+        first[0:1] = b"X"  # writable, and private to this caller
+        assert store.get_blob("payloads/copy") == b"original"
+
+    def test_large_blob(self, store: Store) -> None:
+        big = bytes(range(256)) * (4 * 4096)  # 4 MiB
+        store.put_blob("payloads/big", [big[:1000], memoryview(big)[1000:]])
+        assert store.get_blob("payloads/big") == big
+
+    def test_overwrite_is_atomic(self, store: Store) -> None:
+        old, new = b"a" * 300_000, b"b" * 100_000
+        store.put_blob("outcomes/jk-x", old)
+        seen: set[bytes] = set()
+        stop = threading.Event()
+
+        def read() -> None:
+            while not stop.is_set():
+                blob = bytes(store.get_blob("outcomes/jk-x"))
+                seen.add(blob[:1] + str(len(blob)).encode())
+                assert blob in (old, new)
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        try:
+            for i in range(60):
+                store.put_blob("outcomes/jk-x", new if i % 2 else old)
+        finally:
+            stop.set()
+            reader.join()
+        assert seen <= {b"a300000", b"b100000"}
+        store.put_blob("outcomes/jk-x", new)
+        assert store.get_blob("outcomes/jk-x") == new
+
+    def test_missing_blob(self, store: Store) -> None:
+        with pytest.raises(BlobNotFoundError, match="outcomes/jk-none") as info:
+            store.get_blob("outcomes/jk-none")
+        assert isinstance(info.value, KeyError)
+        store.put_blob("logs/jk-1/stdout", b"x")
+        with pytest.raises(BlobNotFoundError):
+            store.get_blob("logs/jk-1")  # a prefix is not a blob
+
+    def test_delete_blobs_ignores_missing_keys(self, store: Store) -> None:
+        store.put_blob("payloads/a", b"1")
+        store.put_blob("payloads/b", b"2")
+        store.delete_blobs(iter(["payloads/a", "payloads/never"]))
+        with pytest.raises(BlobNotFoundError):
+            store.get_blob("payloads/a")
+        assert store.get_blob("payloads/b") == b"2"
+
+    @pytest.mark.parametrize(
+        "key", ["", "/etc/passwd", "../escape", "payloads/../../x", "a//b", "a/./b", "a\\b", ".x"]
+    )
+    def test_unsafe_blob_keys_are_refused(self, store: Store, key: str) -> None:
+        with pytest.raises(StoreError, match="blob key"):
+            store.put_blob(key, b"x")
+        with pytest.raises(StoreError, match="blob key"):
+            store.get_blob(key)
+        with pytest.raises(StoreError, match="blob key"):
+            store.delete_blobs([key])
+
+    # -- lifecycle -----------------------------------------------------------
+    def test_repr_names_the_url_and_closed_store_refuses_work(self, store: Store) -> None:
+        assert store.url in repr(store)
+        store.create([make_record()])
+        store.close()
+        with pytest.raises(StoreError, match="closed"):
+            store.query()

@@ -1,0 +1,333 @@
+"""What only the SQLite store promises: files on disk, schema, corruption, processes."""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+import os
+import re
+import sqlite3
+import stat
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from jobkit.errors import ConfigError, StoreError
+from jobkit.states import JobRecord, JobState
+from jobkit.stores.base import outcome_key, payload_key
+from jobkit.stores.sqlite import SCHEMA_VERSION, SQLiteStore, build_query, path_from_url
+
+
+def record(job_id: str, **fields: Any) -> JobRecord:
+    values: dict[str, Any] = {"name": "job", "backend": "local", "created_at": 100.0}
+    values.update(fields)
+    return JobRecord(id=job_id, **values)
+
+
+def raw(path: Path) -> sqlite3.Connection:
+    """A plain connection, as another tool (or a disk fault) would use the file."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA busy_timeout = 10000")
+    return conn
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "jobkit.db"
+
+
+@pytest.fixture
+def store(db: Path) -> Iterator[SQLiteStore]:
+    store = SQLiteStore(db)
+    yield store
+    store.close()
+
+
+def mode(path: Path | str) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+# -- files on disk -------------------------------------------------------------
+def test_everything_created_is_owner_only_whatever_the_umask(tmp_path: Path) -> None:
+    db = tmp_path / "new" / "nested" / "jobkit.db"
+    old_umask = os.umask(0)
+    try:
+        store = SQLiteStore(db)
+        store.create([record("jk-1")])
+        store.put_blob(payload_key("jk-1"), b"secret")
+        store.put_blob("logs/jk-1/stdout", [b"a", b"b"])
+        assert mode(db.parent) == mode(db.parent.parent) == 0o700
+        assert mode(db) == 0o600
+        for suffix in ("-wal", "-shm"):
+            assert mode(f"{db}{suffix}") == 0o600
+        assert store.local_dir == Path(f"{db}.d")
+        blobs = store.local_dir / "blobs"
+        for directory in (store.local_dir, blobs, blobs / "payloads", blobs / "logs" / "jk-1"):
+            assert mode(directory) == 0o700, directory
+        for blob in (blobs / "payloads" / "jk-1", blobs / "logs" / "jk-1" / "stdout"):
+            assert mode(blob) == 0o600, blob
+        assert [p.name for p in (blobs / "payloads").iterdir()] == ["jk-1"]  # no temp left
+        store.close()
+    finally:
+        os.umask(old_umask)
+
+
+def test_existing_parent_directories_keep_their_mode(tmp_path: Path) -> None:
+    tmp_path.chmod(0o755)
+    SQLiteStore(tmp_path / "jobkit.db").close()
+    assert mode(tmp_path) == 0o755
+
+
+def test_wal_mode_and_schema_version(store: SQLiteStore, db: Path) -> None:
+    conn = raw(db)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+    assert {"jobs_by_state", "jobs_by_time", "jobs_by_backend", "jobs_by_array"} <= indexes
+
+
+def test_a_newer_schema_is_refused_naming_file_and_versions(db: Path) -> None:
+    SQLiteStore(db).close()
+    raw(db).execute("PRAGMA user_version = 99")
+    with pytest.raises(StoreError) as info:
+        SQLiteStore(db)
+    message = str(info.value)
+    assert str(db) in message and "99" in message and f"version {SCHEMA_VERSION}" in message
+
+
+def test_a_file_that_is_not_a_database_is_refused(db: Path) -> None:
+    db.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(StoreError, match=re.escape(str(db))):
+        SQLiteStore(db)
+
+
+def test_unusable_paths_raise_store_error_naming_the_path(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    with pytest.raises(StoreError, match=r"a-file.*writable location"):
+        SQLiteStore(blocker / "jobkit.db")
+    directory = tmp_path / "a-dir.db"
+    directory.mkdir()
+    with pytest.raises(StoreError, match=r"a-dir\.db"):
+        SQLiteStore(directory)
+
+
+def test_reopening_keeps_everything(db: Path) -> None:
+    first = SQLiteStore(db)
+    first.create([record("jk-1", labels={"k": "v"})])
+    first.put_blob(outcome_key("jk-1"), b"result")
+    first.close()
+    second = SQLiteStore(db)
+    assert second.get("jk-1").labels == {"k": "v"}
+    assert second.get_blob(outcome_key("jk-1")) == b"result"
+    second.close()
+
+
+def test_opening_and_listing_10k_jobs_is_fast(db: Path) -> None:
+    store = SQLiteStore(db)
+    store.create([record(f"jk-{i}", created_at=float(i)) for i in range(10_000)])
+    store.close()
+    started = time.perf_counter()
+    store = SQLiteStore(db)
+    page = store.query(states=[JobState.PENDING], limit=50)
+    elapsed = time.perf_counter() - started
+    store.close()
+    assert [r.id for r in page[:2]] == ["jk-9999", "jk-9998"]
+    assert elapsed < 0.1  # measured ~2 ms; the whole `jobkit list` must stay under 0.3 s
+
+
+# -- columns, JSON and the query plan ------------------------------------------
+def test_columns_follow_the_json_on_every_write(store: SQLiteStore, db: Path) -> None:
+    store.create([record("jk-1", array_id="arr", priority=3)])
+    store.transition("jk-1", JobState.RUNNING, host="n1")
+    store.update("jk-1", name="renamed", backend="slurm", owner="bob", priority=7)
+    row = (
+        raw(db)
+        .execute(
+            "SELECT id, name, backend, state, created_at, array_id, priority, owner, data FROM jobs"
+        )
+        .fetchone()
+    )
+    data = json.loads(row[-1])
+    assert row[:-1] == tuple(
+        data[k]
+        for k in ("id", "name", "backend", "state", "created_at", "array_id", "priority", "owner")
+    )
+    assert (row[1], row[3], data["host"]) == ("renamed", "RUNNING", "n1")
+
+
+@pytest.mark.parametrize(
+    ("filters", "index"),
+    [
+        ({"states": [JobState.RUNNING]}, "jobs_by_state"),
+        ({"states": [JobState.RUNNING], "created_before": 5.0}, "jobs_by_state"),
+        ({}, "jobs_by_time"),
+        ({"backend": "slurm", "states": [JobState.QUEUED]}, "jobs_by_backend"),
+        ({"array_id": "arr"}, "jobs_by_array"),
+    ],
+)
+def test_queries_read_an_index_without_sorting(
+    store: SQLiteStore, db: Path, filters: dict[str, Any], index: str
+) -> None:
+    params: dict[str, Any] = {
+        "states": None,
+        "backend": None,
+        "name": None,
+        "array_id": None,
+        "created_before": None,
+        "oldest_first": False,
+    }
+    params.update(filters)
+    sql, args = build_query(**params)
+    plan = " | ".join(r[3] for r in raw(db).execute(f"EXPLAIN QUERY PLAN {sql}", [*args, 50, 0]))
+    assert f"USING INDEX {index}" in plan or f"USING COVERING INDEX {index}" in plan, plan
+    assert "TEMP B-TREE" not in plan, plan
+
+
+# -- corrupted rows ---------------------------------------------------------------
+@pytest.fixture
+def damaged(store: SQLiteStore, db: Path) -> SQLiteStore:
+    store.create([record(f"jk-{i}", created_at=float(i)) for i in range(6)])
+    store.put_blob(payload_key("jk-5"), b"payload of a damaged job")
+    conn = raw(db)
+    conn.execute("UPDATE jobs SET data = '{not json' WHERE id = 'jk-5'")
+    bad_state = json.dumps({**record("jk-4", created_at=4.0).to_dict(), "state": "EXPLODED"})
+    conn.execute("UPDATE jobs SET data = ?, state = 'EXPLODED' WHERE id = 'jk-4'", (bad_state,))
+    conn.execute("UPDATE jobs SET state = 'RUNNING' WHERE id = 'jk-3'")  # column disagrees
+    return store
+
+
+@pytest.mark.parametrize("job_id", ["jk-5", "jk-4", "jk-3"])
+def test_get_of_a_corrupted_row_names_the_job_and_the_fix(
+    damaged: SQLiteStore, job_id: str
+) -> None:
+    with pytest.raises(StoreError, match=f"corrupted job record '{job_id}'.*jobkit prune"):
+        damaged.get(job_id)
+    with pytest.raises(StoreError, match=job_id):
+        damaged.transition(job_id, JobState.CANCELLED)
+    with pytest.raises(StoreError, match=job_id):
+        damaged.update(job_id, message="x")
+
+
+def test_listing_skips_corrupted_rows_loses_nothing_and_reports_them(
+    damaged: SQLiteStore, db: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    before = raw(db).execute("SELECT * FROM jobs ORDER BY id").fetchall()
+    with caplog.at_level(logging.WARNING, logger="jobkit.stores.sqlite"):
+        listed = damaged.query()
+    assert [r.id for r in listed] == ["jk-2", "jk-1", "jk-0"]
+    for job_id in ("jk-3", "jk-4", "jk-5"):
+        assert f"corrupted job record '{job_id}'" in caplog.text
+    assert [r.id for r in damaged.query(limit=2)] == ["jk-2", "jk-1"]  # pages past bad rows
+    assert [r.id for r in damaged.query(states=[JobState.PENDING], limit=1)] == ["jk-2"]
+    assert set(damaged.get_many([f"jk-{i}" for i in range(6)])) == {"jk-0", "jk-1", "jk-2"}
+    assert sorted(damaged.find_corrupted()) == ["jk-3", "jk-4", "jk-5"]
+    assert "JSON" in damaged.find_corrupted()["jk-5"]
+    assert raw(db).execute("SELECT * FROM jobs ORDER BY id").fetchall() == before
+    assert damaged.get_blob(payload_key("jk-5")) == b"payload of a damaged job"
+    assert damaged.delete(["jk-5"]) == 1  # the fix works on rows that do not parse
+    assert sorted(damaged.find_corrupted()) == ["jk-3", "jk-4"]
+
+
+# -- processes ---------------------------------------------------------------------
+_SETTERS = ("backend_id", "native_state", "owner", "array_index")
+
+
+def _race(path: str, ids: list[str], worker: int, start: Any, results: Any) -> None:
+    try:
+        store = SQLiteStore(path)
+        start.wait()
+        started, finished = [], []
+        for job_id in ids:
+            value = worker if _SETTERS[worker] == "array_index" else f"w{worker}"
+            store.update(job_id, **{_SETTERS[worker]: value})
+            if store.transition(job_id, JobState.RUNNING, expect={JobState.QUEUED}, pid=worker):
+                started.append(job_id)
+            terminal = (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)[worker % 3]
+            if store.transition(job_id, terminal, host=f"w{worker}"):
+                finished.append(job_id)
+        store.close()
+        results.put((worker, started, finished, None))
+    except BaseException as exc:  # reported to the parent, never swallowed
+        results.put((worker, [], [], repr(exc)))
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="uses fork")
+def test_concurrent_processes_have_one_winner_per_transition_and_lose_no_update(
+    store: SQLiteStore, db: Path
+) -> None:
+    ids = [f"jk-{i}" for i in range(60)]
+    store.create([record(i, state=JobState.QUEUED) for i in ids])
+    ctx = multiprocessing.get_context("fork")
+    start, results = ctx.Barrier(4), ctx.Queue()
+    procs = [ctx.Process(target=_race, args=(str(db), ids, w, start, results)) for w in range(4)]
+    for p in procs:
+        p.start()
+    outcomes = [results.get(timeout=60) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+    assert [o[3] for o in outcomes] == [None] * 4
+    started = sorted(i for o in outcomes for i in o[1])
+    finished = sorted(i for o in outcomes for i in o[2])
+    assert started == sorted(ids)  # exactly one RUNNING winner per job
+    assert finished == sorted(ids)  # exactly one terminal winner per job
+    winners = {i: o[0] for o in outcomes for i in o[2]}
+    for job in store.get_many(ids).values():
+        assert job.is_terminal and job.host == f"w{winners[job.id]}"
+        assert (job.backend_id, job.native_state, job.owner, job.array_index) == (
+            "w0",
+            "w1",
+            "w2",
+            3,
+        )
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_uses_its_own_connection(store: SQLiteStore) -> None:
+    store.create([record("jk-1", state=JobState.RUNNING), record("jk-2")])
+    assert store.get("jk-1").state is JobState.RUNNING  # parent connection in use
+    pid = os.fork()
+    if pid == 0:  # child: must not touch the parent's connection
+        code = 1
+        try:
+            inherited = store._conn
+            done = store.transition("jk-1", JobState.SUCCEEDED, host="child")
+            if done is not None and store._conn is not inherited:
+                code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert store.get("jk-1").host == "child"
+    assert store.transition("jk-2", JobState.QUEUED) is not None  # parent still works
+
+
+# -- URLs ------------------------------------------------------------------------------
+def test_url_forms(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert path_from_url("sqlite:///abs/x.db") == Path("/abs/x.db")
+    assert path_from_url("sqlite:////abs/x.db") == Path("/abs/x.db")
+    assert path_from_url("sqlite:///~/x.db") == tmp_path / "x.db"
+    assert path_from_url("sqlite://~/x.db") == tmp_path / "x.db"
+    for bad in ("sqlite://", "sqlite:///", "sqlite://rel.db", "sqlite:///x.db?mode=ro"):
+        with pytest.raises(ConfigError, match=r"sqlite:///abs/path/jobkit\.db"):
+            path_from_url(bad)
+    store = SQLiteStore(tmp_path / "u.db")
+    assert store.url == f"sqlite://{tmp_path}/u.db"
+    assert path_from_url(store.url) == store.path
+    store.close()
+
+
+def test_relative_constructor_path_is_made_absolute(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    store = SQLiteStore("rel.db")
+    assert store.path == tmp_path / "rel.db"
+    assert store.url == f"sqlite://{tmp_path}/rel.db"
+    store.close()

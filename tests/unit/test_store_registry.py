@@ -1,0 +1,185 @@
+"""Choosing a store by URL: the table, third-party stores and every bad URL."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import jobkit.stores as registry
+from jobkit.errors import ConfigError
+from jobkit.stores import known_stores, open_store, register_store
+from jobkit.stores.memory import MemoryStore
+from jobkit.stores.sqlite import SQLiteStore
+
+THIRD_PARTY = textwrap.dedent(
+    """
+    from jobkit.stores.memory import MemoryStore
+
+    class ThirdStore(MemoryStore):
+        scheme = "thirdparty"
+        from_url = None  # built as cls(url)
+
+        def __init__(self, url):
+            super().__init__()
+            self.url = url
+    """
+)
+
+
+@pytest.fixture(autouse=True)
+def private_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Registrations made by a test die with it."""
+    monkeypatch.setattr(registry, "_registry", dict(registry._registry))
+
+
+@pytest.fixture
+def modules(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A directory on sys.path for throwaway store modules."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "third_party_store.py").write_text(THIRD_PARTY)
+    (tmp_path / "needs_extra_store.py").write_text("import jobkit_missing_dependency_xyz\n")
+    yield tmp_path
+    for name in ("third_party_store", "needs_extra_store"):
+        sys.modules.pop(name, None)
+
+
+def test_the_table_is_sorted_read_only_and_carries_install_hints() -> None:
+    stores = known_stores()
+    assert list(stores) == sorted(stores)
+    assert {"memory", "s3", "sqlite"} <= set(stores)
+    assert stores["sqlite"].target == "jobkit.stores.sqlite:SQLiteStore"
+    assert stores["s3"].install_hint == "pip install 'jobkit[s3]'"
+    with pytest.raises(TypeError):
+        stores["evil"] = stores["memory"]  # type: ignore[index]
+
+
+def test_importing_the_registry_imports_no_store() -> None:
+    code = (
+        "import sys, jobkit.stores; "
+        "stores = ('jobkit.stores.sqlite', 'jobkit.stores.memory'); "
+        "loaded = [m for m in stores if m in sys.modules]; "
+        "assert not loaded, loaded"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_memory_urls_open_new_private_stores() -> None:
+    first, second = open_store("memory://"), open_store("memory://")
+    assert isinstance(first, MemoryStore) and first is not second
+    assert first.url == "memory://" and not first.shared_across_processes
+
+
+def test_sqlite_urls_absolute_and_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = open_store(f"sqlite://{tmp_path}/a/jobs.db")
+    assert isinstance(store, SQLiteStore) and store.path == tmp_path / "a" / "jobs.db"
+    store.close()
+    monkeypatch.setenv("HOME", str(tmp_path))
+    store = open_store("SQLite:///~/b/jobs.db")
+    assert isinstance(store, SQLiteStore) and store.path == tmp_path / "b" / "jobs.db"
+    assert store.url == f"sqlite://{tmp_path}/b/jobs.db"
+    store.close()
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("", r"not of the form 'scheme://\.\.\.'.*memory://"),
+        ("jobs.db", r"not of the form 'scheme://\.\.\.'.*sqlite:///"),
+        ("://x", "not of the form"),
+        ("nope://x", r"unknown scheme 'nope'; known schemes: memory, s3, sqlite"),
+        ("sqlite://", "names no database file"),
+        ("sqlite:///", "names no database file"),
+        ("sqlite://rel.db", "relative path"),
+        ("memory://name", "takes no name"),
+    ],
+)
+def test_bad_urls_say_what_is_wrong_and_what_is_valid(url: str, problem: str) -> None:
+    with pytest.raises(ConfigError, match=problem) as info:
+        open_store(url)
+    assert repr(url) in str(info.value)
+
+
+def test_s3_is_known_but_not_available_yet() -> None:
+    with pytest.raises(ConfigError, match=r"'s3' store is not available.*memory, sqlite"):
+        open_store("s3://bucket/prefix")
+
+
+def test_a_missing_extra_gives_the_install_hint(modules: Path) -> None:
+    register_store(
+        "needsextra", "needs_extra_store:Whatever", install_hint="pip install 'jobkit[extra]'"
+    )
+    with pytest.raises(ConfigError, match="jobkit_missing_dependency_xyz") as info:
+        open_store("needsextra://x")
+    assert "pip install 'jobkit[extra]'" in str(info.value)
+
+
+def test_register_refuses_to_clobber_unless_asked(modules: Path) -> None:
+    with pytest.raises(ConfigError, match=r"already registered.*clobber=True"):
+        register_store("memory", "third_party_store:ThirdStore")
+    register_store("memory", "third_party_store:ThirdStore", clobber=True)
+    store = open_store("memory://anything")
+    assert type(store).__name__ == "ThirdStore" and store.url == "memory://anything"
+
+
+def test_register_a_class_directly() -> None:
+    class Scratch(MemoryStore):
+        scheme = "scratch"
+
+        @classmethod
+        def from_url(cls, url: str) -> Scratch:
+            return cls()
+
+    register_store("scratch", Scratch)
+    assert isinstance(open_store("scratch://"), Scratch)
+    assert known_stores()["scratch"].target is Scratch
+
+
+@pytest.mark.parametrize(
+    ("scheme", "target"),
+    [("Bad Scheme", "m:C"), ("1x", "m:C"), ("ok", "no-colon"), ("ok", "a:b:c"), ("ok", dict)],
+)
+def test_register_validates_its_arguments(scheme: str, target: Any) -> None:
+    with pytest.raises(ConfigError):
+        register_store(scheme, target)
+
+
+def test_a_target_that_is_not_a_store_is_refused() -> None:
+    register_store("notastore", "collections:OrderedDict")
+    with pytest.raises(ConfigError, match="does not name a Store class"):
+        open_store("notastore://x")
+
+
+def test_entry_points_are_read_lazily_for_unknown_schemes_only(
+    modules: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lookups: list[str] = []
+
+    def entry_points(*, group: str, name: str) -> list[importlib.metadata.EntryPoint]:
+        lookups.append(name)
+        assert group == "jobkit.stores"
+        if name != "thirdparty":
+            return []
+        return [
+            importlib.metadata.EntryPoint(
+                name="thirdparty", value="third_party_store:ThirdStore", group=group
+            )
+        ]
+
+    monkeypatch.setattr(importlib.metadata, "entry_points", entry_points)
+    open_store("memory://")
+    assert lookups == []
+    store = open_store("thirdparty://bucket")
+    assert type(store).__name__ == "ThirdStore" and store.url == "thirdparty://bucket"
+    assert "thirdparty" in known_stores()
+    open_store("thirdparty://again")
+    assert lookups == ["thirdparty"]  # remembered after the first lookup
+    with pytest.raises(ConfigError, match="unknown scheme 'other'"):
+        open_store("other://x")
+    assert lookups == ["thirdparty", "other"]
