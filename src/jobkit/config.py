@@ -333,7 +333,6 @@ _CONFIG_KEYS = frozenset(Config.model_fields)
 _RESOURCE_KEYS = frozenset(Resources.model_fields) - _CONFIG_KEYS  # slurm/kubernetes: config
 _FILE_KEYS = sorted(_CONFIG_KEYS | {"profiles"})
 _OVERRIDE_KEYS = sorted(_CONFIG_KEYS | _RESOURCE_KEYS)
-_PROFILE_KEYS = sorted(_CONFIG_KEYS - {"profile"})
 
 
 @dataclass
@@ -538,8 +537,7 @@ def _describe(exc: ValidationError, valid_keys: Sequence[str]) -> str:
     if loc[0] == "key":
         return f"invalid key: {_EXPECTED['key']}"
     field = ".".join(loc[:2]) if loc[0] == "local" and len(loc) > 1 else loc[0]
-    expected = _EXPECTED.get(field) or _EXPECTED.get(f"local.{field}", "invalid value")
-    return f"invalid {field}={error['input']!r}: {expected}"
+    return f"invalid {field}={error['input']!r}: {_EXPECTED.get(field, 'invalid value')}"
 
 
 def _unknown_key(dotted: str, key: str, valid: Sequence[str]) -> str:

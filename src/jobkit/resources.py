@@ -252,8 +252,8 @@ _INPUT: Any = object()  # sentinel: show the field's whole input
 class _Invalid(ValueError):
     """A validator's verdict; ``where`` narrows the field (``env['X']``).
 
-    ``value`` is what the message shows (``_INPUT`` for the field's input,
-    ``None`` with ``show=False`` to show nothing, e.g. for a bad env name).
+    ``value`` is what the message shows (by default the field's whole input);
+    ``show=False`` shows no value, e.g. for a bad env name next to secrets.
     """
 
     def __init__(
@@ -271,7 +271,7 @@ class Resources(BaseModel):
     pydantic error.  Dict fields must not be mutated in place.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=False)
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     cpus: int | float = 1
     """CPU cores; fractions (``0.5`` or Kubernetes' ``"500m"``) where the backend allows."""
@@ -296,7 +296,7 @@ class Resources(BaseModel):
     """Container image (Kubernetes)."""
     name: str | None = None
     labels: dict[str, str] = Field(default_factory=dict)
-    """Kubernetes-safe key/value tags, also searchable in the store."""
+    """Key/value tags, valid as Kubernetes labels so every backend can carry them."""
     slurm: dict[str, Any] = Field(default_factory=dict)
     """Extra sbatch options, passed through by the Slurm backend."""
     kubernetes: dict[str, Any] = Field(default_factory=dict)
