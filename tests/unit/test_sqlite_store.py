@@ -287,6 +287,35 @@ def test_concurrent_processes_have_one_winner_per_transition_and_lose_no_update(
         )
 
 
+def _open_new(path: str, start: Any, results: Any) -> None:
+    try:
+        start.wait()
+        store = SQLiteStore(path)
+        store.create([record(f"jk-{os.getpid()}")])
+        store.close()
+        results.put(None)
+    except BaseException as exc:
+        results.put(repr(exc))
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="uses fork")
+def test_processes_creating_the_same_new_database_at_once(tmp_path: Path) -> None:
+    ctx = multiprocessing.get_context("fork")
+    for trial in range(3):
+        path = str(tmp_path / f"new-{trial}.db")
+        start, results = ctx.Barrier(6), ctx.Queue()
+        procs = [ctx.Process(target=_open_new, args=(path, start, results)) for _ in range(6)]
+        for p in procs:
+            p.start()
+        errors = [results.get(timeout=60) for _ in procs]
+        for p in procs:
+            p.join(timeout=60)
+        assert errors == [None] * 6
+        store = SQLiteStore(path)
+        assert len(store.query()) == 6
+        store.close()
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 def test_a_forked_child_uses_its_own_connection(store: SQLiteStore) -> None:
     store.create([record("jk-1", state=JobState.RUNNING), record("jk-2")])

@@ -15,7 +15,6 @@ one, else with ``cls(url)``; it raises ConfigError for a URL it cannot use.
 from __future__ import annotations
 
 import importlib
-import importlib.metadata
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -113,6 +112,8 @@ def open_store(url: str) -> Store:
 
 def _from_entry_points(scheme: str) -> StoreSpec | None:
     """Look ``scheme`` up among installed distributions; remember what is found."""
+    import importlib.metadata  # ~20 ms: only for schemes the table does not know
+
     for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP, name=scheme):
         spec = StoreSpec(entry.value)
         _registry.setdefault(scheme, spec)

@@ -28,12 +28,14 @@ logged warning so one bad row cannot hide every other job;
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import logging
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -150,7 +152,7 @@ class SQLiteStore(Store):
         except OSError as exc:
             raise StoreError(
                 f"cannot create sqlite store {self.path}: {exc.strerror or exc}; choose a "
-                f"writable location, e.g. JOBKIT_STORE={_URL_FORMS.split(' or ')[1]}"
+                "writable location, e.g. JOBKIT_STORE=sqlite:///~/jobkit/jobkit.db"
             ) from exc
 
     def _connect(self) -> sqlite3.Connection:
@@ -165,7 +167,7 @@ class SQLiteStore(Store):
             ) from exc
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(self._timeout * 1000)}")
-            conn.execute("PRAGMA journal_mode = WAL")
+            self._enable_wal(conn)
             conn.execute("PRAGMA synchronous = NORMAL")
             if self._user_version(conn) != SCHEMA_VERSION:
                 self._create_schema(conn)
@@ -178,6 +180,26 @@ class SQLiteStore(Store):
                 ) from exc
             raise
         return conn
+
+    def _enable_wal(self, conn: sqlite3.Connection) -> None:
+        """Switch to WAL (persistent in the file), waiting out concurrent openers.
+
+        Leaving rollback mode needs an exclusive lock, and SQLite answers
+        "locked" at once instead of calling the busy handler when several
+        processes open a brand-new database together; so retry until the
+        timeout.  On a database already in WAL mode this is one cheap query.
+        """
+        deadline = time.monotonic() + self._timeout
+        pause = 0.001
+        while True:
+            try:
+                conn.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() + pause > deadline:
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
 
     @staticmethod
     def _user_version(conn: sqlite3.Connection) -> int:
@@ -252,7 +274,7 @@ class SQLiteStore(Store):
                 conn.executemany(_INSERT, [_row(r, text) for r, text in fresh])
             except sqlite3.IntegrityError:
                 ids = [r.id for r, _ in fresh]
-                clashes = {i for i in ids if ids.count(i) > 1}
+                clashes = {i for i, n in collections.Counter(ids).items() if n > 1}
                 clashes.update(_existing_ids(conn, ids))
                 raise StoreError(
                     f"job id(s) already exist in {self.url}: {', '.join(sorted(clashes))}"
