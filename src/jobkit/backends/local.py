@@ -211,11 +211,12 @@ class LocalBackend(Backend):
         env["JOBKIT_KEY"] = self.client.key.hex()
         with open(self.paths.log, "ab") as log:
             os.chmod(self.paths.log, 0o600)
-            subprocess.Popen(
+            launcher = subprocess.Popen(
                 [sys.executable, "-m", "jobkit.scheduler.agent", self.settings.to_json()],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
                 start_new_session=True, close_fds=True,
             )
+        launcher.wait(timeout=AGENT_START_TIMEOUT)  # exits as soon as the agent forked off
 
     def stop_agent(self, timeout: float = 10.0) -> None:
         """Stop the agent (killing its jobs); for tests and `jobkit agent stop`."""

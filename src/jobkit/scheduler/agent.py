@@ -634,7 +634,12 @@ def _acquire_lock(path: Path, sock: Path, patience: float = 10.0) -> int | None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m jobkit.scheduler.agent")
     parser.add_argument("settings", help="AgentSettings as JSON")
+    parser.add_argument("--foreground", action="store_true", help="do not daemonize")
     args = parser.parse_args(argv)
+    if not args.foreground and os.fork():
+        # Double fork: the agent is never the submitter's child, so it neither
+        # dies with it nor lingers as its zombie when it exits.
+        os._exit(0)
     settings = AgentSettings.from_json(args.settings)
     from jobkit.signing import load_key
     from jobkit.stores import open_store
