@@ -1,0 +1,5 @@
+"""``python -m jobkit`` is the ``jobkit`` command."""
+
+from jobkit.cli.app import main
+
+main()
