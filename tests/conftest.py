@@ -20,7 +20,13 @@ def _isolated_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     mp = pytest.MonkeyPatch()
     mp.setenv("JOBKIT_HOME", str(home))
     mp.setenv("XDG_CONFIG_HOME", str(home / "xdg"))
-    for name in ("JOBKIT_STORE", "JOBKIT_BACKEND", "JOBKIT_PROFILE", "JOBKIT_KEY", "JOBKIT_KEY_FILE"):
+    for name in (
+        "JOBKIT_STORE",
+        "JOBKIT_BACKEND",
+        "JOBKIT_PROFILE",
+        "JOBKIT_KEY",
+        "JOBKIT_KEY_FILE",
+    ):
         mp.delenv(name, raising=False)
     yield home
     mp.undo()
@@ -32,7 +38,9 @@ def local_env(directory: Path, **local: Any) -> Iterator[Any]:
     import jobkit
 
     settings = {"idle_timeout": 10, **local}
-    with jobkit.use(store=f"sqlite:///{directory}/jobkit.db", backend="local", local=settings) as client:
+    with jobkit.use(
+        store=f"sqlite:///{directory}/jobkit.db", backend="local", local=settings
+    ) as client:
         try:
             yield client
         finally:

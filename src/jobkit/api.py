@@ -10,7 +10,7 @@ original, so one decorated function can be sent to several backends.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from typing import Any, Generic, TypeVar, overload
 
 from jobkit.client import current_client
@@ -40,7 +40,9 @@ class RemoteFunction(Generic[T]):
     def options(self, *, backend: str | None = None, **resources: Any) -> RemoteFunction[T]:
         """A copy with some resources or the backend overridden."""
         if backend is not None and not isinstance(backend, str):
-            raise ConfigError(f"invalid backend {backend!r}: expected a backend name such as 'local'")
+            raise ConfigError(
+                f"invalid backend {backend!r}: expected a backend name such as 'local'"
+            )
         merged = self.resources.merged(**resources) if resources else self.resources
         return RemoteFunction(self._fn, merged, backend or self.backend)
 
@@ -58,7 +60,7 @@ class RemoteFunction(Generic[T]):
         """
         if not iterables:
             raise ConfigError("map() needs at least one iterable of arguments")
-        items = [(tuple(args), kwargs) for args in zip(*iterables)]
+        items = [(tuple(args), kwargs) for args in zip(*iterables, strict=False)]
         array: JobArray[T] = current_client().map(
             self._fn, items, resources=self.resources, backend=self.backend
         )
@@ -115,7 +117,7 @@ def submit(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Job[T]:
     return _as_remote(fn).submit(*args, **kwargs)
 
 
-def map(  # noqa: A001 - mirrors the builtin on purpose, as Executor.map does
+def map(
     fn: Callable[..., T], /, *iterables: Iterable[Any], **kwargs: Any
 ) -> JobArray[T]:
     """Submit one job per item as one array; see :meth:`RemoteFunction.map`."""
@@ -136,5 +138,3 @@ def jobs(
 ) -> list[Job[Any]]:
     """Jobs in the store, newest first, filtered by state, backend and name glob."""
     return current_client().jobs(state=state, backend=backend, name=name, limit=limit)
-
-

@@ -135,9 +135,8 @@ class Client:
 
         self.config = config
         self.store: Store = open_store(config.store)
-        key_file = getattr(config, "key_file", None)
-        explicit = config.key.get_secret_value() if getattr(config, "key", None) else None
-        self.key = load_key(explicit, key_file=key_file)
+        explicit = config.key.get_secret_value() if config.key is not None else None
+        self.key = load_key(explicit, key_file=config.key_file)
         self._backends: dict[str, Backend] = {}
         self._backends_lock = threading.Lock()
         self.monitor = Monitor(self)
@@ -409,7 +408,11 @@ def current_client() -> Client:
 
 
 def _env_key() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if k.startswith(("JOBKIT_", "AWS_", "KUBECONFIG", "SLURM_CONF"))}
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if k.startswith(("JOBKIT_", "AWS_", "KUBECONFIG", "SLURM_CONF"))
+    }
 
 
 def configure(**settings: Any) -> None:

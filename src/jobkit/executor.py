@@ -34,7 +34,7 @@ class Executor(concurrent.futures.Executor):
         self._lock = threading.Lock()
         self._shutdown = False
 
-    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Job[T]:  # type: ignore[override]
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Job[T]:
         with self._lock:
             if self._shutdown:
                 raise RuntimeError("cannot schedule new futures after shutdown")
@@ -44,7 +44,7 @@ class Executor(concurrent.futures.Executor):
             self._jobs.append(job)
             return job
 
-    def map(  # type: ignore[override]
+    def map(
         self,
         fn: Callable[..., T],
         *iterables: Iterable[Any],
@@ -56,7 +56,9 @@ class Executor(concurrent.futures.Executor):
         with self._lock:
             if self._shutdown:
                 raise RuntimeError("cannot schedule new futures after shutdown")
-            items = [(args, {}) for args in zip(*iterables)]
+            items: list[tuple[tuple[Any, ...], dict[str, Any]]] = [
+                (args, {}) for args in zip(*iterables, strict=False)
+            ]
             array = self._client.map(fn, items, resources=self._resources, backend=self._backend)
             self._jobs.extend(array)
 

@@ -21,7 +21,7 @@ import sys
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import _base
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
 
 from jobkit.errors import JobFailedError
 from jobkit.states import FailureReason, JobRecord, JobState
@@ -101,12 +101,9 @@ class Job(concurrent.futures.Future, Generic[T]):  # type: ignore[type-arg]
         value: T = outcome.unwrap()
         return value
 
-    def exception(self, timeout: float | None = None) -> BaseException | None:  # type: ignore[override]
+    def exception(self, timeout: float | None = None) -> BaseException | None:
         outcome = self._wait_outcome(timeout)
         return None if outcome.ok else outcome.error
-
-    def add_done_callback(self, fn: Callable[[Job[T]], object]) -> None:  # type: ignore[override]
-        super().add_done_callback(fn)  # type: ignore[arg-type]
 
     def set_running_or_notify_cancel(self) -> bool:
         raise RuntimeError("a Job's state is driven by its store, not set by callers")
@@ -122,8 +119,10 @@ class Job(concurrent.futures.Future, Generic[T]):  # type: ignore[type-arg]
 
     # -- logs ----------------------------------------------------------------
     @overload
-    def logs(self, stream: str = ..., *, follow: bool = False) -> str: ...
-    def logs(self, stream: str = "stdout", *, follow: bool = False) -> str | Iterator[str]:  # type: ignore[misc]
+    def logs(self, stream: str = ..., *, follow: Literal[False] = False) -> str: ...
+    @overload
+    def logs(self, stream: str = ..., *, follow: Literal[True]) -> Iterator[str]: ...
+    def logs(self, stream: str = "stdout", *, follow: bool = False) -> str | Iterator[str]:
         """Text written so far to ``stream``; ``follow=True`` yields lines until the end."""
         if stream not in ("stdout", "stderr"):
             from jobkit.errors import ConfigError
@@ -208,7 +207,9 @@ class JobArray(Sequence[Job[T]]):
         return iter(self._jobs)
 
     def states(self) -> list[JobState]:
-        records = self._jobs[0]._client.store.get_many([j.id for j in self._jobs]) if self._jobs else {}
+        records = (
+            self._jobs[0]._client.store.get_many([j.id for j in self._jobs]) if self._jobs else {}
+        )
         return [records[j.id].state if j.id in records else j._record.state for j in self._jobs]
 
     def wait(self, timeout: float | None = None, *, progress: bool | None = None) -> bool:
@@ -216,7 +217,7 @@ class JobArray(Sequence[Job[T]]):
         if progress is None:
             progress = _interactive()
         if not progress:
-            done, not_done = concurrent.futures.wait(self._jobs, timeout=timeout)
+            _done, not_done = concurrent.futures.wait(self._jobs, timeout=timeout)
             return not not_done
         return _wait_with_progress(self._jobs, timeout, label=self.id)
 

@@ -90,7 +90,9 @@ class RemoteTraceback(Exception):
 # -- envelope ------------------------------------------------------------------
 
 
-def _seal(key: bytes, header: dict[str, Any], body: Buffer, buffers: Sequence[Buffer]) -> list[Buffer]:
+def _seal(
+    key: bytes, header: dict[str, Any], body: Buffer, buffers: Sequence[Buffer]
+) -> list[Buffer]:
     header = {**header, "sizes": [len(memoryview(b).cast("B")) for b in (body, *buffers)]}
     head = json.dumps(header, separators=(",", ":")).encode()
     parts: list[Buffer] = [_LEN.pack(len(head)), head, body, *buffers]

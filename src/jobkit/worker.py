@@ -28,6 +28,7 @@ code, no interpreter start-up.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import socket
 import sys
@@ -46,10 +47,8 @@ EXIT_UNLOADABLE = 3
 
 def _flush_std() -> None:
     for stream in (sys.stdout, sys.stderr):
-        try:
+        with contextlib.suppress(OSError, ValueError, AttributeError):
             stream.flush()
-        except (OSError, ValueError, AttributeError):
-            pass
 
 
 def run_job(store: Store, job_id: str, key: bytes) -> int:
@@ -88,9 +87,7 @@ def run_job(store: Store, job_id: str, key: bytes) -> int:
     _flush_std()
     store.put_blob(outcome_key(job_id), outcome)
     if error is None:
-        store.transition(
-            job_id, JobState.SUCCEEDED, finished_at=time.time(), exit_code=EXIT_OK
-        )
+        store.transition(job_id, JobState.SUCCEEDED, finished_at=time.time(), exit_code=EXIT_OK)
         return EXIT_OK
     store.transition(
         job_id,
@@ -131,7 +128,9 @@ def _fail_unloadable(store: Store, job_id: str, key: bytes, exc: BaseException) 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jobkit.worker", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m jobkit.worker", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("job_id", help="id of the job to run (jk-...)")
     parser.add_argument("--store", default=os.environ.get("JOBKIT_STORE"), help="store URL")
     args = parser.parse_args(argv)

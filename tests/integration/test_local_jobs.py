@@ -103,7 +103,7 @@ def test_unpicklable_result_is_reported(local: Any) -> None:
 
         return threading.Lock()
 
-    with pytest.raises(jobkit.SerializationError, match="result of job .* cannot be pickled"):
+    with pytest.raises(jobkit.SerializationError, match=r"result of job .* cannot be pickled"):
         jobkit.submit(make_lock).result(timeout=T)
 
 
@@ -124,7 +124,10 @@ def test_map_with_several_iterables_and_keywords(local: Any) -> None:
     def combine(a: int, b: str, *, sep: str) -> str:
         return f"{a}{sep}{b}"
 
-    assert combine.map([1, 2], ["x", "y"], sep="-").results(timeout=T, progress=False) == ["1-x", "2-y"]
+    assert combine.map([1, 2], ["x", "y"], sep="-").results(timeout=T, progress=False) == [
+        "1-x",
+        "2-y",
+    ]
 
 
 def test_options_returns_a_new_function(local: Any) -> None:
@@ -141,7 +144,12 @@ def test_futures_wait_and_as_completed(local: Any) -> None:
     jobs = [jobkit.submit(helpers.sleep_then, 0.2 * i, i) for i in range(4)]
     done, not_done = concurrent.futures.wait(jobs, timeout=T)
     assert not not_done and len(done) == 4
-    assert sorted(j.result() for j in concurrent.futures.as_completed(jobs, timeout=T)) == [0, 1, 2, 3]
+    assert sorted(j.result() for j in concurrent.futures.as_completed(jobs, timeout=T)) == [
+        0,
+        1,
+        2,
+        3,
+    ]
 
 
 def test_wait_first_exception(local: Any) -> None:

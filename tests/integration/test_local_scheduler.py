@@ -16,9 +16,9 @@ from typing import Any
 
 import helpers
 import pytest
-from conftest import local_env
 
 import jobkit
+from conftest import local_env
 from jobkit.states import FailureReason, JobState
 
 T = 30
@@ -182,7 +182,9 @@ def test_fair_share_between_owners(tmp_path: Path) -> None:
         assert started.index("bob") <= 1, started  # bob is not starved behind alice's sweep
 
 
-def test_reattach_from_another_process_after_the_submitter_exited(local: Any, tmp_path: Path) -> None:
+def test_reattach_from_another_process_after_the_submitter_exited(
+    local: Any, tmp_path: Path
+) -> None:
     store = local.config.store
     script = textwrap.dedent(
         f"""
@@ -195,7 +197,9 @@ def test_reattach_from_another_process_after_the_submitter_exited(local: Any, tm
             print(json.dumps({{"id": job.id}}))
         """
     )
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=T, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=T, check=True
+    )
     job_id = json.loads(out.stdout)["id"]
     job = jobkit.get(job_id)
     assert isinstance(job, jobkit.Job)
@@ -214,7 +218,8 @@ def test_concurrent_submitters_from_several_processes(local: Any) -> None:
         """
     )
     procs = [
-        subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True) for _ in range(4)
+        subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+        for _ in range(4)
     ]
     results = [json.loads(p.communicate(timeout=120)[0]) for p in procs]
     assert all(p.returncode == 0 for p in procs)

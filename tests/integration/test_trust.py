@@ -14,9 +14,9 @@ from typing import Any
 
 import helpers
 import pytest
-from conftest import local_env
 
 import jobkit
+from conftest import local_env
 from jobkit.serialization import Call, dump_payload
 from jobkit.states import FailureReason, JobRecord, JobState
 from jobkit.stores.base import outcome_key, payload_key
@@ -76,7 +76,9 @@ def test_payload_of_another_job_cannot_be_replayed(tmp_path: Path) -> None:
     with local_env(tmp_path, cpus=1, max_jobs=1) as client:
         blocker = _queue_behind_blocker(tmp_path)
         victim = jobkit.submit(helpers.square, 2)
-        other = dump_payload(Call(fn=helpers.square, args=(9,), kwargs={}), key=client.key, job_id="jk-other")
+        other = dump_payload(
+            Call(fn=helpers.square, args=(9,), kwargs={}), key=client.key, job_id="jk-other"
+        )
         client.store.put_blob(payload_key(victim.id), other)
         blocker.cancel()
         with pytest.raises(jobkit.SignatureError, match="signed for payload of job jk-other"):
@@ -87,7 +89,9 @@ def test_payload_signed_with_another_key_is_refused(tmp_path: Path) -> None:
     with local_env(tmp_path, cpus=1, max_jobs=1) as client:
         blocker = _queue_behind_blocker(tmp_path)
         victim = jobkit.submit(helpers.square, 2)
-        forged = dump_payload(Call(fn=helpers.square, args=(3,), kwargs={}), key=b"k" * 32, job_id=victim.id)
+        forged = dump_payload(
+            Call(fn=helpers.square, args=(3,), kwargs={}), key=b"k" * 32, job_id=victim.id
+        )
         client.store.put_blob(payload_key(victim.id), forged)
         blocker.cancel()
         with pytest.raises(jobkit.SignatureError):
@@ -109,16 +113,26 @@ def test_version_mismatch_is_reported_clearly(local: Any) -> None:
     from jobkit.serialization import _seal
 
     store = local.store
-    record = JobRecord(id="jk-oldpython00001", name="old", backend="memory-test", created_at=time.time())
+    record = JobRecord(
+        id="jk-oldpython00001", name="old", backend="memory-test", created_at=time.time()
+    )
     store.create([record])
-    header = {"kind": "payload", "job": record.id, "python": "2.7", "jobkit": "0.0.1", "sys_path": []}
+    header = {
+        "kind": "payload",
+        "job": record.id,
+        "python": "2.7",
+        "jobkit": "0.0.1",
+        "sys_path": [],
+    }
     store.put_blob(payload_key(record.id), _seal(local.key, header, b"not even a pickle", []))
     from jobkit.worker import run_job
 
     assert run_job(store, record.id, local.key) != 0
     failed = store.get(record.id)
     assert failed.state is JobState.FAILED and failed.failure_reason is FailureReason.SUBMIT_ERROR
-    assert "Python 2.7" in (failed.message or "") and "this worker runs Python 3." in (failed.message or "")
+    assert "Python 2.7" in (failed.message or "") and "this worker runs Python 3." in (
+        failed.message or ""
+    )
     with pytest.raises(jobkit.VersionMismatchError, match="same Python minor version"):
         local.load_outcome(failed).unwrap()
 
@@ -136,7 +150,9 @@ def test_key_and_store_files_are_owner_only(local: Any, _isolated_home: Path) ->
     assert stat.S_IMODE(log.stat().st_mode) & 0o077 == 0
 
 
-def test_a_key_readable_by_others_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_key_readable_by_others_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from jobkit.signing import load_key
 
     path = tmp_path / "key"

@@ -47,7 +47,7 @@ def test_local_backend_refuses_a_memory_store(memory_client: Any) -> None:
 
 
 def test_unknown_job_id(memory_client: Any) -> None:
-    with pytest.raises(jobkit.JobNotFoundError, match="no job 'jk-nope'.*jobkit list"):
+    with pytest.raises(jobkit.JobNotFoundError, match=r"no job 'jk-nope'.*jobkit list"):
         jobkit.get("jk-nope")
     with pytest.raises(jobkit.ConfigError, match="invalid job id"):
         jobkit.get("")
@@ -61,9 +61,8 @@ def test_unpicklable_argument_records_nothing(tmp_path: Path) -> None:
 
 
 def test_configure_and_use_validate_immediately() -> None:
-    with pytest.raises(jobkit.ConfigError, match="store"):
-        with jobkit.use(store="ftp://nowhere"):
-            pass
+    with pytest.raises(jobkit.ConfigError, match="store"), jobkit.use(store="ftp://nowhere"):
+        pass
     with pytest.raises(jobkit.ConfigError, match="local"):
         jobkit.configure(local={"cpus": "many"})
 
@@ -73,7 +72,9 @@ def test_corrupted_record_is_one_error_and_loses_nothing(tmp_path: Path) -> None
     with jobkit.use(store=f"sqlite:///{db}") as client:
         from jobkit.states import JobRecord
 
-        client.store.create([JobRecord(id=f"jk-ok{i}", name="n", backend="local") for i in range(3)])
+        client.store.create(
+            [JobRecord(id=f"jk-ok{i}", name="n", backend="local") for i in range(3)]
+        )
         raw = sqlite3.connect(db)
         raw.execute("UPDATE jobs SET data='{not json' WHERE id='jk-ok1'")
         raw.commit()

@@ -67,7 +67,9 @@ def test_fractional_gpus_pack_onto_one_device() -> None:
 
 
 def test_gpu_type_filters_devices() -> None:
-    cap = Capacity(cpus=8, mem=GiB, gpus=("0", "1"), gpu_names=("NVIDIA A100-SXM4-80GB", "NVIDIA H100"))
+    cap = Capacity(
+        cpus=8, mem=GiB, gpus=("0", "1"), gpu_names=("NVIDIA A100-SXM4-80GB", "NVIDIA H100")
+    )
     started = plan([Request("x", gpus=1, gpu_type="h100")], Ledger(cap))
     assert started[0].gpu_ids == ["1"]
     assert "type 'v100'" in (never_fits(Request("y", gpus=1, gpu_type="v100"), cap) or "")
@@ -83,5 +85,8 @@ def test_never_fits_names_the_resource() -> None:
 
 def test_nvidia_smi_output_is_parsed() -> None:
     recorded = "0, NVIDIA H100 80GB HBM3\n1, NVIDIA H100 80GB HBM3\n"
-    assert parse_nvidia_smi(recorded) == [("0", "NVIDIA H100 80GB HBM3"), ("1", "NVIDIA H100 80GB HBM3")]
+    assert parse_nvidia_smi(recorded) == [
+        ("0", "NVIDIA H100 80GB HBM3"),
+        ("1", "NVIDIA H100 80GB HBM3"),
+    ]
     assert parse_nvidia_smi("No devices were found\n") == []

@@ -30,7 +30,9 @@ def test_large_array_travels_out_of_band_and_stays_writable() -> None:
 
 def test_unpicklable_argument_is_named() -> None:
     with pytest.raises(SerializationError, match=r"argument 'lock' cannot be pickled: lock"):
-        dump_payload(Call(fn=print, args=(1,), kwargs={"lock": threading.Lock()}), key=KEY, job_id="j")
+        dump_payload(
+            Call(fn=print, args=(1,), kwargs={"lock": threading.Lock()}), key=KEY, job_id="j"
+        )
     with pytest.raises(SerializationError, match=r"argument 0 cannot be pickled"):
         dump_payload(Call(fn=print, args=(threading.Lock(),), kwargs={}), key=KEY, job_id="j")
 
@@ -58,7 +60,9 @@ def test_outcome_of_unpicklable_exception_keeps_the_traceback() -> None:
         parts = dump_outcome(key=KEY, job_id="j", error=exc)
     outcome = load_outcome(b"".join(parts), key=KEY, job_id="j")
     assert isinstance(outcome.error, JobFailedError)
-    assert "RuntimeError" in str(outcome.error) and "test_outcome_of_unpicklable" in outcome.traceback
+    assert (
+        "RuntimeError" in str(outcome.error) and "test_outcome_of_unpicklable" in outcome.traceback
+    )
 
 
 def test_exception_that_cannot_be_rebuilt_becomes_job_failed_error() -> None:

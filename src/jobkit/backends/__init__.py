@@ -20,7 +20,10 @@ if TYPE_CHECKING:
     from jobkit.client import Client
 
 _known: dict[str, tuple[str, str]] = {
-    "kubernetes": ("jobkit.backends.kubernetes:KubernetesBackend", "pip install 'jobkit[kubernetes]'"),
+    "kubernetes": (
+        "jobkit.backends.kubernetes:KubernetesBackend",
+        "pip install 'jobkit[kubernetes]'",
+    ),
     "local": ("jobkit.backends.local:LocalBackend", ""),
     "slurm": ("jobkit.backends.slurm:SlurmBackend", "pip install 'jobkit[slurm]'"),
 }
@@ -34,7 +37,9 @@ def known_backends() -> Mapping[str, tuple[str, str]]:
 def register_backend(name: str, target: str, *, hint: str = "", clobber: bool = False) -> None:
     """Register ``"module:Class"`` under ``name``."""
     if name in _known and not clobber:
-        raise ConfigError(f"backend {name!r} is already registered; pass clobber=True to replace it")
+        raise ConfigError(
+            f"backend {name!r} is already registered; pass clobber=True to replace it"
+        )
     _known[name] = (target, hint)
 
 
@@ -50,7 +55,7 @@ def _entry_point(name: str) -> str | None:
 def backend_class(name: str) -> type[Backend]:
     if not isinstance(name, str) or not name:
         raise ConfigError(f"invalid backend {name!r}: expected one of {', '.join(sorted(_known))}")
-    target, hint = _known.get(name, (None, ""))  # type: ignore[assignment]
+    target, hint = _known.get(name, (None, ""))
     if target is None:
         target = _entry_point(name)
         if target is None:

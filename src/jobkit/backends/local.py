@@ -73,7 +73,9 @@ class LocalBackend(Backend):
 
         if self._capacity is None:
             s = self.settings
-            self._capacity = machine_capacity(cpus=s.cpus, mem=s.mem, gpus=s.gpus, max_jobs=s.max_jobs)
+            self._capacity = machine_capacity(
+                cpus=s.cpus, mem=s.mem, gpus=s.gpus, max_jobs=s.max_jobs
+            )
         return self._capacity
 
     def check_resources(self, resources: Resources) -> None:
@@ -85,8 +87,11 @@ class LocalBackend(Backend):
                 "this machine is one node; use backend='slurm' or 'kubernetes'"
             )
         request = Request(
-            job_id="?", cpus=float(resources.cpus), mem=int(resources.mem or 0),
-            gpus=float(resources.gpus or 0), gpu_type=resources.gpu_type,
+            job_id="?",
+            cpus=float(resources.cpus),
+            mem=int(resources.mem or 0),
+            gpus=float(resources.gpus or 0),
+            gpu_type=resources.gpu_type,
         )
         why = never_fits(request, self.capacity())
         if why is not None:
@@ -110,7 +115,9 @@ class LocalBackend(Backend):
         blob = json.dumps(env, sort_keys=True).encode()
         ref = hashlib.sha256(blob).hexdigest()[:32]
         if ref not in self._envs_written:
-            self.store.put_blob(f"envs/{ref}", seal_json(env, key=self.client.key, kind="env", ident=ref))
+            self.store.put_blob(
+                f"envs/{ref}", seal_json(env, key=self.client.key, kind="env", ident=ref)
+            )
             self._envs_written.add(ref)
         return ref
 
@@ -185,7 +192,9 @@ class LocalBackend(Backend):
                 conn.close()
                 return self._conn
             self._conn = conn
-        threading.Thread(target=self._listen, args=(conn,), name="jobkit-agent-events", daemon=True).start()
+        threading.Thread(
+            target=self._listen, args=(conn,), name="jobkit-agent-events", daemon=True
+        ).start()
         return conn
 
     def _reset(self) -> None:
@@ -213,8 +222,12 @@ class LocalBackend(Backend):
             os.chmod(self.paths.log, 0o600)
             launcher = subprocess.Popen(
                 [sys.executable, "-m", "jobkit.scheduler.agent", self.settings.to_json()],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
-                start_new_session=True, close_fds=True,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                env=env,
+                start_new_session=True,
+                close_fds=True,
             )
         launcher.wait(timeout=AGENT_START_TIMEOUT)  # exits as soon as the agent forked off
 

@@ -134,7 +134,12 @@ class Agent:
     """Schedules and supervises local jobs; see the module docstring."""
 
     def __init__(
-        self, store: Store, key: bytes, settings: AgentSettings, paths: AgentPaths, capacity: Capacity
+        self,
+        store: Store,
+        key: bytes,
+        settings: AgentSettings,
+        paths: AgentPaths,
+        capacity: Capacity,
     ) -> None:
         self.store = store
         self.key = key
@@ -185,8 +190,7 @@ class Agent:
 
     def _idle(self) -> bool:
         return (
-            not self.running
-            and time.monotonic() - self.last_activity > self.settings.idle_timeout
+            not self.running and time.monotonic() - self.last_activity > self.settings.idle_timeout
         )
 
     def _next_timeout(self) -> float:
@@ -292,7 +296,8 @@ class Agent:
     # -- scheduling ------------------------------------------------------------
     def _schedule(self) -> None:
         queued = [
-            r for r in self.store.query(states=QUEUE_STATES, backend="local", oldest_first=True)
+            r
+            for r in self.store.query(states=QUEUE_STATES, backend="local", oldest_first=True)
             if r.id not in self.running
         ]
         if not queued:
@@ -313,8 +318,11 @@ class Agent:
         for record in by_id.values():
             if record.state is JobState.PENDING:
                 self.store.transition(
-                    record.id, JobState.QUEUED, expect=(JobState.PENDING,),
-                    submitted_at=time.time(), backend_id=f"local:{self.host}",
+                    record.id,
+                    JobState.QUEUED,
+                    expect=(JobState.PENDING,),
+                    submitted_at=time.time(),
+                    backend_id=f"local:{self.host}",
                 )
 
     def _launch(self, record: JobRecord, alloc: Allocation) -> bool:
@@ -322,9 +330,13 @@ class Agent:
         err = self.log_dir / f"{record.id}.err"
         now = time.time()
         claimed = self.store.transition(
-            record.id, JobState.RUNNING, expect=QUEUE_STATES,
-            started_at=now, submitted_at=record.submitted_at or now,
-            host=self.host, backend_id=f"local:{self.host}",
+            record.id,
+            JobState.RUNNING,
+            expect=QUEUE_STATES,
+            started_at=now,
+            submitted_at=record.submitted_at or now,
+            host=self.host,
+            backend_id=f"local:{self.host}",
             extra={**record.extra, "stdout": str(out), "stderr": str(err), "gpus": alloc.gpu_ids},
         )
         if claimed is None:
@@ -342,9 +354,14 @@ class Agent:
             pid = self._fork(claimed, env, cwd, out, err)
         limit = claimed.resources.get("time")
         run = Running(
-            record=claimed, pid=pid, alloc=alloc, started=time.monotonic(), popen=popen,
+            record=claimed,
+            pid=pid,
+            alloc=alloc,
+            started=time.monotonic(),
+            popen=popen,
             deadline=time.monotonic() + float(limit) if limit else None,
-            mem_limit=int(claimed.resources.get("mem") or 0), oom_before=oom_before,
+            mem_limit=int(claimed.resources.get("mem") or 0),
+            oom_before=oom_before,
         )
         self._watch(run)
         self.running[record.id] = run
@@ -369,15 +386,19 @@ class Agent:
             return dict(os.environ)
         if ref not in self.env_cache:
             try:
-                env = open_json(self.store.get_blob(f"envs/{ref}"), key=self.key, kind="env", ident=ref)
-            except Exception as exc:  # noqa: BLE001 - a bad env blob must not kill the agent
+                env = open_json(
+                    self.store.get_blob(f"envs/{ref}"), key=self.key, kind="env", ident=ref
+                )
+            except Exception as exc:
                 print(f"agent: cannot read environment {ref}: {exc}", file=sys.stderr)
                 env = dict(os.environ)
             self.env_cache[ref] = env
         return self.env_cache[ref]
 
     # -- starting processes ----------------------------------------------------
-    def _fork(self, record: JobRecord, env: dict[str, str], cwd: str | None, out: Path, err: Path) -> int:
+    def _fork(
+        self, record: JobRecord, env: dict[str, str], cwd: str | None, out: Path, err: Path
+    ) -> int:
         sys.stdout.flush()
         sys.stderr.flush()
         pid = os.fork()
@@ -436,8 +457,13 @@ class Agent:
         with open(out, "ab") as stdout, open(err, "ab") as stderr:
             return subprocess.Popen(
                 [sys.executable, "-m", "jobkit.worker", "--store", self.settings.store, record.id],
-                stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr, env=env, cwd=cwd,
-                start_new_session=True, close_fds=True,
+                stdin=subprocess.DEVNULL,
+                stdout=stdout,
+                stderr=stderr,
+                env=env,
+                cwd=cwd,
+                start_new_session=True,
+                close_fds=True,
             )
 
     def _watch(self, run: Running) -> None:
@@ -455,10 +481,12 @@ class Agent:
                 self._reap(run)
                 continue
             if run.deadline is not None and now >= run.deadline and run.kill_reason is None:
-                limit = run.record.resources.get("time")
+                limit = float(run.record.resources.get("time") or 0)
                 self._kill(
-                    run, signal.SIGTERM, FailureReason.TIMEOUT,
-                    f"ran past its time limit of {float(limit):g} s",
+                    run,
+                    signal.SIGTERM,
+                    FailureReason.TIMEOUT,
+                    f"ran past its time limit of {limit:g} s",
                 )
             if run.escalate_at is not None and now >= run.escalate_at:
                 run.escalate_at = None
@@ -491,7 +519,9 @@ class Agent:
             run = limited[pgid]
             if rss > run.mem_limit:
                 self._kill(
-                    run, signal.SIGKILL, FailureReason.OOM,
+                    run,
+                    signal.SIGKILL,
+                    FailureReason.OOM,
                     f"used {rss / 2**20:.0f} MiB of memory, more than the "
                     f"{run.mem_limit / 2**20:.0f} MiB it requested",
                 )
@@ -554,9 +584,16 @@ class Agent:
             return FailureReason.LOST, "worker vanished while the agent was not watching it"
         if code < 0:
             sig = -code
-            name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else str(sig)
+            name = (
+                signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else str(sig)
+            )
             after = oom_kill_count()
-            if sig == signal.SIGKILL and run.oom_before is not None and after is not None and after > run.oom_before:
+            if (
+                sig == signal.SIGKILL
+                and run.oom_before is not None
+                and after is not None
+                and after > run.oom_before
+            ):
                 return FailureReason.OOM, "killed by the kernel OOM killer (SIGKILL)"
             return FailureReason.LOST, f"worker killed by signal {name}"
         return FailureReason.ERROR, f"worker exited with code {code} without recording an outcome"
@@ -564,8 +601,13 @@ class Agent:
     def _finish(self, job_id: str, reason: FailureReason, message: str, code: int | None) -> None:
         """Record a failure unless the worker already recorded the end."""
         self.store.transition(
-            job_id, JobState.FAILED, expect=ACTIVE_STATES,
-            failure_reason=reason, message=message, exit_code=code, finished_at=time.time(),
+            job_id,
+            JobState.FAILED,
+            expect=ACTIVE_STATES,
+            failure_reason=reason,
+            message=message,
+            exit_code=code,
+            finished_at=time.time(),
         )
         self._broadcast({"event": "done", "id": job_id})
         self.dirty = True
@@ -578,18 +620,24 @@ class Agent:
                 continue
             alive = record.pid is not None and _alive(record.pid)
             if not alive:
-                self._finish(record.id, FailureReason.LOST, "worker vanished (agent restarted)", None)
+                self._finish(
+                    record.id, FailureReason.LOST, "worker vanished (agent restarted)", None
+                )
                 continue
             assert record.pid is not None
             gpus = record.extra.get("gpus") or []
             share = float(record.resources.get("gpus") or 0)
             alloc = Allocation(
-                record.id, record.owner, float(record.resources.get("cpus", 1)),
+                record.id,
+                record.owner,
+                float(record.resources.get("cpus", 1)),
                 int(record.resources.get("mem") or 0),
                 tuple((g, min(1.0, share) if share < 1 else 1.0) for g in gpus),
             )
             self.ledger.allocate(alloc)
-            run = Running(record=record, pid=record.pid, alloc=alloc, started=time.monotonic(), adopted=True)
+            run = Running(
+                record=record, pid=record.pid, alloc=alloc, started=time.monotonic(), adopted=True
+            )
             self.running[record.id] = run
             self._watch(run)
 
@@ -659,7 +707,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     agent = Agent(store, load_key(), settings, paths, capacity)
     agent.lock_fd = lock_fd
-    print(f"agent {os.getpid()} serving {settings.store} with {capacity}", file=sys.stderr, flush=True)
+    print(
+        f"agent {os.getpid()} serving {settings.store} with {capacity}", file=sys.stderr, flush=True
+    )
     agent.serve()
     return 0
 

@@ -37,7 +37,10 @@ def detect_gpus() -> list[tuple[str, str]]:
     try:
         out = subprocess.run(
             [exe, "--query-gpu=index,name", "--format=csv,noheader"],
-            capture_output=True, text=True, timeout=10, check=True,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
         ).stdout
     except (OSError, subprocess.SubprocessError):
         return []

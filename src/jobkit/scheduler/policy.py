@@ -82,9 +82,8 @@ def never_fits(request: Request, capacity: Capacity) -> str | None:
         return f"requests {request.mem} bytes of memory but this machine offers {capacity.mem}"
     if request.gpus > len(eligible) + EPS:
         kind = f" of type {request.gpu_type!r}" if request.gpu_type else ""
-        return (
-            f"requests {request.gpus:g} GPUs{kind} but this machine has {len(eligible)}"
-            + (f" (types: {', '.join(sorted(set(capacity.gpu_names)))})" if capacity.gpu_names else "")
+        return f"requests {request.gpus:g} GPUs{kind} but this machine has {len(eligible)}" + (
+            f" (types: {', '.join(sorted(set(capacity.gpu_names)))})" if capacity.gpu_names else ""
         )
     return None
 
@@ -95,7 +94,9 @@ def _eligible_gpus(request: Request, capacity: Capacity) -> list[str]:
     wanted = request.gpu_type.lower()
     return [
         gpu
-        for gpu, name in zip(capacity.gpus, capacity.gpu_names or ("",) * len(capacity.gpus))
+        for gpu, name in zip(
+            capacity.gpus, capacity.gpu_names or ("",) * len(capacity.gpus), strict=True
+        )
         if wanted in name.lower()
     ]
 
@@ -204,7 +205,10 @@ def plan(queue: Sequence[Request], ledger: Ledger) -> list[Allocation]:
                 ledger.allocate(alloc)
                 started.append(alloc)
                 continue
-            if ledger.capacity.max_jobs is not None and len(ledger.allocations) >= ledger.capacity.max_jobs:
+            if (
+                ledger.capacity.max_jobs is not None
+                and len(ledger.allocations) >= ledger.capacity.max_jobs
+            ):
                 return started
             if not blocked:
                 # Hold back what the head of the line waits for (gang, no starvation).

@@ -17,11 +17,11 @@ from __future__ import annotations
 import abc
 from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Union
+from typing import Any, ClassVar
 
 from jobkit.states import JobRecord, JobState
 
-Buffer = Union[bytes, bytearray, memoryview]
+Buffer = bytes | bytearray | memoryview
 
 
 def payload_key(job_id: str) -> str:
