@@ -1,0 +1,537 @@
+"""The ``jobkit`` command: list, inspect, follow, cancel and prune jobs.
+
+A thin layer, in the manner of fastapi-cli: each command gathers its
+arguments, calls the library (through :class:`~jobkit.cli.session.Session`,
+which loads config, store and client only when asked) and renders the answer
+with :mod:`jobkit.cli.render`.  No job logic lives here.
+
+Errors are handled at one edge, :class:`JobkitGroup.main`, so a command body
+never needs ``try``: a library :class:`~jobkit.errors.JobkitError` becomes one
+``Error: ...`` line on stderr and exit code 1; a usage error (bad option
+value, missing argument) one line and exit 2; Ctrl-C exits 130 quietly.
+Nothing ever prints a Python traceback (set ``JOBKIT_DEBUG=1`` to see one for
+an unexpected internal error).
+
+Exit codes: 0 success, 1 error (unknown job, store unreachable, job failed or
+not finished for ``result``), 2 usage, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+
+import typer
+from typer.core import TyperGroup
+
+from jobkit.cli import render
+from jobkit.cli.session import Session
+from jobkit.errors import JobkitError
+from jobkit.states import TERMINAL_STATES, FailureReason, JobRecord, JobState
+
+if TYPE_CHECKING:
+    from jobkit.client import Client
+
+EXIT_ERROR = 1
+EXIT_INTERRUPTED = 130
+
+
+class JobkitGroup(TyperGroup):
+    """The root command; its ``main`` is the one place errors become exit codes."""
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        windows_expand_args: bool = True,
+        **extra: Any,
+    ) -> Any:
+        try:
+            rv = super().main(
+                args,
+                prog_name,
+                complete_var,
+                standalone_mode=False,
+                windows_expand_args=windows_expand_args,
+                **extra,
+            )
+        except JobkitError as exc:
+            code = _print_error(render.first_line(str(exc)) or type(exc).__name__)
+        except typer.TyperException as exc:  # click's ClickException/UsageError
+            code = exc.exit_code
+            message = render.first_line(exc.format_message())
+            usage_ctx = getattr(exc, "ctx", None)
+            if code == 2 and usage_ctx is not None:
+                message += f" (see '{usage_ctx.command_path} --help')"
+            _print_error(message)
+        except typer.Abort:
+            code = _print_error("aborted")
+        except KeyboardInterrupt:
+            code = EXIT_INTERRUPTED
+        except Exception as exc:
+            if os.environ.get("JOBKIT_DEBUG"):
+                raise
+            code = _print_error(
+                f"internal error: {type(exc).__name__}: {render.first_line(str(exc))} "
+                "(a bug in jobkit: please report it; run with JOBKIT_DEBUG=1 for the traceback)"
+            )
+        else:
+            code = rv if isinstance(rv, int) else 0
+        if not standalone_mode:
+            return code
+        sys.exit(code)
+
+
+def _print_error(message: str) -> int:
+    typer.echo(f"Error: {message}", err=True)
+    return EXIT_ERROR
+
+
+def fail(message: str) -> NoReturn:
+    """Stop the command with one error line and exit code 1."""
+    _print_error(message)
+    raise typer.Exit(EXIT_ERROR)
+
+
+app = typer.Typer(
+    cls=JobkitGroup,
+    name="jobkit",
+    help="Find, inspect and control jobkit jobs recorded in the store.",
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def session_of(ctx: typer.Context) -> Session:
+    session = ctx.find_object(Session)
+    return session if session is not None else Session()
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        from jobkit._version import __version__
+
+        typer.echo(f"jobkit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback(invoke_without_command=True)
+def root(
+    ctx: typer.Context,
+    store: Annotated[
+        str | None,
+        typer.Option(
+            "--store",
+            metavar="URL",
+            help="Store URL, e.g. sqlite:///~/jobs.db (overrides JOBKIT_STORE and config files).",
+        ),
+    ] = None,
+    profile: Annotated[
+        str | None,
+        typer.Option("--profile", metavar="NAME", help="Configuration profile to apply."),
+    ] = None,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_show_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Find, inspect and control jobkit jobs recorded in the store."""
+    if ctx.invoked_subcommand is None:
+        help_text = ctx.get_help()
+        if help_text:
+            typer.echo(help_text)
+        raise typer.Exit(2)
+    session = Session(store=store, profile=profile)
+    ctx.obj = session
+    ctx.call_on_close(session.close)
+    _show_library_warnings(ctx)
+
+
+def _show_library_warnings(ctx: typer.Context) -> None:
+    """Library warnings (a skipped corrupted record) as ``Warning: ...`` lines on stderr."""
+    import logging
+
+    handler = logging.StreamHandler(sys.stderr)  # this command's stderr (test runners swap it)
+    handler.setFormatter(logging.Formatter("Warning: %(message)s"))
+    handler.setLevel(logging.WARNING)
+    logger = logging.getLogger("jobkit")
+    logger.addHandler(handler)
+    ctx.call_on_close(lambda: logger.removeHandler(handler))
+
+
+# -- option parsing ------------------------------------------------------------
+
+
+def parse_state_option(values: list[str] | None, *, terminal_only: bool = False) -> list[JobState]:
+    """``--state`` values: any case, repeatable, comma-separated; usage error if bad."""
+    from jobkit.client import parse_states
+
+    names = [part.strip() for value in values or () for part in value.split(",") if part.strip()]
+    try:
+        states = parse_states(names) or []
+    except JobkitError as exc:
+        raise typer.BadParameter(str(exc), param_hint="'--state'") from None
+    if terminal_only:
+        active = [s.value for s in states if s not in TERMINAL_STATES]
+        if active:
+            raise typer.BadParameter(
+                f"{', '.join(active)} is not a final state and prune never deletes live jobs; "
+                f"choose from {', '.join(s.value for s in JobState if s in TERMINAL_STATES)}",
+                param_hint="'--state'",
+            )
+    return list(dict.fromkeys(states))
+
+
+StateOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--state",
+        "-s",
+        metavar="STATE",
+        help="Only jobs in this state (any case; repeat or comma-separate for several).",
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+JobIdArgument = Annotated[str, typer.Argument(metavar="JOB_ID", help="A job id (jk-...).")]
+
+
+# -- commands ------------------------------------------------------------------
+
+
+@app.command("list")
+def list_jobs(
+    ctx: typer.Context,
+    state: StateOption = None,
+    backend: Annotated[
+        str | None,
+        typer.Option("--backend", "-b", metavar="NAME", help="Only jobs of this backend."),
+    ] = None,
+    name: Annotated[
+        str | None,
+        typer.Option(
+            "--name", "-n", metavar="GLOB", help="Only jobs whose name matches, e.g. 'train*'."
+        ),
+    ] = None,
+    limit: Annotated[
+        int,
+        typer.Option("--limit", "-l", metavar="N", help="Show at most this many (newest first)."),
+    ] = 50,
+    as_json: JsonOption = False,
+) -> None:
+    """List jobs, newest first."""
+    if limit < 1:
+        raise typer.BadParameter(
+            f"{limit} is not a positive number of jobs; use e.g. --limit 50",
+            param_hint="'--limit'",
+        )
+    states = parse_state_option(state) if state else None
+    records = session_of(ctx).store.query(states=states, backend=backend, name=name, limit=limit)
+    if as_json:
+        render.print_json([r.to_dict() for r in records])
+        return
+    if not records:
+        typer.echo("No jobs match.", err=True)
+        return
+    render.jobs_table(records, time.time())
+    if len(records) == limit:
+        typer.echo(f"(the newest {limit} shown; use --limit to see more)", err=True)
+
+
+@app.command()
+def status(ctx: typer.Context, job_id: JobIdArgument, as_json: JsonOption = False) -> None:
+    """Show everything known about a job, or a per-state summary of a job array."""
+    from jobkit.errors import JobNotFoundError
+
+    session = session_of(ctx)
+    job_id = job_id.strip()
+    try:
+        record = session.store.get(job_id)
+    except JobNotFoundError:
+        members = session.array_members(job_id)
+        if not members:
+            raise
+        if as_json:
+            render.print_json(
+                {
+                    "array_id": job_id,
+                    "total": len(members),
+                    "states": render.state_counts(members),
+                    "jobs": [m.to_dict() for m in members],
+                }
+            )
+        else:
+            render.array_summary(job_id, members, time.time())
+        return
+    if as_json:
+        render.print_json(record.to_dict())
+    else:
+        render.record_table(record, time.time())
+
+
+@app.command()
+def logs(
+    ctx: typer.Context,
+    job_id: JobIdArgument,
+    stderr: Annotated[
+        bool, typer.Option("--stderr", help="Show stderr instead of stdout.")
+    ] = False,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing new lines until the job ends.")
+    ] = False,
+) -> None:
+    """Print what a job wrote to stdout (or stderr)."""
+    session = session_of(ctx)
+    client = session.client
+    record = session.record(job_id.strip())
+    stream = "stderr" if stderr else "stdout"
+    out = sys.stdout
+    if not follow:
+        out.write(client.read_logs(record, stream))
+        out.flush()
+        return
+    from jobkit.job import Job
+
+    for line in client.follow_logs(Job(client, record), stream):
+        out.write(line)
+        out.flush()
+
+
+@app.command()
+def result(
+    ctx: typer.Context,
+    job_id: JobIdArgument,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the result as JSON (if it is serialisable).")
+    ] = False,
+    wait: Annotated[
+        bool, typer.Option("--wait", "-w", help="Wait for the job to end instead of failing.")
+    ] = False,
+    timeout: Annotated[
+        float | None,
+        typer.Option(
+            "--timeout", metavar="SECONDS", help="Wait at most this long (implies --wait)."
+        ),
+    ] = None,
+) -> None:
+    """Print a finished job's return value (exit 1 if it failed or has not finished)."""
+    session = session_of(ctx)
+    client = session.client
+    job_id = job_id.strip()
+    if timeout is not None and not timeout >= 0:
+        raise typer.BadParameter(
+            f"{timeout:g} is not a number of seconds >= 0", param_hint="'--timeout'"
+        )
+    record = session.record(job_id)
+    if not record.is_terminal:
+        if not (wait or timeout is not None):
+            fail(
+                f"job {job_id} is {record.state.value} and has no result yet; "
+                f"wait for it with `jobkit result {job_id} --wait`"
+            )
+        record = _wait_for(client, record, timeout)
+    if record.state is JobState.CANCELLED:
+        fail(f"job {job_id} was cancelled; it has no result")
+    if record.state is JobState.FAILED and record.failure_reason not in (None, FailureReason.ERROR):
+        detail = f": {render.first_line(record.message)}" if record.message else ""
+        fail(f"job {job_id} failed: {record.failure_reason}{detail}")
+    outcome = _load_outcome(client, record)
+    if not outcome.ok:
+        fail(_failure_line(job_id, outcome.error))
+    value = outcome.value
+    if as_json:
+        import json
+
+        try:
+            text = json.dumps(value, indent=2, allow_nan=False)
+        except (TypeError, ValueError, RecursionError) as exc:
+            fail(
+                f"the result of job {job_id} ({type(value).__name__}) is not JSON-serialisable "
+                f"({render.first_line(str(exc))}); run without --json to print its repr()"
+            )
+        typer.echo(text)
+    else:
+        typer.echo(repr(value))
+
+
+def _wait_for(client: Client, record: JobRecord, timeout: float | None) -> JobRecord:
+    import concurrent.futures
+
+    from jobkit.job import Job
+
+    job: Job[Any] = Job(client, record)
+    done, _ = concurrent.futures.wait([job], timeout=timeout)
+    if not done:
+        fail(
+            f"job {record.id} did not finish within {timeout:g} s (it is {job.state.value}); "
+            "try again later or raise --timeout"
+        )
+    return client.store.get(record.id)
+
+
+def _load_outcome(client: Client, record: JobRecord) -> Any:
+    from jobkit.errors import BlobNotFoundError
+
+    try:
+        return client.load_outcome(record)
+    except BlobNotFoundError as exc:
+        fail(
+            f"job {record.id} is {record.state.value} but its outcome is missing "
+            f"from the store ({exc})"
+        )
+
+
+def _failure_line(job_id: str, error: BaseException | None) -> str:
+    """``job X failed: ValueError: bad input``: the original exception in one line."""
+    from jobkit.errors import JobFailedError
+
+    if error is None:
+        return f"job {job_id} failed"
+    message = render.first_line(_safe_str(error))
+    if isinstance(error, JobFailedError) and message.startswith(f"job {job_id} "):
+        return message  # already says which job and what it raised
+    cls = type(error)
+    module = cls.__module__
+    kind = (
+        cls.__qualname__ if module in ("builtins", "__main__") else f"{module}.{cls.__qualname__}"
+    )
+    return f"job {job_id} failed: {kind}: {message}" if message else f"job {job_id} failed: {kind}"
+
+
+def _safe_str(error: BaseException) -> str:
+    try:
+        return str(error)
+    except Exception:
+        return f"<{type(error).__name__} with unprintable message>"
+
+
+@app.command()
+def cancel(
+    ctx: typer.Context,
+    job_ids: Annotated[
+        list[str], typer.Argument(metavar="JOB_ID...", help="Jobs (or job arrays) to cancel.")
+    ],
+) -> None:
+    """Cancel jobs, killing those that run; report those that had already ended."""
+    session = session_of(ctx)
+    client = session.client
+    unknown: list[str] = []
+    wanted: list[JobRecord] = []
+    for job_id in dict.fromkeys(j.strip() for j in job_ids):
+        from jobkit.errors import JobNotFoundError
+
+        try:
+            wanted.append(client.store.get(job_id))
+        except JobNotFoundError as exc:
+            members = session.array_members(job_id)
+            if not members:
+                unknown.append(str(exc))
+            wanted.extend(members)
+    live = [r.id for r in wanted if not r.is_terminal]
+    cancelled = set(client.cancel(live)) if live else set()
+    ended = [r for r in wanted if r.id not in cancelled]
+    final = client.store.get_many([r.id for r in ended]) if ended else {}
+    for record in wanted:
+        if record.id in cancelled:
+            typer.echo(f"cancelled {record.id}")
+        else:
+            now = final.get(record.id, record)
+            typer.echo(f"{record.id} had already ended ({render.state_text(now)})")
+    for message in unknown:
+        _print_error(message)
+    if unknown:
+        raise typer.Exit(EXIT_ERROR)
+
+
+@app.command()
+def backends(ctx: typer.Context, as_json: JsonOption = False) -> None:
+    """Show which backends are usable here, and why not."""
+    from jobkit.backends import backend_class, known_backends
+
+    config = session_of(ctx).config
+    names = dict.fromkeys([*sorted(known_backends()), *_entry_point_backends()])
+    rows = []
+    for name in names:
+        try:
+            ok, detail = backend_class(name).available(config)
+        except (ImportError, JobkitError) as exc:  # the library's message has the install hint
+            ok, detail = (
+                False,
+                f"not available: {render.first_line(str(exc)) or type(exc).__name__}",
+            )
+        rows.append(
+            {
+                "name": name,
+                "available": bool(ok),
+                "detail": str(detail),
+                "default": name == config.backend,
+            }
+        )
+    if as_json:
+        render.print_json(rows)
+    else:
+        render.backends_table(rows)
+
+
+def _entry_point_backends() -> list[str]:
+    from importlib.metadata import entry_points
+
+    return sorted(ep.name for ep in entry_points(group="jobkit.backends"))
+
+
+@app.command()
+def prune(
+    ctx: typer.Context,
+    older_than: Annotated[
+        str | None,
+        typer.Option(
+            "--older-than",
+            metavar="DURATION",
+            help="Delete ended jobs created longer ago than this, e.g. 7d, 12h, 90m.",
+        ),
+    ] = None,
+    state: StateOption = None,
+    corrupted: Annotated[
+        bool,
+        typer.Option("--corrupted", help="Also delete records the store can no longer read."),
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show what would be deleted; delete nothing.")
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Delete old ended jobs: records, results and log files. Never touches live jobs."""
+    from jobkit.cli import prune as pruning
+
+    if older_than is None and not corrupted:
+        raise typer.BadParameter(
+            "give how old a job must be to go, e.g. --older-than 7d (or --corrupted)",
+            param_hint="'--older-than'",
+        )
+    states = parse_state_option(state, terminal_only=True) if state else sorted(TERMINAL_STATES)
+    age = pruning.parse_age(older_than) if older_than is not None else None
+    store = session_of(ctx).store
+    plan = pruning.plan(store, states=states, age=age, corrupted=corrupted, now=time.time())
+    report = plan.to_dict(dry_run=dry_run)
+    if not dry_run:
+        failures = pruning.execute(store, plan)
+        report["log_files_not_removed"] = failures
+    if as_json:
+        render.print_json(report)
+    else:
+        pruning.show(plan, dry_run=dry_run)
+    if not dry_run and report["log_files_not_removed"]:
+        failures = report["log_files_not_removed"]
+        fail(f"could not remove {len(failures)} log file(s), e.g. {failures[0]}")
+
+
+def main() -> int:
+    """Console-script entry point (``jobkit = "jobkit.cli.app:main"``)."""
+    code: int = app(standalone_mode=False)
+    return code

@@ -1,0 +1,102 @@
+"""What one CLI command needs from the library, built on first use.
+
+``jobkit list`` must answer in a fraction of a second, so nothing is loaded
+before a command asks for it: the configuration (pydantic) when the store URL
+is needed, the store when records are read, and a full
+:class:`~jobkit.client.Client` (signing key, backends) only for the commands
+that load outcomes, read logs or cancel jobs.  The global ``--store`` and
+``--profile`` options become the highest configuration layer, so they win
+over environment variables and files exactly as ``jobkit.use()`` would.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import TYPE_CHECKING
+
+from jobkit.errors import JobkitError, JobNotFoundError
+
+if TYPE_CHECKING:
+    from jobkit.client import Client
+    from jobkit.config import Config
+    from jobkit.states import JobRecord
+    from jobkit.stores.base import Store
+
+
+class Session:
+    """Configuration, store and client of one command invocation."""
+
+    OPTIONS_SOURCE = "command-line option (--store/--profile)"
+
+    def __init__(self, *, store: str | None = None, profile: str | None = None) -> None:
+        self.store_url = store
+        self.profile = profile
+        self._config: Config | None = None
+        self._store: Store | None = None
+        self._client: Client | None = None
+
+    @property
+    def config(self) -> Config:
+        if self._config is None:
+            from jobkit.config import Overrides, load_config
+
+            given = {"store": self.store_url, "profile": self.profile}
+            overrides = Overrides(self.OPTIONS_SOURCE, {k: v for k, v in given.items() if v})
+            self._config = load_config([overrides] if overrides else [])
+        return self._config
+
+    @property
+    def store(self) -> Store:
+        """The store; the client's own once a client exists (one connection)."""
+        if self._client is not None:
+            return self._client.store
+        if self._store is None:
+            from jobkit.stores import open_store
+
+            self._store = open_store(self.config.store)
+        return self._store
+
+    @property
+    def client(self) -> Client:
+        if self._client is None:
+            from jobkit.client import Client
+
+            self._client = Client(self.config)
+            if self._store is not None:  # opened earlier: keep one connection
+                with contextlib.suppress(JobkitError):
+                    self._store.close()
+                self._store = None
+        return self._client
+
+    def close(self) -> None:
+        for store in (self._store, self._client.store if self._client else None):
+            if store is not None:
+                with contextlib.suppress(JobkitError):
+                    store.close()
+
+    # -- finding records ---------------------------------------------------------
+    def record(self, job_id: str) -> JobRecord:
+        """One job's record; an array id gets a hint naming one of its jobs."""
+        store = self.store
+        try:
+            return store.get(job_id)
+        except JobNotFoundError:
+            members = store.query(array_id=job_id, limit=1, oldest_first=True)
+            if not members:
+                raise
+            raise ArrayIdError(job_id, members[0].id) from None
+
+    def array_members(self, array_id: str) -> list[JobRecord]:
+        members = self.store.query(array_id=array_id, oldest_first=True)
+        members.sort(key=lambda r: (r.array_index is None, r.array_index or 0, r.id))
+        return members
+
+
+class ArrayIdError(JobkitError):
+    """A command that works on one job was given the id of a job array."""
+
+    def __init__(self, array_id: str, example: str) -> None:
+        super().__init__(
+            f"{array_id!r} is a job array, not a job: give one of its jobs, e.g. {example!r} "
+            f"(`jobkit status {array_id}` lists how many are in each state)"
+        )
