@@ -37,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from pydantic_core import ErrorDetails
 
 from jobkit.errors import ConfigError
+from jobkit.paths import expand, home_dir, user_home
 from jobkit.resources import Resources, parse_duration, parse_resources, parse_size
 
 if sys.version_info >= (3, 11):
@@ -271,15 +272,6 @@ class Overrides(dict[str, Any]):
         self.source = source
 
 
-def home_dir(environ: Mapping[str, str] | None = None) -> Path:
-    """Where jobkit keeps per-user data: ``$JOBKIT_HOME``, else ``~/.local/share/jobkit``."""
-    env = os.environ if environ is None else environ
-    raw = env.get("JOBKIT_HOME")
-    if raw:
-        return _expand(raw, env).absolute()
-    return _user_home(env) / ".local" / "share" / "jobkit"
-
-
 def load_config(
     overrides: Sequence[Mapping[str, Any]] = (),
     *,
@@ -384,7 +376,7 @@ class _File:
 
 def _user_file(environ: Mapping[str, str]) -> _File | None:
     xdg = environ.get("XDG_CONFIG_HOME", "")
-    root = Path(xdg) if xdg and os.path.isabs(xdg) else _user_home(environ) / ".config"
+    root = Path(xdg) if xdg and os.path.isabs(xdg) else user_home(environ) / ".config"
     path = root / "jobkit" / "config.toml"
     return _file(path, str(path), _read_toml(path)) if _is_file(path) else None
 
@@ -587,19 +579,8 @@ def _number(value: Any) -> int | float:
     return number
 
 
-def _user_home(environ: Mapping[str, str]) -> Path:
-    home = environ.get("HOME")
-    return Path(home) if home else Path.home()
-
-
-def _expand(path: str, environ: Mapping[str, str]) -> Path:
-    if path == "~" or path.startswith("~/"):
-        return _user_home(environ) / path[2:]
-    return Path(os.path.expanduser(path))
-
-
 def _anchor_path(path: str, base_dir: Path, environ: Mapping[str, str]) -> Path:
-    expanded = _expand(path, environ)
+    expanded = expand(path, environ)
     return expanded if expanded.is_absolute() else base_dir / expanded
 
 

@@ -11,13 +11,26 @@ from collections.abc import Mapping
 from pathlib import Path
 
 
+def user_home(environ: Mapping[str, str] | None = None) -> Path:
+    """``$HOME`` from ``environ`` (so tests can pass their own), else the account's."""
+    env = os.environ if environ is None else environ
+    return Path(env["HOME"]) if env.get("HOME") else Path.home()
+
+
+def expand(path: str, environ: Mapping[str, str] | None = None) -> Path:
+    """``~`` expanded against :func:`user_home` of ``environ``."""
+    if path == "~" or path.startswith("~/"):
+        return user_home(environ) / path[2:]
+    return Path(path).expanduser()
+
+
 def home_dir(environ: Mapping[str, str] | None = None) -> Path:
-    """``$JOBKIT_HOME``, else ``~/.local/share/jobkit``."""
+    """Where jobkit keeps per-user data: ``$JOBKIT_HOME``, else ``~/.local/share/jobkit``."""
     env = os.environ if environ is None else environ
     raw = env.get("JOBKIT_HOME")
     if raw:
-        return Path(raw).expanduser().absolute()
-    return Path("~/.local/share/jobkit").expanduser()
+        return expand(raw, env).absolute()
+    return user_home(env) / ".local" / "share" / "jobkit"
 
 
 def ensure_private_dir(path: Path) -> Path:

@@ -24,11 +24,14 @@ THIRD_PARTY = textwrap.dedent(
 
     class ThirdStore(MemoryStore):
         scheme = "thirdparty"
-        from_url = None  # built as cls(url)
 
         def __init__(self, url):
             super().__init__()
             self.url = url
+
+        @classmethod
+        def from_url(cls, url):
+            return cls(url)
     """
 )
 

@@ -8,8 +8,9 @@ replace an entry unless ``clobber=True``, and the entry-point group
 is opened, so ``import jobkit.stores`` stays cheap for the CLI, and entry
 points are only scanned for a scheme the table does not know.
 
-A store class is built with its ``from_url(url)`` classmethod when it has
-one, else with ``cls(url)``; it raises ConfigError for a URL it cannot use.
+A store class is built with its ``from_url(url)`` classmethod (part of the
+:class:`~jobkit.stores.base.Store` contract); it raises ConfigError for a URL
+it cannot use.
 """
 
 from __future__ import annotations
@@ -103,8 +104,7 @@ def open_store(url: str) -> Store:
             f"{ENTRY_POINT_GROUP!r} entry-point group)"
         )
     cls = _load(scheme, spec)
-    from_url = getattr(cls, "from_url", None)
-    store = from_url(url) if callable(from_url) else cls(url)  # type: ignore[call-arg]
+    store = cls.from_url(url)
     if not isinstance(store, Store):
         raise ConfigError(f"store {scheme!r} ({_describe(spec)}) did not return a Store")
     return store

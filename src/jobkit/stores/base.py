@@ -45,6 +45,11 @@ class Store(abc.ABC):
     shared_across_processes: ClassVar[bool] = True
     """False for ``memory://``: workers in other processes cannot reach it."""
 
+    @classmethod
+    def from_url(cls, url: str) -> Store:
+        """Open the store a URL names (the registry calls this)."""
+        raise NotImplementedError(f"{cls.__name__} does not open URLs")
+
     # -- records -----------------------------------------------------------
     @abc.abstractmethod
     def create(self, records: Sequence[JobRecord]) -> None:
@@ -114,6 +119,10 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def delete_blobs(self, keys: Iterable[str]) -> None:
         """Remove blobs; missing keys are ignored."""
+
+    def find_corrupted(self) -> dict[str, str]:
+        """Ids of records that cannot be read, with why (for ``jobkit prune``)."""
+        return {}
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections; the store may not be used afterwards."""
