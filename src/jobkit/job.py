@@ -19,7 +19,7 @@ import asyncio
 import concurrent.futures
 import sys
 import time
-from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from concurrent.futures import _base
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
 
