@@ -1,0 +1,114 @@
+"""Render the rows as markdown tables and write the raw numbers as JSON.
+
+Ratios are always jobkit / anchor in the row's own unit, so read them with
+the row's direction: for a time (lower is better) 0.5x means jobkit takes
+half the anchor's time; for jobs/s (higher is better) 12x means twelve
+times the anchor's rate.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from common import Row
+
+MAIN_COLUMNS = {
+    "pool": "ProcessPoolExecutor(2)",
+    "floor": "subprocess floor",
+    "submitit": "submitit LocalExecutor",
+}
+STARTUP_COLUMNS = {"python": "`python -c pass`"}
+
+
+def number(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    if abs(value) >= 10:
+        return f"{value:.1f}"
+    return f"{value:.3g}"
+
+
+def ratio(value: float | None) -> str:
+    """``0.3x``, ``12x``; tiny ratios as fractions (``1/67x``), easier to read."""
+    if value is None:
+        return "-"
+    if 0 < value < 0.1:
+        return f"1/{1 / value:,.0f}x"
+    return f"{number(value)}x"
+
+
+def met(row: Row) -> str:
+    if row.met is None:
+        return "-" if row.target == "-" else "n/a"
+    text = "yes" if row.met else "**NO**"
+    return f"{text} ({row.note})" if row.note else text
+
+
+def table(rows: Sequence[Row], anchors: dict[str, str]) -> str:
+    head = ["workload", "unit", "jobkit", *anchors.values()]
+    head += [f"jobkit / {name}" for name in anchors.values()]
+    head += ["target", "met?"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        unit = f"{row.unit} ({'lower' if row.better == 'lower' else 'higher'} is better)"
+        cells = [row.workload, unit, number(row.values.get("jobkit"))]
+        cells += [number(row.values.get(key)) for key in anchors]
+        cells += [ratio(row.ratio(key)) for key in anchors]
+        cells += [row.target, met(row)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def markdown(
+    main: Sequence[Row], startup: Sequence[Row], notes: Sequence[str], machine: dict[str, Any]
+) -> str:
+    parts = [
+        f"Machine: {machine['cpus']} cores, {machine['memory_gb']:.0f} GB, "
+        f"Python {machine['python']}, {machine['platform']}; "
+        f"jobkit {machine['jobkit']} at {machine['git_commit'][:10]}"
+        f"{' + uncommitted src/ changes' if machine.get('src_dirty') else ''}; "
+        f"load average {machine['load_start']:.2f} at start, {machine['load_end']:.2f} at end; "
+        f"mode: {'quick' if machine['quick'] else 'full'}; total {machine['total_s']:.0f} s",
+        "",
+        table(main, MAIN_COLUMNS),
+        "",
+        table(startup, STARTUP_COLUMNS),
+        "",
+        *[f"- {note}" for note in notes],
+    ]
+    return "\n".join(parts)
+
+
+def row_json(row: Row) -> dict[str, Any]:
+    return {
+        "workload": row.workload,
+        "unit": row.unit,
+        "better": row.better,
+        "values": row.values,
+        "target": row.target,
+        "met": row.met,
+        "note": row.note,
+        "ratios": {k: row.ratio(k) for k in row.values if k != "jobkit"},
+    }
+
+
+def write_json(
+    path: Path,
+    machine: dict[str, Any],
+    rows: Sequence[Row],
+    raw: dict[str, Any],
+    notes: Sequence[str],
+) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = {
+        "machine": machine,
+        "rows": [row_json(r) for r in rows],
+        "notes": list(notes),
+        "workloads": raw,
+    }
+    path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")

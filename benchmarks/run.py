@@ -1,0 +1,168 @@
+"""Run every jobkit benchmark side by side with its anchors, in one process.
+
+    python benchmarks/run.py            # full run, about 3 minutes on 2 cores
+    python benchmarks/run.py --quick    # fewer repetitions, under a minute
+
+Numbers from different runs or machines are not comparable, so every
+workload runs jobkit and its anchors (ProcessPoolExecutor, a subprocess per
+job, submitit's LocalExecutor) in this same run, and the report gives
+ratios.  Everything happens in a throwaway directory with its own
+``JOBKIT_HOME`` and stores; the user's jobkit state is never touched.
+Results: a markdown table on stdout, raw numbers in ``results/latest.json``
+(``results/latest-quick.json`` for ``--quick``) and the table in
+``results/latest.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import bigarg
+import latency
+import makespan
+import report
+import startup
+import systems
+import throughput
+from common import Context, Row, WorkloadResult, timed
+from tasks import trivial
+
+HERE = Path(__file__).resolve().parent
+WORKLOADS: dict[str, Callable[[Context], WorkloadResult]] = {
+    "latency": latency.run,
+    "throughput": throughput.run,
+    "makespan": makespan.run,
+    "bigarg": bigarg.run,
+    "imports": startup.run_imports,
+    "list": startup.run_list,
+}
+NEED_SYSTEMS = {"latency", "throughput", "makespan"}
+STARTUP_TABLE = {"imports", "list"}
+
+
+def git(*args: str) -> str:
+    proc = subprocess.run(
+        ["git", "-C", str(HERE), *args], capture_output=True, text=True, check=False
+    )
+    return proc.stdout.strip() if proc.returncode == 0 else ""
+
+
+def machine_info(quick: bool) -> dict[str, Any]:
+    import cloudpickle
+    import numpy
+    import submitit
+
+    import jobkit
+
+    mem_kb = 0
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                mem_kb = int(line.split()[1])
+    version: str = getattr(jobkit, "__version__", "?")  # lazy module: mypy cannot see it
+    return {
+        "cpus": len(os.sched_getaffinity(0)),
+        "memory_gb": mem_kb / 2**20,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "jobkit": version,
+        "numpy": numpy.__version__,
+        "cloudpickle": cloudpickle.__version__,
+        "submitit": submitit.__version__,
+        "git_commit": git("rev-parse", "HEAD") or "unknown",
+        "src_dirty": bool(git("status", "--porcelain", "--", "src")),
+        "load_start": os.getloadavg()[0],
+        "quick": quick,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def start_systems(workdir: Path) -> tuple[dict[str, Any], dict[str, float]]:
+    """Create and warm the four systems; returns them and each first call's ms."""
+    made: dict[str, Any] = {
+        "jobkit": systems.JobkitLocal(workdir / "jobkit", cpus=2),
+        "pool": systems.Pool(2),
+        "floor": systems.SubprocessFloor(workdir / "floor", slots=2),
+        "submitit": systems.Submitit(workdir / "submitit"),
+    }
+    cold = {}
+    for key, system in made.items():
+        seconds, value = timed(system.call, trivial, 0)
+        assert value == 1, f"{key} returned {value!r}"
+        cold[key] = seconds * 1000
+    return made, cold
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions (< 1 min)")
+    parser.add_argument(
+        "--only", default="", help=f"comma-separated subset of {','.join(WORKLOADS)}"
+    )
+    parser.add_argument("--out", type=Path, help="JSON output (default: results/latest.json)")
+    parser.add_argument("--keep", action="store_true", help="keep the scratch directory")
+    args = parser.parse_args(argv)
+    args.only = [w for w in args.only.split(",") if w] or list(WORKLOADS)
+    unknown = set(args.only) - set(WORKLOADS)
+    if unknown:
+        parser.error(f"unknown workload(s): {', '.join(sorted(unknown))}")
+    if args.out is None:
+        args.out = HERE / "results" / ("latest-quick.json" if args.quick else "latest.json")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    started = time.perf_counter()
+    workdir = Path(tempfile.mkdtemp(prefix="jobkit-bench-"))
+    for name in [k for k in os.environ if k.startswith("JOBKIT_")]:
+        del os.environ[name]
+    os.environ["JOBKIT_HOME"] = str(workdir / "home")
+    os.chdir(workdir)  # no project jobkit.toml or [tool.jobkit] applies
+    machine = machine_info(args.quick)
+
+    ctx = Context(quick=args.quick, workdir=workdir, systems={})
+    results: list[WorkloadResult] = []
+    try:
+        if NEED_SYSTEMS & set(args.only):
+            ctx.systems, ctx.cold_start_ms = start_systems(workdir)
+        for name in args.only:
+            print(
+                f"[{time.perf_counter() - started:6.1f} s] {name} ...", file=sys.stderr, flush=True
+            )
+            results.append(WORKLOADS[name](ctx))
+    finally:
+        for system in ctx.systems.values():
+            system.close()
+        if args.keep:
+            print(f"scratch directory kept: {workdir}", file=sys.stderr)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    machine["total_s"] = time.perf_counter() - started
+    machine["load_end"] = os.getloadavg()[0]
+    main_rows: list[Row] = [r for res in results if res.name not in STARTUP_TABLE for r in res.rows]
+    startup_rows = [r for res in results if res.name in STARTUP_TABLE for r in res.rows]
+    notes = [note for res in results for note in res.notes]
+    text = report.markdown(main_rows, startup_rows, notes, machine)
+    print(text)
+    report.write_json(
+        args.out, machine, main_rows + startup_rows, {res.name: res.raw for res in results}, notes
+    )
+    args.out.with_suffix(".md").write_text(text + "\n")
+    print(f"\nraw numbers: {args.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
