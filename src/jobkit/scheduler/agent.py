@@ -705,6 +705,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     capacity = machine_capacity(
         cpus=settings.cpus, mem=settings.mem, gpus=settings.gpus, max_jobs=settings.max_jobs
     )
+    # Preload what every worker needs, so a forked worker starts warm.
+    import cloudpickle  # noqa: F401
+
+    import jobkit.worker  # noqa: F401
+
     agent = Agent(store, load_key(), settings, paths, capacity)
     agent.lock_fd = lock_fd
     print(
