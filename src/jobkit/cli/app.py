@@ -62,29 +62,45 @@ class JobkitGroup(TyperGroup):
             )
         except JobkitError as exc:
             code = _print_error(render.first_line(str(exc)) or type(exc).__name__)
-        except typer.TyperException as exc:  # click's ClickException/UsageError
-            code = exc.exit_code
-            message = render.first_line(exc.format_message())
-            usage_ctx = getattr(exc, "ctx", None)
-            if code == 2 and usage_ctx is not None:
-                message += f" (see '{usage_ctx.command_path} --help')"
-            _print_error(message)
-        except typer.Abort:
-            code = _print_error("aborted")
+        except typer.Abort as exc:  # older typers turn Ctrl-C into Abort
+            interrupted = isinstance(exc.__cause__ or exc.__context__, KeyboardInterrupt)
+            code = EXIT_INTERRUPTED if interrupted else _print_error("aborted")
         except KeyboardInterrupt:
             code = EXIT_INTERRUPTED
         except Exception as exc:
-            if os.environ.get("JOBKIT_DEBUG"):
+            if isinstance(exc, _CLICK_ERROR):  # usage errors (exit 2) and friends
+                code = _print_click_error(exc)
+            elif os.environ.get("JOBKIT_DEBUG"):
                 raise
-            code = _print_error(
-                f"internal error: {type(exc).__name__}: {render.first_line(str(exc))} "
-                "(a bug in jobkit: please report it; run with JOBKIT_DEBUG=1 for the traceback)"
-            )
+            else:
+                code = _print_error(
+                    f"internal error: {type(exc).__name__}: {render.first_line(str(exc))} "
+                    "(a bug in jobkit: please report it; run with JOBKIT_DEBUG=1 for the "
+                    "traceback)"
+                )
         else:
             code = rv if isinstance(rv, int) else 0
         if not standalone_mode:
             return code
         sys.exit(code)
+
+
+# click's ClickException: typer.TyperException in typers that vendor click, the
+# external click.ClickException before; BadParameter derives from it in both.
+_CLICK_ERROR: type[Exception] = next(
+    c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException"
+)
+
+
+def _print_click_error(exc: Exception) -> int:
+    """One line for a usage error, with where to find help; returns the exit code."""
+    code = int(getattr(exc, "exit_code", 2))
+    message = render.first_line(str(getattr(exc, "format_message", exc.__str__)()))
+    usage_ctx = getattr(exc, "ctx", None)
+    if code == 2 and usage_ctx is not None:
+        message += f" (see '{usage_ctx.command_path} --help')"
+    typer.echo(f"Error: {message}", err=True)
+    return code
 
 
 def _print_error(message: str) -> int:
@@ -198,7 +214,9 @@ StateOption = Annotated[
         help="Only jobs in this state (any case; repeat or comma-separate for several).",
     ),
 ]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+JsonOption = Annotated[
+    bool, typer.Option("--json", help="Print JSON for scripts (times as epoch seconds).")
+]
 JobIdArgument = Annotated[str, typer.Argument(metavar="JOB_ID", help="A job id (jk-...).")]
 
 
@@ -366,6 +384,7 @@ def _wait_for(client: Client, record: JobRecord, timeout: float | None) -> JobRe
     from jobkit.job import Job
 
     job: Job[Any] = Job(client, record)
+    typer.echo(f"waiting for job {record.id} ({record.state.value})...", err=True)
     done, _ = concurrent.futures.wait([job], timeout=timeout)
     if not done:
         fail(
