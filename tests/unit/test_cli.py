@@ -114,6 +114,22 @@ def test_list_table_newest_first_with_reason_and_duration(store: Store) -> None:
     assert "\x1b[" not in result.stdout  # no colour when not a terminal
 
 
+def test_list_escapes_control_characters_and_colours_only_terminals(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from jobkit.cli import render
+
+    store.create([rec("jk-1", name="evil\x1b[31m\nname", state=JobState.FAILED)])
+    out = run("list").stdout
+    assert "\x1b" not in out and "evil\\x1b[31m\\nname" in out and len(out.splitlines()) == 2
+    table = render.columns(
+        ("A", "B"), [("x", "FAILED")], style_column=1, styles=["<r>"], color=True
+    )
+    assert table == "\x1b[1mA\x1b[0m  \x1b[1mB\x1b[0m\nx  <r>FAILED\x1b[0m\n"
+    monkeypatch.setenv("NO_COLOR", "1")
+    assert not render.use_color(sys.stdout)
+
+
 def test_list_json_is_the_record_with_epoch_timestamps(store: Store) -> None:
     store.create([rec("jk-a", age=1), rec("jk-b")])
     result = run("list", "--json")
@@ -380,8 +396,7 @@ def test_cancel_reports_each_job_and_fails_for_unknown_ids(store: Store) -> None
     assert result.stdout.splitlines() == [
         "cancelled jk-q",
         "jk-done had already ended (SUCCEEDED)",
-        "cancelled jk-a.0",
-        "jk-a.1 had already ended (FAILED)",
+        "array jk-a: cancelled 1 of 2 jobs (1 had already ended)",
     ]
     assert "jk-unknown" in one_error_line(result)
     assert store.get("jk-q").state is JobState.CANCELLED
@@ -399,6 +414,7 @@ def test_backends_says_which_are_usable_and_why_not(
     from jobkit.backends import _known
 
     monkeypatch.setitem(_known, "broken", ("no_such_module_xyz:Backend", "pip install broken"))
+    monkeypatch.setitem(_known, "weird", ("jobkit.states:JobRecord", ""))  # no available()
     result = run("backends")
     assert result.exit_code == 0, result.output
     local = next(line for line in result.stdout.splitlines() if line.startswith("local"))
@@ -408,6 +424,9 @@ def test_backends_says_which_are_usable_and_why_not(
     assert rows["broken"]["available"] is False
     assert rows["broken"]["detail"].startswith("not available: ")
     assert rows["broken"]["detail"].count("\n") == 0
+    assert "pip install broken" in rows["broken"]["detail"]
+    assert rows["weird"]["available"] is False
+    assert rows["weird"]["detail"].startswith("not available: AttributeError")
 
 
 # -- prune --------------------------------------------------------------------------

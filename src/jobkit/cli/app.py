@@ -29,7 +29,7 @@ from typer.core import TyperGroup
 
 from jobkit.cli import render
 from jobkit.cli.session import Session
-from jobkit.errors import JobkitError
+from jobkit.errors import JobkitError, JobNotFoundError
 from jobkit.states import TERMINAL_STATES, FailureReason, JobRecord, JobState
 
 if TYPE_CHECKING:
@@ -265,8 +265,6 @@ def list_jobs(
 @app.command()
 def status(ctx: typer.Context, job_id: JobIdArgument, as_json: JsonOption = False) -> None:
     """Show everything known about a job, or a per-state summary of a job array."""
-    from jobkit.errors import JobNotFoundError
-
     session = session_of(ctx)
     job_id = job_id.strip()
     try:
@@ -339,13 +337,13 @@ def result(
     ] = None,
 ) -> None:
     """Print a finished job's return value (exit 1 if it failed or has not finished)."""
-    session = session_of(ctx)
-    client = session.client
-    job_id = job_id.strip()
     if timeout is not None and not timeout >= 0:
         raise typer.BadParameter(
             f"{timeout:g} is not a number of seconds >= 0", param_hint="'--timeout'"
         )
+    session = session_of(ctx)
+    client = session.client
+    job_id = job_id.strip()
     record = session.record(job_id)
     if not record.is_terminal:
         if not (wait or timeout is not None):
@@ -437,31 +435,39 @@ def cancel(
         list[str], typer.Argument(metavar="JOB_ID...", help="Jobs (or job arrays) to cancel.")
     ],
 ) -> None:
-    """Cancel jobs, killing those that run; report those that had already ended."""
+    """Cancel jobs, killing those that run; report those that had already ended.
+
+    A job array's id cancels every job of the array still live, reported in one line.
+    """
     session = session_of(ctx)
     client = session.client
     unknown: list[str] = []
-    wanted: list[JobRecord] = []
+    targets: dict[str, list[JobRecord]] = {}  # given id -> its job, or its array's jobs
     for job_id in dict.fromkeys(j.strip() for j in job_ids):
-        from jobkit.errors import JobNotFoundError
-
         try:
-            wanted.append(client.store.get(job_id))
+            targets[job_id] = [client.store.get(job_id)]
         except JobNotFoundError as exc:
             members = session.array_members(job_id)
-            if not members:
+            if members:
+                targets[job_id] = members
+            else:
                 unknown.append(str(exc))
-            wanted.extend(members)
-    live = [r.id for r in wanted if not r.is_terminal]
+    live = [r.id for records in targets.values() for r in records if not r.is_terminal]
     cancelled = set(client.cancel(live)) if live else set()
-    ended = [r for r in wanted if r.id not in cancelled]
-    final = client.store.get_many([r.id for r in ended]) if ended else {}
-    for record in wanted:
-        if record.id in cancelled:
-            typer.echo(f"cancelled {record.id}")
+    for job_id, records in targets.items():
+        if len(records) == 1 and records[0].id == job_id:
+            record = records[0]
+            if record.id in cancelled:
+                typer.echo(f"cancelled {job_id}")
+            else:
+                now = client.store.get_many([job_id]).get(job_id, record)
+                typer.echo(f"{job_id} had already ended ({render.state_text(now)})")
         else:
-            now = final.get(record.id, record)
-            typer.echo(f"{record.id} had already ended ({render.state_text(now)})")
+            done = sum(1 for r in records if r.id in cancelled)
+            typer.echo(
+                f"array {job_id}: cancelled {done} of {len(records)} jobs "
+                f"({len(records) - done} had already ended)"
+            )
     for message in unknown:
         _print_error(message)
     if unknown:
@@ -483,6 +489,11 @@ def backends(ctx: typer.Context, as_json: JsonOption = False) -> None:
             ok, detail = (
                 False,
                 f"not available: {render.first_line(str(exc)) or type(exc).__name__}",
+            )
+        except Exception as exc:  # a broken third-party backend must not hide the others
+            ok, detail = (
+                False,
+                f"not available: {type(exc).__name__}: {render.first_line(str(exc))}",
             )
         rows.append(
             {
