@@ -44,7 +44,9 @@ def ratio(value: float | None) -> str:
 
 def met(row: Row) -> str:
     if row.met is None:
-        return "-" if row.target == "-" else "n/a"
+        if row.target == "-":
+            return "-"
+        return f"n/a: {row.note}" if row.note else "n/a"
     text = "yes" if row.met else "**NO**"
     return f"{text} ({row.note})" if row.note else text
 

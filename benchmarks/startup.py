@@ -34,7 +34,9 @@ def wall(
     cmd: list[str], env: dict[str, str], cwd: Path
 ) -> tuple[float, subprocess.CompletedProcess[bytes]]:
     """Wall seconds of one whole command, output captured."""
-    return timed(subprocess.run, cmd, env=env, cwd=cwd, capture_output=True, check=False)
+    return timed(
+        subprocess.run, cmd, env=env, cwd=cwd, capture_output=True, check=False, timeout=120
+    )
 
 
 def run_imports(ctx: Context) -> WorkloadResult:
@@ -137,7 +139,10 @@ def run_list(ctx: Context) -> WorkloadResult:
     else:
         cmd = [command, "list", "--limit", "50"]
         raw["command"] = " ".join(cmd)
-        seconds, proc = wall(cmd, env, home)  # untimed: warm the page cache, check it works
+        try:  # untimed: warm the page cache, check that it works
+            _seconds, proc = wall(cmd, env, home)
+        except subprocess.TimeoutExpired:
+            proc = subprocess.CompletedProcess(cmd, -1, b"", b"timed out after 120 s")
         lines = proc.stdout.decode(errors="replace").splitlines()
         if proc.returncode != 0:
             err = proc.stderr.decode(errors="replace").strip().splitlines()
