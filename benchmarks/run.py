@@ -69,13 +69,12 @@ def machine_info(quick: bool) -> dict[str, Any]:
         for line in f:
             if line.startswith("MemTotal:"):
                 mem_kb = int(line.split()[1])
-    version: str = getattr(jobkit, "__version__", "?")  # lazy module: mypy cannot see it
     return {
         "cpus": len(os.sched_getaffinity(0)),
         "memory_gb": mem_kb / 2**20,
         "platform": platform.platform(),
         "python": platform.python_version(),
-        "jobkit": version,
+        "jobkit": jobkit.__version__,
         "numpy": numpy.__version__,
         "cloudpickle": cloudpickle.__version__,
         "submitit": submitit.__version__,

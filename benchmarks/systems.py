@@ -59,12 +59,11 @@ class JobkitLocal:
     def __init__(self, workdir: Path, *, cpus: int = 2) -> None:
         import jobkit
 
-        # Any: jobkit's lazy __all__ hides its names from mypy (see README).
-        self._jobkit: Any = jobkit
+        self._jobkit = jobkit
         self.store_url = f"sqlite:///{workdir}/jobkit.db"
         self._scope = contextlib.ExitStack()
         self._scope.enter_context(
-            self._jobkit.use(store=self.store_url, local={"cpus": cpus, "idle_timeout": 120})
+            jobkit.use(store=self.store_url, local={"cpus": cpus, "idle_timeout": 120})
         )
         self._remotes: dict[Callable[..., Any], Any] = {}
 
