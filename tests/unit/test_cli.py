@@ -171,6 +171,8 @@ def test_list_filters_backend_name_and_limit(store: Store) -> None:
     assert ids("--limit", "1") == ["jk-3"]
     result = run("list", "--limit", "2")
     assert len(result.stdout.splitlines()) == 3 and "--limit" in result.stderr
+    result = run("list", "--limit", "3")  # all of them: no hint that more exist
+    assert len(result.stdout.splitlines()) == 4 and result.stderr == ""
 
 
 def test_list_empty_store(store: Store) -> None:
@@ -184,6 +186,7 @@ def test_list_empty_store(store: Store) -> None:
     [
         (["--state", "bogus"], "'bogus'"),
         (["--state", "running,nope"], "'nope'"),
+        (["--state", " , "], "no state given"),
         (["--limit", "0"], "0 is not a positive number"),
         (["--limit", "-3"], "-3"),
         (["--frobnicate"], "--frobnicate"),
@@ -403,6 +406,16 @@ def test_cancel_reports_each_job_and_fails_for_unknown_ids(store: Store) -> None
     assert store.get("jk-a.0").state is JobState.CANCELLED
     assert store.get("jk-done").state is JobState.SUCCEEDED
     assert run("cancel", "jk-q").stdout == "jk-q had already ended (CANCELLED)\n"
+
+
+def test_cancel_survives_a_failing_backend(store: Store) -> None:
+    store.create([rec("jk-x", JobState.RUNNING, backend="nowhere"), rec("jk-y", JobState.RUNNING)])
+    result = run("cancel", "jk-x", "jk-y")
+    assert result.exit_code == 1
+    assert result.stdout == "cancelled jk-y\n"
+    line = one_error_line(result)
+    assert "backend 'nowhere' could not stop jk-x" in line and "unknown backend" in line
+    assert store.get("jk-y").state is JobState.CANCELLED
 
 
 # -- backends -----------------------------------------------------------------------

@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
@@ -190,6 +190,11 @@ def parse_state_option(values: list[str] | None, *, terminal_only: bool = False)
     from jobkit.client import parse_states
 
     names = [part.strip() for value in values or () for part in value.split(",") if part.strip()]
+    if not names:
+        raise typer.BadParameter(
+            "no state given; use e.g. --state failed or --state running,queued",
+            param_hint="'--state'",
+        )
     try:
         states = parse_states(names) or []
     except JobkitError as exc:
@@ -250,7 +255,9 @@ def list_jobs(
             param_hint="'--limit'",
         )
     states = parse_state_option(state) if state else None
-    records = session_of(ctx).store.query(states=states, backend=backend, name=name, limit=limit)
+    store = session_of(ctx).store
+    records = store.query(states=states, backend=backend, name=name, limit=limit + 1)
+    more, records = len(records) > limit, records[:limit]  # one extra row: are there more?
     if as_json:
         render.print_json([r.to_dict() for r in records])
         return
@@ -258,7 +265,7 @@ def list_jobs(
         typer.echo("No jobs match.", err=True)
         return
     render.jobs_table(records, time.time())
-    if len(records) == limit:
+    if more:
         typer.echo(f"(the newest {limit} shown; use --limit to see more)", err=True)
 
 
@@ -308,13 +315,14 @@ def logs(
     record = session.record(job_id.strip())
     stream = "stderr" if stderr else "stdout"
     out = sys.stdout
-    if not follow:
+    if not follow:  # straight from the backend: a Job handle would start watching it
         out.write(client.read_logs(record, stream))
         out.flush()
         return
     from jobkit.job import Job
 
-    for line in client.follow_logs(Job(client, record), stream):
+    job: Job[Any] = Job(client, record)
+    for line in job.logs(stream, follow=True):
         out.write(line)
         out.flush()
 
@@ -452,26 +460,56 @@ def cancel(
                 targets[job_id] = members
             else:
                 unknown.append(str(exc))
-    live = [r.id for records in targets.values() for r in records if not r.is_terminal]
-    cancelled = set(client.cancel(live)) if live else set()
+    cancelled, stuck, problems = _cancel_by_backend(client, targets.values())
     for job_id, records in targets.items():
         if len(records) == 1 and records[0].id == job_id:
             record = records[0]
             if record.id in cancelled:
                 typer.echo(f"cancelled {job_id}")
-            else:
+            elif record.id not in stuck:
                 now = client.store.get_many([job_id]).get(job_id, record)
                 typer.echo(f"{job_id} had already ended ({render.state_text(now)})")
         else:
             done = sum(1 for r in records if r.id in cancelled)
+            failed = sum(1 for r in records if r.id in stuck)
             typer.echo(
                 f"array {job_id}: cancelled {done} of {len(records)} jobs "
-                f"({len(records) - done} had already ended)"
+                f"({len(records) - done - failed} had already ended)"
             )
-    for message in unknown:
+    for message in [*problems, *unknown]:
         _print_error(message)
-    if unknown:
+    if problems or unknown:
         raise typer.Exit(EXIT_ERROR)
+
+
+def _cancel_by_backend(
+    client: Client, groups: Iterable[list[JobRecord]]
+) -> tuple[set[str], set[str], list[str]]:
+    """Cancel live jobs one backend at a time, so one failing backend spares the rest.
+
+    Returns the ids cancelled, the ids whose backend failed (the store may
+    already mark them CANCELLED while they still run), and one message per
+    failing backend.
+    """
+    by_backend: dict[str, list[str]] = {}
+    for records in groups:
+        for r in records:
+            if not r.is_terminal:
+                by_backend.setdefault(r.backend, []).append(r.id)
+    cancelled: set[str] = set()
+    stuck: set[str] = set()
+    problems: list[str] = []
+    for backend_name, ids in by_backend.items():
+        try:
+            cancelled.update(client.cancel(ids))
+        except JobkitError as exc:
+            stuck.update(ids)
+            shown = ", ".join(ids[:3]) + (f" and {len(ids) - 3} more" if len(ids) > 3 else "")
+            problems.append(
+                f"backend {backend_name!r} could not stop {shown} (they may be marked "
+                f"CANCELLED yet still run): {render.first_line(str(exc))}"
+            )
+    return cancelled, stuck, problems
 
 
 @app.command()
