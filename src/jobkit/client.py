@@ -66,6 +66,8 @@ class Monitor:
         self._jobs: dict[str, Job[Any]] = {}
         self._lock = threading.Lock()
         self._wake = threading.Event()
+        self._hinted: set[str] = set()
+        self._sweep_now = False
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
         self._last_reconcile = 0.0
@@ -73,6 +75,7 @@ class Monitor:
     def watch(self, job: Job[Any]) -> None:
         with self._lock:
             self._jobs[job.id] = job
+            self._sweep_now = True
             if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
                 self._pid = os.getpid()
                 self._thread = threading.Thread(
@@ -81,29 +84,51 @@ class Monitor:
                 self._thread.start()
         self._wake.set()
 
-    def poke(self) -> None:
-        """Check the store now (a backend saw something finish)."""
+    def poke(self, job_ids: Iterable[str] | None = None) -> None:
+        """Check the store now: only ``job_ids`` if a backend named them
+        (the local agent does), else every watched job."""
+        with self._lock:
+            if job_ids is None:
+                self._sweep_now = True
+            else:
+                self._hinted.update(job_ids)
         self._wake.set()
 
     def _run(self) -> None:
+        """Sweep every watched job with a backoff from 5 ms to ``poll_interval``;
+        between sweeps check only the jobs a backend said have finished, so
+        a thousand-job map costs one read per finished job, not per event."""
         interval = self.MIN_INTERVAL
         ceiling = self._client.config.poll_interval
+        next_sweep = 0.0
         while True:
-            woke = self._wake.wait(interval)
+            self._wake.wait(max(0.0, next_sweep - time.monotonic()))
             self._wake.clear()
             with self._lock:
-                ids = list(self._jobs)
-            if not ids:
+                if not self._jobs:
+                    self._hinted.clear()
+                    wait_forever = True
+                else:
+                    wait_forever = False
+                    hinted = [i for i in self._hinted if i in self._jobs]
+                    self._hinted.clear()
+                    sweep = self._sweep_now or time.monotonic() >= next_sweep
+                    if self._sweep_now:
+                        interval = self.MIN_INTERVAL
+                    self._sweep_now = False
+                    ids = list(self._jobs) if sweep else hinted
+            if wait_forever:
                 self._wake.wait()
-                interval = self.MIN_INTERVAL
                 continue
             try:
-                finished = self.check(ids)
+                finished = self.check(ids) if ids else 0
             except ReferenceError:
                 return  # the client is gone
             except JobkitError:
-                finished = 0  # store briefly unreachable: try again next cycle
-            interval = self.MIN_INTERVAL if (woke or finished) else min(interval * 2, ceiling)
+                finished = 0  # store briefly unreachable: try again next sweep
+            if sweep:
+                interval = self.MIN_INTERVAL if finished else min(interval * 2, ceiling)
+                next_sweep = time.monotonic() + interval
 
     def check(self, ids: Sequence[str]) -> int:
         client = self._client

@@ -207,9 +207,15 @@ class LocalBackend(Backend):
     def _listen(self, conn: socket.socket) -> None:
         """Agent events ("done") poke the monitor; EOF means the agent left."""
         monitor = self.client.monitor
+        pending = b""
         with contextlib.suppress(OSError):
-            while conn.recv(65536):
-                monitor.poke()
+            while data := conn.recv(65536):
+                *lines, pending = (pending + data).split(b"\n")
+                finished = []
+                for line in lines:
+                    with contextlib.suppress(ValueError, KeyError, TypeError):
+                        finished.append(str(json.loads(line)["id"]))
+                monitor.poke(finished)
         with self._lock:
             if self._conn is conn:
                 self._conn = None

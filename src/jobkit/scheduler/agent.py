@@ -58,6 +58,7 @@ from jobkit.states import ACTIVE_STATES, FailureReason, JobRecord, JobState
 from jobkit.stores.base import Store
 
 QUEUE_STATES = (JobState.PENDING, JobState.QUEUED)
+RELOAD_INTERVAL = 30.0  # seconds between full re-reads of the waiting queue
 
 
 @dataclasses.dataclass
@@ -152,6 +153,10 @@ class Agent:
         self.conns: dict[socket.socket, bytearray] = {}
         self.running: dict[str, Running] = {}
         self.dirty = True
+        self.queue: dict[str, tuple[JobRecord, Request]] = {}
+        self.reload_queue = True
+        self.next_reload = time.monotonic() + RELOAD_INTERVAL
+        self.fetch_new = False
         self.stopping = False
         self.last_activity = time.monotonic()
         self.next_rescan = 0.0
@@ -268,7 +273,7 @@ class Agent:
         except (ValueError, KeyError, TypeError):
             return
         if op == "wake":
-            self.dirty = True
+            self.dirty = self.fetch_new = True
         elif op == "cancel":
             self._cancel(message.get("ids", []))
         elif op == "ping":
@@ -295,35 +300,50 @@ class Agent:
 
     # -- scheduling ------------------------------------------------------------
     def _schedule(self) -> None:
-        queued = [
-            r
-            for r in self.store.query(states=QUEUE_STATES, backend="local", oldest_first=True)
-            if r.id not in self.running
-        ]
-        if not queued:
+        """Start what fits.  The waiting queue lives in memory: a wake fetches
+        only new PENDING jobs, the periodic rescan reloads it whole (dropping
+        jobs cancelled meanwhile), so a long queue is not re-read per event."""
+        if self.reload_queue:
+            self.reload_queue = self.fetch_new = False
+            self.queue = {}
+            self._enqueue(self.store.query(states=QUEUE_STATES, backend="local", oldest_first=True))
+        elif self.fetch_new:
+            self.fetch_new = False
+            self._enqueue(
+                self.store.query(states=(JobState.PENDING,), backend="local", oldest_first=True)
+            )
+        if not self.queue:
             return
         self.last_activity = time.monotonic()
-        by_id = {r.id: r for r in queued}
-        requests = []
-        for record in queued:
+        for alloc in plan([request for _, request in self.queue.values()], self.ledger):
+            record, _ = self.queue.pop(alloc.job_id)
+            if not self._launch(record, alloc):
+                self.ledger.release(alloc.job_id)
+        now = time.time()
+        for job_id, (record, request) in list(self.queue.items()):
+            if record.state is JobState.PENDING:
+                accepted = self.store.transition(
+                    job_id,
+                    JobState.QUEUED,
+                    expect=(JobState.PENDING,),
+                    submitted_at=now,
+                    backend_id=f"local:{self.host}",
+                )
+                if accepted is None:
+                    del self.queue[job_id]  # cancelled meanwhile
+                else:
+                    self.queue[job_id] = (accepted, request)
+
+    def _enqueue(self, records: list[JobRecord]) -> None:
+        for record in records:
+            if record.id in self.running or record.id in self.queue:
+                continue
             request = request_of(record)
             why = never_fits(request, self.ledger.capacity)
             if why is not None:
                 self._finish(record.id, FailureReason.SUBMIT_ERROR, f"job {why}", None)
                 continue
-            requests.append(request)
-        for alloc in plan(requests, self.ledger):
-            if not self._launch(by_id.pop(alloc.job_id), alloc):
-                self.ledger.release(alloc.job_id)
-        for record in by_id.values():
-            if record.state is JobState.PENDING:
-                self.store.transition(
-                    record.id,
-                    JobState.QUEUED,
-                    expect=(JobState.PENDING,),
-                    submitted_at=time.time(),
-                    backend_id=f"local:{self.host}",
-                )
+            self.queue[record.id] = (record, request)
 
     def _launch(self, record: JobRecord, alloc: Allocation) -> bool:
         out = self.log_dir / f"{record.id}.out"
@@ -535,13 +555,20 @@ class Agent:
                     run = self.running.get(job_id)
                     if run is not None and run.kill_reason is None:
                         self._kill(run, signal.SIGTERM, None, "cancelled")
-        self.dirty = True
+        # New jobs whose wake we missed.  A job cancelled while queued is
+        # dropped when its claim fails; the full reload is a slow safety net.
+        now = time.monotonic()
+        if now >= self.next_reload:
+            self.next_reload = now + RELOAD_INTERVAL
+            self.reload_queue = True
+        self.dirty = self.fetch_new = True
 
     def _cancel(self, ids: Sequence[str]) -> None:
         for job_id in ids:
             run = self.running.get(job_id)
             if run is not None and run.kill_reason is None:
                 self._kill(run, signal.SIGTERM, None, "cancelled")
+            self.queue.pop(job_id, None)
         self.dirty = True
 
     def _kill(

@@ -210,6 +210,8 @@ def plan(queue: Sequence[Request], ledger: Ledger) -> list[Allocation]:
                 and len(ledger.allocations) >= ledger.capacity.max_jobs
             ):
                 return started
+            if ledger.used()[0] + reserved_cpus >= ledger.capacity.cpus - EPS:
+                return started  # every job needs some cpu: nothing behind this fits
             if not blocked:
                 # Hold back what the head of the line waits for (gang, no starvation).
                 blocked = True
