@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import getpass
 import os
 import secrets
@@ -28,7 +29,7 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from jobkit.errors import BlobNotFoundError, ConfigError, JobkitError
+from jobkit.errors import BackendError, BlobNotFoundError, ConfigError, JobkitError
 from jobkit.states import ACTIVE_STATES, FailureReason, JobRecord, JobState
 from jobkit.stores.base import Store, outcome_key, payload_key
 
@@ -155,16 +156,21 @@ class Client:
     """Submits, finds and controls jobs for one configuration."""
 
     def __init__(self, config: Config) -> None:
-        from jobkit.signing import load_key
         from jobkit.stores import open_store
 
         self.config = config
         self.store: Store = open_store(config.store)
-        explicit = config.key.get_secret_value() if config.key is not None else None
-        self.key = load_key(explicit, key_file=config.key_file)
         self._backends: dict[str, Backend] = {}
         self._backends_lock = threading.Lock()
         self.monitor = Monitor(self)
+
+    @functools.cached_property
+    def key(self) -> bytes:
+        """The signing key; loaded (or created) only when something is signed or checked."""
+        from jobkit.signing import load_key
+
+        explicit = self.config.key.get_secret_value() if self.config.key is not None else None
+        return load_key(explicit, key_file=self.config.key_file)
 
     # -- backends ------------------------------------------------------------
     def backend(self, name: str | None = None) -> Backend:
@@ -323,9 +329,18 @@ class Client:
         by_backend: dict[str, list[JobRecord]] = {}
         for record in cancelled:
             by_backend.setdefault(record.backend, []).append(record)
+        failures: list[str] = []
         for name, records in by_backend.items():
-            self.backend(name).cancel(records)
+            try:  # one unreachable backend must not spare the others' jobs
+                self.backend(name).cancel(records)
+            except JobkitError as exc:
+                failures.append(f"{name} ({', '.join(r.id for r in records)}): {exc}")
         self.monitor.poke()
+        if failures:
+            raise BackendError(
+                "jobs were marked CANCELLED but these backends could not be told to stop them: "
+                + "; ".join(failures)
+            )
         return [r.id for r in cancelled]
 
     def reconcile(self, records: Sequence[JobRecord]) -> None:

@@ -152,7 +152,7 @@ class JobRecord:
             ident = data.get("id", "?") if isinstance(data, Mapping) else "?"
             raise StoreError(
                 f"corrupted job record {ident!r}: {exc}; "
-                "remove it with `jobkit prune` or restore the store from a backup"
+                "remove it with `jobkit prune --corrupted` or restore the store from a backup"
             ) from exc
         if not isinstance(record.id, str) or not record.id:
             raise StoreError("corrupted job record: missing id")

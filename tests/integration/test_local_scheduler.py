@@ -19,7 +19,7 @@ import pytest
 
 import jobkit
 from conftest import local_env
-from jobkit.states import FailureReason, JobState
+from jobkit.states import FailureReason, JobRecord, JobState
 
 T = 30
 
@@ -239,3 +239,16 @@ def test_jobs_survive_the_agent_dying(tmp_path: Path) -> None:
         assert job.result(timeout=T) == "survived"  # the worker records its own outcome
         backend._reset()
         assert jobkit.submit(helpers.square, 3).result(timeout=T) == 9  # a new agent starts
+
+
+def test_cancel_reaches_every_backend_even_if_one_fails(local: Any, tmp_path: Path) -> None:
+    marker = tmp_path / "pid"
+    running = jobkit.submit(helpers.pid_and_sleep, str(marker), 60)
+    pid = int(wait_for(lambda: marker.exists() and marker.read_text()))
+    orphan = JobRecord(id="jk-nowherebackend", name="x", backend="nowhere", created_at=time.time())
+    local.store.create([orphan])
+    with pytest.raises(jobkit.BackendError, match=r"nowhere \(jk-nowherebackend\)"):
+        local.cancel(["jk-nowherebackend", running.id])
+    assert running.cancelled()
+    wait_for(lambda: not pid_alive(pid), timeout=15)  # the local job was still killed
+    assert local.store.get(orphan.id).state is JobState.CANCELLED

@@ -417,7 +417,7 @@ class SQLiteStore(Store):
         except StoreError as exc:
             raise StoreError(
                 f"corrupted job record {job_id!r} in {self.path}: {exc}; remove it with "
-                f"`jobkit prune` (store.delete([{job_id!r}])) or restore the database "
+                f"`jobkit prune --corrupted` (store.delete([{job_id!r}])) or restore the database "
                 "from a backup"
             ) from exc
 
