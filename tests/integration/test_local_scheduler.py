@@ -252,3 +252,15 @@ def test_cancel_reaches_every_backend_even_if_one_fails(local: Any, tmp_path: Pa
     assert running.cancelled()
     wait_for(lambda: not pid_alive(pid), timeout=15)  # the local job was still killed
     assert local.store.get(orphan.id).state is JobState.CANCELLED
+
+
+def test_spawn_start_method_runs_the_worker_module(tmp_path: Path) -> None:
+    """`spawn` execs `python -m jobkit.worker` per job (the default off Linux)."""
+    with local_env(tmp_path, cpus=2, start_method="spawn"):
+        job = jobkit.submit(helpers.env_of, "JOBKIT_JOB_ID")
+        assert job.result(timeout=T) == {"JOBKIT_JOB_ID": job.id}
+        with pytest.raises(helpers.CustomError):
+            jobkit.submit(helpers.fail_with, 3).result(timeout=T)
+        slow = jobkit.remote(time="1s")(helpers.sleep_then).submit(30)
+        with pytest.raises(jobkit.JobFailedError, match="TIMEOUT"):
+            slow.result(timeout=T)
