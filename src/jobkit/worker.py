@@ -13,6 +13,7 @@ Data flow for one job::
     put_blob(outcomes/JOB_ID)  (atomic: readers see all or nothing)
         ▼
     transition → SUCCEEDED | FAILED/ERROR  (exit_code, finished_at)
+                 or → QUEUED (attempt + 1) when the launcher set JOBKIT_RETRIES_LEFT > 0
 
 The outcome is written *before* the terminal state, so any client that sees
 SUCCEEDED finds the result.  A worker that dies before the last step leaves
@@ -82,6 +83,21 @@ def run_job(store: Store, job_id: str, key: bytes) -> int:
         error = exc
     del call, fn
 
+    if error is not None and _retries_left() > 0:
+        _flush_std()
+        print(f"jobkit worker: attempt failed ({_one_line(error)}); retrying", file=sys.stderr)
+        _flush_std()
+        requeued = store.transition(
+            job_id,
+            JobState.QUEUED,
+            expect=(JobState.RUNNING,),
+            attempt=store.get(job_id).attempt + 1,
+            message=f"retrying after {_one_line(error)}",
+            exit_code=EXIT_FAILED,
+        )
+        if requeued is not None:
+            return EXIT_FAILED
+
     outcome = dump_outcome(key=key, job_id=job_id, value=value, error=error)
     value = None
     _flush_std()
@@ -98,6 +114,15 @@ def run_job(store: Store, job_id: str, key: bytes) -> int:
         message=_one_line(error),
     )
     return EXIT_FAILED
+
+
+def _retries_left() -> int:
+    """Set by a launcher that retries through the store (the local agent);
+    cluster backends that retry natively leave it unset."""
+    try:
+        return int(os.environ.get("JOBKIT_RETRIES_LEFT", "0"))
+    except ValueError:
+        return 0
 
 
 def _one_line(error: BaseException) -> str:

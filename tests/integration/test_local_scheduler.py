@@ -264,3 +264,34 @@ def test_spawn_start_method_runs_the_worker_module(tmp_path: Path) -> None:
         slow = jobkit.remote(time="1s")(helpers.sleep_then).submit(30)
         with pytest.raises(jobkit.JobFailedError, match="TIMEOUT"):
             slow.result(timeout=T)
+
+
+def test_retries_rerun_a_failing_job(local: Any, tmp_path: Path) -> None:
+    counter = tmp_path / "attempts"
+
+    def flaky(path: str) -> int:
+        from pathlib import Path
+
+        attempts = int(Path(path).read_text()) + 1 if os.path.exists(path) else 1
+        with open(path, "w") as handle:
+            handle.write(str(attempts))
+        if attempts < 3:
+            raise RuntimeError(f"attempt {attempts} fails")
+        return attempts
+
+    job = jobkit.remote(retries=2)(flaky).submit(str(counter))
+    assert job.result(timeout=T) == 3
+    assert job.info.attempt == 2 and job.state is JobState.SUCCEEDED
+
+    always = jobkit.remote(retries=1)(helpers.fail_with).submit(5)
+    with pytest.raises(helpers.CustomError):
+        always.result(timeout=T)
+    assert always.info.attempt == 1
+    assert "retrying" in always.logs(stream="stderr")
+
+
+def test_retries_apply_to_time_limits_too(local: Any) -> None:
+    slow = jobkit.remote(time="1s", retries=1)(helpers.sleep_then).submit(30)
+    with pytest.raises(jobkit.JobFailedError, match="TIMEOUT"):
+        slow.result(timeout=T)
+    assert slow.info.attempt == 1

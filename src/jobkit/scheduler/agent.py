@@ -392,6 +392,7 @@ class Agent:
         env.update({str(k): str(v) for k, v in (record.resources.get("env") or {}).items()})
         env["JOBKIT_JOB_ID"] = record.id
         env["JOBKIT_STORE"] = self.settings.store
+        env["JOBKIT_RETRIES_LEFT"] = str(_retries_left(record))
         if self.ledger.capacity.gpus or alloc.gpu_share:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(alloc.gpu_ids)
         if alloc.gpu_share and alloc.gpus < 1.0:
@@ -626,7 +627,32 @@ class Agent:
         return FailureReason.ERROR, f"worker exited with code {code} without recording an outcome"
 
     def _finish(self, job_id: str, reason: FailureReason, message: str, code: int | None) -> None:
-        """Record a failure unless the worker already recorded the end."""
+        """Record a failure unless the worker already recorded the end; a job
+        with retries left goes back to the queue instead (``retries``)."""
+        record = self.store.get(job_id)
+        if record.state is JobState.QUEUED:  # the worker requeued itself for a retry
+            self.queue.pop(job_id, None)
+            self._enqueue([record])
+            self._broadcast({"event": "requeued", "id": job_id})
+            self.dirty = True
+            return
+        if (
+            record.state is JobState.RUNNING
+            and reason is not FailureReason.SUBMIT_ERROR
+            and _retries_left(record) > 0
+        ):
+            requeued = self.store.transition(
+                job_id,
+                JobState.QUEUED,
+                expect=(JobState.RUNNING,),
+                attempt=record.attempt + 1,
+                message=f"retrying after {reason.value}: {message}",
+                exit_code=code,
+            )
+            if requeued is not None:
+                self._enqueue([requeued])
+                self.dirty = True
+                return
         self.store.transition(
             job_id,
             JobState.FAILED,
@@ -667,6 +693,10 @@ class Agent:
             )
             self.running[record.id] = run
             self._watch(run)
+
+
+def _retries_left(record: JobRecord) -> int:
+    return max(0, int(record.resources.get("retries") or 0) - record.attempt)
 
 
 def _alive(pid: int) -> bool:
