@@ -174,6 +174,18 @@ class Job(concurrent.futures.Future, Generic[T]):  # type: ignore[type-arg]
     def __repr__(self) -> str:
         return f"<Job {self.id} {self._record.name} {self._record.state.value}>"
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # A handle pickles as a reference (store + id), never as its state:
+        # the process that unpickles it reattaches like jobkit.get() does.
+        return (_reattach, (self._client.config.store, self.id))
+
+
+def _reattach(store: str, job_id: str) -> Job[Any] | JobArray[Any]:
+    from jobkit.client import use
+
+    with use(store=store) as client:
+        return client.get(job_id)
+
 
 def failure_error(record: JobRecord) -> JobFailedError:
     """The error for a job that failed without an outcome (timeout, OOM, lost)."""
@@ -243,6 +255,11 @@ class JobArray(Sequence[Job[T]]):
 
     def __repr__(self) -> str:
         return f"<JobArray {self.id} of {len(self._jobs)} jobs>"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        if not self._jobs:
+            return (JobArray, (self.id, []))
+        return (_reattach, (self._jobs[0]._client.config.store, self.id))
 
 
 def _interactive() -> bool:

@@ -248,3 +248,18 @@ def test_jobs_lists_newest_first_with_filters(local: Any) -> None:
     assert len(jobkit.jobs(name="listing-*", limit=2)) == 2
     with pytest.raises(jobkit.ConfigError, match="invalid state"):
         jobkit.jobs(state="DONE")
+
+
+def test_handles_pickle_as_references(local: Any) -> None:
+    import pickle
+
+    job = jobkit.submit(helpers.square, 11)
+    again = pickle.loads(pickle.dumps(job))
+    assert isinstance(again, jobkit.Job) and again.id == job.id
+    assert again.result(timeout=T) == 121
+    array = jobkit.map(helpers.square, [1, 2])
+    copied = pickle.loads(pickle.dumps(array))
+    assert isinstance(copied, jobkit.JobArray) and copied.results(timeout=T, progress=False) == [
+        1,
+        4,
+    ]
