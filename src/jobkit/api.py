@@ -117,9 +117,7 @@ def submit(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Job[T]:
     return _as_remote(fn).submit(*args, **kwargs)
 
 
-def map(
-    fn: Callable[..., T], /, *iterables: Iterable[Any], **kwargs: Any
-) -> JobArray[T]:
+def map(fn: Callable[..., T], /, *iterables: Iterable[Any], **kwargs: Any) -> JobArray[T]:
     """Submit one job per item as one array; see :meth:`RemoteFunction.map`."""
     return _as_remote(fn).map(*iterables, **kwargs)
 

@@ -58,9 +58,7 @@ class JobNotFoundError(StoreError, KeyError):
 
     def __init__(self, job_id: str, store: str = "") -> None:
         where = f" in store {store}" if store else ""
-        super().__init__(
-            f"no job {job_id!r}{where}; list known jobs with `jobkit list`"
-        )
+        super().__init__(f"no job {job_id!r}{where}; list known jobs with `jobkit list`")
         self.job_id = job_id
 
     def __str__(self) -> str:  # KeyError would repr() the message
@@ -122,6 +120,4 @@ class JobFailedError(JobkitError):
 def _rebuild_job_failed(
     message: str, job_id: str, reason: Any, remote_traceback: str
 ) -> JobFailedError:
-    return JobFailedError(
-        message, job_id=job_id, reason=reason, remote_traceback=remote_traceback
-    )
+    return JobFailedError(message, job_id=job_id, reason=reason, remote_traceback=remote_traceback)

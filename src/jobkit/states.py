@@ -72,9 +72,7 @@ TERMINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCE
 ACTIVE_STATES = frozenset({JobState.PENDING, JobState.QUEUED, JobState.RUNNING})
 
 LEGAL_TRANSITIONS: Mapping[JobState, frozenset[JobState]] = {
-    JobState.PENDING: frozenset(
-        {JobState.QUEUED, JobState.RUNNING, *TERMINAL_STATES}
-    ),
+    JobState.PENDING: frozenset({JobState.QUEUED, JobState.RUNNING, *TERMINAL_STATES}),
     JobState.QUEUED: frozenset({JobState.QUEUED, JobState.RUNNING, *TERMINAL_STATES}),
     JobState.RUNNING: frozenset({JobState.QUEUED, JobState.RUNNING, *TERMINAL_STATES}),
     JobState.SUCCEEDED: frozenset(),

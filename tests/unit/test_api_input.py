@@ -70,10 +70,14 @@ def test_configure_and_use_validate_immediately() -> None:
 def test_corrupted_record_is_one_error_and_loses_nothing(tmp_path: Path) -> None:
     db = tmp_path / "j.db"
     with jobkit.use(store=f"sqlite:///{db}") as client:
-        from jobkit.states import JobRecord
+        from jobkit.states import JobRecord, JobState
 
         client.store.create(
-            [JobRecord(id=f"jk-ok{i}", name="n", backend="local") for i in range(3)]
+            # Finished jobs: handles on them watch nothing and start no agent.
+            [
+                JobRecord(id=f"jk-ok{i}", name="n", backend="local", state=JobState.SUCCEEDED)
+                for i in range(3)
+            ]
         )
         raw = sqlite3.connect(db)
         raw.execute("UPDATE jobs SET data='{not json' WHERE id='jk-ok1'")

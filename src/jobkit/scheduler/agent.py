@@ -710,30 +710,48 @@ def _alive(pid: int) -> bool:
 
 
 def _acquire_lock(path: Path, sock: Path, patience: float = 10.0) -> int | None:
-    """Take the per-store agent lock, or None if a live agent already serves."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    """Take the per-store agent lock, or None if a live agent already serves.
+
+    The lock file is removed by the agent that exits, so after locking we
+    check that the path still names the file we locked; if an exiting agent
+    unlinked it meanwhile, we start over on the new file.
+    """
     deadline = time.monotonic() + patience
     while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            os.ftruncate(fd, 0)
-            os.write(fd, str(os.getpid()).encode())
-            return fd
         except OSError as exc:
+            os.close(fd)
             if exc.errno not in (errno.EAGAIN, errno.EACCES):
                 raise
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            probe.connect(str(sock))
-            probe.close()
+        else:
+            try:
+                same = os.stat(path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                os.ftruncate(fd, 0)
+                os.write(fd, str(os.getpid()).encode())
+                return fd
             os.close(fd)
-            return None  # a live agent is listening
-        except OSError:
-            probe.close()
+            continue
+        if _listening(sock):
+            return None  # a live agent serves this store
         if time.monotonic() > deadline:
-            os.close(fd)
             return None
         time.sleep(0.02)
+
+
+def _listening(sock: Path) -> bool:
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(str(sock))
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -755,9 +773,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     lock_fd = _acquire_lock(paths.lock, paths.socket)
     if lock_fd is None:
         return 0
-    # Survive the terminal that started it; SIGTERM still stops it (jobs run on
-    # in their own sessions, record their own outcomes, and the next agent adopts them).
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # survive the terminal that started it
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     capacity = machine_capacity(
         cpus=settings.cpus, mem=settings.mem, gpus=settings.gpus, max_jobs=settings.max_jobs
@@ -769,10 +785,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     agent = Agent(store, load_key(), settings, paths, capacity)
     agent.lock_fd = lock_fd
+    # SIGTERM stops the agent cleanly (socket and lock file removed); its jobs
+    # run on in their own sessions and record their own outcomes.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     print(
         f"agent {os.getpid()} serving {settings.store} with {capacity}", file=sys.stderr, flush=True
     )
-    agent.serve()
+    try:
+        agent.serve()
+    finally:
+        agent._close_listener()
+        with contextlib.suppress(FileNotFoundError):
+            paths.lock.unlink()  # while still holding it: see _acquire_lock
+        os.close(lock_fd)
     return 0
 
 

@@ -129,6 +129,7 @@ class SQLiteStore(Store):
         self._lock = threading.Lock()
         self._pid = os.getpid()
         self._inherited: list[sqlite3.Connection] = []
+        self._warned: set[str] = set()  # corrupted ids already reported
         self._conn: sqlite3.Connection | None = self._connect()
 
     @classmethod
@@ -427,7 +428,10 @@ class SQLiteStore(Store):
             try:
                 records.append(self._parse(row))
             except StoreError as exc:
-                logger.warning("skipped a job record: %s", exc)
+                job_id = str(row[0]) if row else "?"
+                if job_id not in self._warned:  # once per record: agents query every second
+                    self._warned.add(job_id)
+                    logger.warning("skipped a job record: %s", exc)
         return records
 
 
