@@ -34,10 +34,10 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from jobkit.errors import JobkitError, StoreError
-from jobkit.serialization import dump_outcome, load_payload
+from jobkit.serialization import Call, dump_outcome, load_payload
 from jobkit.states import FailureReason, JobState
 from jobkit.stores.base import Store, outcome_key, payload_key
 
@@ -52,8 +52,28 @@ def _flush_std() -> None:
             stream.flush()
 
 
-def run_job(store: Store, job_id: str, key: bytes) -> int:
-    """Run one job to its terminal state in the store; returns the exit code."""
+def run_job(
+    store: Store,
+    job_id: str,
+    key: bytes,
+    *,
+    follower: bool = False,
+    on_call: Callable[[Call], None] | None = None,
+) -> int:
+    """Run one job to its terminal state in the store; returns the exit code.
+
+    ``follower`` is for the other ranks of a multi-task job: they run the
+    function but record nothing (rank 0 owns the record), and re-raise its
+    error so the scheduler sees the task fail.  ``on_call`` receives the
+    loaded call before it runs (the Slurm entry keeps it for checkpointing).
+    """
+    if follower:
+        header_call = load_payload(store.get_blob(payload_key(job_id)), key=key, job_id=job_id)
+        if on_call is not None:
+            on_call(header_call[1])
+        call = header_call[1]
+        call.resolve()(*call.args, **call.kwargs)
+        return EXIT_OK
     record = store.get(job_id)
     if record.is_terminal:
         return EXIT_OK  # cancelled (or already run) before we started
@@ -61,7 +81,7 @@ def run_job(store: Store, job_id: str, key: bytes) -> int:
         started = store.transition(
             job_id,
             JobState.RUNNING,
-            started_at=record.started_at or time.time(),
+            started_at=record.started_at if record.state is JobState.RUNNING else time.time(),
             host=socket.gethostname(),
             pid=os.getpid(),
         )
@@ -74,6 +94,8 @@ def run_job(store: Store, job_id: str, key: bytes) -> int:
     except (JobkitError, OSError) as exc:
         _fail_unloadable(store, job_id, key, exc)
         return EXIT_UNLOADABLE
+    if on_call is not None:
+        on_call(call)
 
     error: BaseException | None = None
     value = None

@@ -27,6 +27,9 @@ class Backend(abc.ABC):
     """Runs jobs somewhere; see the module docstring for the contract."""
 
     name: ClassVar[str]
+    pushes_completions: ClassVar[bool] = False
+    """True if the backend tells the monitor when jobs end (the local agent
+    does); otherwise the monitor sweeps the store as often as it affords."""
 
     def __init__(self, client: Client) -> None:
         self.client = client

@@ -39,6 +39,7 @@ AGENT_START_TIMEOUT = 15.0
 
 class LocalBackend(Backend):
     name = "local"
+    pushes_completions = True
 
     def __init__(self, client: Client) -> None:
         super().__init__(client)

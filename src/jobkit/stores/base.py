@@ -42,6 +42,10 @@ class Store(abc.ABC):
     """A private directory next to the store on this machine (logs, agent
     sockets), or ``None`` for stores with no local presence (S3)."""
 
+    sweep_interval: ClassVar[float] = 1.0
+    """How often a client may afford to re-read watched records (seconds):
+    a local SQLite read is cheap, an S3 listing is not."""
+
     shared_across_processes: ClassVar[bool] = True
     """False for ``memory://``: workers in other processes cannot reach it."""
 

@@ -33,6 +33,7 @@ from .base import Buffer, Store, outcome_key, payload_key
 class MemoryStore(Store):
     """Records and blobs in dictionaries guarded by one lock."""
 
+    sweep_interval: ClassVar[float] = 0.01
     scheme: ClassVar[str] = "memory"
     shared_across_processes: ClassVar[bool] = False
 

@@ -117,6 +117,7 @@ def path_from_url(url: str) -> Path:
 class SQLiteStore(Store):
     """Job records in one SQLite file, blobs as files beside it."""
 
+    sweep_interval: ClassVar[float] = 0.05
     scheme: ClassVar[str] = "sqlite"
 
     def __init__(self, path: str | os.PathLike[str], *, timeout: float = 30.0) -> None:

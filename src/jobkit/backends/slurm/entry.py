@@ -1,0 +1,86 @@
+"""What a Slurm job runs: the jobkit worker, wrapped for submitit.
+
+submitit starts ``python -m submitit.core._submit FOLDER`` on every task; it
+unpickles a :class:`SlurmEntry` and calls it.  Rank 0 runs the jobkit worker
+(payload from the store, outcome and states back to it); other ranks run the
+function without recording.  submitit turns Slurm's SIGUSR2 warning and
+preemption SIGTERM into a call to :meth:`SlurmEntry.checkpoint`, which asks
+the user's :class:`~jobkit.Checkpointable` for its resumed call, stores it
+as the job's new signed payload, marks the job QUEUED (attempt + 1) and lets
+submitit requeue the same Slurm job.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from jobkit.serialization import Call
+
+
+class SlurmEntry:
+    """Picklable by reference; holds the running call only in memory."""
+
+    def __init__(self) -> None:
+        self._call: Call | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {}  # never pickle the running call into submitit's files
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self._call = None
+
+    def _keep(self, call: Call) -> None:
+        self._call = call
+
+    def __call__(self, store_url: str, job_id: str) -> int:
+        from jobkit.environment import env
+        from jobkit.signing import load_key
+        from jobkit.stores import open_store
+        from jobkit.worker import run_job
+
+        os.environ["JOBKIT_JOB_ID"] = job_id
+        os.environ.setdefault("JOBKIT_STORE", store_url)
+        store = open_store(store_url)
+        rank = env().rank
+        return run_job(store, job_id, load_key(), follower=rank != 0, on_call=self._keep)
+
+    def checkpoint(self, store_url: str, job_id: str) -> Any:
+        """Called by submitit on timeout warning or preemption (rank 0 only)."""
+        import submitit
+
+        from jobkit.serialization import dump_payload
+        from jobkit.signing import load_key
+        from jobkit.states import JobState
+        from jobkit.stores import open_store
+        from jobkit.stores.base import payload_key
+
+        call = self._call
+        if call is None:
+            return None  # not started yet: nothing to resume from
+        fn = call.resolve()
+        hook = getattr(fn, "checkpoint", None)
+        if hook is None:
+            return None  # not checkpointable: the job ends with its timeout
+        resumed = hook(*call.args, **call.kwargs)
+        if resumed is None:
+            return None
+        args, kwargs = resumed
+        store = open_store(store_url)
+        key = load_key()
+        store.put_blob(
+            payload_key(job_id),
+            dump_payload(
+                Call(fn=fn, args=tuple(args), kwargs=dict(kwargs)), key=key, job_id=job_id
+            ),
+        )
+        record = store.get(job_id)
+        store.transition(
+            job_id,
+            JobState.QUEUED,
+            expect=(JobState.RUNNING,),
+            attempt=record.attempt + 1,
+            message=f"requeued from a checkpoint at {time.strftime('%H:%M:%S')}",
+        )
+        return submitit.helpers.DelayedSubmission(self, store_url, job_id)

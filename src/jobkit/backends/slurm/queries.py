@@ -1,0 +1,118 @@
+"""Talking to slurmctld: one batched command per question, errors translated.
+
+``squeue --me -t all`` answers for every job the controller still holds
+(queued, running, and finished within ``MinJobAge``) in one call, whatever
+their number; ``sacct`` answers for the older ones in one more call.  With
+accounting disabled ``sacct`` fails, and reconcile works from squeue alone.
+Every failure becomes a BackendError carrying the command, exit code and
+Slurm's own message, as dask-jobqueue's ``Job._call`` does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+from collections.abc import Iterable, Sequence
+
+from jobkit.errors import BackendError
+
+TIMEOUT = 60.0
+
+
+@dataclasses.dataclass(frozen=True)
+class NativeState:
+    state: str
+    reason: str = ""
+    exit_code: int | None = None
+
+
+def run(command: Sequence[str], *, timeout: float = TIMEOUT) -> str:
+    """Run a Slurm command; BackendError with its message if it fails."""
+    try:
+        done = subprocess.run(list(command), capture_output=True, text=True, timeout=timeout)
+    except FileNotFoundError as exc:
+        raise BackendError(
+            f"{command[0]} not found: install the Slurm client tools, or use another backend"
+        ) from exc
+    except subprocess.TimeoutExpired as exc:
+        raise BackendError(
+            f"`{' '.join(command[:2])}` got no answer in {timeout:g} s: is slurmctld reachable? "
+            "(check SLURM_CONF and `scontrol ping`)"
+        ) from exc
+    if done.returncode != 0:
+        raise CommandError(list(command), done.returncode, done.stdout, done.stderr)
+    return done.stdout
+
+
+class CommandError(BackendError):
+    """A Slurm command failed; carries what it said."""
+
+    def __init__(self, command: list[str], code: int, stdout: str, stderr: str) -> None:
+        self.command, self.code, self.stdout, self.stderr = command, code, stdout, stderr
+        said = " ".join((stderr or stdout).split()) or "no output"
+        hint = ""
+        if "contact slurm controller" in said or "Connection refused" in said:
+            hint = "; is slurmctld running and SLURM_CONF right? (`scontrol ping`)"
+        super().__init__(f"`{command[0]}` failed (exit {code}): {said}{hint}")
+
+
+def squeue() -> dict[str, NativeState]:
+    """States of this user's jobs the controller still holds, by Slurm id."""
+    out = run(["squeue", "--me", "--noheader", "--array", "--states=all", "--format=%i|%T|%r"])
+    states = {}
+    for line in out.splitlines():
+        parts = line.strip().split("|")
+        if len(parts) >= 2:
+            states[parts[0]] = NativeState(parts[1], parts[2] if len(parts) > 2 else "")
+    return states
+
+
+def sacct(ids: Iterable[str]) -> dict[str, NativeState]:
+    """Final states from accounting; raises CommandError when it is disabled."""
+    wanted = sorted({i.split("_")[0] for i in ids})
+    if not wanted:
+        return {}
+    out = run(
+        [
+            "sacct",
+            "--allocations",
+            "--noheader",
+            "--parsable2",
+            "--format=JobID,State,ExitCode,Reason",
+            f"--jobs={','.join(wanted)}",
+        ]
+    )
+    states = {}
+    for line in out.splitlines():
+        parts = line.strip().split("|")
+        if len(parts) < 2:
+            continue
+        code = None
+        if len(parts) > 2 and ":" in parts[2]:
+            head = parts[2].split(":")[0]
+            code = int(head) if head.isdigit() else None
+        states[parts[0]] = NativeState(parts[1], parts[3] if len(parts) > 3 else "", code)
+    return states
+
+
+def accounting_disabled(error: BackendError) -> bool:
+    text = str(error).lower()
+    return "accounting storage is disabled" in text or "slurmdbd" in text
+
+
+def max_array_size() -> int:
+    """The cluster's MaxArraySize (an array's indices must stay below it)."""
+    for line in run(["scontrol", "show", "config"]).splitlines():
+        name, _, value = line.partition("=")
+        if name.strip() == "MaxArraySize":
+            try:
+                return int(value.strip())
+            except ValueError:
+                break
+    return 1001  # Slurm's default
+
+
+def scancel(ids: Iterable[str]) -> None:
+    ids = sorted(set(ids))
+    if ids:
+        run(["scancel", *ids])
