@@ -53,3 +53,68 @@ def local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """A shared local store+agent for a test module (4 cpus declared)."""
     with local_env(tmp_path_factory.mktemp("local"), cpus=4) as client:
         yield client
+
+
+# -- Slurm -------------------------------------------------------------------------
+
+SLURM_HINT = (
+    "no Slurm cluster: start one with `backends/slurm/cluster.sh up` "
+    "(it installs Debian's Slurm packages and starts a single-node cluster)"
+)
+
+
+def _slurm_conf() -> str | None:
+    import os
+
+    conf = os.environ.get("SLURM_CONF")
+    if conf:
+        return conf
+    default = Path(os.environ.get("JOBKIT_SLURM_DIR", "/tmp/jobkit-slurm")) / "etc" / "slurm.conf"
+    return str(default) if default.exists() else None
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> Iterator[str]:
+    """SLURM_CONF of a live cluster; skipped without one, but failed under CI."""
+    import os
+    import subprocess
+
+    conf = _slurm_conf()
+    up = False
+    if conf:
+        try:
+            ping = subprocess.run(
+                ["scontrol", "ping"],
+                capture_output=True,
+                text=True,
+                timeout=20,
+                env={**os.environ, "SLURM_CONF": conf},
+            )
+            up = ping.returncode == 0 and "UP" in ping.stdout
+        except (OSError, subprocess.TimeoutExpired):
+            up = False
+    if not up:
+        if os.environ.get("CI") or os.environ.get("JOBKIT_REQUIRE_SLURM"):
+            pytest.fail(f"{SLURM_HINT}; CI must run the Slurm tests, not skip them")
+        pytest.skip(SLURM_HINT)
+    mp = pytest.MonkeyPatch()
+    mp.setenv("SLURM_CONF", str(conf))
+    yield str(conf)
+    mp.undo()
+
+
+@contextlib.contextmanager
+def slurm_env(directory: Path, **slurm: Any) -> Iterator[Any]:
+    import jobkit
+
+    with jobkit.use(
+        store=f"sqlite:///{directory}/jobkit.db", backend="slurm", slurm=slurm, poll_interval=0.5
+    ) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def slurm(slurm_cluster: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A store whose jobs go to the real Slurm cluster."""
+    with slurm_env(tmp_path_factory.mktemp("slurm")) as client:
+        yield client

@@ -107,8 +107,10 @@ SlurmdPort=$((PORT + 1))
 SlurmUser=root
 SlurmdUser=root
 # munged runs on a private socket; every client reads it from here.
+# cred_expire also sets how long a requeued job waits before it may start
+# again (the default 120 s made checkpoint/requeue tests crawl).
 AuthType=auth/munge
-AuthInfo=socket=$MUNGE_SOCK
+AuthInfo=socket=$MUNGE_SOCK,cred_expire=10
 CredType=cred/munge
 StateSaveLocation=$DIR/state
 SlurmdSpoolDir=$DIR/spool

@@ -15,7 +15,9 @@ from jobkit._version import __version__
 
 if TYPE_CHECKING:
     from jobkit.api import RemoteFunction, get, jobs, map, remote, submit
+    from jobkit.checkpoint import Checkpointable
     from jobkit.client import configure, use
+    from jobkit.environment import JobEnvironment, env
     from jobkit.errors import (
         BackendError,
         ConfigError,
@@ -44,6 +46,9 @@ _WHERE = {
     "configure": "client",
     "use": "client",
     "Executor": "executor",
+    "Checkpointable": "checkpoint",
+    "env": "environment",
+    "JobEnvironment": "environment",
     "Job": "job",
     "JobArray": "job",
     "Resources": "resources",
@@ -65,12 +70,14 @@ _WHERE = {
 
 __all__ = [
     "BackendError",
+    "Checkpointable",
     "ConfigError",
     "Executor",
     "FailureReason",
     "IllegalTransitionError",
     "Job",
     "JobArray",
+    "JobEnvironment",
     "JobFailedError",
     "JobNotFoundError",
     "JobRecord",
@@ -85,6 +92,7 @@ __all__ = [
     "VersionMismatchError",
     "__version__",
     "configure",
+    "env",
     "get",
     "jobs",
     "map",

@@ -251,6 +251,8 @@ class Client:
         base_id = new_job_id()
         owner = res.labels.get("owner") or res.labels.get("project") or _user()
         fn_pickle = pickle_function(fn) if array else None
+        # Backends that warn before a time limit (Slurm) do so only for jobs that can resume.
+        checkpointable = callable(getattr(fn, "checkpoint", None))
         records: list[JobRecord] = []
         meta = backend.payload_meta(res)
         for index, (args, kwargs) in enumerate(calls):
@@ -271,6 +273,7 @@ class Client:
                     array_index=index if array_id else None,
                     resources=res.to_record(),
                     labels=dict(res.labels),
+                    extra={"checkpointable": True} if checkpointable else {},
                 )
             )
         if not records:

@@ -59,13 +59,16 @@ def run_job(
     *,
     follower: bool = False,
     on_call: Callable[[Call], None] | None = None,
+    classify: Callable[[BaseException], tuple[FailureReason, str] | None] | None = None,
 ) -> int:
     """Run one job to its terminal state in the store; returns the exit code.
 
     ``follower`` is for the other ranks of a multi-task job: they run the
     function but record nothing (rank 0 owns the record), and re-raise its
     error so the scheduler sees the task fail.  ``on_call`` receives the
-    loaded call before it runs (the Slurm entry keeps it for checkpointing).
+    loaded call before it runs (the Slurm entry keeps it for checkpointing);
+    ``classify`` may say that an exception means something other than the
+    function failing (submitit's time-limit stop is a TIMEOUT).
     """
     if follower:
         header_call = load_payload(store.get_blob(payload_key(job_id)), key=key, job_id=job_id)
@@ -102,6 +105,8 @@ def run_job(
     try:
         value = fn(*call.args, **call.kwargs)
     except BaseException as exc:  # SystemExit too: the client re-raises it, as futures do
+        if _requeued_meanwhile(store, job_id, record.attempt):
+            raise  # a checkpoint requeued this job (Slurm): the next attempt records
         error = exc
     del call, fn
 
@@ -127,15 +132,24 @@ def run_job(
     if error is None:
         store.transition(job_id, JobState.SUCCEEDED, finished_at=time.time(), exit_code=EXIT_OK)
         return EXIT_OK
+    reason, message = (classify(error) if classify else None) or (
+        FailureReason.ERROR,
+        _one_line(error),
+    )
     store.transition(
         job_id,
         JobState.FAILED,
         finished_at=time.time(),
         exit_code=EXIT_FAILED,
-        failure_reason=FailureReason.ERROR,
-        message=_one_line(error),
+        failure_reason=reason,
+        message=message,
     )
     return EXIT_FAILED
+
+
+def _requeued_meanwhile(store: Store, job_id: str, attempt: int) -> bool:
+    current = store.get(job_id)
+    return current.state is JobState.QUEUED and current.attempt > attempt
 
 
 def _retries_left() -> int:

@@ -73,14 +73,15 @@ class SlurmBackend(Backend):
     def check_resources(self, resources: Resources) -> None:
         sbatch_parameters(resources, self.settings)
 
-    def _executor(self, resources: Resources) -> Any:
+    def _executor(self, resources: Resources, *, checkpointable: bool = False) -> Any:
         import submitit
 
         self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         executor = submitit.SlurmExecutor(
             folder=self.folder, max_num_timeout=self.settings.max_num_timeout
         )
-        executor.update_parameters(**sbatch_parameters(resources, self.settings))
+        params = sbatch_parameters(resources, self.settings, checkpointable=checkpointable)
+        executor.update_parameters(**params)
         return executor
 
     def submit(self, records: Sequence[JobRecord], resources: Resources) -> None:
@@ -88,7 +89,9 @@ class SlurmBackend(Backend):
 
         from jobkit.backends.slurm.entry import SlurmEntry
 
-        executor = self._executor(resources)
+        executor = self._executor(
+            resources, checkpointable=records[0].extra.get("checkpointable", False)
+        )
         entry, url = SlurmEntry(), self.store.url
         try:
             if len(records) == 1 and records[0].array_id is None:
@@ -195,7 +198,13 @@ class SlurmBackend(Backend):
             return
         state, reason = mapped
         if not state.is_terminal:
-            if state is not record.state and state in LEGAL_TRANSITIONS[record.state]:
+            # Only toward QUEUED (accepted, or requeued by Slurm): RUNNING is the
+            # worker's to record, and a stale snapshot must not undo a requeue.
+            if (
+                state is JobState.QUEUED
+                and state is not record.state
+                and state in LEGAL_TRANSITIONS[record.state]
+            ):
                 self.store.transition(
                     record.id, state, expect=(record.state,), native_state=seen.state
                 )

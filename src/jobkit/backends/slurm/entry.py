@@ -17,6 +17,7 @@ import time
 from typing import Any
 
 from jobkit.serialization import Call
+from jobkit.states import FailureReason
 
 
 class SlurmEntry:
@@ -44,7 +45,9 @@ class SlurmEntry:
         os.environ.setdefault("JOBKIT_STORE", store_url)
         store = open_store(store_url)
         rank = env().rank
-        return run_job(store, job_id, load_key(), follower=rank != 0, on_call=self._keep)
+        return run_job(
+            store, job_id, load_key(), follower=rank != 0, on_call=self._keep, classify=_classify
+        )
 
     def checkpoint(self, store_url: str, job_id: str) -> Any:
         """Called by submitit on timeout warning or preemption (rank 0 only)."""
@@ -84,3 +87,10 @@ class SlurmEntry:
             message=f"requeued from a checkpoint at {time.strftime('%H:%M:%S')}",
         )
         return submitit.helpers.DelayedSubmission(self, store_url, job_id)
+
+
+def _classify(error: BaseException) -> tuple[FailureReason, str] | None:
+    """submitit stops a job at Slurm's time-limit warning when it cannot requeue it."""
+    if type(error).__name__ == "UncompletedJobError":
+        return FailureReason.TIMEOUT, f"reached its time limit: {error}"
+    return None

@@ -89,8 +89,16 @@ def _priority_band(resources: Resources) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def sbatch_parameters(resources: Resources, settings: SlurmSettings) -> dict[str, Any]:
-    """submitit ``update_parameters`` keywords for one job (or array)."""
+def sbatch_parameters(
+    resources: Resources, settings: SlurmSettings, *, checkpointable: bool = False
+) -> dict[str, Any]:
+    """submitit ``update_parameters`` keywords for one job (or array).
+
+    Only checkpointable jobs get submitit's SIGUSR2 warning before the time
+    limit: submitit would stop any other job at the warning, taking up to
+    90 s from a job that cannot resume anyway.  Others get a signal Python
+    ignores (SIGURG), run to Slurm's limit and end as Slurm's TIMEOUT.
+    """
     if resources.gpus and resources.gpus < 1:
         raise ConfigError(
             f"invalid resource gpus={resources.gpus:g} for Slurm: Slurm allocates whole GPUs; "
@@ -155,6 +163,11 @@ def sbatch_parameters(resources: Resources, settings: SlurmSettings) -> dict[str
             params["setup"] = [*params.get("setup", []), *list(value)]
         else:
             params[str(target)] = value
+    if checkpointable and resources.time is not None:
+        # Warn early enough to checkpoint, but not at the start of a short job.
+        params["signal_delay_s"] = min(90, max(10, int(resources.time.total_seconds()) // 3))
+    elif not checkpointable:
+        extra.setdefault("signal", "URG@90")
     if extra:
         params["additional_parameters"] = extra
     return params

@@ -1,0 +1,232 @@
+"""The Slurm backend against a real single-node Slurm cluster
+(backends/slurm/cluster.sh): submitit submits, the jobkit worker runs in the
+Slurm job, squeue/sacct reconcile what the worker cannot record."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import helpers
+import pytest
+
+import jobkit
+from jobkit.states import FailureReason, JobState
+
+T = 120
+
+
+def wait_for(predicate: Any, timeout: float = T, interval: float = 0.1) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError("condition not met in time")
+
+
+def slurm_ids(jobs: Any) -> set[str]:
+    return {j.info.backend_id.split("_")[0] for j in jobs}
+
+
+def test_submit_and_result(slurm: Any) -> None:
+    job = jobkit.submit(helpers.square, 12)
+    assert job.info.backend == "slurm" and job.info.backend_id
+    assert job.result(timeout=T) == 144
+    info = job.info
+    assert info.state is JobState.SUCCEEDED and info.exit_code == 0 and info.host
+    assert info.native_state in (None, "RUNNING", "COMPLETED", "PENDING", "COMPLETING")
+
+
+def test_original_exception_is_reraised(slurm: Any) -> None:
+    job = jobkit.submit(helpers.fail_with, 9)
+    with pytest.raises(helpers.CustomError) as caught:
+        job.result(timeout=T)
+    assert caught.value.code == 9
+    assert "fail_with" in str(caught.value.__cause__)
+    assert job.info.failure_reason is FailureReason.ERROR
+
+
+def test_map_of_200_is_one_sbatch_array(slurm: Any) -> None:
+    jobs = jobkit.map(helpers.square, range(200))
+    assert len(slurm_ids(jobs)) == 1  # one sbatch call, one array
+    assert {j.info.backend_id.split("_")[1] for j in jobs} == {str(i) for i in range(200)}
+    assert jobs.results(timeout=300, progress=False) == [i * i for i in range(200)]
+
+
+def test_arrays_above_max_array_size_are_split(slurm: Any) -> None:
+    backend = slurm.backend("slurm")
+    assert backend.max_array_size() == 1001  # read from the real cluster's config
+    backend._max_array = 5  # pretend a small limit, to split without 1,000 jobs
+    try:
+        jobs = jobkit.map(helpers.square, range(12))
+    finally:
+        backend._max_array = None
+    assert len(slurm_ids(jobs)) == 3  # 5 + 5 + 2
+    assert jobs.results(timeout=T, progress=False) == [i * i for i in range(12)]
+
+
+def test_logs_and_resources_reach_the_job(slurm: Any) -> None:
+    @jobkit.remote(backend="slurm", cpus=2, mem="300MB", env={"GREETING": "hello"})
+    def report() -> dict[str, str | None]:
+        print("printed inside slurm", flush=True)
+        return {
+            k: os.environ.get(k) for k in ("SLURM_CPUS_PER_TASK", "SLURM_MEM_PER_NODE", "GREETING")
+        }
+
+    job = report.submit()
+    assert job.result(timeout=T) == {
+        "SLURM_CPUS_PER_TASK": "2",
+        "SLURM_MEM_PER_NODE": "287",
+        "GREETING": "hello",
+    }
+    assert "printed inside slurm" in job.logs()
+
+
+def test_gpu_jobs_get_disjoint_devices_and_impossible_requests_fail(slurm: Any) -> None:
+    two = jobkit.remote(backend="slurm", gpus=2, gpu_type="a100")(helpers.hold_gpus)
+    first, second = two.submit(3.0), two.submit(3.0)
+    a = set(first.result(timeout=T)["CUDA_VISIBLE_DEVICES"].split(","))
+    b = set(second.result(timeout=T)["CUDA_VISIBLE_DEVICES"].split(","))
+    assert len(a) == len(b) == 2 and not a & b
+    with pytest.raises(jobkit.SubmitError, match="Requested node configuration is not available"):
+        jobkit.remote(backend="slurm", gpus=5)(helpers.square).submit(1)
+    failed = jobkit.jobs(state="FAILED", limit=1)[0]
+    assert failed.info.failure_reason is FailureReason.SUBMIT_ERROR
+    assert "\n" not in (failed.info.message or "")
+
+
+def test_rejected_submissions_are_submit_errors(slurm: Any) -> None:
+    with pytest.raises(jobkit.SubmitError, match=r"(?i)invalid partition"):
+        jobkit.remote(backend="slurm", queue="nosuchpartition")(helpers.square).submit(1)
+    with pytest.raises(jobkit.SubmitError, match=r"(?i)account"):
+        jobkit.remote(backend="slurm", slurm={"account": "nosuchaccount"})(helpers.square).submit(1)
+    with pytest.raises(jobkit.ConfigError, match="whole GPUs"):
+        jobkit.remote(backend="slurm", gpus=0.5)(helpers.square).submit(1)
+    with pytest.raises(jobkit.ConfigError, match="unknown slurm option 'acount'"):
+        jobkit.remote(backend="slurm", slurm={"acount": "x"})(helpers.square).submit(1)
+
+
+def test_cancel_reaches_slurm(slurm: Any) -> None:
+    job = jobkit.submit(helpers.sleep_then, 120)
+    wait_for(job.running)
+    assert job.cancel()
+    assert job.state is JobState.CANCELLED
+
+    def gone() -> bool:
+        out = subprocess.run(
+            ["squeue", "--me", "-h", "-t", "all", "-j", job.info.backend_id, "-o", "%T"],
+            capture_output=True,
+            text=True,
+        ).stdout
+        return out.strip() in ("CANCELLED", "")
+
+    wait_for(gone, timeout=30)
+
+
+def test_scancel_from_outside_is_reconciled(slurm: Any) -> None:
+    job = jobkit.submit(helpers.sleep_then, 120)
+    wait_for(job.running)
+    subprocess.run(["scancel", job.info.backend_id], check=True)
+    wait_for(lambda: job.state is JobState.CANCELLED, timeout=30)
+    assert job.cancelled()
+
+
+def test_priority_maps_to_qos(slurm: Any) -> None:
+    job = jobkit.remote(backend="slurm", priority="high")(helpers.square).submit(2)
+    assert job.result(timeout=T) == 4
+    out = subprocess.run(  # squeue: sacct lags a moment behind the controller
+        ["squeue", "--me", "-h", "-t", "all", "-o", "%q", "-j", job.info.backend_id],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert out.strip() == "high"
+
+
+def test_multi_task_ranks(slurm: Any) -> None:
+    def ranks() -> dict[str, Any]:
+        import jobkit
+
+        e = jobkit.env()
+        return {
+            "rank": e.rank,
+            "world": e.world_size,
+            "local": e.local_rank,
+            "master": e.master_addr,
+            "torch": e.torch_env(),
+        }
+
+    job = jobkit.remote(backend="slurm", tasks_per_node=2)(ranks).submit()
+    result = job.result(timeout=T)
+    assert result["rank"] == 0 and result["world"] == 2 and result["local"] == 0
+    assert result["torch"]["WORLD_SIZE"] == "2" and result["master"]
+    assert "global_rank=1" in Path(job.info.extra["stdout"].replace("_0_log", "_1_log")).read_text()
+
+
+def test_reattach_from_another_process(slurm: Any) -> None:
+    script = textwrap.dedent(
+        f"""
+        import json, jobkit, time
+        def slow():
+            time.sleep(2)
+            return "from an exited process"
+        with jobkit.use(store={slurm.config.store!r}, backend="slurm"):
+            print(json.dumps(jobkit.submit(slow).id))
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    job = jobkit.get(json.loads(out.stdout))
+    assert job.result(timeout=T) == "from an exited process"  # type: ignore[union-attr]
+
+
+def test_reconcile_is_one_query_per_cycle_whatever_the_number(slurm: Any) -> None:
+    backend = slurm.backend("slurm")
+    jobs = jobkit.map(helpers.sleep_then, [30] * 40)
+    records = [j.info for j in jobs]
+    before = backend.queries_made
+    backend.reconcile(records)
+    assert backend.queries_made - before == 1  # squeue only: every job is still in the queue
+    jobs.cancel()
+
+
+@pytest.mark.slow
+def test_timeout_without_checkpoint_is_failed_timeout(slurm: Any) -> None:
+    job = jobkit.remote(backend="slurm", time="1m")(helpers.sleep_then).submit(600)
+    with pytest.raises(jobkit.JobFailedError, match="TIMEOUT"):
+        job.result(timeout=240)
+    assert job.info.failure_reason is FailureReason.TIMEOUT
+    assert "TIMEOUT" in (job.info.native_state or "")
+
+
+class Counter(jobkit.Checkpointable):
+    """Counts slowly; its progress survives a requeue through checkpoint()."""
+
+    def __init__(self) -> None:
+        self.done = 0
+        self.attempts = 0
+
+    def __call__(self, target: int) -> dict[str, int]:
+        self.attempts += 1
+        while self.done < target:
+            time.sleep(0.2)
+            self.done += 1
+        return {"done": self.done, "attempts": self.attempts}
+
+
+def test_checkpointed_job_is_requeued_and_resumes(slurm: Any) -> None:
+    job = jobkit.remote(backend="slurm", time="1m")(Counter()).submit(40)
+    wait_for(job.running)
+    time.sleep(2)  # some progress to keep
+    subprocess.run(["scancel", "--signal=USR2", job.info.backend_id], check=True)
+    result = job.result(timeout=T)
+    assert result["done"] == 40 and result["attempts"] == 2
+    assert job.info.attempt == 1
+    assert "checkpoint" in (job.info.message or "")
