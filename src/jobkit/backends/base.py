@@ -61,6 +61,10 @@ class Backend(abc.ABC):
     def reconcile(self, records: Sequence[JobRecord]) -> None:  # noqa: B027
         """Repair store states from the backend's view, one batched query."""
 
+    def plan(self, resources: Resources, *, checkpointable: bool = False) -> str:
+        """What a submission with ``resources`` would send (``jobkit plan``)."""
+        return f"backend {self.name!r} submits with: {resources.to_record()}"
+
     @abc.abstractmethod
     def read_logs(self, record: JobRecord, stream: str) -> str:
         """All text the job wrote to ``stream`` so far ('' if none yet)."""

@@ -249,6 +249,25 @@ class LocalBackend(Backend):
             time.sleep(0.01)
         self._reset()
 
+    def plan(self, resources: Resources, *, checkpointable: bool = False) -> str:
+        """What the local agent would do with such a job."""
+        cap = self.capacity()
+        lines = [
+            f"# local agent for {self.store.url} (socket {self.paths.socket})",
+            f"# machine: cpus={cap.cpus:g} mem={cap.mem} gpus={list(cap.gpus) or 'none'}"
+            + (f" max_jobs={cap.max_jobs}" if cap.max_jobs else ""),
+            f"# request: {resources.to_record()}",
+            f"# start method: {self.settings.start_method} "
+            "(own session and process group; stdout/stderr to the store's logs/)",
+        ]
+        if resources.time is not None:
+            lines.append(f"# time limit: SIGTERM at {resources.time}, SIGKILL 3 s later")
+        if resources.mem:
+            lines.append(f"# memory limit: killed (OOM) above {resources.mem} bytes of RSS")
+        worker = f"{sys.executable} -m jobkit.worker --store {self.store.url} JOB_ID"
+        lines.append(worker if self.settings.start_method == "spawn" else f"fork() -> {worker}")
+        return "\n".join(lines) + "\n"
+
     # -- logs ----------------------------------------------------------------------
     def read_logs(self, record: JobRecord, stream: str) -> str:
         suffix = "out" if stream == "stdout" else "err"

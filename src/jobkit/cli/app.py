@@ -554,6 +554,26 @@ def _entry_point_backends() -> list[str]:
 
 
 @app.command()
+def plan(
+    ctx: typer.Context,
+    target: Annotated[str, typer.Argument(help="MODULE:FUNC, e.g. train:main or pkg.mod:fn")],
+    backend: Annotated[
+        str | None, typer.Option("--backend", "-b", help="Plan for this backend.")
+    ] = None,
+) -> None:
+    """Dry run: the exact sbatch script (or description) a submission would use."""
+    from jobkit.cli.planning import load_target
+
+    fn, resources, chosen = load_target(target)
+    client = session_of(ctx).client
+    backend_obj = client.backend(backend or chosen)
+    res = client.resolve_resources(resources)
+    backend_obj.check_resources(res)
+    checkpointable = callable(getattr(fn, "checkpoint", None))
+    typer.echo(backend_obj.plan(res, checkpointable=checkpointable), nl=False)
+
+
+@app.command()
 def prune(
     ctx: typer.Context,
     older_than: Annotated[

@@ -124,11 +124,11 @@ class SlurmBackend(Backend):
             self._max_array = queries.max_array_size()
         return self._max_array
 
-    def plan(self, resources: Resources) -> str:
+    def plan(self, resources: Resources, *, checkpointable: bool = False) -> str:
         """The exact sbatch script a submission with these resources gets."""
         from submitit.slurm.slurm import _make_sbatch_string
 
-        executor = self._executor(resources)
+        executor = self._executor(resources, checkpointable=checkpointable)
         return str(
             _make_sbatch_string(
                 command=executor._submitit_command_str, folder=self.folder, **executor.parameters

@@ -1,0 +1,29 @@
+#!/bin/bash
+
+# Parameters
+#SBATCH --account=ml
+#SBATCH --constraint=ib
+#SBATCH --cpus-per-task=1
+#SBATCH --error=<FOLDER>/%j_0_log.err
+#SBATCH --exclude=node7
+#SBATCH --exclusive
+#SBATCH --job-name=jobkit
+#SBATCH --mail-type=END
+#SBATCH --nodes=1
+#SBATCH --ntasks-per-node=1
+#SBATCH --open-mode=append
+#SBATCH --output=<FOLDER>/%j_0_log.out
+#SBATCH --qos=low
+#SBATCH --reservation=maint
+#SBATCH --signal=URG@90
+#SBATCH --time=60
+#SBATCH --wckey=submitit
+
+# setup
+export QUOTED='a b'
+export WANDB_MODE=offline
+module load cuda
+
+# command
+export SUBMITIT_EXECUTOR=slurm
+srun --unbuffered --output <FOLDER>/%j_%t_log.out --error <FOLDER>/%j_%t_log.err <PYTHON> -u -m submitit.core._submit <FOLDER>

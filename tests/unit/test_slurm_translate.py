@@ -1,0 +1,146 @@
+"""Slurm translation tables: golden sbatch scripts, every native state, settings.
+
+Regenerate the golden files after an intended change with
+``JOBKIT_UPDATE_GOLDEN=1 python -m pytest tests/unit/test_slurm_translate.py``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import jobkit
+from jobkit.backends.slurm.translate import STATES, SlurmSettings, translate_state
+from jobkit.resources import parse_resources
+from jobkit.states import FailureReason, JobState
+
+pytest.importorskip("submitit")
+
+GOLDEN = Path(__file__).parent.parent / "golden" / "slurm"
+
+CASES: dict[str, dict[str, Any]] = {
+    "defaults": {},
+    "gpu_typed": {
+        "cpus": 8,
+        "mem": "64GB",
+        "gpus": 2,
+        "gpu_type": "a100",
+        "time": "2h",
+        "queue": "gpu",
+        "priority": "high",
+        "name": "train",
+    },
+    "multi_node": {"nodes": 2, "tasks_per_node": 4, "gpus": 4, "time": "90m"},
+    "extras": {
+        "env": {"WANDB_MODE": "offline", "QUOTED": "a b"},
+        "priority": "low",
+        "slurm": {
+            "account": "ml",
+            "constraint": "ib",
+            "exclude": "node7",
+            "reservation": "maint",
+            "sbatch": {"exclusive": True, "mail-type": "END"},
+            "setup": ["module load cuda"],
+        },
+    },
+}
+
+
+@pytest.fixture
+def slurm_client(tmp_path: Path) -> Iterator[Any]:
+    with jobkit.use(store=f"sqlite:///{tmp_path}/j.db", backend="slurm") as client:
+        yield client
+
+
+def normalised(script: str, folder: Path) -> str:
+    return script.replace(str(folder), "<FOLDER>").replace(sys.executable, "<PYTHON>")
+
+
+def check_golden(name: str, text: str) -> None:
+    path = GOLDEN / f"{name}.sh"
+    if os.environ.get("JOBKIT_UPDATE_GOLDEN"):
+        path.write_text(text)
+    assert path.exists(), f"no golden file {path}; run with JOBKIT_UPDATE_GOLDEN=1"
+    assert text == path.read_text(), f"sbatch script for {name!r} changed; see {path}"
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_sbatch_scripts_match_golden_files(slurm_client: Any, name: str) -> None:
+    backend = slurm_client.backend("slurm")
+    script = backend.plan(parse_resources(**CASES[name]))
+    check_golden(name, normalised(script, backend.folder))
+
+
+def test_checkpointable_jobs_get_the_warning_signal(slurm_client: Any) -> None:
+    backend = slurm_client.backend("slurm")
+    res = parse_resources(time="30m")
+    assert "#SBATCH --signal=USR2@90" in backend.plan(res, checkpointable=True)
+    assert "#SBATCH --signal=URG@90" in backend.plan(res)  # others run to the limit
+    short = backend.plan(parse_resources(time="1m"), checkpointable=True)
+    assert "#SBATCH --signal=USR2@20" in short  # not at the start of a short job
+
+
+def test_gres_flag_and_nice_priority(tmp_path: Path) -> None:
+    with jobkit.use(
+        store=f"sqlite:///{tmp_path}/j.db",
+        backend="slurm",
+        slurm={"gpu_flag": "gres", "priority": "nice"},
+    ) as client:
+        script = client.backend("slurm").plan(
+            parse_resources(gpus=2, gpu_type="h100", priority="high")
+        )
+    assert "#SBATCH --gres=gpu:h100:2" in script and "#SBATCH --nice=-100" in script
+    assert "--qos" not in script
+
+
+@pytest.mark.parametrize(
+    ("native", "state", "reason"),
+    [
+        ("PENDING", JobState.QUEUED, None),
+        ("REQUEUED", JobState.QUEUED, None),
+        ("RUNNING", JobState.RUNNING, None),
+        ("COMPLETING", JobState.RUNNING, None),
+        ("COMPLETED", JobState.SUCCEEDED, None),
+        ("FAILED", JobState.FAILED, FailureReason.ERROR),
+        ("CANCELLED by 0", JobState.CANCELLED, None),
+        ("TIMEOUT", JobState.FAILED, FailureReason.TIMEOUT),
+        ("DEADLINE", JobState.FAILED, FailureReason.TIMEOUT),
+        ("OUT_OF_MEMORY", JobState.FAILED, FailureReason.OOM),
+        ("PREEMPTED", JobState.FAILED, FailureReason.PREEMPTED),
+        ("NODE_FAIL", JobState.FAILED, FailureReason.LOST),
+        ("BOOT_FAIL", JobState.FAILED, FailureReason.LOST),
+    ],
+)
+def test_native_states_map_through_one_table(
+    native: str, state: JobState, reason: FailureReason | None
+) -> None:
+    assert translate_state(native) == (state, reason)
+
+
+def test_unknown_native_state_is_none_and_table_is_total_over_terminals() -> None:
+    assert translate_state("SOMETHING_NEW") is None
+    assert {s for s, _ in STATES.values()} == set(JobState) - {JobState.PENDING}
+
+
+def test_settings_are_validated() -> None:
+    with pytest.raises(jobkit.ConfigError, match="unknown \\[slurm\\] setting 'foldr'"):
+        SlurmSettings.from_config({"foldr": "/x"})
+    with pytest.raises(jobkit.ConfigError, match="gpu_flag='gpu'"):
+        SlurmSettings.from_config({"gpu_flag": "gpu"})
+    with pytest.raises(jobkit.ConfigError, match="array_parallelism"):
+        SlurmSettings.from_config({"array_parallelism": 0})
+
+
+def test_requests_slurm_cannot_express_are_config_errors(slurm_client: Any) -> None:
+    backend = slurm_client.backend("slurm")
+    with pytest.raises(jobkit.ConfigError, match="whole cpus"):
+        backend.check_resources(parse_resources(cpus=0.5))
+    with pytest.raises(jobkit.ConfigError, match="whole GPUs"):
+        backend.check_resources(parse_resources(gpus=0.5))
+    with pytest.raises(jobkit.ConfigError, match="sbatch"):
+        backend.check_resources(parse_resources(slurm={"partitionn": "gpu"}))
