@@ -230,3 +230,41 @@ def test_checkpointed_job_is_requeued_and_resumes(slurm: Any) -> None:
     assert result["done"] == 40 and result["attempts"] == 2
     assert job.info.attempt == 1
     assert "checkpoint" in (job.info.message or "")
+
+
+def test_cli_in_a_fresh_shell_reconciles_what_no_one_watched(slurm: Any) -> None:
+    script = textwrap.dedent(
+        f"""
+        import json, jobkit, time
+        def slow():
+            time.sleep(120)
+        with jobkit.use(store={slurm.config.store!r}, backend="slurm"):
+            job = jobkit.submit(slow)
+            while job.info.backend_id is None:
+                time.sleep(0.05)
+            print(json.dumps([job.id, job.info.backend_id]))
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    job_id, slurm_id = json.loads(out.stdout)
+    subprocess.run(["scancel", slurm_id], check=True)  # nobody watches this job now
+
+    def cli_state() -> str:
+        shown = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "jobkit",
+                "--store",
+                slurm.config.store,
+                "status",
+                job_id,
+                "--json",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        return str(json.loads(shown)["state"])
+
+    wait_for(lambda: cli_state() == "CANCELLED", timeout=30, interval=0.5)

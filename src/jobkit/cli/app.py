@@ -258,6 +258,7 @@ def list_jobs(
     store = session_of(ctx).store
     records = store.query(states=states, backend=backend, name=name, limit=limit + 1)
     more, records = len(records) > limit, records[:limit]  # one extra row: are there more?
+    records = session_of(ctx).fresh(records)
     if as_json:
         render.print_json([r.to_dict() for r in records])
         return
@@ -277,7 +278,7 @@ def status(ctx: typer.Context, job_id: JobIdArgument, as_json: JsonOption = Fals
     try:
         record = session.store.get(job_id)
     except JobNotFoundError:
-        members = session.array_members(job_id)
+        members = session.fresh(session.array_members(job_id))
         if not members:
             raise
         if as_json:
@@ -292,6 +293,7 @@ def status(ctx: typer.Context, job_id: JobIdArgument, as_json: JsonOption = Fals
         else:
             render.array_summary(job_id, members, time.time())
         return
+    record = session.fresh([record])[0]
     if as_json:
         render.print_json(record.to_dict())
     else:

@@ -86,6 +86,23 @@ class Session:
                 raise
             raise ArrayIdError(job_id, members[0].id) from None
 
+    def fresh(self, records: list[JobRecord]) -> list[JobRecord]:
+        """``records`` after asking their backends about the active ones.
+
+        The local agent keeps its own jobs' states current, but a Slurm job
+        whose worker was killed is only repaired by a reconcile; a CLI in a
+        fresh shell must not show it RUNNING forever.  Finished records and
+        local ones cost nothing here, so ``jobkit list`` stays fast.
+        """
+        stale = [r for r in records if not r.is_terminal and r.backend != "local"]
+        if not stale:
+            return records
+        client = self.client
+        with contextlib.suppress(JobkitError):  # an unreachable scheduler: show what we have
+            client.reconcile(stale)
+        updated = client.store.get_many([r.id for r in stale])
+        return [updated.get(r.id, r) for r in records]
+
     def array_members(self, array_id: str) -> list[JobRecord]:
         members = self.store.query(array_id=array_id, oldest_first=True)
         members.sort(key=lambda r: (r.array_index is None, r.array_index or 0, r.id))
