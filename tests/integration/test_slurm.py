@@ -268,3 +268,20 @@ def test_cli_in_a_fresh_shell_reconciles_what_no_one_watched(slurm: Any) -> None
         return str(json.loads(shown)["state"])
 
     wait_for(lambda: cli_state() == "CANCELLED", timeout=30, interval=0.5)
+
+
+def test_retries_requeue_a_failed_attempt(slurm: Any, tmp_path: Path) -> None:
+    counter = tmp_path / "attempts"
+
+    def flaky(path: str) -> int:
+        from pathlib import Path
+
+        attempts = int(Path(path).read_text()) + 1 if Path(path).exists() else 1
+        Path(path).write_text(str(attempts))
+        if attempts < 2:
+            raise RuntimeError("first attempt fails")
+        return attempts
+
+    job = jobkit.remote(backend="slurm", retries=1)(flaky).submit(str(counter))
+    assert job.result(timeout=T) == 2
+    assert job.info.attempt == 1 and job.state is JobState.SUCCEEDED

@@ -16,8 +16,9 @@ import os
 import time
 from typing import Any
 
+from jobkit.backends.slurm import queries
 from jobkit.serialization import Call
-from jobkit.states import FailureReason
+from jobkit.states import FailureReason, JobState
 
 
 class SlurmEntry:
@@ -44,10 +45,22 @@ class SlurmEntry:
         os.environ["JOBKIT_JOB_ID"] = job_id
         os.environ.setdefault("JOBKIT_STORE", store_url)
         store = open_store(store_url)
-        rank = env().rank
-        return run_job(
+        rank, attempt = env().rank, 0
+        if rank == 0:
+            record = store.get(job_id)
+            retries = int(record.resources.get("retries") or 0)
+            os.environ["JOBKIT_RETRIES_LEFT"] = str(max(0, retries - record.attempt))
+            attempt = record.attempt
+        code = run_job(
             store, job_id, load_key(), follower=rank != 0, on_call=self._keep, classify=_classify
         )
+        if rank == 0 and _worker_requeued(store, job_id, attempt):
+            # A failed attempt with retries left: Slurm does not rerun failures
+            # by itself, so ask it to, as submitit does after a checkpoint.
+            import submitit
+
+            queries.run(["scontrol", "requeue", submitit.JobEnvironment().job_id])
+        return code
 
     def checkpoint(self, store_url: str, job_id: str) -> Any:
         """Called by submitit on timeout warning or preemption (rank 0 only)."""
@@ -55,7 +68,6 @@ class SlurmEntry:
 
         from jobkit.serialization import dump_payload
         from jobkit.signing import load_key
-        from jobkit.states import JobState
         from jobkit.stores import open_store
         from jobkit.stores.base import payload_key
 
@@ -94,3 +106,8 @@ def _classify(error: BaseException) -> tuple[FailureReason, str] | None:
     if type(error).__name__ == "UncompletedJobError":
         return FailureReason.TIMEOUT, f"reached its time limit: {error}"
     return None
+
+
+def _worker_requeued(store: Any, job_id: str, attempt: int) -> bool:
+    current = store.get(job_id)
+    return bool(current.state is JobState.QUEUED and current.attempt > attempt)
