@@ -21,6 +21,11 @@ MAIN_COLUMNS = {
     "submitit": "submitit LocalExecutor",
 }
 STARTUP_COLUMNS = {"python": "`python -c pass`"}
+SLURM_COLUMNS = {
+    "submitit": "submitit SlurmExecutor",
+    "submitit_poll": "submitit, result file polled every 10 ms",
+    "sbatch": "Slurm's own: `sbatch --wrap python -c`, output polled every 10 ms",
+}
 
 
 def number(value: float | None) -> str:
@@ -66,23 +71,37 @@ def table(rows: Sequence[Row], anchors: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
+def slurm_facts(machine: dict[str, Any]) -> str:
+    facts = machine.get("slurm")
+    if not facts:
+        return ""
+    node = facts.get("node") or {}
+    size = f", node of {node['cpus']} CPUs / {node['memory_mb']} MB" if node else ""
+    return f"; {facts.get('version', 'Slurm')}{size}"
+
+
 def markdown(
-    main: Sequence[Row], startup: Sequence[Row], notes: Sequence[str], machine: dict[str, Any]
+    main: Sequence[Row],
+    startup: Sequence[Row],
+    notes: Sequence[str],
+    machine: dict[str, Any],
+    slurm: Sequence[Row] = (),
 ) -> str:
+    """The header line, then one table per group of rows that has any."""
     parts = [
         f"Machine: {machine['cpus']} cores, {machine['memory_gb']:.0f} GB, "
         f"Python {machine['python']}, {machine['platform']}; "
         f"jobkit {machine['jobkit']} at {machine['git_commit'][:10]}"
-        f"{' + uncommitted src/ changes' if machine.get('src_dirty') else ''}; "
+        f"{' + uncommitted src/ changes' if machine.get('src_dirty') else ''}"
+        f"{slurm_facts(machine)}; "
         f"load average {machine['load_start']:.2f} at start, {machine['load_end']:.2f} at end; "
         f"mode: {'quick' if machine['quick'] else 'full'}; total {machine['total_s']:.0f} s",
         "",
-        table(main, MAIN_COLUMNS),
-        "",
-        table(startup, STARTUP_COLUMNS),
-        "",
-        *[f"- {note}" for note in notes],
     ]
+    for rows, columns in ((main, MAIN_COLUMNS), (startup, STARTUP_COLUMNS), (slurm, SLURM_COLUMNS)):
+        if rows:
+            parts += [table(rows, columns), ""]
+    parts += [f"- {note}" for note in notes]
     return "\n".join(parts)
 
 

@@ -2,6 +2,7 @@
 
     python benchmarks/run.py            # full run, about 3 minutes on 2 cores
     python benchmarks/run.py --quick    # fewer repetitions, under a minute
+    python benchmarks/run.py --only slurm   # the Slurm workloads (a live cluster)
 
 Numbers from different runs or machines are not comparable, so every
 workload runs jobkit and its anchors (ProcessPoolExecutor, a subprocess per
@@ -11,6 +12,13 @@ ratios.  Everything happens in a throwaway directory with its own
 Results: a markdown table on stdout, raw numbers in ``results/latest.json``
 (``results/latest-quick.json`` for ``--quick``) and the table in
 ``results/latest.md``.
+
+The Slurm workloads (``slurm-*``, ``slurm.py``) need a live cluster and take
+minutes, so a plain run leaves them out; ``--only slurm`` runs them all.
+A results file is only ever written by the complete set it is named after:
+``latest`` by the default set, ``slurm`` by all the Slurm workloads, and any
+other selection goes to ``partial`` (``-quick`` appended for ``--quick``),
+so a subset never overwrites the committed full results.
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ import bigarg
 import latency
 import makespan
 import report
+import slurm
 import startup
 import systems
 import throughput
@@ -45,7 +54,16 @@ WORKLOADS: dict[str, Callable[[Context], WorkloadResult]] = {
     "bigarg": bigarg.run,
     "imports": startup.run_imports,
     "list": startup.run_list,
+    "slurm-latency": slurm.run_latency,
+    "slurm-map": slurm.run_map,
+    "slurm-queries": slurm.run_queries,
 }
+SLURM = [name for name in WORKLOADS if name.startswith("slurm-")]
+DEFAULT = [name for name in WORKLOADS if name not in SLURM]
+GROUPS = {"slurm": SLURM}
+"""``--only`` shorthands for several workloads."""
+OUTPUTS = {"latest": DEFAULT, "slurm": SLURM}
+"""Results file stem -> the exact workload set that may write it."""
 NEED_SYSTEMS = {"latency", "throughput", "makespan"}
 STARTUP_TABLE = {"imports", "list"}
 
@@ -106,17 +124,28 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer repetitions (< 1 min)")
     parser.add_argument(
-        "--only", default="", help=f"comma-separated subset of {','.join(WORKLOADS)}"
+        "--only",
+        default="",
+        help=f"comma-separated subset of {','.join(WORKLOADS)}, or 'slurm' for all slurm-* "
+        "(default: all but the Slurm ones)",
     )
-    parser.add_argument("--out", type=Path, help="JSON output (default: results/latest.json)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="JSON output (default: results/latest.json for the default set, "
+        "results/slurm.json for all Slurm workloads, results/partial.json otherwise)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory")
     args = parser.parse_args(argv)
-    args.only = [w for w in args.only.split(",") if w] or list(WORKLOADS)
-    unknown = set(args.only) - set(WORKLOADS)
+    chosen = [w for w in args.only.split(",") if w]
+    expanded = [name for w in chosen for name in GROUPS.get(w, [w])]
+    unknown = set(expanded) - set(WORKLOADS)
     if unknown:
         parser.error(f"unknown workload(s): {', '.join(sorted(unknown))}")
+    args.only = list(dict.fromkeys(expanded)) or DEFAULT  # each once, in the order given
     if args.out is None:
-        args.out = HERE / "results" / ("latest-quick.json" if args.quick else "latest.json")
+        stem = next((k for k, v in OUTPUTS.items() if set(v) == set(args.only)), "partial")
+        args.out = HERE / "results" / f"{stem}{'-quick' if args.quick else ''}.json"
     return args
 
 
@@ -129,6 +158,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ["JOBKIT_HOME"] = str(workdir / "home")
     os.chdir(workdir)  # no project jobkit.toml or [tool.jobkit] applies
     machine = machine_info(args.quick)
+    if set(SLURM) & set(args.only) and slurm.cluster_available()[0]:
+        machine["slurm"] = slurm.cluster_facts()
 
     ctx = Context(quick=args.quick, workdir=workdir, systems={})
     results: list[WorkloadResult] = []
@@ -150,13 +181,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     machine["total_s"] = time.perf_counter() - started
     machine["load_end"] = os.getloadavg()[0]
-    main_rows: list[Row] = [r for res in results if res.name not in STARTUP_TABLE for r in res.rows]
+    elsewhere = STARTUP_TABLE | set(SLURM)
+    main_rows: list[Row] = [r for res in results if res.name not in elsewhere for r in res.rows]
     startup_rows = [r for res in results if res.name in STARTUP_TABLE for r in res.rows]
+    slurm_rows = [r for res in results if res.name in SLURM for r in res.rows]
     notes = [note for res in results for note in res.notes]
-    text = report.markdown(main_rows, startup_rows, notes, machine)
+    machine["workloads"] = args.only
+    text = report.markdown(main_rows, startup_rows, notes, machine, slurm_rows)
     print(text)
     report.write_json(
-        args.out, machine, main_rows + startup_rows, {res.name: res.raw for res in results}, notes
+        args.out,
+        machine,
+        main_rows + startup_rows + slurm_rows,
+        {res.name: res.raw for res in results},
+        notes,
     )
     args.out.with_suffix(".md").write_text(text + "\n")
     print(f"\nraw numbers: {args.out}", file=sys.stderr)
