@@ -127,9 +127,11 @@ class Monitor:
             except JobkitError:
                 finished = 0  # store briefly unreachable: try again next sweep
             if sweep:
-                interval = (
-                    self.MIN_INTERVAL if finished else min(interval * 2, self._ceiling(len(ids)))
-                )
+                # After a finish, sweep again soon only where finishes come in
+                # bursts we were told about (push); else keep a steady pace.
+                ceiling = self._ceiling(len(ids))
+                pushed = ceiling >= self._client.config.poll_interval
+                interval = self.MIN_INTERVAL if finished and pushed else min(interval * 2, ceiling)
                 next_sweep = time.monotonic() + interval
 
     def _ceiling(self, watched: int) -> float:
@@ -143,15 +145,16 @@ class Monitor:
         return min(slowest, max(float(client.store.sweep_interval), 0.0002 * watched))
 
     def check(self, ids: Sequence[str]) -> int:
+        """Finish the watched jobs that ended; reconcile the others at
+        ``poll_interval`` (one batched backend query)."""
         client = self._client
-        records = client.store.get_many(ids)
         now = time.monotonic()
         if now - self._last_reconcile >= client.config.poll_interval:
             self._last_reconcile = now
-            active = [r for r in records.values() if not r.is_terminal]
+            active = [r for r in client.store.get_many(ids).values() if not r.is_terminal]
             if active:
                 client.reconcile(active)
-                records.update(client.store.get_many([r.id for r in active]))
+        records = client.store.finished_among(ids)
         finished = 0
         for job_id, record in records.items():
             if record.is_terminal:

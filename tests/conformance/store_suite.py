@@ -82,6 +82,17 @@ class StoreConformance:
         assert store.get_many([]) == {}
         store.create([])
 
+    def test_finished_among_returns_only_terminal_records(self, store: Store) -> None:
+        running = make_record(state=JobState.RUNNING)
+        done = make_record(state=JobState.SUCCEEDED)
+        failed = make_record(state=JobState.FAILED)
+        store.create([running, done, failed])
+        found = store.finished_among([running.id, done.id, failed.id, "jk-unknown"])
+        assert set(found) == {done.id, failed.id}
+        assert found[done.id] == done
+        store.transition(running.id, JobState.CANCELLED)
+        assert set(store.finished_among([running.id])) == {running.id}
+
     def test_record_round_trips_every_field(self, store: Store) -> None:
         record = full_record()
         store.create([record])

@@ -62,7 +62,7 @@ def restored(slurm_cluster: str) -> Iterator[Path]:
 
 def test_controller_restart_and_unreachable_controller(restored: Path, tmp_path: Path) -> None:
     with slurm_env(tmp_path) as client:
-        job = jobkit.submit(helpers.sleep_then, 8, "survived")
+        job = jobkit.submit(helpers.sleep_then, 25, "survived")
         wait_for(lambda: job.info.pid)
         pid = int((restored / "slurmctld.pid").read_text())
         os.kill(pid, signal.SIGTERM)

@@ -25,7 +25,7 @@ _known: dict[str, tuple[str, str]] = {
         "pip install 'jobkit[kubernetes]'",
     ),
     "local": ("jobkit.backends.local:LocalBackend", ""),
-    "slurm": ("jobkit.backends.slurm:SlurmBackend", "pip install 'jobkit[slurm]'"),
+    "slurm": ("jobkit.backends.slurm.backend:SlurmBackend", "pip install 'jobkit[slurm]'"),
 }
 
 

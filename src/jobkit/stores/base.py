@@ -67,6 +67,14 @@ class Store(abc.ABC):
     def get_many(self, job_ids: Collection[str]) -> dict[str, JobRecord]:
         """Records by id in one round trip; unknown ids are left out."""
 
+    def finished_among(self, job_ids: Collection[str]) -> dict[str, JobRecord]:
+        """Records of those ``job_ids`` that reached a terminal state.
+
+        What a client's monitor asks many times a second; stores override it
+        to skip reading records that are still running.
+        """
+        return {i: r for i, r in self.get_many(job_ids).items() if r.is_terminal}
+
     @abc.abstractmethod
     def transition(
         self,

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from jobkit.errors import ConfigError, JobNotFoundError, StoreError
-from jobkit.states import JobRecord, JobState
+from jobkit.states import TERMINAL_STATES, JobRecord, JobState
 
 from ._common import (
     apply_fields,
@@ -300,6 +300,20 @@ class SQLiteStore(Store):
                 marks = ",".join("?" * len(chunk))
                 rows += conn.execute(
                     f"SELECT id, state, data FROM jobs WHERE id IN ({marks})", chunk
+                ).fetchall()
+        return {r.id: r for r in self._parse_skipping(rows)}
+
+    def finished_among(self, job_ids: Collection[str]) -> dict[str, JobRecord]:
+        ids = list(dict.fromkeys(job_ids))
+        terminal = tuple(s.value for s in TERMINAL_STATES)
+        rows = []
+        with self._transaction(write=False) as conn:
+            for start in range(0, len(ids), _CHUNK):
+                chunk = ids[start : start + _CHUNK]
+                marks = ",".join("?" * len(chunk))
+                rows += conn.execute(
+                    f"SELECT id, state, data FROM jobs WHERE id IN ({marks}) AND state IN (?,?,?)",
+                    [*chunk, *terminal],
                 ).fetchall()
         return {r.id: r for r in self._parse_skipping(rows)}
 

@@ -1,0 +1,253 @@
+"""The Slurm backend: jobs and arrays through submitit, states by batched queries.
+
+submitit does what it does well (sbatch scripts, arrays, the job
+environment, USR2 checkpoint-and-requeue); every Slurm job runs the jobkit
+worker (:mod:`jobkit.backends.slurm.entry`) so payloads, outcomes and
+states flow through the jobkit store like on every backend.
+
+Two-phase submission: the client records PENDING; ``submit`` calls sbatch
+(one call for a whole ``map``, split only above the cluster's
+``MaxArraySize``) and records the Slurm id.  ``reconcile`` repairs what the
+worker could not record itself (timeouts, OOM kills, node failures, an
+``scancel`` from outside) with one ``squeue`` per cycle for all jobs, plus
+one ``sacct`` for jobs the controller has already forgotten.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from jobkit.backends.base import Backend
+from jobkit.backends.slurm import queries
+from jobkit.backends.slurm.translate import SlurmSettings, sbatch_parameters, translate_state
+from jobkit.errors import BackendError, SubmitError
+from jobkit.states import ACTIVE_STATES, LEGAL_TRANSITIONS, FailureReason, JobRecord, JobState
+
+if TYPE_CHECKING:
+    from jobkit.client import Client
+    from jobkit.resources import Resources
+
+SUBMIT_GRACE = 120.0
+"""Seconds a PENDING job may lack a Slurm id before reconcile calls it lost
+(the submitting process died between recording it and sbatch)."""
+
+
+class SlurmBackend(Backend):
+    name = "slurm"
+
+    def __init__(self, client: Client) -> None:
+        super().__init__(client)
+        from jobkit.paths import home_dir
+
+        self.settings = SlurmSettings.from_config(client.config.slurm)
+        base = self.store.local_dir or home_dir()
+        self.folder = (
+            Path(self.settings.folder).expanduser() if self.settings.folder else base / "slurm"
+        )
+        self._accounting: bool | None = {"on": True, "off": False}.get(self.settings.accounting)
+        self._max_array: int | None = None
+        self.queries_made = 0
+        """Scheduler commands issued by reconcile (for the benchmark's count)."""
+
+    @classmethod
+    def available(cls, config: Any) -> tuple[bool, str]:
+        if shutil.which("sbatch") is None:
+            return False, "sbatch not found: install the Slurm client tools (and set SLURM_CONF)"
+        try:
+            import submitit  # noqa: F401
+        except ImportError:
+            return False, "submitit is missing: pip install 'jobkit[slurm]'"
+        try:
+            out = queries.run(["scontrol", "ping"], timeout=10)
+        except BackendError as exc:
+            return False, str(exc)
+        if "UP" not in out:
+            return False, f"slurmctld is not up: {' '.join(out.split())}"
+        return True, " ".join(out.split())
+
+    # -- submitting ------------------------------------------------------------
+    def check_resources(self, resources: Resources) -> None:
+        sbatch_parameters(resources, self.settings)
+
+    def _executor(self, resources: Resources, *, checkpointable: bool = False) -> Any:
+        import submitit
+
+        self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        executor = submitit.SlurmExecutor(
+            folder=self.folder, max_num_timeout=self.settings.max_num_timeout
+        )
+        params = sbatch_parameters(resources, self.settings, checkpointable=checkpointable)
+        executor.update_parameters(**params)
+        return executor
+
+    def submit(self, records: Sequence[JobRecord], resources: Resources) -> None:
+        from submitit.core.utils import FailedJobError
+
+        from jobkit.backends.slurm.entry import SlurmEntry
+
+        executor = self._executor(
+            resources, checkpointable=records[0].extra.get("checkpointable", False)
+        )
+        entry, url = SlurmEntry(), self.store.url
+        try:
+            if len(records) == 1 and records[0].array_id is None:
+                jobs = [executor.submit(entry, url, records[0].id)]
+            else:
+                jobs = []
+                size = self.max_array_size()
+                for start in range(0, len(records), size):
+                    chunk = records[start : start + size]
+                    jobs += executor.map_array(entry, [url] * len(chunk), [r.id for r in chunk])
+        except FailedJobError as exc:
+            raise SubmitError(_first_line(str(exc)) or "sbatch failed") from exc
+        except OSError as exc:
+            raise SubmitError(f"cannot run sbatch: {exc}") from exc
+        now = time.time()
+        for record, job in zip(records, jobs, strict=True):
+            extra = {
+                **record.extra,
+                "stdout": str(job.paths.stdout),
+                "stderr": str(job.paths.stderr),
+            }
+            # The id first: the job may already run (and be RUNNING) by now.
+            self.store.update(record.id, backend_id=str(job.job_id), extra=extra)
+            self.store.transition(
+                record.id, JobState.QUEUED, expect=(JobState.PENDING,), submitted_at=now
+            )
+
+    def max_array_size(self) -> int:
+        if self._max_array is None:
+            self._max_array = queries.max_array_size()
+        return self._max_array
+
+    def plan(self, resources: Resources, *, checkpointable: bool = False) -> str:
+        """The exact sbatch script a submission with these resources gets."""
+        from submitit.slurm.slurm import _make_sbatch_string
+
+        executor = self._executor(resources, checkpointable=checkpointable)
+        return str(
+            _make_sbatch_string(
+                command=executor._submitit_command_str, folder=self.folder, **executor.parameters
+            )
+        )
+
+    # -- controlling -----------------------------------------------------------
+    def cancel(self, records: Sequence[JobRecord]) -> None:
+        queries.scancel(r.backend_id for r in records if r.backend_id)
+
+    def read_logs(self, record: JobRecord, stream: str) -> str:
+        path = record.extra.get(stream)
+        if not path:
+            return ""
+        try:
+            return Path(path).read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    # -- reconciling -----------------------------------------------------------
+    def reconcile(self, records: Sequence[JobRecord]) -> None:
+        """Map Slurm's view of ``records`` onto the store: one squeue, at most one sacct."""
+        active = [r for r in records if not r.is_terminal]
+        if not active:
+            return
+        native = queries.squeue()
+        self.queries_made += 1
+        missing = [r.backend_id for r in active if r.backend_id and r.backend_id not in native]
+        if missing and self._accounting is not False:
+            try:
+                native.update(queries.sacct(missing))
+                self.queries_made += 1
+                self._accounting = True
+            except queries.CommandError as exc:
+                if not queries.accounting_disabled(exc):
+                    raise
+                self._accounting = False
+        now = time.time()
+        for record in active:
+            if record.backend_id is None:
+                if record.state is JobState.PENDING and now - record.created_at > SUBMIT_GRACE:
+                    self._fail(
+                        record,
+                        FailureReason.SUBMIT_ERROR,
+                        "never reached Slurm (the submitting process stopped before sbatch)",
+                        None,
+                    )
+                continue
+            seen = native.get(record.backend_id)
+            if seen is None:
+                if self._accounting is False:
+                    self._fail(
+                        record,
+                        FailureReason.LOST,
+                        "left Slurm's queue without recording "
+                        "an outcome (accounting is disabled, so Slurm's reason is unknown)",
+                        None,
+                    )
+                continue
+            self._apply(record, seen)
+
+    def _apply(self, record: JobRecord, seen: queries.NativeState) -> None:
+        mapped = translate_state(seen.state)
+        if mapped is None:  # a state we do not know: keep Slurm's word for it
+            if record.native_state != seen.state:
+                self.store.update(record.id, native_state=seen.state)
+            return
+        state, reason = mapped
+        if not state.is_terminal:
+            # Only toward QUEUED (accepted, or requeued by Slurm): RUNNING is the
+            # worker's to record, and a stale snapshot must not undo a requeue.
+            if (
+                state is JobState.QUEUED
+                and state is not record.state
+                and state in LEGAL_TRANSITIONS[record.state]
+            ):
+                self.store.transition(
+                    record.id, state, expect=(record.state,), native_state=seen.state
+                )
+            return
+        # The worker records the end itself; reaching here means it could not.
+        if state is JobState.CANCELLED:
+            self.store.transition(
+                record.id,
+                JobState.CANCELLED,
+                expect=ACTIVE_STATES,
+                native_state=seen.state,
+                finished_at=time.time(),
+            )
+            return
+        detail = f"Slurm says {seen.state}"
+        if seen.reason and seen.reason != "None":
+            detail += f" ({seen.reason})"
+        if seen.exit_code:
+            detail += f", exit code {seen.exit_code}"
+        if state is JobState.SUCCEEDED:
+            reason, detail = FailureReason.LOST, detail + " but the worker recorded no outcome"
+        self._fail(record, reason or FailureReason.ERROR, detail, seen)
+
+    def _fail(
+        self,
+        record: JobRecord,
+        reason: FailureReason,
+        message: str,
+        seen: queries.NativeState | None,
+    ) -> None:
+        self.store.transition(
+            record.id,
+            JobState.FAILED,
+            expect=ACTIVE_STATES,
+            failure_reason=reason,
+            message=message,
+            native_state=seen.state if seen else record.native_state,
+            exit_code=seen.exit_code if seen else None,
+            finished_at=time.time(),
+        )
+
+
+def _first_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    errors = [line for line in lines if "error" in line.lower()]
+    return (errors or lines or [""])[0]
