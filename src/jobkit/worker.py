@@ -34,9 +34,9 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
-from jobkit.errors import JobkitError, StoreError
+from jobkit.errors import JobkitError
 from jobkit.serialization import Call, dump_outcome, load_payload
 from jobkit.states import FailureReason, JobState
 from jobkit.stores.base import Store, outcome_key, payload_key
@@ -188,24 +188,49 @@ def _fail_unloadable(store: Store, job_id: str, key: bytes, exc: BaseException) 
         )
 
 
+INDEX_VARIABLES = ("SLURM_ARRAY_TASK_ID", "JOB_COMPLETION_INDEX")
+"""Where an array task finds its index: Slurm arrays, Kubernetes Indexed Jobs."""
+
+LAUNCHERS = ("plain", "slurm")
+
+
+def array_item(array_id: str, offset: int, environ: Mapping[str, str] | None = None) -> str:
+    """The job id of this array task: ``<array id>.<offset + task index>``."""
+    env = os.environ if environ is None else environ
+    for name in INDEX_VARIABLES:
+        if env.get(name, "").isdigit():
+            return f"{array_id}.{offset + int(env[name])}"
+    raise SystemExit(
+        f"jobkit worker: --array needs the task index in one of {', '.join(INDEX_VARIABLES)}"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m jobkit.worker", description=__doc__.split("\n")[0]
     )
-    parser.add_argument("job_id", help="id of the job to run (jk-...)")
+    parser.add_argument("job_id", nargs="?", help="id of the job to run (jk-...)")
     parser.add_argument("--store", default=os.environ.get("JOBKIT_STORE"), help="store URL")
+    parser.add_argument("--array", metavar="ARRAY_ID", help="run this task's item of an array")
+    parser.add_argument("--offset", type=int, default=0, help="index of the array's first item")
+    parser.add_argument(
+        "--launcher", choices=LAUNCHERS, default="plain", help="glue for the scheduler it runs in"
+    )
     args = parser.parse_args(argv)
     if not args.store:
         parser.error("no store: pass --store URL or set JOBKIT_STORE")
-    from jobkit.signing import load_key
-    from jobkit.stores import open_store
-
+    if bool(args.job_id) == bool(args.array):
+        parser.error("give a JOB_ID, or --array ARRAY_ID for an array task")
+    job_id = args.job_id or array_item(args.array, args.offset)
     try:
-        store = open_store(args.store)
-        return run_job(store, args.job_id, load_key())
-    except StoreError as exc:
-        print(f"jobkit worker: {exc}", file=sys.stderr)
-        return EXIT_UNLOADABLE
+        if args.launcher == "slurm":
+            from jobkit.backends.slurm.entry import run_in_slurm
+
+            return run_in_slurm(args.store, job_id)
+        from jobkit.signing import load_key
+        from jobkit.stores import open_store
+
+        return run_job(open_store(args.store), job_id, load_key())
     except JobkitError as exc:
         print(f"jobkit worker: {exc}", file=sys.stderr)
         return EXIT_UNLOADABLE

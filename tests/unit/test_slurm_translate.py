@@ -57,8 +57,12 @@ def slurm_client(tmp_path: Path) -> Iterator[Any]:
         yield client
 
 
-def normalised(script: str, folder: Path) -> str:
-    return script.replace(str(folder), "<FOLDER>").replace(sys.executable, "<PYTHON>")
+def normalised(script: str, folder: Path, store: str) -> str:
+    return (
+        script.replace(store, "<STORE>")
+        .replace(str(folder), "<FOLDER>")
+        .replace(sys.executable, "<PYTHON>")
+    )
 
 
 def check_golden(name: str, text: str) -> None:
@@ -73,7 +77,7 @@ def check_golden(name: str, text: str) -> None:
 def test_sbatch_scripts_match_golden_files(slurm_client: Any, name: str) -> None:
     backend = slurm_client.backend("slurm")
     script = backend.plan(parse_resources(**CASES[name]))
-    check_golden(name, normalised(script, backend.folder))
+    check_golden(name, normalised(script, backend.folder, slurm_client.store.url))
 
 
 def test_checkpointable_jobs_get_the_warning_signal(slurm_client: Any) -> None:

@@ -14,4 +14,4 @@
 
 # command
 export SUBMITIT_EXECUTOR=slurm
-<PYTHON> -u -m submitit.core._submit <FOLDER>
+<PYTHON> -u -m jobkit.worker --launcher slurm --store <STORE> JOB_ID

@@ -26,4 +26,4 @@ module load cuda
 
 # command
 export SUBMITIT_EXECUTOR=slurm
-<PYTHON> -u -m submitit.core._submit <FOLDER>
+<PYTHON> -u -m jobkit.worker --launcher slurm --store <STORE> JOB_ID

@@ -37,30 +37,7 @@ class SlurmEntry:
         self._call = call
 
     def __call__(self, store_url: str, job_id: str) -> int:
-        from jobkit.environment import env
-        from jobkit.signing import load_key
-        from jobkit.stores import open_store
-        from jobkit.worker import run_job
-
-        os.environ["JOBKIT_JOB_ID"] = job_id
-        os.environ.setdefault("JOBKIT_STORE", store_url)
-        store = open_store(store_url)
-        rank, attempt = env().rank, 0
-        if rank == 0:
-            record = store.get(job_id)
-            retries = int(record.resources.get("retries") or 0)
-            os.environ["JOBKIT_RETRIES_LEFT"] = str(max(0, retries - record.attempt))
-            attempt = record.attempt
-        code = run_job(
-            store, job_id, load_key(), follower=rank != 0, on_call=self._keep, classify=_classify
-        )
-        if rank == 0 and _worker_requeued(store, job_id, attempt):
-            # A failed attempt with retries left: Slurm does not rerun failures
-            # by itself, so ask it to, as submitit does after a checkpoint.
-            import submitit
-
-            queries.run(["scontrol", "requeue", submitit.JobEnvironment().job_id])
-        return code
+        return run_in_slurm(store_url, job_id, on_call=self._keep)
 
     def checkpoint(self, store_url: str, job_id: str) -> Any:
         """Called by submitit on timeout warning or preemption (rank 0 only)."""
@@ -106,6 +83,40 @@ def _classify(error: BaseException) -> tuple[FailureReason, str] | None:
     if type(error).__name__ == "UncompletedJobError":
         return FailureReason.TIMEOUT, f"reached its time limit: {error}"
     return None
+
+
+def run_in_slurm(store_url: str, job_id: str, *, on_call: Any = None) -> int:
+    """The jobkit worker inside a Slurm job (both launch paths come here).
+
+    Rank 0 records; other ranks follow.  A failed attempt with ``retries``
+    left is requeued through ``scontrol requeue``: Slurm does not rerun
+    failures by itself.
+    """
+    from jobkit.environment import env
+    from jobkit.signing import load_key
+    from jobkit.stores import open_store
+    from jobkit.worker import run_job
+
+    os.environ["JOBKIT_JOB_ID"] = job_id
+    os.environ.setdefault("JOBKIT_STORE", store_url)
+    store = open_store(store_url)
+    rank, attempt = env().rank, 0
+    if rank == 0:
+        record = store.get(job_id)
+        retries = int(record.resources.get("retries") or 0)
+        os.environ["JOBKIT_RETRIES_LEFT"] = str(max(0, retries - record.attempt))
+        attempt = record.attempt
+    code = run_job(
+        store, job_id, load_key(), follower=rank != 0, on_call=on_call, classify=_classify
+    )
+    if rank == 0 and _worker_requeued(store, job_id, attempt):
+        queries.run(["scontrol", "requeue", _slurm_job_id()])
+    return code
+
+
+def _slurm_job_id() -> str:
+    array_job, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    return f"{array_job}_{task}" if array_job and task else os.environ["SLURM_JOB_ID"]
 
 
 def _worker_requeued(store: Any, job_id: str, attempt: int) -> bool:
