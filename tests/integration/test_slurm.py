@@ -17,6 +17,7 @@ import helpers
 import pytest
 
 import jobkit
+from conftest import slurm_env
 from jobkit.states import FailureReason, JobState
 
 T = 120
@@ -285,3 +286,12 @@ def test_retries_requeue_a_failed_attempt(slurm: Any, tmp_path: Path) -> None:
     job = jobkit.remote(backend="slurm", retries=1)(flaky).submit(str(counter))
     assert job.result(timeout=T) == 2
     assert job.info.attempt == 1 and job.state is JobState.SUCCEEDED
+
+
+def test_array_concurrency_cap_reaches_sbatch(slurm_cluster: str, tmp_path: Path) -> None:
+    with slurm_env(tmp_path, array_parallelism=3) as client:
+        jobs = jobkit.map(helpers.square, range(12))
+        (array,) = slurm_ids(jobs)
+        script = (client.backend("slurm").folder / f"{array}_submission.sh").read_text()
+        assert "#SBATCH --array=0-11%3" in script
+        assert jobs.results(timeout=T, progress=False) == [i * i for i in range(12)]
