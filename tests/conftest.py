@@ -32,6 +32,19 @@ def _isolated_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     mp.undo()
 
 
+def wait_for(predicate: Any, timeout: float = 60, interval: float = 0.02) -> Any:
+    """Poll ``predicate`` until it returns something true; fail after ``timeout``."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError("condition not met in time")
+
+
 @contextlib.contextmanager
 def local_env(directory: Path, **local: Any) -> Iterator[Any]:
     """A store in ``directory`` with its own agent, configured by ``local``."""

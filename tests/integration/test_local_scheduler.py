@@ -18,20 +18,10 @@ import helpers
 import pytest
 
 import jobkit
-from conftest import local_env
+from conftest import local_env, wait_for
 from jobkit.states import FailureReason, JobRecord, JobState
 
 T = 30
-
-
-def wait_for(predicate: Any, timeout: float = T, interval: float = 0.02) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError("condition not met in time")
 
 
 def pid_alive(pid: int) -> bool:

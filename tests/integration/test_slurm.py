@@ -17,20 +17,10 @@ import helpers
 import pytest
 
 import jobkit
-from conftest import slurm_env
+from conftest import slurm_env, wait_for
 from jobkit.states import FailureReason, JobState
 
 T = 120
-
-
-def wait_for(predicate: Any, timeout: float = T, interval: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError("condition not met in time")
 
 
 def slurm_ids(jobs: Any) -> set[str]:

@@ -11,13 +11,12 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import helpers
 import pytest
 
 import jobkit
-from conftest import slurm_env
+from conftest import slurm_env, wait_for
 from jobkit.states import FailureReason, JobRecord, JobState
 
 T = 120
@@ -38,16 +37,6 @@ def cluster(*args: str, **env: str) -> None:
 def controller_up() -> bool:
     ping = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=30)
     return "UP" in ping.stdout
-
-
-def wait_for(predicate: Any, timeout: float = T, interval: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError("condition not met in time")
 
 
 @pytest.fixture

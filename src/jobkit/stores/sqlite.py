@@ -292,28 +292,25 @@ class SQLiteStore(Store):
         return self._parse(row)
 
     def get_many(self, job_ids: Collection[str]) -> dict[str, JobRecord]:
-        ids = list(dict.fromkeys(job_ids))
-        rows = []
-        with self._transaction(write=False) as conn:
-            for start in range(0, len(ids), _CHUNK):
-                chunk = ids[start : start + _CHUNK]
-                marks = ",".join("?" * len(chunk))
-                rows += conn.execute(
-                    f"SELECT id, state, data FROM jobs WHERE id IN ({marks})", chunk
-                ).fetchall()
-        return {r.id: r for r in self._parse_skipping(rows)}
+        return self._by_ids(job_ids)
 
     def finished_among(self, job_ids: Collection[str]) -> dict[str, JobRecord]:
+        terminal = [s.value for s in TERMINAL_STATES]
+        return self._by_ids(job_ids, " AND state IN (?,?,?)", terminal)
+
+    def _by_ids(
+        self, job_ids: Collection[str], condition: str = "", params: Sequence[Any] = ()
+    ) -> dict[str, JobRecord]:
+        """Records by id in chunks (SQLite caps the number of parameters)."""
         ids = list(dict.fromkeys(job_ids))
-        terminal = tuple(s.value for s in TERMINAL_STATES)
         rows = []
         with self._transaction(write=False) as conn:
             for start in range(0, len(ids), _CHUNK):
                 chunk = ids[start : start + _CHUNK]
                 marks = ",".join("?" * len(chunk))
                 rows += conn.execute(
-                    f"SELECT id, state, data FROM jobs WHERE id IN ({marks}) AND state IN (?,?,?)",
-                    [*chunk, *terminal],
+                    f"SELECT id, state, data FROM jobs WHERE id IN ({marks}){condition}",
+                    [*chunk, *params],
                 ).fetchall()
         return {r.id: r for r in self._parse_skipping(rows)}
 
