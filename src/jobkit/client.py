@@ -401,9 +401,6 @@ class Client:
                 return
             time.sleep(poll)
 
-    def delete_payload(self, job_id: str) -> None:
-        self.store.delete_blobs([payload_key(job_id)])
-
 
 def parse_states(
     state: str | JobState | Iterable[str | JobState] | None,
