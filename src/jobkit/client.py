@@ -285,12 +285,12 @@ class Client:
         self.store.create(records)
         try:
             backend.submit(records, res)
-        except JobkitError as exc:
+        except Exception as exc:  # recorded whatever it is: no job stays PENDING forever
             self._record_submit_error(records, exc)
             raise
         return [Job(self, r) for r in records]
 
-    def _record_submit_error(self, records: Sequence[JobRecord], exc: JobkitError) -> None:
+    def _record_submit_error(self, records: Sequence[JobRecord], exc: Exception) -> None:
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         for record in records:
             self.store.transition(

@@ -148,3 +148,20 @@ def test_requests_slurm_cannot_express_are_config_errors(slurm_client: Any) -> N
         backend.check_resources(parse_resources(gpus=0.5))
     with pytest.raises(jobkit.ConfigError, match="sbatch"):
         backend.check_resources(parse_resources(slurm={"partitionn": "gpu"}))
+
+
+def test_missing_submitit_fails_before_anything_is_recorded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "submitit", None)  # as if `jobkit[slurm]` were not installed
+    with jobkit.use(store=f"sqlite:///{tmp_path}/j.db", backend="slurm") as client:
+        with pytest.raises(jobkit.BackendError, match=r"pip install 'jobkit\[slurm\]'"):
+            jobkit.submit(print, 1)
+        assert client.store.query() == []
+
+
+def test_no_controller_configured_names_slurm_conf() -> None:
+    from jobkit.backends.slurm.queries import explain
+
+    text = explain("sbatch: error: resolve_ctls_from_dns_srv: res_nsearch error: Unknown host")
+    assert "set SLURM_CONF" in text

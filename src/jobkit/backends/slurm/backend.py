@@ -43,6 +43,12 @@ class SlurmBackend(Backend):
         super().__init__(client)
         from jobkit.paths import home_dir
 
+        try:
+            import submitit  # noqa: F401 - fail before anything is recorded
+        except ImportError as exc:
+            raise BackendError(
+                "the slurm backend needs submitit: pip install 'jobkit[slurm]'"
+            ) from exc
         self.settings = SlurmSettings.from_config(client.config.slurm)
         base = self.store.local_dir or home_dir()
         self.folder = (
@@ -98,13 +104,15 @@ class SlurmBackend(Backend):
         checkpointable = bool(records[0].extra.get("checkpointable"))
         executor = self._executor(resources, checkpointable=checkpointable)
         direct = not checkpointable and resources.nodes * resources.tasks_per_node == 1
+        if not resources.name:  # squeue and sacct show the function's name, as jobkit list does
+            executor.update_parameters(job_name=records[0].name[:128])
         try:
             if direct:
                 jobs = self._submit_direct(executor, records)
             else:
                 jobs = self._submit_with_submitit(executor, records)
         except FailedJobError as exc:
-            raise SubmitError(_first_line(str(exc)) or "sbatch failed") from exc
+            raise SubmitError(queries.explain(_first_line(str(exc)) or "sbatch failed")) from exc
         except OSError as exc:
             raise SubmitError(f"cannot run sbatch: {exc}") from exc
         now = time.time()

@@ -50,10 +50,19 @@ class CommandError(BackendError):
     def __init__(self, command: list[str], code: int, stdout: str, stderr: str) -> None:
         self.command, self.code, self.stdout, self.stderr = command, code, stdout, stderr
         said = " ".join((stderr or stdout).split()) or "no output"
-        hint = ""
-        if "contact slurm controller" in said or "Connection refused" in said:
-            hint = "; is slurmctld running and SLURM_CONF right? (`scontrol ping`)"
-        super().__init__(f"`{command[0]}` failed (exit {code}): {said}{hint}")
+        super().__init__(explain(f"`{command[0]}` failed (exit {code}): {said}"))
+
+
+def explain(message: str) -> str:
+    """Add the fix to Slurm messages whose cause is where the cluster is."""
+    if "resolve_ctls_from_dns_srv" in message or "Unknown host" in message:
+        return (
+            f"{message}; no Slurm controller is configured here: set SLURM_CONF to your "
+            'cluster\'s slurm.conf (for the test cluster: eval "$(backends/slurm/cluster.sh env)")'
+        )
+    if "contact slurm controller" in message or "Connection refused" in message:
+        return f"{message}; is slurmctld running and SLURM_CONF right? (`scontrol ping`)"
+    return message
 
 
 def squeue() -> dict[str, NativeState]:
