@@ -11,7 +11,10 @@ from store_suite import StoreConformance
 from jobkit.stores import open_store
 from jobkit.stores.base import Store
 from jobkit.stores.memory import MemoryStore
+from jobkit.stores.s3 import S3Store
 from jobkit.stores.sqlite import SQLiteStore
+
+pytest_plugins = ["s3_fixtures"]
 
 
 class TestMemoryStore(StoreConformance):
@@ -28,5 +31,16 @@ class TestSQLiteStore(StoreConformance):
     def store(self, tmp_path: Path) -> Iterator[Store]:
         store = open_store(f"sqlite://{tmp_path}/jobkit.db")
         assert isinstance(store, SQLiteStore)
+        yield store
+        store.close()
+
+
+class TestS3Store(StoreConformance):
+    """Against a moto server over real HTTP (see ``tests/s3_fixtures.py``)."""
+
+    @pytest.fixture
+    def store(self, s3_bucket: str) -> Iterator[Store]:
+        store = open_store(f"s3://{s3_bucket}/conformance")
+        assert isinstance(store, S3Store)
         yield store
         store.close()

@@ -109,9 +109,15 @@ def test_bad_urls_say_what_is_wrong_and_what_is_valid(url: str, problem: str) ->
     assert repr(url) in str(info.value)
 
 
-def test_s3_is_known_but_not_available_yet() -> None:
-    with pytest.raises(ConfigError, match=r"'s3' store is not available.*memory, sqlite"):
-        open_store("s3://bucket/prefix")
+def test_s3_without_boto3_names_the_extra_to_install() -> None:
+    code = (
+        "import sys; sys.modules['boto3'] = None; "
+        "from jobkit.stores import open_store; from jobkit.errors import ConfigError\n"
+        "try: open_store('s3://bucket/prefix')\n"
+        "except ConfigError as exc: print(exc)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "pip install 'jobkit[s3]'" in out.stdout
 
 
 def test_a_missing_extra_gives_the_install_hint(modules: Path) -> None:

@@ -1,0 +1,156 @@
+"""Where an S3 store keeps things, and the index that lets it list without reading.
+
+Every object lives under the store's prefix::
+
+    jobs/<id>.json                            the record: the truth (metadata jobkit-gen=<g>)
+    blobs/<key>                               payloads, outcomes, logs
+    index/<STATE>/<time>/<g>/<backend>/<id>   one empty object per job: its state
+    index/array/<array_id>/<time>/<id>        one empty object per member of an array
+
+Names inside keys are percent-encoded (``quote(..., safe="")``) so ``/`` in a
+job id or backend name cannot shift the fields; jobkit's own ids (``jk-...``)
+are unchanged by it.
+
+``<time>`` is ``created_at`` as 16 hex digits that sort *descending* in
+time (the IEEE-754 bits made order-preserving, then inverted): S3 lists keys
+in ascending order, so the first page of ``index/RUNNING/`` holds the newest
+running jobs, and ``created_before`` becomes a ``StartAfter`` key.  The
+encoding is exact, so keys order and filter exactly as the records do.
+
+``<g>`` is the record's *index generation*, kept in its object metadata.  It
+grows by one whenever a write changes a field of the state key (state,
+created_at, backend), so every state key names one generation of one record:
+
+* a writer PUTs the new state key before the record and deletes the old one
+  after, so a job always has a key in its current state (a crash in between
+  leaves an extra key, never a missing one);
+* a key is provably stale, and safe to delete, once the record's generation
+  has passed it or the record's key of that same generation differs; no
+  writer can need it again.  A transition that loses a compare-and-set
+  deletes its key only then (another writer may share it).
+
+Array keys carry no generation; they change only when ``array_id`` or
+``created_at`` changes, which jobkit never does after submission.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import struct
+from urllib.parse import quote, unquote
+
+from jobkit.states import JobRecord, JobState
+
+_MASK = (1 << 64) - 1
+_SIGN = 1 << 63
+GEN_METADATA = "jobkit-gen"
+"""Object metadata of a record holding its index generation (``x-amz-meta-jobkit-gen``)."""
+ARRAY = "array"
+
+
+def time_token(created_at: float) -> str:
+    """``created_at`` as 16 hex digits whose ascending order is descending time."""
+    value = float(created_at) + 0.0  # -0.0 becomes 0.0: equal floats, equal tokens
+    bits = struct.unpack(">Q", struct.pack(">d", value))[0]
+    ordered = (~bits & _MASK) if bits & _SIGN else (bits | _SIGN)
+    return f"{_MASK - ordered:016x}"
+
+
+def time_of(token: str) -> float:
+    """The ``created_at`` a :func:`time_token` encodes."""
+    ordered = _MASK - int(token, 16)
+    bits = (ordered & ~_SIGN) if ordered & _SIGN else (~ordered & _MASK)
+    value: float = struct.unpack(">d", struct.pack(">Q", bits))[0]
+    return value
+
+
+def part(text: str) -> str:
+    """One name as a single key segment."""
+    return quote(text, safe="")
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """The keys of one store (``prefix`` is empty or ends in ``/``)."""
+
+    prefix: str
+
+    def record(self, job_id: str) -> str:
+        return f"{self.prefix}jobs/{part(job_id)}.json"
+
+    @property
+    def records(self) -> str:
+        return f"{self.prefix}jobs/"
+
+    def job_of_record(self, key: str) -> str | None:
+        """The job id a record key names, or None for anything else."""
+        name = key[len(self.records) :]
+        if not key.startswith(self.records) or not name.endswith(".json") or "/" in name:
+            return None
+        return unquote(name[: -len(".json")])
+
+    def blob(self, key: str) -> str:
+        return f"{self.prefix}blobs/{key}"
+
+    def state_index(self, state: JobState) -> str:
+        return f"{self.prefix}index/{JobState(state).value}/"
+
+    def array_index(self, array_id: str) -> str:
+        return f"{self.prefix}index/{ARRAY}/{part(array_id)}/"
+
+    def state_key(self, record: JobRecord, gen: int) -> str:
+        """The key listing ``record`` under its state, at generation ``gen``."""
+        return (
+            f"{self.state_index(record.state)}{time_token(record.created_at)}/{gen}/"
+            f"{part(record.backend)}/{part(record.id)}"
+        )
+
+    def array_key(self, record: JobRecord) -> str | None:
+        if record.array_id is None:
+            return None
+        return (
+            f"{self.array_index(record.array_id)}{time_token(record.created_at)}/{part(record.id)}"
+        )
+
+    def index_keys(self, record: JobRecord, gen: int) -> frozenset[str]:
+        """Every index key ``record`` has at generation ``gen``."""
+        array = self.array_key(record)
+        state = self.state_key(record, gen)
+        return frozenset((state,) if array is None else (state, array))
+
+    def parse(self, base: str, key: str) -> Entry | None:
+        """The entry an index key under ``base`` names, or None if it is not one."""
+        fields = key[len(base) :].split("/")
+        try:
+            if base.startswith(f"{self.prefix}index/{ARRAY}/"):
+                time, job = fields
+                return Entry(key, time_of(time), time, unquote(job))
+            time, gen, backend, job = fields
+            state = JobState(base[len(self.prefix) + len("index/") : -1])
+            return Entry(key, time_of(time), time, unquote(job), state, int(gen), unquote(backend))
+        except ValueError:  # a foreign object under index/: not ours, not an error
+            return None
+
+
+def next_generation(old: JobRecord, new: JobRecord, gen: int) -> int:
+    """The generation of ``new``, written over ``old`` at ``gen``."""
+    same = (old.state, old.created_at, old.backend) == (new.state, new.created_at, new.backend)
+    return gen if same else gen + 1
+
+
+def provably_stale(key_gen: int, key: str, current: frozenset[str], current_gen: int) -> bool:
+    """Whether a state key written for ``key_gen`` can never name the record again."""
+    return current_gen > key_gen or (current_gen == key_gen and key not in current)
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    """One index key, decoded: a hint that a job may match; the record decides."""
+
+    key: str
+    created_at: float
+    time: str
+    job_id: str
+    state: JobState | None = None
+    gen: int | None = None
+    backend: str | None = None

@@ -1,0 +1,841 @@
+"""``s3://bucket/prefix``: a store that every machine of a cluster can reach.
+
+Clients, the CLI and workers on Slurm nodes or Kubernetes pods all talk to
+the same bucket.  What a request does, in order::
+
+    create      PUT index keys ─► PUT jobs/<id>.json  If-None-Match: *   (an id exists: 412)
+    transition  GET jobs/<id>.json (+ETag) ─► legal move? ─► PUT new index key
+                ─► PUT jobs/<id>.json  If-Match: <ETag>  (412: someone else won; re-read)
+                ─► DELETE the old index key
+    query       LIST index/<STATE>/ (newest first, one page) ─► GET up to `limit` records
+    blobs       PUT/GET blobs/<key>  (multipart above `multipart_threshold`)
+
+The object layout and why the index stays right under concurrent writers
+are described in :mod:`jobkit.stores._s3_layout`.  The record object is the
+truth; an index key only says where to look, and every listed record is
+re-read and checked against the query's filters before it is returned.
+
+**No lost updates.**  Every change of a record is a compare-and-set on its
+ETag with S3 conditional writes (``If-Match``, ``If-None-Match``, supported
+by AWS S3 since 2024, MinIO, and moto).  A writer that loses re-reads the
+record and re-checks the move against :data:`~jobkit.states.LEGAL_TRANSITIONS`,
+so a late worker cannot turn a CANCELLED job into SUCCEEDED.  A service that
+*ignores* these headers silently loses that guarantee: jobkit cannot detect
+it without extra requests on every write, so use such services (old Ceph
+RGW, some gateways) only with one writer per job.
+
+**Listing.**  ``query(states=..., limit=50)`` costs one LIST per requested
+state (six without a state filter) plus at most ``limit`` GETs: it does not
+grow with the store.  ``name`` is only known after a GET, so a name filter
+reads more records; ``oldest_first`` lists the whole index of the chosen
+states (1,000 keys per request) to find the oldest.  Consistency caveats:
+a job whose state changes while a listing runs may be left out of that one
+listing (its old key is gone and its new key was listed before it existed);
+a job is never listed twice, nor with a state its record did not have when
+read.  Keys a crashed writer left behind cost an extra GET, not a wrong row.
+
+**Create** is all-or-nothing for id clashes: a batch that meets an existing
+id removes what it wrote and raises.  It is not isolated: another process
+may see part of a batch while it is being written.
+
+**Errors** are translated in :mod:`jobkit.stores._s3_errors`: one line naming
+the bucket and key, with the fix.  Corrupted records make ``get`` raise
+StoreError naming the object; ``query``/``get_many`` skip them with one
+logged warning, as the SQLite store does, and ``find_corrupted`` lists them.
+
+boto3 is imported when a store is opened (the registry imports this module
+only for ``s3://`` URLs); the client comes from the standard boto3 chain
+(``AWS_ENDPOINT_URL``, ``AWS_*`` credentials, profiles, roles, region),
+which URL parameters can narrow: ``?endpoint_url=&region=&profile=
+&addressing_style=&connect_timeout=&read_timeout=&max_attempts=``.
+Credentials never go in the URL: it is passed to every worker.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import contextlib
+import dataclasses
+import itertools
+import json
+import logging
+import os
+import random
+import re
+import threading
+import time
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from typing import Any, ClassVar, TypeVar
+from urllib.parse import parse_qsl, urlencode
+
+from jobkit.errors import BlobNotFoundError, ConfigError, JobNotFoundError, StoreError
+from jobkit.states import JobRecord, JobState
+
+from ._buffer_reader import BufferReader
+from ._common import (
+    apply_fields,
+    byte_views,
+    check_blob_key,
+    check_limit,
+    expected_sources,
+    glob_matches,
+    normalised,
+)
+from ._s3_errors import Conflict, Missing, translate
+from ._s3_layout import GEN_METADATA, Entry, Layout, next_generation, provably_stale, time_token
+from .base import Buffer, Store, outcome_key, payload_key
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+_CAS_ATTEMPTS = 64
+_DELETE_BATCH = 1000  # the most keys one DeleteObjects request takes
+_LIST_PAGE = 1000  # the most keys one ListObjectsV2 request returns
+_NAME_BATCH = 100  # records read per round when only a GET can tell (name filter)
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]\Z")
+_URL_FORM = "'s3://bucket' or 's3://bucket/prefix' (options: ?endpoint_url=...&region=...)"
+_SECRET_WORDS = ("key", "secret", "token", "password", "credential")
+
+
+@dataclasses.dataclass(frozen=True)
+class S3Options:
+    """How to reach the service, from the store URL's query; None: boto3's chain decides."""
+
+    endpoint_url: str | None = None
+    region: str | None = None
+    profile: str | None = None
+    addressing_style: str | None = None
+    """``path`` for services without virtual-hosted buckets (some MinIO setups)."""
+    connect_timeout: float = 5.0
+    read_timeout: float = 60.0
+    max_attempts: int | None = None
+    """Total attempts per request, retries included (boto3's default: AWS_MAX_ATTEMPTS or 3-5)."""
+    workers: int = 16
+    """Requests in flight at once for batched reads and writes."""
+
+    @classmethod
+    def from_query(cls, url: str, query: str) -> S3Options:
+        names = [f.name for f in dataclasses.fields(cls)]
+        values: dict[str, Any] = {}
+        for name, raw in parse_qsl(query, keep_blank_values=True, strict_parsing=False):
+            if name not in names:
+                if any(word in name.lower() for word in _SECRET_WORDS):
+                    raise ConfigError(
+                        f"store URL parameter {name!r} looks like a credential: never put "
+                        "credentials in the store URL (it is passed to every worker and shown "
+                        "in listings); use AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or a profile"
+                    )
+                raise ConfigError(
+                    f"store URL {url!r}: unknown parameter {name!r}; known: {', '.join(names)}"
+                )
+            values[name] = _option(url, name, raw)
+        return cls(**values)
+
+    def to_query(self) -> str:
+        """The non-default options, in field order, for the canonical store URL."""
+        default = S3Options()
+        pairs = [
+            (f.name, str(getattr(self, f.name)))
+            for f in dataclasses.fields(self)
+            if getattr(self, f.name) != getattr(default, f.name)
+        ]
+        return urlencode(pairs)
+
+
+def _option(url: str, name: str, raw: str) -> Any:
+    if name == "addressing_style":
+        if raw not in ("auto", "path", "virtual"):
+            raise ConfigError(
+                f"store URL {url!r}: addressing_style must be auto, path or virtual, not {raw!r}"
+            )
+        return raw
+    if name in ("connect_timeout", "read_timeout"):
+        try:
+            value: float = float(raw)
+            if value > 0:
+                return value
+        except ValueError:
+            pass
+        raise ConfigError(f"store URL {url!r}: {name} must be a positive number of seconds")
+    if name in ("max_attempts", "workers"):
+        if raw.isdigit() and int(raw) >= 1:
+            return int(raw)
+        raise ConfigError(f"store URL {url!r}: {name} must be a positive whole number")
+    if not raw:
+        raise ConfigError(f"store URL {url!r}: {name} is empty; give a value or leave it out")
+    return raw
+
+
+def parse_url(url: str) -> tuple[str, str, S3Options]:
+    """Bucket, prefix (no leading or trailing ``/``) and options of an ``s3://`` URL."""
+    scheme, sep, rest = url.partition("://")
+    if scheme.lower() != "s3" or not sep:
+        raise ConfigError(f"store URL {url!r} is not an s3 URL; write {_URL_FORM}")
+    if "#" in rest:
+        raise ConfigError(f"store URL {url!r}: s3 URLs take no fragment; write {_URL_FORM}")
+    path, _, query = rest.partition("?")
+    bucket, _, prefix = path.partition("/")
+    if "@" in bucket:
+        raise ConfigError(
+            "the s3 store URL has credentials before its bucket ('user@'): never put "
+            "credentials in the store URL (it is passed to every worker); use "
+            "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or a profile"
+        )
+    if not bucket:
+        raise ConfigError(f"store URL {url!r} names no bucket; write {_URL_FORM}")
+    if not _BUCKET.match(bucket) or ".." in bucket:
+        raise ConfigError(
+            f"store URL {url!r}: {bucket!r} is not a valid S3 bucket name (3-63 lowercase "
+            "letters, digits, '.' or '-', starting and ending with a letter or digit)"
+        )
+    segments = [s for s in prefix.split("/") if s]
+    if any(s in (".", "..") for s in segments):
+        raise ConfigError(f"store URL {url!r}: the prefix may not contain '.' or '..' segments")
+    return bucket, "/".join(segments), S3Options.from_query(url, query)
+
+
+class _Corrupted(StoreError):
+    """A record object that does not hold a job record (skipped by listings)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class _Stored:
+    record: JobRecord
+    etag: str
+    gen: int
+
+
+class S3Store(Store):
+    """Job records, an index and blobs as objects under one prefix of a bucket."""
+
+    scheme: ClassVar[str] = "s3"
+    sweep_interval: ClassVar[float] = 1.0
+    shared_across_processes: ClassVar[bool] = True
+
+    multipart_threshold: int = 64 * 1024 * 1024
+    """Blobs larger than this go up as a multipart upload, parts sent in parallel."""
+    multipart_part_size: int = 16 * 1024 * 1024
+    """At least 5 MiB (S3's minimum for every part but the last)."""
+
+    def __init__(self, bucket: str, prefix: str = "", options: S3Options | None = None) -> None:
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.options = options or S3Options()
+        where = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
+        query = self.options.to_query()
+        self.url = f"{where}?{query}" if query else where
+        self.local_dir = None
+        self.layout = Layout(f"{self.prefix}/" if self.prefix else "")
+        self._lock = threading.Lock()
+        self._closed = False
+        self._pid = os.getpid()
+        self._warned: set[str] = set()  # corrupted records already reported
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._client = self._new_client()
+
+    @classmethod
+    def from_url(cls, url: str) -> S3Store:
+        return cls(*parse_url(url))
+
+    # -- connection --------------------------------------------------------
+    def _new_client(self) -> Any:
+        try:
+            import boto3  # type: ignore[import-untyped]
+            from botocore.config import Config  # type: ignore[import-untyped]
+        except ImportError as exc:
+            raise ConfigError(
+                f"the 's3' store needs boto3, which is not installed ({exc}); install it "
+                "with: pip install 'jobkit[s3]'"
+            ) from exc
+        opts = self.options
+        settings: dict[str, Any] = {
+            "connect_timeout": opts.connect_timeout,
+            "read_timeout": opts.read_timeout,
+            "max_pool_connections": opts.workers + 4,
+        }
+        if opts.max_attempts is not None:
+            settings["retries"] = {"total_max_attempts": opts.max_attempts}
+        if opts.addressing_style is not None:
+            settings["s3"] = {"addressing_style": opts.addressing_style}
+        with self._translating("connect to", "", endpoint=opts.endpoint_url or "(default)"):
+            session = boto3.session.Session(profile_name=opts.profile, region_name=opts.region)
+            client = session.client("s3", endpoint_url=opts.endpoint_url, config=Config(**settings))
+        put = client.meta.service_model.operation_model("PutObject").input_shape.members
+        if "IfMatch" not in put:
+            raise ConfigError(
+                f"boto3 {boto3.__version__} cannot make the conditional writes the 's3' store "
+                "relies on (PutObject IfMatch); upgrade it: pip install -U 'boto3>=1.35.69'"
+            )
+        return client
+
+    @property
+    def client(self) -> Any:
+        """This process's boto3 S3 client (a forked child makes its own)."""
+        self._check_open()
+        return self._client
+
+    def _check_open(self) -> None:
+        """StoreError once closed; after a fork, this process's own client and threads."""
+        if self._pid != os.getpid():
+            self._reopen_after_fork()
+        if self._closed:
+            raise StoreError(f"store {self.url} is closed; open a new one")
+
+    def _reopen_after_fork(self) -> None:
+        """Never share connections or threads with the parent process."""
+        self._lock = threading.Lock()
+        self._pool = None
+        self._pid = os.getpid()
+        if not self._closed:
+            self._client = self._new_client()
+
+    @contextlib.contextmanager
+    def _translating(self, action: str, key: str, *, endpoint: str | None = None) -> Iterator[None]:
+        """Turn boto3's errors raised by the block into jobkit's (see ``_s3_errors``)."""
+        try:
+            yield
+        except Exception as exc:
+            if endpoint is None:
+                endpoint = str(self._client.meta.endpoint_url)
+            error = translate(
+                exc,
+                action=action,
+                where=f"s3://{self.bucket}/{key}",
+                bucket=self.bucket,
+                endpoint=endpoint,
+            )
+            if error is exc:
+                raise
+            raise error from exc
+
+    def _map(self, fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
+        """``fn`` over ``items``, ``workers`` requests at a time; results in order."""
+        if len(items) <= 1:
+            return [fn(item) for item in items]
+        self._check_open()
+        with self._lock:
+            if self._pool is None:
+                self._pool = concurrent.futures.ThreadPoolExecutor(
+                    self.options.workers, thread_name_prefix="jobkit-s3"
+                )
+            pool = self._pool
+        return list(pool.map(fn, items))
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            pool, self._pool = self._pool, None
+        if pool is not None and self._pid == os.getpid():
+            pool.shutdown(wait=True)
+        with contextlib.suppress(Exception):
+            self._client.close()
+
+    # -- objects -----------------------------------------------------------
+    def _load(self, job_id: str) -> _Stored | None:
+        """The record with its ETag and index generation; None if absent."""
+        key = self.layout.record(job_id)
+        try:
+            with self._translating("read job record", key):
+                response = self.client.get_object(Bucket=self.bucket, Key=key)
+                body = response["Body"].read()
+        except Missing:
+            return None
+        metadata = response.get("Metadata") or {}
+        try:
+            record = _decode(job_id, body)
+            gen = int(metadata.get(GEN_METADATA, "0"))
+        except (StoreError, ValueError) as exc:
+            raise _Corrupted(
+                f"corrupted job record {job_id!r} at s3://{self.bucket}/{key}: {exc}; remove it "
+                f"with `jobkit prune --corrupted` (store.delete([{job_id!r}])) or restore the "
+                "object from a backup or an earlier version"
+            ) from exc
+        return _Stored(record, str(response["ETag"]), gen)
+
+    def _load_skipping(self, job_id: str) -> JobRecord | None:
+        """The record, or None if absent or corrupted (warned once per record)."""
+        try:
+            stored = self._load(job_id)
+        except _Corrupted as exc:
+            if job_id not in self._warned:  # once: clients poll every second
+                self._warned.add(job_id)
+                logger.warning("skipped a job record: %s", exc)
+            return None
+        return None if stored is None else stored.record
+
+    def _put_record(self, record: JobRecord, text: str, gen: int, *, etag: str | None) -> None:
+        """Write a record if it still has ``etag`` (None: only if it does not exist)."""
+        key = self.layout.record(record.id)
+        condition = {"IfNoneMatch": "*"} if etag is None else {"IfMatch": etag}
+        with self._translating("write job record", key):
+            self.client.put_object(
+                Bucket=self.bucket,
+                Key=key,
+                Body=text.encode(),
+                ContentType="application/json",
+                Metadata={GEN_METADATA: str(gen)},
+                **condition,
+            )
+
+    def _put_markers(self, keys: Iterable[str]) -> None:
+        """Create empty index objects."""
+
+        def put(key: str) -> None:
+            with self._translating("write index key", key):
+                self.client.put_object(Bucket=self.bucket, Key=key, Body=b"")
+
+        self._map(put, sorted(set(keys)))
+
+    def _delete_keys(self, keys: Iterable[str]) -> None:
+        """Remove objects, ``_DELETE_BATCH`` per request; missing ones are fine."""
+        unique = sorted(set(keys))
+        for start in range(0, len(unique), _DELETE_BATCH):
+            chunk = unique[start : start + _DELETE_BATCH]
+            with self._translating("delete", chunk[0] if len(chunk) == 1 else self.layout.prefix):
+                if len(chunk) == 1:
+                    self.client.delete_object(Bucket=self.bucket, Key=chunk[0])
+                    continue
+                response = self.client.delete_objects(
+                    Bucket=self.bucket,
+                    Delete={"Objects": [{"Key": k} for k in chunk], "Quiet": True},
+                )
+            errors = response.get("Errors") or []
+            if errors:
+                first = errors[0]
+                raise StoreError(
+                    f"S3 did not delete {len(errors)} object(s) in s3://{self.bucket}, e.g. "
+                    f"{first.get('Key')!r} ({first.get('Code')}: {first.get('Message')}); "
+                    "check that these credentials may s3:DeleteObject there"
+                )
+
+    def _list(self, base: str, start_after: str | None, first_page: int) -> Iterator[list[str]]:
+        """Pages of keys under ``base``, in S3's (ascending) order."""
+        token: str | None = None
+        page = first_page
+        while True:
+            params: dict[str, Any] = {"Bucket": self.bucket, "Prefix": base, "MaxKeys": page}
+            if token is not None:
+                params["ContinuationToken"] = token
+            elif start_after is not None:
+                params["StartAfter"] = start_after
+            with self._translating("list", base):
+                response = self.client.list_objects_v2(**params)
+            yield [item["Key"] for item in response.get("Contents") or ()]
+            if not response.get("IsTruncated"):
+                return
+            token = response["NextContinuationToken"]
+            page = _LIST_PAGE
+
+    # -- records -----------------------------------------------------------
+    def create(self, records: Sequence[JobRecord]) -> None:
+        fresh = [normalised(r) for r in records]
+        if not fresh:
+            return
+        twins = sorted(i for i, n in collections.Counter(r.id for r, _ in fresh).items() if n > 1)
+        if twins:
+            raise StoreError(f"job id(s) already exist in {self.url}: {', '.join(twins)}")
+        self._put_markers(k for r, _ in fresh for k in self.layout.index_keys(r, 0))
+
+        def put(item: tuple[JobRecord, str]) -> BaseException | bool:
+            try:
+                self._put_record(item[0], item[1], 0, etag=None)
+            except Conflict:
+                return False
+            except Exception as exc:  # undone below, then raised
+                return exc
+            return True
+
+        results = self._map(put, fresh)
+        if all(r is True for r in results):
+            return
+        clashes = [r.id for (r, _), ok in zip(fresh, results, strict=True) if ok is False]
+        self._undo_create([(r, ok) for (r, _), ok in zip(fresh, results, strict=True)])
+        for outcome in results:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        raise StoreError(f"job id(s) already exist in {self.url}: {', '.join(sorted(clashes))}")
+
+    def _undo_create(self, results: list[tuple[JobRecord, BaseException | bool]]) -> None:
+        """Remove what a failed ``create`` wrote; leave what belongs to existing jobs."""
+        doomed: list[str] = []
+        for record, outcome in results:
+            ours = self.layout.index_keys(record, 0)
+            if outcome is not False:  # written, or perhaps written before an error
+                doomed += [self.layout.record(record.id), *ours]
+                continue
+            try:  # an existing job: our keys may be its keys too
+                existing = self._load(record.id)
+            except StoreError:
+                continue
+            if existing is not None:
+                current = self.layout.index_keys(existing.record, existing.gen)
+                doomed += [k for k in ours if provably_stale(0, k, current, existing.gen)]
+        with contextlib.suppress(StoreError):
+            self._delete_keys(doomed)
+
+    def get(self, job_id: str) -> JobRecord:
+        stored = self._load(job_id)
+        if stored is None:
+            raise JobNotFoundError(job_id, self.url)
+        return stored.record
+
+    def get_many(self, job_ids: Collection[str]) -> dict[str, JobRecord]:
+        ids = list(dict.fromkeys(job_ids))
+        self._check_open()
+        return {r.id: r for r in self._map(self._load_skipping, ids) if r is not None}
+
+    def transition(
+        self,
+        job_id: str,
+        state: JobState,
+        *,
+        expect: Collection[JobState] | None = None,
+        **fields: Any,
+    ) -> JobRecord | None:
+        sources = expected_sources(state, expect)
+        return self._modify(job_id, fields, JobState(state), sources)
+
+    def update(self, job_id: str, **fields: Any) -> JobRecord:
+        updated = self._modify(job_id, fields, None, frozenset())
+        if updated is None:  # only transitions are refused
+            raise StoreError(f"job {job_id!r}: update refused in {self.url}")
+        return updated
+
+    def _modify(
+        self,
+        job_id: str,
+        fields: dict[str, Any],
+        state: JobState | None,
+        sources: frozenset[JobState],
+    ) -> JobRecord | None:
+        """Read, check, write with If-Match; on a lost race, read again."""
+        leftovers: dict[str, int] = {}  # state keys written by attempts that lost: key -> gen
+        for attempt in range(_CAS_ATTEMPTS):
+            stored = self._load(job_id)
+            if stored is None:
+                raise JobNotFoundError(job_id, self.url)
+            current, gen = stored.record, stored.gen
+            old_keys = self.layout.index_keys(current, gen)
+            stale = [k for k, g in leftovers.items() if provably_stale(g, k, old_keys, gen)]
+            for key in stale:
+                del leftovers[key]
+            if state is not None and current.state not in sources:
+                self._delete_keys(stale)
+                return None
+            updated, text = apply_fields(current, fields, state=state)
+            new_gen = next_generation(current, updated, gen)
+            new_keys = self.layout.index_keys(updated, new_gen)
+            self._put_markers(new_keys - old_keys)  # before the record: never unindexed
+            try:
+                self._put_record(updated, text, new_gen, etag=stored.etag)
+            except Conflict:
+                if new_gen != gen:
+                    leftovers[self.layout.state_key(updated, new_gen)] = new_gen
+                self._delete_keys(stale)
+                time.sleep(random.uniform(0, min(0.05, 0.001 * 2**attempt)))
+                continue
+            except Missing:  # deleted between our read and our write
+                raise JobNotFoundError(job_id, self.url) from None
+            self._delete_keys([*(old_keys - new_keys), *stale])
+            return updated
+        raise StoreError(
+            f"job {job_id!r} in {self.url}: other writers changed it on each of "
+            f"{_CAS_ATTEMPTS} attempts to update it; retry later"
+        )
+
+    def query(
+        self,
+        *,
+        states: Collection[JobState] | None = None,
+        backend: str | None = None,
+        name: str | None = None,
+        array_id: str | None = None,
+        created_before: float | None = None,
+        limit: int | None = None,
+        oldest_first: bool = False,
+    ) -> list[JobRecord]:
+        check_limit(limit)
+        self._check_open()
+        wanted = None if states is None else frozenset(JobState(s) for s in states)
+        if limit == 0 or wanted == frozenset():
+            return []
+
+        def matches(record: JobRecord) -> bool:
+            return (
+                (wanted is None or record.state in wanted)
+                and (backend is None or record.backend == backend)
+                and (name is None or glob_matches(record.name, name))
+                and (array_id is None or record.array_id == array_id)
+                and (created_before is None or record.created_at < created_before)
+            )
+
+        def hinted(entry: Entry) -> bool:  # what the key alone tells
+            return (entry.backend is None or backend is None or entry.backend == backend) and (
+                created_before is None or entry.created_at < created_before
+            )
+
+        if array_id is not None:
+            bases = [self.layout.array_index(array_id)]
+        else:
+            bases = [self.layout.state_index(s) for s in sorted(wanted or JobState)]
+        first_page = _LIST_PAGE if limit is None or name is not None else min(limit + 1, 1000)
+        start_after = None
+        if created_before is not None and not oldest_first:
+            start_after = time_token(created_before) + "~"  # "~" sorts after every "<time>/..."
+        streams = [_Stream(self, b, start_after, first_page) for b in bases]
+        groups = _oldest_first(self, streams) if oldest_first else _newest_first(self, streams)
+        batch = _NAME_BATCH if name is not None else 1
+        return self._pick(groups, hinted, matches, limit, batch, newest_first=not oldest_first)
+
+    def _pick(
+        self,
+        groups: Iterator[list[Entry]],
+        hinted: Callable[[Entry], bool],
+        matches: Callable[[JobRecord], bool],
+        limit: int | None,
+        batch: int,
+        *,
+        newest_first: bool,
+    ) -> list[JobRecord]:
+        """Read the records the entries name, a batch at a time, until ``limit`` match.
+
+        ``groups`` hold entries of equal ``created_at``, in listing order;
+        within one group records are ordered by id, as the other stores do.
+        """
+        found: list[JobRecord] = []
+        seen: set[str] = set()
+        cache: dict[str, JobRecord | None] = {}
+        exhausted = False
+        while not exhausted:
+            needed = max(batch, 256 if limit is None else limit - len(found))
+            chosen: list[list[Entry]] = []
+            count = 0
+            while count < needed:
+                group = next(groups, None)
+                if group is None:
+                    exhausted = True
+                    break
+                group = [e for e in group if hinted(e) and e.job_id not in seen]
+                chosen.append(group)
+                count += len({e.job_id for e in group} - cache.keys())
+            unread = list(
+                dict.fromkeys(e.job_id for g in chosen for e in g if e.job_id not in cache)
+            )
+            cache.update(zip(unread, self._map(self._load_skipping, unread), strict=True))
+            for group in chosen:
+                picked: dict[str, JobRecord] = {}
+                for entry in group:
+                    record = cache.get(entry.job_id)
+                    if (
+                        record is not None
+                        and record.id not in seen
+                        and record.created_at == entry.created_at  # else listed at its own time
+                        and matches(record)
+                    ):
+                        picked[record.id] = record
+                seen.update(picked)
+                found += sorted(picked.values(), key=lambda r: r.id, reverse=newest_first)
+                if limit is not None and len(found) >= limit:
+                    return found[:limit]
+        return found
+
+    def delete(self, job_ids: Collection[str]) -> int:
+        ids = list(dict.fromkeys(job_ids))
+        self._check_open()
+
+        def keys_of(job_id: str) -> tuple[bool, frozenset[str]]:
+            try:
+                stored = self._load(job_id)
+            except _Corrupted:
+                return True, frozenset()
+            if stored is None:
+                return False, frozenset()
+            return True, self.layout.index_keys(stored.record, stored.gen)
+
+        found = self._map(keys_of, ids)
+        doomed = [self.layout.blob(k) for i in ids for k in (payload_key(i), outcome_key(i))]
+        for job_id, (existed, index_keys) in zip(ids, found, strict=True):
+            if existed:
+                doomed += [self.layout.record(job_id), *index_keys]
+        self._delete_keys(doomed)
+        return sum(existed for existed, _ in found)
+
+    def find_corrupted(self) -> dict[str, str]:
+        """Record objects that do not hold a job record, with why (for ``jobkit prune``)."""
+        ids = [
+            job_id
+            for page in self._list(self.layout.records, None, _LIST_PAGE)
+            for job_id in map(self.layout.job_of_record, page)
+            if job_id is not None
+        ]
+
+        def problem(job_id: str) -> str | None:
+            try:
+                self._load(job_id)
+            except _Corrupted as exc:
+                return str(exc)
+            return None
+
+        return {i: p for i, p in zip(ids, self._map(problem, ids), strict=True) if p is not None}
+
+    # -- blobs -------------------------------------------------------------
+    def put_blob(self, key: str, data: Buffer | Sequence[Buffer]) -> None:
+        """Upload straight from the caller's buffers (see ``_buffer_reader``): no join."""
+        target = self.layout.blob(check_blob_key(key))
+        body = BufferReader(byte_views(data))
+        if len(body) > self.multipart_threshold:
+            self._put_multipart(target, body)
+            return
+        with self._translating("write blob", target):
+            self.client.put_object(
+                Bucket=self.bucket, Key=target, Body=body, ContentLength=len(body)
+            )
+
+    def _put_multipart(self, target: str, body: BufferReader) -> None:
+        """Parts of ``multipart_part_size`` sent in parallel; visible only once complete."""
+        size, step = len(body), max(self.multipart_part_size, 5 * 1024 * 1024)
+        with self._translating("start a multipart upload of", target):
+            upload = self.client.create_multipart_upload(Bucket=self.bucket, Key=target)
+        upload_id = upload["UploadId"]
+
+        def send(number: int) -> dict[str, Any]:
+            start = (number - 1) * step
+            part = body.window(start, min(start + step, size))
+            with self._translating(f"upload part {number} of", target):
+                response = self.client.upload_part(
+                    Bucket=self.bucket,
+                    Key=target,
+                    UploadId=upload_id,
+                    PartNumber=number,
+                    Body=part,
+                    ContentLength=len(part),
+                )
+            done = {"PartNumber": number, "ETag": response["ETag"]}
+            done.update({k: v for k, v in response.items() if k.startswith("Checksum")})
+            return done
+
+        try:
+            parts = self._map(send, range(1, -(-size // step) + 1))
+            with self._translating("complete the multipart upload of", target):
+                self.client.complete_multipart_upload(
+                    Bucket=self.bucket,
+                    Key=target,
+                    UploadId=upload_id,
+                    MultipartUpload={"Parts": parts},
+                )
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self.client.abort_multipart_upload(
+                    Bucket=self.bucket, Key=target, UploadId=upload_id
+                )
+            raise
+
+    def get_blob(self, key: str) -> bytearray:
+        target = self.layout.blob(check_blob_key(key))
+        try:
+            with self._translating("read blob", target):
+                response = self.client.get_object(Bucket=self.bucket, Key=target)
+                stream = response["Body"]
+                data = bytearray(int(response["ContentLength"]))
+                view = memoryview(data)
+                done = 0
+                while done < len(data):
+                    count = stream.readinto(view[done:])
+                    if not count:
+                        break
+                    done += count
+                extra = stream.readinto(bytearray(1))  # at the end: verifies the checksum
+        except Missing:
+            raise BlobNotFoundError(
+                f"no blob {key!r} in {self.url} (looked for s3://{self.bucket}/{target})"
+            ) from None
+        if done < len(data) or extra:
+            raise StoreError(
+                f"blob s3://{self.bucket}/{target} did not match its announced length of "
+                f"{len(data)} bytes (the connection broke, or the object changed); read it again"
+            )
+        return data
+
+    def delete_blobs(self, keys: Iterable[str]) -> None:
+        targets = [self.layout.blob(check_blob_key(k)) for k in keys]
+        self._check_open()
+        self._delete_keys(targets)
+
+
+class _Stream:
+    """One index prefix, listed lazily a page at a time, decoded into entries."""
+
+    def __init__(self, store: S3Store, base: str, start_after: str | None, first_page: int):
+        self._store = store
+        self._base = base
+        self._pages = store._list(base, start_after, first_page)
+        self._buffer: collections.deque[Entry] = collections.deque()
+        self._done = False
+
+    def fill(self) -> None:
+        """Read pages until one holds an entry or the listing ends."""
+        while not self._buffer and not self._done:
+            page = next(self._pages, None)
+            if page is None:
+                self._done = True
+                return
+            for key in page:
+                entry = self._store.layout.parse(self._base, key)
+                if entry is not None:
+                    self._buffer.append(entry)
+
+    def head(self) -> Entry | None:
+        self.fill()
+        return self._buffer[0] if self._buffer else None
+
+    def pop(self) -> Entry:
+        return self._buffer.popleft()
+
+
+def _newest_first(store: S3Store, streams: list[_Stream]) -> Iterator[list[Entry]]:
+    """Entries of all streams merged newest first, in groups of equal time."""
+    store._map(_Stream.fill, streams)  # first pages of every state at once
+    while True:
+        heads = [(s, e) for s in streams if (e := s.head()) is not None]
+        if not heads:
+            return
+        newest = min(e.time for _, e in heads)
+        group: list[Entry] = []
+        for stream, _ in heads:
+            while (entry := stream.head()) is not None and entry.time == newest:
+                group.append(stream.pop())
+        yield group
+
+
+def _oldest_first(store: S3Store, streams: list[_Stream]) -> Iterator[list[Entry]]:
+    """Every entry of all streams (the oldest are last in S3's order), oldest first."""
+    store._map(_Stream.fill, streams)
+    entries: list[Entry] = []
+    for stream in streams:
+        while stream.head() is not None:
+            entries.append(stream.pop())
+    entries.sort(key=lambda e: e.time, reverse=True)
+    for _, group in itertools.groupby(entries, key=lambda e: e.time):
+        yield list(group)
+
+
+def _decode(job_id: str, body: bytes) -> JobRecord:
+    """The record in an object's body; StoreError says what is wrong with it."""
+    try:
+        values = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise StoreError(f"not JSON ({exc})") from exc
+    if not isinstance(values, dict):
+        raise StoreError(f"a JSON {type(values).__name__}, not an object")
+    try:
+        record = JobRecord.from_dict(values)
+    except StoreError as exc:
+        raise StoreError(str(exc.__cause__ or exc)) from exc
+    if record.id != job_id:
+        raise StoreError(f"it holds job {record.id!r}")
+    return record
