@@ -583,7 +583,9 @@ class S3Store(Store):
             bases = [self.layout.array_index(array_id)]
         else:
             bases = [self.layout.state_index(s) for s in sorted(wanted or JobState)]
-        first_page = _LIST_PAGE if limit is None or name is not None else min(limit + 1, 1000)
+        first_page = _LIST_PAGE
+        if limit is not None and name is None and not oldest_first:
+            first_page = min(limit + 1, _LIST_PAGE)  # the page, and one to see if ties go on
         start_after = None
         if created_before is not None and not oldest_first:
             start_after = time_token(created_before) + "~"  # "~" sorts after every "<time>/..."
