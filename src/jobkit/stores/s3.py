@@ -16,23 +16,27 @@ truth; an index key only says where to look, and every listed record is
 re-read and checked against the query's filters before it is returned.
 
 **No lost updates.**  Every change of a record is a compare-and-set on its
-ETag with S3 conditional writes (``If-Match``, ``If-None-Match``, supported
-by AWS S3 since 2024, MinIO, and moto).  A writer that loses re-reads the
-record and re-checks the move against :data:`~jobkit.states.LEGAL_TRANSITIONS`,
-so a late worker cannot turn a CANCELLED job into SUCCEEDED.  A service that
-*ignores* these headers silently loses that guarantee: jobkit cannot detect
-it without extra requests on every write, so use such services (old Ceph
-RGW, some gateways) only with one writer per job.
+ETag with S3 conditional writes (``If-Match: <ETag>`` and ``If-None-Match: *``
+on PutObject: AWS S3 since November 2024, moto 5.2; boto3 >= 1.35.69 sends
+them).  A writer that loses (HTTP 412, or 409 when S3 sees two at once)
+re-reads the record and re-checks the move against
+:data:`~jobkit.states.LEGAL_TRANSITIONS`, so a late worker cannot turn a
+CANCELLED job into SUCCEEDED, and a field update never undoes a transition.
+A service that *ignores* these headers would silently turn each write into
+last-writer-wins; nothing here can tell without probing, so check an
+S3-compatible service (MinIO, Ceph RGW, gateways) for conditional PUTs
+before pointing several writers at it, or keep one writer per job there.
 
 **Listing.**  ``query(states=..., limit=50)`` costs one LIST per requested
 state (six without a state filter) plus at most ``limit`` GETs: it does not
-grow with the store.  ``name`` is only known after a GET, so a name filter
-reads more records; ``oldest_first`` lists the whole index of the chosen
-states (1,000 keys per request) to find the oldest.  Consistency caveats:
-a job whose state changes while a listing runs may be left out of that one
-listing (its old key is gone and its new key was listed before it existed);
-a job is never listed twice, nor with a state its record did not have when
-read.  Keys a crashed writer left behind cost an extra GET, not a wrong row.
+grow with the store (:mod:`jobkit.stores._s3_listing`).  ``name`` is only
+known after a GET, so a name filter reads more records; ``oldest_first``
+lists the whole index of the chosen states (1,000 keys per request) to
+find the oldest.  Consistency caveats: a job whose state changes while a
+listing runs may be left out of that one listing (its old key is gone and
+its new key was listed before it existed); a job is never listed twice, nor
+with a state its record did not have when read.  Keys a crashed writer
+left behind cost an extra GET, not a wrong row.
 
 **Create** is all-or-nothing for id clashes: a batch that meets an existing
 id removes what it wrote and raises.  It is not isolated: another process
@@ -43,11 +47,11 @@ the bucket and key, with the fix.  Corrupted records make ``get`` raise
 StoreError naming the object; ``query``/``get_many`` skip them with one
 logged warning, as the SQLite store does, and ``find_corrupted`` lists them.
 
-boto3 is imported when a store is opened (the registry imports this module
-only for ``s3://`` URLs); the client comes from the standard boto3 chain
-(``AWS_ENDPOINT_URL``, ``AWS_*`` credentials, profiles, roles, region),
-which URL parameters can narrow: ``?endpoint_url=&region=&profile=
-&addressing_style=&connect_timeout=&read_timeout=&max_attempts=``.
+boto3 is imported when a store is opened, not with this module; the
+client comes from the standard boto3 chain (``AWS_ENDPOINT_URL``, ``AWS_*``
+credentials, profiles, roles, region), which URL parameters can narrow
+(:mod:`jobkit.stores._s3_url`): ``?endpoint_url=&region=&profile=
+&addressing_style=&connect_timeout=&read_timeout=&max_attempts=&workers=``.
 Credentials never go in the URL: it is passed to every worker.
 """
 
@@ -57,17 +61,14 @@ import collections
 import concurrent.futures
 import contextlib
 import dataclasses
-import itertools
 import json
 import logging
 import os
 import random
-import re
 import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from typing import Any, ClassVar, TypeVar
-from urllib.parse import parse_qsl, urlencode
 
 from jobkit.errors import BlobNotFoundError, ConfigError, JobNotFoundError, StoreError
 from jobkit.states import JobRecord, JobState
@@ -79,12 +80,15 @@ from ._common import (
     check_blob_key,
     check_limit,
     expected_sources,
-    glob_matches,
     normalised,
 )
 from ._s3_errors import Conflict, Missing, translate
-from ._s3_layout import GEN_METADATA, Entry, Layout, next_generation, provably_stale, time_token
+from ._s3_layout import GEN_METADATA, Layout, next_generation, provably_stale
+from ._s3_listing import LIST_PAGE, Query, run_query
+from ._s3_url import S3Options, parse_url
 from .base import Buffer, Store, outcome_key, payload_key
+
+__all__ = ["S3Options", "S3Store", "parse_url"]
 
 logger = logging.getLogger(__name__)
 
@@ -93,108 +97,6 @@ R = TypeVar("R")
 
 _CAS_ATTEMPTS = 64
 _DELETE_BATCH = 1000  # the most keys one DeleteObjects request takes
-_LIST_PAGE = 1000  # the most keys one ListObjectsV2 request returns
-_NAME_BATCH = 100  # records read per round when only a GET can tell (name filter)
-_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]\Z")
-_URL_FORM = "'s3://bucket' or 's3://bucket/prefix' (options: ?endpoint_url=...&region=...)"
-_SECRET_WORDS = ("key", "secret", "token", "password", "credential")
-
-
-@dataclasses.dataclass(frozen=True)
-class S3Options:
-    """How to reach the service, from the store URL's query; None: boto3's chain decides."""
-
-    endpoint_url: str | None = None
-    region: str | None = None
-    profile: str | None = None
-    addressing_style: str | None = None
-    """``path`` for services without virtual-hosted buckets (some MinIO setups)."""
-    connect_timeout: float = 5.0
-    read_timeout: float = 60.0
-    max_attempts: int | None = None
-    """Total attempts per request, retries included (boto3's default: AWS_MAX_ATTEMPTS or 3-5)."""
-    workers: int = 16
-    """Requests in flight at once for batched reads and writes."""
-
-    @classmethod
-    def from_query(cls, url: str, query: str) -> S3Options:
-        names = [f.name for f in dataclasses.fields(cls)]
-        values: dict[str, Any] = {}
-        for name, raw in parse_qsl(query, keep_blank_values=True, strict_parsing=False):
-            if name not in names:
-                if any(word in name.lower() for word in _SECRET_WORDS):
-                    raise ConfigError(
-                        f"store URL parameter {name!r} looks like a credential: never put "
-                        "credentials in the store URL (it is passed to every worker and shown "
-                        "in listings); use AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or a profile"
-                    )
-                raise ConfigError(
-                    f"store URL {url!r}: unknown parameter {name!r}; known: {', '.join(names)}"
-                )
-            values[name] = _option(url, name, raw)
-        return cls(**values)
-
-    def to_query(self) -> str:
-        """The non-default options, in field order, for the canonical store URL."""
-        default = S3Options()
-        pairs = [
-            (f.name, str(getattr(self, f.name)))
-            for f in dataclasses.fields(self)
-            if getattr(self, f.name) != getattr(default, f.name)
-        ]
-        return urlencode(pairs)
-
-
-def _option(url: str, name: str, raw: str) -> Any:
-    if name == "addressing_style":
-        if raw not in ("auto", "path", "virtual"):
-            raise ConfigError(
-                f"store URL {url!r}: addressing_style must be auto, path or virtual, not {raw!r}"
-            )
-        return raw
-    if name in ("connect_timeout", "read_timeout"):
-        try:
-            value: float = float(raw)
-            if value > 0:
-                return value
-        except ValueError:
-            pass
-        raise ConfigError(f"store URL {url!r}: {name} must be a positive number of seconds")
-    if name in ("max_attempts", "workers"):
-        if raw.isdigit() and int(raw) >= 1:
-            return int(raw)
-        raise ConfigError(f"store URL {url!r}: {name} must be a positive whole number")
-    if not raw:
-        raise ConfigError(f"store URL {url!r}: {name} is empty; give a value or leave it out")
-    return raw
-
-
-def parse_url(url: str) -> tuple[str, str, S3Options]:
-    """Bucket, prefix (no leading or trailing ``/``) and options of an ``s3://`` URL."""
-    scheme, sep, rest = url.partition("://")
-    if scheme.lower() != "s3" or not sep:
-        raise ConfigError(f"store URL {url!r} is not an s3 URL; write {_URL_FORM}")
-    if "#" in rest:
-        raise ConfigError(f"store URL {url!r}: s3 URLs take no fragment; write {_URL_FORM}")
-    path, _, query = rest.partition("?")
-    bucket, _, prefix = path.partition("/")
-    if "@" in bucket:
-        raise ConfigError(
-            "the s3 store URL has credentials before its bucket ('user@'): never put "
-            "credentials in the store URL (it is passed to every worker); use "
-            "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or a profile"
-        )
-    if not bucket:
-        raise ConfigError(f"store URL {url!r} names no bucket; write {_URL_FORM}")
-    if not _BUCKET.match(bucket) or ".." in bucket:
-        raise ConfigError(
-            f"store URL {url!r}: {bucket!r} is not a valid S3 bucket name (3-63 lowercase "
-            "letters, digits, '.' or '-', starting and ending with a letter or digit)"
-        )
-    segments = [s for s in prefix.split("/") if s]
-    if any(s in (".", "..") for s in segments):
-        raise ConfigError(f"store URL {url!r}: the prefix may not contain '.' or '..' segments")
-    return bucket, "/".join(segments), S3Options.from_query(url, query)
 
 
 class _Corrupted(StoreError):
@@ -429,7 +331,7 @@ class S3Store(Store):
             if not response.get("IsTruncated"):
                 return
             token = response["NextContinuationToken"]
-            page = _LIST_PAGE
+            page = LIST_PAGE
 
     # -- records -----------------------------------------------------------
     def create(self, records: Sequence[JobRecord]) -> None:
@@ -559,92 +461,21 @@ class S3Store(Store):
         limit: int | None = None,
         oldest_first: bool = False,
     ) -> list[JobRecord]:
+        """One LIST per state listed (six without a state filter), then up to ``limit``
+        GETs; see :mod:`jobkit.stores._s3_listing`."""
         check_limit(limit)
         self._check_open()
         wanted = None if states is None else frozenset(JobState(s) for s in states)
         if limit == 0 or wanted == frozenset():
             return []
-
-        def matches(record: JobRecord) -> bool:
-            return (
-                (wanted is None or record.state in wanted)
-                and (backend is None or record.backend == backend)
-                and (name is None or glob_matches(record.name, name))
-                and (array_id is None or record.array_id == array_id)
-                and (created_before is None or record.created_at < created_before)
-            )
-
-        def hinted(entry: Entry) -> bool:  # what the key alone tells
-            return (entry.backend is None or backend is None or entry.backend == backend) and (
-                created_before is None or entry.created_at < created_before
-            )
-
-        if array_id is not None:
-            bases = [self.layout.array_index(array_id)]
-        else:
-            bases = [self.layout.state_index(s) for s in sorted(wanted or JobState)]
-        first_page = _LIST_PAGE
-        if limit is not None and name is None and not oldest_first:
-            first_page = min(limit + 1, _LIST_PAGE)  # the page, and one to see if ties go on
-        start_after = None
-        if created_before is not None and not oldest_first:
-            start_after = time_token(created_before) + "~"  # "~" sorts after every "<time>/..."
-        streams = [_Stream(self, b, start_after, first_page) for b in bases]
-        groups = _oldest_first(self, streams) if oldest_first else _newest_first(self, streams)
-        batch = _NAME_BATCH if name is not None else 1
-        return self._pick(groups, hinted, matches, limit, batch, newest_first=not oldest_first)
-
-    def _pick(
-        self,
-        groups: Iterator[list[Entry]],
-        hinted: Callable[[Entry], bool],
-        matches: Callable[[JobRecord], bool],
-        limit: int | None,
-        batch: int,
-        *,
-        newest_first: bool,
-    ) -> list[JobRecord]:
-        """Read the records the entries name, a batch at a time, until ``limit`` match.
-
-        ``groups`` hold entries of equal ``created_at``, in listing order;
-        within one group records are ordered by id, as the other stores do.
-        """
-        found: list[JobRecord] = []
-        seen: set[str] = set()
-        cache: dict[str, JobRecord | None] = {}
-        exhausted = False
-        while not exhausted:
-            needed = max(batch, 256 if limit is None else limit - len(found))
-            chosen: list[list[Entry]] = []
-            count = 0
-            while count < needed:
-                group = next(groups, None)
-                if group is None:
-                    exhausted = True
-                    break
-                group = [e for e in group if hinted(e) and e.job_id not in seen]
-                chosen.append(group)
-                count += len({e.job_id for e in group} - cache.keys())
-            unread = list(
-                dict.fromkeys(e.job_id for g in chosen for e in g if e.job_id not in cache)
-            )
-            cache.update(zip(unread, self._map(self._load_skipping, unread), strict=True))
-            for group in chosen:
-                picked: dict[str, JobRecord] = {}
-                for entry in group:
-                    record = cache.get(entry.job_id)
-                    if (
-                        record is not None
-                        and record.id not in seen
-                        and record.created_at == entry.created_at  # else listed at its own time
-                        and matches(record)
-                    ):
-                        picked[record.id] = record
-                seen.update(picked)
-                found += sorted(picked.values(), key=lambda r: r.id, reverse=newest_first)
-                if limit is not None and len(found) >= limit:
-                    return found[:limit]
-        return found
+        query = Query(wanted, backend, name, array_id, created_before, limit, oldest_first)
+        return run_query(
+            query,
+            self.layout,
+            self._list,
+            lambda ids: self._map(self._load_skipping, ids),
+            self._map,
+        )
 
     def delete(self, job_ids: Collection[str]) -> int:
         ids = list(dict.fromkeys(job_ids))
@@ -671,7 +502,7 @@ class S3Store(Store):
         """Record objects that do not hold a job record, with why (for ``jobkit prune``)."""
         ids = [
             job_id
-            for page in self._list(self.layout.records, None, _LIST_PAGE)
+            for page in self._list(self.layout.records, None, LIST_PAGE)
             for job_id in map(self.layout.job_of_record, page)
             if job_id is not None
         ]
@@ -767,63 +598,6 @@ class S3Store(Store):
         targets = [self.layout.blob(check_blob_key(k)) for k in keys]
         self._check_open()
         self._delete_keys(targets)
-
-
-class _Stream:
-    """One index prefix, listed lazily a page at a time, decoded into entries."""
-
-    def __init__(self, store: S3Store, base: str, start_after: str | None, first_page: int):
-        self._store = store
-        self._base = base
-        self._pages = store._list(base, start_after, first_page)
-        self._buffer: collections.deque[Entry] = collections.deque()
-        self._done = False
-
-    def fill(self) -> None:
-        """Read pages until one holds an entry or the listing ends."""
-        while not self._buffer and not self._done:
-            page = next(self._pages, None)
-            if page is None:
-                self._done = True
-                return
-            for key in page:
-                entry = self._store.layout.parse(self._base, key)
-                if entry is not None:
-                    self._buffer.append(entry)
-
-    def head(self) -> Entry | None:
-        self.fill()
-        return self._buffer[0] if self._buffer else None
-
-    def pop(self) -> Entry:
-        return self._buffer.popleft()
-
-
-def _newest_first(store: S3Store, streams: list[_Stream]) -> Iterator[list[Entry]]:
-    """Entries of all streams merged newest first, in groups of equal time."""
-    store._map(_Stream.fill, streams)  # first pages of every state at once
-    while True:
-        heads = [(s, e) for s in streams if (e := s.head()) is not None]
-        if not heads:
-            return
-        newest = min(e.time for _, e in heads)
-        group: list[Entry] = []
-        for stream, _ in heads:
-            while (entry := stream.head()) is not None and entry.time == newest:
-                group.append(stream.pop())
-        yield group
-
-
-def _oldest_first(store: S3Store, streams: list[_Stream]) -> Iterator[list[Entry]]:
-    """Every entry of all streams (the oldest are last in S3's order), oldest first."""
-    store._map(_Stream.fill, streams)
-    entries: list[Entry] = []
-    for stream in streams:
-        while stream.head() is not None:
-            entries.append(stream.pop())
-    entries.sort(key=lambda e: e.time, reverse=True)
-    for _, group in itertools.groupby(entries, key=lambda e: e.time):
-        yield list(group)
 
 
 def _decode(job_id: str, body: bytes) -> JobRecord:
