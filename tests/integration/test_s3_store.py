@@ -121,6 +121,7 @@ def test_bad_urls_say_what_is_wrong(url: str, problem: str) -> None:
         "s3://AKIAEXAMPLE:s3cr3t@bucket/jobs",
         "s3://bucket/jobs?aws_secret_access_key=s3cr3t",
         "s3://bucket/jobs?endpoint_url=http://minio:s3cr3t@localhost:9000",
+        "s3://BAD?connect_timeout=soon&secret_key=s3cr3t",  # refused before other problems
     ],
 )
 def test_credentials_in_the_url_are_refused_without_echoing_them(url: str) -> None:

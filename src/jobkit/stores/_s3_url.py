@@ -43,12 +43,6 @@ class S3Options:
         values: dict[str, Any] = {}
         for name, raw in parse_qsl(query, keep_blank_values=True, strict_parsing=False):
             if name not in names:
-                if any(word in name.lower() for word in _SECRET_WORDS):
-                    raise ConfigError(
-                        f"store URL parameter {name!r} looks like a credential: never put "
-                        "credentials in the store URL (it is passed to every worker and shown "
-                        "in listings); use AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or a profile"
-                    )
                 raise ConfigError(
                     f"store URL {url!r}: unknown parameter {name!r}; known: {', '.join(names)}"
                 )
@@ -87,13 +81,25 @@ def _option(url: str, name: str, raw: str) -> Any:
         raise ConfigError(f"store URL {url!r}: {name} must be a positive whole number")
     if not raw:
         raise ConfigError(f"store URL {url!r}: {name} is empty; give a value or leave it out")
-    if name == "endpoint_url" and "@" in raw:
+    return raw
+
+
+def _refuse_credentials(path: str, query: str) -> None:
+    """ConfigError, before anything echoes the URL, if it carries anything like a secret."""
+    where = None
+    if "@" in path.partition("/")[0]:
+        where = "before its bucket ('user@bucket')"
+    for name, raw in parse_qsl(query, keep_blank_values=True):
+        if any(word in name.lower() for word in _SECRET_WORDS):
+            where = f"in its parameter {name!r}"
+        elif name == "endpoint_url" and "@" in raw:
+            where = "in its endpoint_url ('user@host')"
+    if where is not None:
         raise ConfigError(
-            "the s3 store URL's endpoint_url carries credentials ('user@host'): never put "
-            "credentials in the store URL (it is passed to every worker); use "
+            f"the s3 store URL has credentials {where}: never put credentials in the store "
+            "URL (it is passed to every worker and shown in listings); use "
             "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or a profile"
         )
-    return raw
 
 
 def parse_url(url: str) -> tuple[str, str, S3Options]:
@@ -101,16 +107,11 @@ def parse_url(url: str) -> tuple[str, str, S3Options]:
     scheme, sep, rest = url.partition("://")
     if scheme.lower() != "s3" or not sep:
         raise ConfigError(f"store URL {url!r} is not an s3 URL; write {_URL_FORM}")
+    path, _, query = rest.partition("?")
+    _refuse_credentials(path, query.partition("#")[0])
     if "#" in rest:
         raise ConfigError(f"store URL {url!r}: s3 URLs take no fragment; write {_URL_FORM}")
-    path, _, query = rest.partition("?")
     bucket, _, prefix = path.partition("/")
-    if "@" in bucket:
-        raise ConfigError(
-            "the s3 store URL has credentials before its bucket ('user@'): never put "
-            "credentials in the store URL (it is passed to every worker); use "
-            "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or a profile"
-        )
     if not bucket:
         raise ConfigError(f"store URL {url!r} names no bucket; write {_URL_FORM}")
     if not _BUCKET.match(bucket) or ".." in bucket:
