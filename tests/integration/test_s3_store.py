@@ -154,7 +154,7 @@ def test_records_index_and_blobs_live_under_the_prefix(
     time_token = "3f70bfffffffffff"  # 1000.0, newest first
     assert sorted(keys) == [
         f"{PREFIX}/blobs/payloads/jk-1",
-        f"{PREFIX}/index/QUEUED/{time_token}/0/local/jk-1",
+        f"{PREFIX}/index/QUEUED/{time_token}/0/local/job/jk-1",
         f"{PREFIX}/index/array/arr-1/{time_token}/jk-1",
         f"{PREFIX}/jobs/jk-1.json",
     ]
@@ -163,7 +163,7 @@ def test_records_index_and_blobs_live_under_the_prefix(
     store.transition("jk-1", JobState.SUCCEEDED)
     index = [k for k in keys_under(s3_client, s3_bucket, PREFIX) if "/index/" in k]
     assert sorted(index) == [
-        f"{PREFIX}/index/SUCCEEDED/{time_token}/2/local/jk-1",
+        f"{PREFIX}/index/SUCCEEDED/{time_token}/2/local/job/jk-1",
         f"{PREFIX}/index/array/arr-1/{time_token}/jk-1",
     ]
     assert store.delete(["jk-1"]) == 1
@@ -199,10 +199,10 @@ def test_stale_index_keys_never_show_a_job_twice_or_in_a_wrong_state(
     store.transition("jk-a", JobState.SUCCEEDED)
     time_token = "3f70bfffffffffff"
     for leftover in (
-        f"{PREFIX}/index/RUNNING/{time_token}/0/local/jk-a",  # old key, not deleted
-        f"{PREFIX}/index/FAILED/{time_token}/7/local/jk-a",  # a move that never happened
-        f"{PREFIX}/index/QUEUED/{time_token}/0/local/jk-gone",  # a job since deleted
-        f"{PREFIX}/index/QUEUED/not-a-time/0/local/jk-x",  # not ours at all
+        f"{PREFIX}/index/RUNNING/{time_token}/0/local/job/jk-a",  # old key, not deleted
+        f"{PREFIX}/index/FAILED/{time_token}/7/local/job/jk-a",  # a move that never happened
+        f"{PREFIX}/index/QUEUED/{time_token}/0/local/job/jk-gone",  # a job since deleted
+        f"{PREFIX}/index/QUEUED/not-a-time/0/local/job/jk-x",  # not ours at all
     ):
         s3_client.put_object(Bucket=s3_bucket, Key=leftover, Body=b"")
     assert [r.id for r in store.query()] == ["jk-a", "jk-b"]
@@ -344,7 +344,7 @@ def test_a_job_lifecycle_is_a_small_constant_number_of_requests(store: S3Store) 
     assert total == 18
 
 
-def test_name_filters_and_oldest_first_read_further_but_stay_correct(store: S3Store) -> None:
+def test_filters_are_judged_on_index_keys_before_any_read(store: S3Store) -> None:
     _fill(store, 120)
     counter = RequestCounter(store.client)
     trains = store.query(name="train-*", limit=5)
@@ -355,12 +355,27 @@ def test_name_filters_and_oldest_first_read_further_but_stay_correct(store: S3St
         "train-80",
         "train-70",
     ]
-    oldest = store.query(states=[JobState.RUNNING], oldest_first=True, limit=3)
-    assert [r.id for r in oldest] == ["jk-00000", "jk-00004", "jk-00008"]
-    cost = counter.take()
-    assert cost["ListObjectsV2"] == 7  # six states for the name query, one for oldest first
+    assert counter.take() == {"ListObjectsV2": 6, "GetObject": 5}
+    slurm = store.query(backend="slurm", states=[JobState.QUEUED], limit=3)
+    assert [r.id for r in slurm] == ["jk-00119", "jk-00115", "jk-00111"]
+    assert counter.take() == {"ListObjectsV2": 1, "GetObject": 3}
     before = store.query(created_before=1_700_000_010.0, states=[JobState.RUNNING], limit=2)
     assert [r.id for r in before] == ["jk-00008", "jk-00004"]
+    assert counter.take() == {"ListObjectsV2": 1, "GetObject": 2}  # StartAfter skips the newer
+    oldest = store.query(states=[JobState.RUNNING], oldest_first=True, limit=3)
+    assert [r.id for r in oldest] == ["jk-00000", "jk-00004", "jk-00008"]
+    assert counter.take() == {"ListObjectsV2": 1, "GetObject": 3}  # all 30 keys in one page
+
+
+def test_long_names_and_renames_stay_findable(store: S3Store) -> None:
+    long_name = "train-" + "x" * 300
+    store.create([record("jk-long", name=long_name), record("jk-short", name="train-1")])
+    counter = RequestCounter(store.client)
+    assert [r.id for r in store.query(name="train-*")] == ["jk-short", "jk-long"]
+    assert counter.take()["GetObject"] == 2  # the long name is read to be judged
+    store.update("jk-short", name="eval-1")  # the name is in the key: a new generation
+    assert [r.id for r in store.query(name="eval-*")] == ["jk-short"]
+    assert [r.id for r in store.query(name="train-*")] == ["jk-long"]
 
 
 # -- blobs ---------------------------------------------------------------------------------

@@ -4,12 +4,15 @@ Every object lives under the store's prefix::
 
     jobs/<id>.json                            the record: the truth (metadata jobkit-gen=<g>)
     blobs/<key>                               payloads, outcomes, logs
-    index/<STATE>/<time>/<g>/<backend>/<id>   one empty object per job: its state
-    index/array/<array_id>/<time>/<id>        one empty object per member of an array
+    index/<STATE>/<time>/<g>/<backend>/<name>/<id>   one empty object per job: its state
+    index/array/<array_id>/<time>/<id>               one per member of an array
 
 Names inside keys are percent-encoded (``quote(..., safe="")``) so ``/`` in a
-job id or backend name cannot shift the fields; jobkit's own ids (``jk-...``)
-are unchanged by it.
+job id or name cannot shift the fields; jobkit's own ids (``jk-...``) are
+unchanged by it.  The backend and the name are there so that ``query`` can
+skip jobs they rule out without reading them; a name longer than
+:data:`NAME_IN_KEY` encoded characters is written as ``*`` (unknown: read
+the record to tell).
 
 ``<time>`` is ``created_at`` as 16 hex digits that sort *descending* in
 time (the IEEE-754 bits made order-preserving, then inverted): S3 lists keys
@@ -19,7 +22,7 @@ encoding is exact, so keys order and filter exactly as the records do.
 
 ``<g>`` is the record's *index generation*, kept in its object metadata.  It
 grows by one whenever a write changes a field of the state key (state,
-created_at, backend), so every state key names one generation of one record:
+created_at, backend, name), so every state key names one generation of one record:
 
 * a writer PUTs the new state key before the record and deletes the old one
   after, so a job always has a key in its current state (a crash in between
@@ -46,6 +49,10 @@ _SIGN = 1 << 63
 GEN_METADATA = "jobkit-gen"
 """Object metadata of a record holding its index generation (``x-amz-meta-jobkit-gen``)."""
 ARRAY = "array"
+NAME_IN_KEY = 160
+"""The longest encoded job name kept in a state key (S3 keys stop at 1,024 bytes)."""
+UNKNOWN_NAME = "*"
+"""Stands for a name too long for the key (``quote`` never writes a bare ``*``)."""
 
 
 def time_token(created_at: float) -> str:
@@ -67,6 +74,12 @@ def time_of(token: str) -> float:
 def part(text: str) -> str:
     """One name as a single key segment."""
     return quote(text, safe="")
+
+
+def name_part(name: str) -> str:
+    """A job name as a key segment, or :data:`UNKNOWN_NAME` if it is too long."""
+    encoded = part(name)
+    return encoded if len(encoded) <= NAME_IN_KEY else UNKNOWN_NAME
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,7 +115,7 @@ class Layout:
         """The key listing ``record`` under its state, at generation ``gen``."""
         return (
             f"{self.state_index(record.state)}{time_token(record.created_at)}/{gen}/"
-            f"{part(record.backend)}/{part(record.id)}"
+            f"{part(record.backend)}/{name_part(record.name)}/{part(record.id)}"
         )
 
     def array_key(self, record: JobRecord) -> str | None:
@@ -125,16 +138,26 @@ class Layout:
             if base.startswith(f"{self.prefix}index/{ARRAY}/"):
                 time, job = fields
                 return Entry(key, time_of(time), time, unquote(job))
-            time, gen, backend, job = fields
+            time, gen, backend, name, job = fields
             state = JobState(base[len(self.prefix) + len("index/") : -1])
-            return Entry(key, time_of(time), time, unquote(job), state, int(gen), unquote(backend))
+            return Entry(
+                key,
+                time_of(time),
+                time,
+                unquote(job),
+                state,
+                int(gen),
+                unquote(backend),
+                None if name == UNKNOWN_NAME else unquote(name),
+            )
         except ValueError:  # a foreign object under index/: not ours, not an error
             return None
 
 
 def next_generation(old: JobRecord, new: JobRecord, gen: int) -> int:
     """The generation of ``new``, written over ``old`` at ``gen``."""
-    same = (old.state, old.created_at, old.backend) == (new.state, new.created_at, new.backend)
+    fields = ("state", "created_at", "backend", "name")
+    same = all(getattr(old, f) == getattr(new, f) for f in fields)
     return gen if same else gen + 1
 
 
@@ -154,3 +177,5 @@ class Entry:
     state: JobState | None = None
     gen: int | None = None
     backend: str | None = None
+    name: str | None = None
+    """None when the key does not say (array keys, long names)."""

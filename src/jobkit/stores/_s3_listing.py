@@ -14,8 +14,9 @@
 Index keys (see :mod:`~jobkit.stores._s3_layout`) are only hints: the record
 read back decides whether a job matches, and a job is taken from the key
 whose time equals its ``created_at``, once.  What the key itself says
-(backend, time) spares the GET of a job that cannot match.  A name filter
-needs the record, so it reads in rounds of :data:`NAME_BATCH`.
+(backend, name, time) spares the GET of a job that cannot match, so a
+filtered page also costs about ``limit`` GETs; only names too long for a key
+must be read to be judged.
 """
 
 from __future__ import annotations
@@ -32,8 +33,6 @@ from ._s3_layout import Entry, Layout, time_token
 
 LIST_PAGE = 1000
 """The most keys one ListObjectsV2 request returns."""
-NAME_BATCH = 100
-"""Records read per round when only the record can tell (a name filter)."""
 
 ListPages = Callable[[str, "str | None", int], Iterator[list[str]]]
 """``(prefix, start_after, first_page_size)`` -> pages of keys, in S3's order."""
@@ -67,8 +66,10 @@ class Query:
     def hinted(self, entry: Entry) -> bool:
         """Whether the job an index key names may match, judging by the key alone."""
         return (
-            entry.backend is None or self.backend is None or entry.backend == self.backend
-        ) and (self.created_before is None or entry.created_at < self.created_before)
+            (entry.backend is None or self.backend is None or entry.backend == self.backend)
+            and (self.created_before is None or entry.created_at < self.created_before)
+            and (entry.name is None or self.name is None or glob_matches(entry.name, self.name))
+        )
 
     def bases(self, layout: Layout) -> list[str]:
         """The index prefixes to list: the array's, or one per wanted state."""
@@ -82,13 +83,14 @@ def run_query(
 ) -> list[JobRecord]:
     """The records ``query`` asks for, newest (or oldest) first."""
     first_page = LIST_PAGE
-    if query.limit is not None and query.name is None and not query.oldest_first:
+    if query.limit is not None and not (query.name or query.backend or query.oldest_first):
         first_page = min(query.limit + 1, LIST_PAGE)  # the page, and one to see if ties go on
     start_after = None
     if query.created_before is not None and not query.oldest_first:
         start_after = time_token(query.created_before) + "~"  # sorts after "<time>/..."
     streams = [
-        Stream(layout, b, list_pages(b, start_after, first_page)) for b in query.bases(layout)
+        Stream(layout, b, list_pages(b, start_after and b + start_after, first_page))
+        for b in query.bases(layout)
     ]
     run_all(Stream.fill, streams)  # the first page of every prefix at once
     groups = oldest_first(streams) if query.oldest_first else newest_first(streams)
@@ -155,10 +157,9 @@ def pick(query: Query, groups: Iterator[list[Entry]], read_many: ReadMany) -> li
     found: list[JobRecord] = []
     seen: set[str] = set()
     cache: dict[str, JobRecord | None] = {}
-    batch = NAME_BATCH if query.name is not None else 1
     exhausted = False
     while not exhausted:
-        wanted = max(batch, 256 if query.limit is None else query.limit - len(found))
+        wanted = 256 if query.limit is None else query.limit - len(found)
         chosen: list[list[Entry]] = []
         count = 0
         while count < wanted:

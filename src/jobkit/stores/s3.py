@@ -29,10 +29,10 @@ before pointing several writers at it, or keep one writer per job there.
 
 **Listing.**  ``query(states=..., limit=50)`` costs one LIST per requested
 state (six without a state filter) plus at most ``limit`` GETs: it does not
-grow with the store (:mod:`jobkit.stores._s3_listing`).  ``name`` is only
-known after a GET, so a name filter reads more records; ``oldest_first``
-lists the whole index of the chosen states (1,000 keys per request) to
-find the oldest.  Consistency caveats: a job whose state changes while a
+grow with the store (:mod:`jobkit.stores._s3_listing`).  Backend and name
+filters are judged on the index keys first, so they cost no extra GETs;
+``oldest_first`` lists the whole index of the chosen states (1,000 keys per
+request) to find the oldest.  Consistency caveats: a job whose state changes while a
 listing runs may be left out of that one listing (its old key is gone and
 its new key was listed before it existed); a job is never listed twice, nor
 with a state its record did not have when read.  Keys a crashed writer
