@@ -70,7 +70,13 @@ import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from typing import Any, ClassVar, TypeVar
 
-from jobkit.errors import BlobNotFoundError, ConfigError, JobNotFoundError, StoreError
+from jobkit.errors import (
+    BlobNotFoundError,
+    ConfigError,
+    JobkitError,
+    JobNotFoundError,
+    StoreError,
+)
 from jobkit.states import JobRecord, JobState
 
 from ._buffer_reader import BufferReader
@@ -315,6 +321,17 @@ class S3Store(Store):
                     "check that these credentials may s3:DeleteObject there"
                 )
 
+    def _tidy(self, keys: Sequence[str]) -> None:
+        """Delete index keys that are no longer true, after the record was written.
+
+        The change has happened by then, so a failure here must not report it
+        as failed: a key left behind only costs listings an extra GET.
+        """
+        try:
+            self._delete_keys(keys)
+        except JobkitError as exc:
+            logger.warning("left %d stale index key(s) behind: %s", len(keys), exc)
+
     def _list(self, base: str, start_after: str | None, first_page: int) -> Iterator[list[str]]:
         """Pages of keys under ``base``, in S3's (ascending) order."""
         token: str | None = None
@@ -427,7 +444,7 @@ class S3Store(Store):
             for key in stale:
                 del leftovers[key]
             if state is not None and current.state not in sources:
-                self._delete_keys(stale)
+                self._tidy(stale)
                 return None
             updated, text = apply_fields(current, fields, state=state)
             new_gen = next_generation(current, updated, gen)
@@ -438,12 +455,12 @@ class S3Store(Store):
             except Conflict:
                 if new_gen != gen:
                     leftovers[self.layout.state_key(updated, new_gen)] = new_gen
-                self._delete_keys(stale)
+                self._tidy(stale)
                 time.sleep(random.uniform(0, min(0.05, 0.001 * 2**attempt)))
                 continue
             except Missing:  # deleted between our read and our write
                 raise JobNotFoundError(job_id, self.url) from None
-            self._delete_keys([*(old_keys - new_keys), *stale])
+            self._tidy([*(old_keys - new_keys), *stale])
             return updated
         raise StoreError(
             f"job {job_id!r} in {self.url}: other writers changed it on each of "
