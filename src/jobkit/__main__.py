@@ -1,5 +1,7 @@
-"""``python -m jobkit`` is the ``jobkit`` command."""
+"""``python -m jobkit`` is the ``jobkit`` command (same exit codes)."""
+
+import sys
 
 from jobkit.cli.app import main
 
-main()
+sys.exit(main())
