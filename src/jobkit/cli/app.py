@@ -29,6 +29,7 @@ from typer.core import TyperGroup
 
 from jobkit.cli import render
 from jobkit.cli.session import Session
+from jobkit.cli.store import store_app
 from jobkit.errors import JobkitError, JobNotFoundError
 from jobkit.states import TERMINAL_STATES, FailureReason, JobRecord, JobState
 
@@ -96,6 +97,8 @@ def _print_click_error(exc: Exception) -> int:
     """One line for a usage error, with where to find help; returns the exit code."""
     code = int(getattr(exc, "exit_code", 2))
     message = render.first_line(str(getattr(exc, "format_message", exc.__str__)()))
+    if not message:  # click's NoArgsIsHelpError: the help was the message
+        return code
     usage_ctx = getattr(exc, "ctx", None)
     if code == 2 and usage_ctx is not None:
         message += f" (see '{usage_ctx.command_path} --help')"
@@ -619,6 +622,9 @@ def prune(
     if not dry_run and report["log_files_not_removed"]:
         failures = report["log_files_not_removed"]
         fail(f"could not remove {len(failures)} log file(s), e.g. {failures[0]}")
+
+
+app.add_typer(store_app)
 
 
 def main() -> int:
