@@ -28,6 +28,7 @@ if TYPE_CHECKING:
         SerializationError,
         SignatureError,
         StoreError,
+        StoreUnavailableError,
         SubmitError,
         VersionMismatchError,
     )
@@ -64,6 +65,7 @@ _WHERE = {
     "SerializationError": "errors",
     "SignatureError": "errors",
     "StoreError": "errors",
+    "StoreUnavailableError": "errors",
     "SubmitError": "errors",
     "VersionMismatchError": "errors",
 }
@@ -88,6 +90,7 @@ __all__ = [
     "SerializationError",
     "SignatureError",
     "StoreError",
+    "StoreUnavailableError",
     "SubmitError",
     "VersionMismatchError",
     "__version__",

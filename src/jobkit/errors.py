@@ -9,7 +9,8 @@ family::
     ├── SerializationError     an argument, result or exception cannot be pickled
     │   └── VersionMismatchError   payload made by another Python/jobkit than the worker's
     ├── SignatureError         payload/outcome unsigned or altered: never unpickled
-    ├── StoreError             store unreachable, corrupted record or blob
+    ├── StoreError             store refused a request, corrupted record or blob
+    │   ├── StoreUnavailableError  unreachable or overloaded: a retry may succeed
     │   ├── JobNotFoundError   no job with that id in the store
     │   └── BlobNotFoundError  a payload/outcome/log blob is missing
     ├── BackendError           backend unusable or a backend command failed
@@ -51,6 +52,12 @@ class SignatureError(JobkitError):
 
 class StoreError(JobkitError):
     """The store is unreachable, or holds a record or blob that cannot be read."""
+
+
+class StoreUnavailableError(StoreError):
+    """The store could not be reached, timed out or was overloaded (HTTP 5xx, 429,
+    a locked SQLite file): the request may succeed if retried later, which is
+    what workers do before giving up (see :mod:`jobkit.stores.patient`)."""
 
 
 class JobNotFoundError(StoreError, KeyError):

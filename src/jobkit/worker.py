@@ -21,7 +21,9 @@ the job RUNNING; the backend's reconcile step notices the dead process and
 records why (TIMEOUT, OOM, LOST).
 
 The store is found through ``--store URL`` or ``$JOBKIT_STORE``; the signing
-key as described in :mod:`jobkit.signing`.  The local agent calls
+key as described in :mod:`jobkit.signing`.  Every store call waits out an
+outage (:mod:`jobkit.stores.patient`, ``$JOBKIT_STORE_PATIENCE`` seconds,
+default 600); past that the worker says so on stderr and exits 75.  The local agent calls
 :func:`run_job` in a forked process instead of exec'ing this module: same
 code, no interpreter start-up.
 """
@@ -36,7 +38,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 
-from jobkit.errors import JobkitError
+from jobkit.errors import JobkitError, StoreUnavailableError
 from jobkit.serialization import Call, dump_outcome, load_payload
 from jobkit.states import FailureReason, JobState
 from jobkit.stores.base import Store, outcome_key, payload_key
@@ -205,6 +207,24 @@ def array_item(array_id: str, offset: int, environ: Mapping[str, str] | None = N
     )
 
 
+def _store_unreachable(job_id: str, exc: StoreUnavailableError) -> int:
+    """The store stayed down past the worker's patience: say so loudly, exit 75.
+
+    Whatever the job did after its last recorded state is not in the store;
+    the non-zero exit makes the backend report the job as failed, so the
+    client's reconciliation records it instead of waiting forever.
+    """
+    from jobkit.stores.patient import EXIT_STORE_UNREACHABLE
+
+    _flush_std()
+    print(
+        f"jobkit worker: job {job_id}: could not record its state or result, the store "
+        f"stayed unreachable: {exc}",
+        file=sys.stderr,
+    )
+    return EXIT_STORE_UNREACHABLE
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m jobkit.worker", description=__doc__.split("\n")[0]
@@ -228,9 +248,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return run_in_slurm(args.store, job_id)
         from jobkit.signing import load_key
-        from jobkit.stores import open_store
+        from jobkit.stores.patient import open_patient_store
 
-        return run_job(open_store(args.store), job_id, load_key())
+        return run_job(open_patient_store(args.store), job_id, load_key())
+    except StoreUnavailableError as exc:
+        return _store_unreachable(job_id, exc)
     except JobkitError as exc:
         print(f"jobkit worker: {exc}", file=sys.stderr)
         return EXIT_UNLOADABLE

@@ -8,17 +8,19 @@ shares; this module checks what is particular to S3.
 from __future__ import annotations
 
 import collections
+import http.server
 import json
 import logging
 import multiprocessing
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from jobkit.errors import ConfigError, JobNotFoundError, StoreError
+from jobkit.errors import ConfigError, JobNotFoundError, StoreError, StoreUnavailableError
 from jobkit.states import TERMINAL_STATES, JobRecord, JobState
 from jobkit.stores import open_store
 from jobkit.stores.s3 import S3Store, parse_url
@@ -503,12 +505,47 @@ def test_unreachable_endpoint_fails_fast_naming_it(s3_endpoint: str) -> None:
         f"s3://bucket/jobs?endpoint_url=http://127.0.0.1:{port}&max_attempts=1&connect_timeout=1"
     )
     started = time.monotonic()
-    with pytest.raises(StoreError) as info:
+    with pytest.raises(StoreUnavailableError) as info:  # what workers retry
         store.query(states=[JobState.RUNNING], limit=5)
     assert time.monotonic() - started < 10
     text = one_line(info.value)
     assert f"cannot reach the S3 endpoint http://127.0.0.1:{port}" in text
     assert "s3://bucket/jobs/index/RUNNING/" in text and "AWS_ENDPOINT_URL" in text
+
+
+class _SlowDown(http.server.BaseHTTPRequestHandler):
+    """An S3 endpoint under load: every request answered 503 SlowDown, as AWS does."""
+
+    def _answer(self) -> None:
+        body = (
+            b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code>'
+            b"<Message>Please reduce your request rate.</Message></Error>"
+        )
+        self.send_response(503)
+        self.send_header("Content-Type", "application/xml")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_PUT = do_HEAD = do_POST = do_DELETE = _answer
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_throttling_and_server_errors_are_marked_retryable(s3_endpoint: str) -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _SlowDown)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        port = server.server_address[1]
+        store = open_store(f"s3://bucket/jobs?endpoint_url=http://127.0.0.1:{port}&max_attempts=1")
+        with pytest.raises(StoreUnavailableError) as info:
+            store.get("jk-1")
+    finally:
+        server.shutdown()
+    text = one_line(info.value)
+    assert "S3 could not read job record s3://bucket/jobs/jobs/jk-1.json just now" in text
+    assert "SlowDown, HTTP 503: Please reduce your request rate." in text
 
 
 def test_corrupted_record_raises_on_get_and_is_skipped_by_listings(

@@ -360,3 +360,32 @@ def test_relative_constructor_path_is_made_absolute(
     assert store.path == tmp_path / "rel.db"
     assert store.url == f"sqlite://{tmp_path}/rel.db"
     store.close()
+
+
+def test_a_write_lock_held_too_long_is_retryable_and_a_patient_store_waits(db: Path) -> None:
+    from jobkit.errors import StoreUnavailableError
+    from jobkit.stores.patient import PatientStore
+
+    store = SQLiteStore(db, timeout=0.2)
+    store.create([JobRecord(id="jk-1", name="x", backend="local", created_at=1.0)])
+    holder = sqlite3.connect(db, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another process sits on the write lock
+    with pytest.raises(StoreUnavailableError, match=r"held the write lock for 0\.2 s"):
+        store.transition("jk-1", JobState.RUNNING)
+
+    log: list[str] = []
+
+    def release_then_sleep(seconds: float) -> None:
+        log.append(f"slept {seconds:.2f}")
+        if holder.in_transaction:
+            holder.execute("COMMIT")
+
+    patient = PatientStore(store, patience=30, sleep=release_then_sleep, log=sys.stderr)
+    moved = patient.transition("jk-1", JobState.RUNNING)
+    assert moved is not None and moved.state is JobState.RUNNING
+    assert len(log) == 1  # one wait, then the lock was free
+    holder.close()
+
+    with pytest.raises(StoreError, match="jk-nope"):  # not retried: a retry cannot fix it
+        PatientStore(store, patience=30, sleep=lambda s: log.append("slept")).get("jk-nope")
+    assert len(log) == 1

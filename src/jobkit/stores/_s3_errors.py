@@ -2,9 +2,10 @@
 
 Each message is one line naming the bucket and key, what went wrong and the
 fix.  Problems a retry cannot fix (no bucket, no or refused credentials,
-access denied) become :class:`ConfigError`; the rest (endpoint unreachable,
-throttling, server errors) become :class:`StoreError`, which a caller may
-retry.  Two outcomes the store handles itself come back as private
+access denied) become :class:`ConfigError`; what a later retry may fix
+(endpoint unreachable, timeouts, throttling, HTTP 5xx) becomes
+:class:`StoreUnavailableError`, which workers retry with backoff; anything
+else a plain :class:`StoreError`.  Two outcomes the store handles itself come back as private
 exceptions: :class:`Missing` (no such key) and :class:`Conflict` (a
 conditional write lost: HTTP 412, or 409 when S3 saw two at once).
 Credentials never appear in a message: botocore does not put them in its
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from jobkit.errors import ConfigError, StoreError
+from jobkit.errors import ConfigError, StoreError, StoreUnavailableError
 
 _DENIED = frozenset({"AccessDenied", "AllAccessDisabled", "AccountProblem", "Forbidden", "403"})
 _BAD_CREDENTIALS = frozenset(
@@ -29,6 +30,18 @@ _BAD_CREDENTIALS = frozenset(
 )
 _CONFLICT = frozenset({"PreconditionFailed", "ConditionalRequestConflict", "412"})
 _MISSING = frozenset({"NoSuchKey", "NoSuchUpload", "404"})
+_TRANSIENT = frozenset(
+    {
+        "SlowDown",
+        "ServiceUnavailable",
+        "InternalError",
+        "RequestTimeout",
+        "RequestTimeTooSkewed",
+        "Throttling",
+        "ThrottlingException",
+        "TooManyRequests",
+    }
+)
 _CREDENTIAL_FIX = (
     "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, choose a profile with AWS_PROFILE "
     "(or '?profile=' in the store URL), or run where an instance or pod role is available"
@@ -65,11 +78,13 @@ def translate(exc: Exception, *, action: str, where: str, bucket: str, endpoint:
             "choose another with AWS_PROFILE or '?profile=' in the store URL"
         )
     if isinstance(exc, (boto.EndpointConnectionError, boto.ConnectionError)):
-        return StoreError(
+        return StoreUnavailableError(
             f"cannot reach the S3 endpoint {endpoint} to {action} {where} ({_line(exc)}): "
             "check AWS_ENDPOINT_URL (or '?endpoint_url=' in the store URL), the network, "
             "and that the service is running"
         )
+    if isinstance(exc, boto.HTTPClientError):  # timeouts, dropped connections
+        return StoreUnavailableError(f"S3 request to {action} {where} failed: {_line(exc)}")
     if isinstance(exc, boto.BotoCoreError):
         return StoreError(f"S3 request to {action} {where} failed: {_line(exc)}")
     return exc
@@ -99,6 +114,11 @@ def _client_error(exc: Any, *, action: str, where: str, bucket: str, endpoint: s
             f"access denied to {action} {where} ({code}: {message}): allow s3:GetObject, "
             f"s3:PutObject, s3:DeleteObject and s3:ListBucket on s3://{bucket} for these "
             "credentials, or use credentials that have them (AWS_PROFILE)"
+        )
+    if code in _TRANSIENT or (isinstance(status, int) and (status >= 500 or status == 429)):
+        return StoreUnavailableError(
+            f"S3 could not {action} {where} just now ({code or 'error'}, HTTP {status}: "
+            f"{message}); retry later, and if it persists check the service at {endpoint}"
         )
     return StoreError(
         f"S3 refused to {action} {where} ({code or 'error'}, HTTP {status}: {message}); "

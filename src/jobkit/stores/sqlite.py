@@ -40,7 +40,7 @@ from collections.abc import Collection, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from jobkit.errors import ConfigError, JobNotFoundError, StoreError
+from jobkit.errors import ConfigError, JobNotFoundError, StoreError, StoreUnavailableError
 from jobkit.states import TERMINAL_STATES, JobRecord, JobState
 
 from ._common import (
@@ -249,10 +249,12 @@ class SQLiteStore(Store):
                 if conn.in_transaction:
                     conn.execute("COMMIT")
             except sqlite3.Error as exc:
-                hint = ""
                 if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
-                    hint = f" (another process held the write lock for {self._timeout:g} s)"
-                raise StoreError(f"sqlite store {self.path}: {exc}{hint}") from exc
+                    raise StoreUnavailableError(
+                        f"sqlite store {self.path}: {exc} (another process held the write "
+                        f"lock for {self._timeout:g} s); retry later"
+                    ) from exc
+                raise StoreError(f"sqlite store {self.path}: {exc}") from exc
 
     def _reopen_after_fork(self) -> None:
         """Never use a connection across fork: the child gets its own.

@@ -45,8 +45,8 @@ class SlurmEntry:
 
         from jobkit.serialization import dump_payload
         from jobkit.signing import load_key
-        from jobkit.stores import open_store
         from jobkit.stores.base import payload_key
+        from jobkit.stores.patient import open_patient_store
 
         call = self._call
         if call is None:
@@ -59,7 +59,7 @@ class SlurmEntry:
         if resumed is None:
             return None
         args, kwargs = resumed
-        store = open_store(store_url)
+        store = open_patient_store(store_url)
         key = load_key()
         store.put_blob(
             payload_key(job_id),
@@ -94,12 +94,12 @@ def run_in_slurm(store_url: str, job_id: str, *, on_call: Any = None) -> int:
     """
     from jobkit.environment import env
     from jobkit.signing import load_key
-    from jobkit.stores import open_store
+    from jobkit.stores.patient import open_patient_store
     from jobkit.worker import run_job
 
     os.environ["JOBKIT_JOB_ID"] = job_id
     os.environ.setdefault("JOBKIT_STORE", store_url)
-    store = open_store(store_url)
+    store = open_patient_store(store_url)
     rank, attempt = env().rank, 0
     if rank == 0:
         record = store.get(job_id)
