@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.metadata
+import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -192,3 +194,68 @@ def test_entry_points_are_read_lazily_for_unknown_schemes_only(
     with pytest.raises(ConfigError, match="unknown scheme 'other'"):
         open_store("other://x")
     assert lookups == ["thirdparty", "other"]
+
+
+_PLUGIN = '''
+from jobkit.stores.sqlite import SQLiteStore
+
+
+class LabStore(SQLiteStore):
+    """``lab://NAME``: a SQLite file named NAME in $LAB_STORE_DIR (a third-party store)."""
+
+    scheme = "lab"
+
+    @classmethod
+    def from_url(cls, url):
+        import os
+
+        store = cls(os.path.join(os.environ["LAB_STORE_DIR"], url[len("lab://"):] + ".db"))
+        store.url = url
+        return store
+'''
+
+_JOB = """
+import jobkit
+
+@jobkit.remote
+def double(x):
+    return 2 * x
+
+with jobkit.use(store="lab://team", backend="local"):
+    job = double.submit(21)
+    print(job.id, job.result(timeout=60))
+"""
+
+
+def test_a_store_from_an_installed_distribution_runs_jobs_and_the_cli(tmp_path: Path) -> None:
+    """A real distribution on sys.path (dist-info with entry_points.txt), found by
+    importlib.metadata in fresh processes: the library, the agent and the CLI."""
+    site = tmp_path / "site"
+    dist = site / "jobkit_lab_store-1.0.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: jobkit-lab-store\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[jobkit.stores]\nlab = jobkit_lab_store:LabStore\n")
+    (site / "jobkit_lab_store.py").write_text(_PLUGIN)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]),
+        "LAB_STORE_DIR": str(tmp_path),
+        "JOBKIT_HOME": str(tmp_path / "home"),
+    }
+    ran = subprocess.run(
+        [sys.executable, "-c", _JOB], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert ran.returncode == 0, ran.stderr
+    job_id, answer = ran.stdout.split()
+    assert answer == "42" and (tmp_path / "team.db").exists()
+
+    listed = subprocess.run(
+        [sys.executable, "-m", "jobkit", "--store", "lab://team", "list", "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert listed.returncode == 0, listed.stderr
+    (row,) = json.loads(listed.stdout)
+    assert (row["id"], row["state"]) == (job_id, "SUCCEEDED")
