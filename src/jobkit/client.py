@@ -117,11 +117,12 @@ class Monitor:
                         interval = self.MIN_INTERVAL
                     self._sweep_now = False
                     ids = list(self._jobs) if sweep else hinted
+                    since = min((self._jobs[i]._record.created_at for i in ids), default=None)
             if wait_forever:
                 self._wake.wait()
                 continue
             try:
-                finished = self.check(ids) if ids else 0
+                finished = self.check(ids, since=since) if ids else 0
             except ReferenceError:
                 return  # the client is gone
             except JobkitError:
@@ -134,6 +135,15 @@ class Monitor:
                 interval = self.MIN_INTERVAL if finished and pushed else min(interval * 2, ceiling)
                 next_sweep = time.monotonic() + interval
 
+    def reconcile_interval(self, watched: int) -> float:
+        """``poll_interval``, stretched so that re-reading ``watched`` records
+        stays within the store's :attr:`~jobkit.stores.base.Store.read_budget`
+        (on S3, 200 watched jobs are reconciled every 4 s, not every second)."""
+        client = self._client
+        budget = client.store.read_budget
+        interval = float(client.config.poll_interval)
+        return interval if budget is None else max(interval, watched / budget)
+
     def _ceiling(self, watched: int) -> float:
         """Longest pause between sweeps: ``poll_interval`` when every backend in
         use pushes completions, else as often as the store affords, widened
@@ -144,17 +154,18 @@ class Monitor:
             return slowest
         return min(slowest, max(float(client.store.sweep_interval), 0.0002 * watched))
 
-    def check(self, ids: Sequence[str]) -> int:
-        """Finish the watched jobs that ended; reconcile the others at
-        ``poll_interval`` (one batched backend query)."""
+    def check(self, ids: Sequence[str], *, since: float | None = None) -> int:
+        """Finish the watched jobs that ended; reconcile the others every
+        :meth:`reconcile_interval` (one batched backend query).  ``since``:
+        no watched job is older (lets the store skip older index entries)."""
         client = self._client
         now = time.monotonic()
-        if now - self._last_reconcile >= client.config.poll_interval:
+        if now - self._last_reconcile >= self.reconcile_interval(len(ids)):
             self._last_reconcile = now
             active = [r for r in client.store.get_many(ids).values() if not r.is_terminal]
             if active:
                 client.reconcile(active)
-        records = client.store.finished_among(ids)
+        records = client.store.finished_among(ids, since=since)
         finished = 0
         for job_id, record in records.items():
             if record.is_terminal:

@@ -93,6 +93,19 @@ class StoreConformance:
         store.transition(running.id, JobState.CANCELLED)
         assert set(store.finished_among([running.id])) == {running.id}
 
+    def test_finished_among_since_finds_what_the_plain_call_finds(self, store: Store) -> None:
+        """``since`` is a hint (no watched job is older); the answer must not change."""
+        older = make_record(state=JobState.SUCCEEDED, created_at=10.0)  # not watched
+        watched = [make_record(created_at=100.0 + i) for i in range(8)]
+        store.create([older, *watched])
+        for record in watched[::3]:
+            store.transition(record.id, JobState.FAILED, failure_reason="ERROR")
+        ids = [r.id for r in watched] + ["jk-unknown"]
+        plain = store.finished_among(ids)
+        assert set(plain) == {watched[0].id, watched[3].id, watched[6].id}
+        assert store.finished_among(ids, since=100.0) == plain
+        assert store.finished_among(ids, since=0.0) == plain
+
     def test_record_round_trips_every_field(self, store: Store) -> None:
         record = full_record()
         store.create([record])

@@ -346,6 +346,41 @@ def test_a_job_lifecycle_is_a_small_constant_number_of_requests(store: S3Store) 
     assert total == 18
 
 
+def test_watching_running_jobs_costs_a_list_per_final_state_not_a_read_per_job(
+    store: S3Store,
+) -> None:
+    _fill(store, 300)  # jk-00000 .. jk-00299, one second apart, states in rotation
+    watched = [f"jk-{i:05d}" for i in range(200, 300)]  # a client's last 100 jobs
+    since = 1_700_000_200.0
+    expected = {i: r for i, r in store.get_many(watched).items() if r.state in TERMINAL_STATES}
+    counter = RequestCounter(store.client)
+    found = store.finished_among(watched, since=since)
+    assert found == expected and 0 < len(found) < 100
+    assert counter.take() == {"ListObjectsV2": 3, "GetObject": len(found)}
+
+    assert store.finished_among(watched) == expected  # no hint: a read per job
+    assert counter.take() == {"GetObject": 100}
+
+    few = watched[:3]
+    assert store.finished_among(few, since=since) == {i: expected[i] for i in few if i in expected}
+    assert counter.take() == {"GetObject": 3}  # three reads beat three listings
+
+
+def test_watching_reads_records_when_listing_would_cost_more(
+    store: S3Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import jobkit.stores.s3 as s3_module
+
+    _fill(store, 300)
+    monkeypatch.setattr(s3_module, "LIST_PAGE", 10)  # pages of 10 keys: listing is dear
+    watched = [f"jk-{i:05d}" for i in (0, 1, 2, 3, 299)]  # the oldest: all 300 are "since"
+    expected = {i: r for i, r in store.get_many(watched).items() if r.state in TERMINAL_STATES}
+    counter = RequestCounter(store.client)
+    assert store.finished_among(watched, since=1_700_000_000.0) == expected
+    cost = counter.take()
+    assert cost["ListObjectsV2"] == 5 and cost["GetObject"] == 5  # gave up listing
+
+
 def test_filters_are_judged_on_index_keys_before_any_read(store: S3Store) -> None:
     _fill(store, 120)
     counter = RequestCounter(store.client)

@@ -67,11 +67,21 @@ class Store(abc.ABC):
     def get_many(self, job_ids: Collection[str]) -> dict[str, JobRecord]:
         """Records by id in one round trip; unknown ids are left out."""
 
-    def finished_among(self, job_ids: Collection[str]) -> dict[str, JobRecord]:
+    read_budget: ClassVar[float | None] = None
+    """Record reads per second a client may spend re-reading the jobs it
+    watches (reconciling them with their backend); None: reads are cheap.
+    A store billed per request (S3) sets it, and a client watching many jobs
+    reconciles them less often rather than reading them all every second."""
+
+    def finished_among(
+        self, job_ids: Collection[str], *, since: float | None = None
+    ) -> dict[str, JobRecord]:
         """Records of those ``job_ids`` that reached a terminal state.
 
         What a client's monitor asks many times a second; stores override it
-        to skip reading records that are still running.
+        to skip reading records that are still running.  ``since`` is a hint:
+        none of the jobs was created before it, so a store that indexes jobs
+        by creation time need not look further back.
         """
         return {i: r for i, r in self.get_many(job_ids).items() if r.is_terminal}
 

@@ -296,7 +296,9 @@ class SQLiteStore(Store):
     def get_many(self, job_ids: Collection[str]) -> dict[str, JobRecord]:
         return self._by_ids(job_ids)
 
-    def finished_among(self, job_ids: Collection[str]) -> dict[str, JobRecord]:
+    def finished_among(
+        self, job_ids: Collection[str], *, since: float | None = None
+    ) -> dict[str, JobRecord]:
         terminal = [s.value for s in TERMINAL_STATES]
         return self._by_ids(job_ids, " AND state IN (?,?,?)", terminal)
 

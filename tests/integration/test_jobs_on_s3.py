@@ -1,0 +1,92 @@
+"""Real jobs whose store is S3 over HTTP (moto): the local agent and a Slurm job
+read payloads and write outcomes in the bucket; another process finds them by id.
+
+This is the store's purpose: every machine of a cluster reaches the bucket.
+Credentials and the endpoint reach workers through the standard boto3 chain
+(``AWS_*`` variables inherited by the agent and by ``sbatch``), never in the URL.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import helpers
+import pytest
+
+import jobkit
+from jobkit.states import JobState
+
+pytest_plugins = ["s3_fixtures"]
+
+T = 120
+
+
+def cli(url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "jobkit", "--store", url, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=os.environ.copy(),
+    )
+
+
+@pytest.fixture
+def s3_url(s3_bucket: str) -> str:
+    return f"s3://{s3_bucket}/team"
+
+
+@pytest.fixture
+def on_s3_locally(s3_url: str) -> Iterator[Any]:
+    with jobkit.use(store=s3_url, backend="local", local={"cpus": 2, "idle_timeout": 5}) as client:
+        try:
+            yield client
+        finally:
+            if "local" in client._backends:
+                client.backend("local").stop_agent()
+
+
+def test_local_jobs_round_trip_through_the_bucket(on_s3_locally: Any, s3_url: str) -> None:
+    job = jobkit.submit(helpers.square, 12)
+    bad = jobkit.submit(helpers.fail_with, 5)
+    array = jobkit.map(helpers.square, range(5))
+    assert job.result(timeout=T) == 144
+    with pytest.raises(helpers.CustomError) as info:
+        bad.result(timeout=T)
+    assert info.value.code == 5
+    assert array.results(timeout=T) == [0, 1, 4, 9, 16]
+    assert job.info.state is JobState.SUCCEEDED and job.info.host
+
+    # Another process that knows only the bucket: the CLI.
+    shown = cli(s3_url, "result", job.id, "--json")
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout) == 144
+    listed = cli(s3_url, "list", "--json", "--limit", "3")
+    assert listed.returncode == 0, listed.stderr
+    assert [row["id"] for row in json.loads(listed.stdout)] == [
+        f"{array.id}.4",
+        f"{array.id}.3",
+        f"{array.id}.2",
+    ]
+    failed = cli(s3_url, "status", bad.id, "--json")
+    assert json.loads(failed.stdout)["failure_reason"] == "ERROR"
+
+
+def test_slurm_jobs_read_and_write_the_bucket(
+    slurm_cluster: str, s3_url: str, tmp_path: Any
+) -> None:
+    with jobkit.use(store=s3_url, backend="slurm", poll_interval=0.5):
+        array = jobkit.map(helpers.square, range(4))
+        bad = jobkit.submit(helpers.fail_with, 7)
+        assert array.results(timeout=T) == [0, 1, 4, 9]
+        with pytest.raises(helpers.CustomError):
+            bad.result(timeout=T)
+        assert {j.info.backend for j in array} == {"slurm"}
+    found = cli(s3_url, "result", f"{array.id}.3", "--json")
+    assert found.returncode == 0, found.stderr
+    assert json.loads(found.stdout) == 9
