@@ -69,6 +69,8 @@ class WorkloadResult:
     rows: list[Row]
     raw: dict[str, Any]
     notes: list[str] = dataclasses.field(default_factory=list)
+    tables: list[str] = dataclasses.field(default_factory=list)
+    """Extra markdown tables, printed after the workload's group of rows."""
 
 
 def timed(fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> tuple[float, T]:

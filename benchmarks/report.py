@@ -26,11 +26,17 @@ SLURM_COLUMNS = {
     "submitit_poll": "submitit, result file polled every 10 ms",
     "sbatch": "Slurm's own: `sbatch --wrap python -c`, output polled every 10 ms",
 }
+S3_COLUMNS = {
+    "api": "store-API sequence alone, in-process",
+    "naive": "naive scan: LIST jobs/ + GET every record",
+}
 
 
 def number(value: float | None) -> str:
     if value is None:
         return "-"
+    if isinstance(value, int):  # counts (requests, calls)
+        return f"{value:,}"
     if abs(value) >= 100:
         return f"{value:,.0f}"
     if abs(value) >= 10:
@@ -80,27 +86,44 @@ def slurm_facts(machine: dict[str, Any]) -> str:
     return f"; {facts.get('version', 'Slurm')}{size}"
 
 
+def s3_facts(machine: dict[str, Any]) -> str:
+    facts = machine.get("s3")
+    if not facts:
+        return ""
+    return f"; moto {facts.get('moto', '?')} (in-process server), boto3 {facts.get('boto3', '?')}"
+
+
 def markdown(
     main: Sequence[Row],
     startup: Sequence[Row],
     notes: Sequence[str],
     machine: dict[str, Any],
     slurm: Sequence[Row] = (),
+    s3: Sequence[Row] = (),
+    tables: Sequence[str] = (),
 ) -> str:
-    """The header line, then one table per group of rows that has any."""
+    """The header line, one table per group of rows that has any, extra tables, notes."""
     parts = [
         f"Machine: {machine['cpus']} cores, {machine['memory_gb']:.0f} GB, "
         f"Python {machine['python']}, {machine['platform']}; "
         f"jobkit {machine['jobkit']} at {machine['git_commit'][:10]}"
         f"{' + uncommitted src/ changes' if machine.get('src_dirty') else ''}"
-        f"{slurm_facts(machine)}; "
+        f"{slurm_facts(machine)}{s3_facts(machine)}; "
         f"load average {machine['load_start']:.2f} at start, {machine['load_end']:.2f} at end; "
         f"mode: {'quick' if machine['quick'] else 'full'}; total {machine['total_s']:.0f} s",
         "",
     ]
-    for rows, columns in ((main, MAIN_COLUMNS), (startup, STARTUP_COLUMNS), (slurm, SLURM_COLUMNS)):
+    groups = (
+        (main, MAIN_COLUMNS),
+        (startup, STARTUP_COLUMNS),
+        (slurm, SLURM_COLUMNS),
+        (s3, S3_COLUMNS),
+    )
+    for rows, columns in groups:
         if rows:
             parts += [table(rows, columns), ""]
+    for extra in tables:
+        parts += [extra, ""]
     parts += [f"- {note}" for note in notes]
     return "\n".join(parts)
 

@@ -3,6 +3,7 @@
     python benchmarks/run.py            # full run, about 3 minutes on 2 cores
     python benchmarks/run.py --quick    # fewer repetitions, under a minute
     python benchmarks/run.py --only slurm   # the Slurm workloads (a live cluster)
+    python benchmarks/run.py --only s3      # S3 request counts (moto over HTTP)
 
 Numbers from different runs or machines are not comparable, so every
 workload runs jobkit and its anchors (ProcessPoolExecutor, a subprocess per
@@ -15,10 +16,13 @@ Results: a markdown table on stdout, raw numbers in ``results/latest.json``
 
 The Slurm workloads (``slurm-*``, ``slurm.py``) need a live cluster and take
 minutes, so a plain run leaves them out; ``--only slurm`` runs them all.
+The ``s3`` workload (``s3.py``: request counts against a moto server) is
+left out of a plain run too; ``--only s3`` runs it.
 A results file is only ever written by the complete set it is named after:
-``latest`` by the default set, ``slurm`` by all the Slurm workloads, and any
-other selection goes to ``partial`` (``-quick`` appended for ``--quick``),
-so a subset never overwrites the committed full results.
+``latest`` by the default set, ``slurm`` by all the Slurm workloads, ``s3``
+by the S3 one, and any other selection goes to ``partial`` (``-quick``
+appended for ``--quick``), so a subset never overwrites the committed full
+results.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ import bigarg
 import latency
 import makespan
 import report
+import s3
 import slurm
 import startup
 import systems
@@ -57,12 +62,14 @@ WORKLOADS: dict[str, Callable[[Context], WorkloadResult]] = {
     "slurm-latency": slurm.run_latency,
     "slurm-map": slurm.run_map,
     "slurm-queries": slurm.run_queries,
+    "s3": s3.run,
 }
 SLURM = [name for name in WORKLOADS if name.startswith("slurm-")]
-DEFAULT = [name for name in WORKLOADS if name not in SLURM]
+S3 = ["s3"]
+DEFAULT = [name for name in WORKLOADS if name not in SLURM and name not in S3]
 GROUPS = {"slurm": SLURM}
 """``--only`` shorthands for several workloads."""
-OUTPUTS = {"latest": DEFAULT, "slurm": SLURM}
+OUTPUTS = {"latest": DEFAULT, "slurm": SLURM, "s3": S3}
 """Results file stem -> the exact workload set that may write it."""
 NEED_SYSTEMS = {"latency", "throughput", "makespan"}
 STARTUP_TABLE = {"imports", "list"}
@@ -97,7 +104,7 @@ def machine_info(quick: bool) -> dict[str, Any]:
         "cloudpickle": cloudpickle.__version__,
         "submitit": submitit.__version__,
         "git_commit": git("rev-parse", "HEAD") or "unknown",
-        "src_dirty": bool(git("status", "--porcelain", "--", "src")),
+        "src_dirty": bool(git("status", "--porcelain", "--", ":/src")),  # from the top
         "load_start": os.getloadavg()[0],
         "quick": quick,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -127,13 +134,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--only",
         default="",
         help=f"comma-separated subset of {','.join(WORKLOADS)}, or 'slurm' for all slurm-* "
-        "(default: all but the Slurm ones)",
+        "(default: all but the Slurm ones and s3)",
     )
     parser.add_argument(
         "--out",
         type=Path,
         help="JSON output (default: results/latest.json for the default set, "
-        "results/slurm.json for all Slurm workloads, results/partial.json otherwise)",
+        "results/slurm.json for all Slurm workloads, results/s3.json for s3, "
+        "results/partial.json otherwise)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory")
     args = parser.parse_args(argv)
@@ -160,6 +168,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     machine = machine_info(args.quick)
     if set(SLURM) & set(args.only) and slurm.cluster_available()[0]:
         machine["slurm"] = slurm.cluster_facts()
+    if set(S3) & set(args.only):
+        machine["s3"] = s3.facts()
 
     ctx = Context(quick=args.quick, workdir=workdir, systems={})
     results: list[WorkloadResult] = []
@@ -181,18 +191,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     machine["total_s"] = time.perf_counter() - started
     machine["load_end"] = os.getloadavg()[0]
-    elsewhere = STARTUP_TABLE | set(SLURM)
+    elsewhere = STARTUP_TABLE | set(SLURM) | set(S3)
     main_rows: list[Row] = [r for res in results if res.name not in elsewhere for r in res.rows]
     startup_rows = [r for res in results if res.name in STARTUP_TABLE for r in res.rows]
     slurm_rows = [r for res in results if res.name in SLURM for r in res.rows]
+    s3_rows = [r for res in results if res.name in S3 for r in res.rows]
     notes = [note for res in results for note in res.notes]
+    tables = [t for res in results for t in res.tables]
     machine["workloads"] = args.only
-    text = report.markdown(main_rows, startup_rows, notes, machine, slurm_rows)
+    text = report.markdown(main_rows, startup_rows, notes, machine, slurm_rows, s3_rows, tables)
     print(text)
     report.write_json(
         args.out,
         machine,
-        main_rows + startup_rows + slurm_rows,
+        main_rows + startup_rows + slurm_rows + s3_rows,
         {res.name: res.raw for res in results},
         notes,
     )
