@@ -168,3 +168,43 @@ class JobRecord:
 
 
 _FIELD_NAMES = tuple(f.name for f in dataclasses.fields(JobRecord))
+
+
+@dataclasses.dataclass(frozen=True)
+class JobRow:
+    """What ``jobkit list`` shows of a job: the few fields a store index can hold.
+
+    A store billed per request (S3) keeps these in its index keys, so a page
+    of the job list is a handful of listings instead of a read per job; see
+    :meth:`jobkit.stores.base.Store.rows`.  Not the record: ``jobkit status``
+    and ``jobkit list --json`` read that.
+    """
+
+    id: str
+    name: str
+    backend: str
+    state: JobState
+    created_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    failure_reason: FailureReason | None = None
+    host: str | None = None
+    """None also for an empty host name: the list shows ``-`` for both."""
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.state in TERMINAL_STATES
+
+    @classmethod
+    def of(cls, record: JobRecord) -> JobRow:
+        return cls(
+            id=record.id,
+            name=record.name,
+            backend=record.backend,
+            state=record.state,
+            created_at=record.created_at,
+            started_at=record.started_at,
+            finished_at=record.finished_at,
+            failure_reason=record.failure_reason,
+            host=record.host or None,
+        )

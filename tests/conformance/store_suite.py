@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import pytest
 
 from jobkit.errors import BlobNotFoundError, IllegalTransitionError, JobNotFoundError, StoreError
-from jobkit.states import LEGAL_TRANSITIONS, FailureReason, JobRecord, JobState
+from jobkit.states import LEGAL_TRANSITIONS, FailureReason, JobRecord, JobRow, JobState
 from jobkit.stores.base import Store, outcome_key, payload_key
 
 _ids = itertools.count()
@@ -365,6 +365,33 @@ class StoreConformance:
         assert len(store.query(limit=100)) == 7
         with pytest.raises(StoreError, match="limit"):
             store.query(limit=-1)
+
+    def test_rows_show_what_the_records_say_in_query_order(
+        self, store: Store, listing: dict[str, JobRecord]
+    ) -> None:
+        S = JobState
+        store.transition("q-a", S.FAILED, failure_reason="OOM", finished_at=12.5, host="gpu~7/a b")
+        store.transition("q-e", S.RUNNING, started_at=51.25, host="n" * 300)  # too long for a key
+        store.update("q-g", name="x" * 400)
+        store.transition("q-c", S.SUCCEEDED, started_at=31.0, finished_at=35.0, host="")
+        for filters in (
+            {},
+            {"limit": 3},
+            {"states": [S.RUNNING, S.FAILED]},
+            {"backend": "slurm"},
+            {"name": "[!t]*"},
+            {"name": "x*", "limit": 1},
+            {"states": [S.QUEUED], "backend": "local", "limit": 5},
+        ):
+            expected = [JobRow.of(r) for r in store.query(**filters)]  # type: ignore[arg-type]
+            assert store.rows(**filters) == expected, filters  # type: ignore[arg-type]
+        (oom,) = store.rows(states=[S.FAILED], backend="local")
+        assert (oom.failure_reason, oom.finished_at, oom.host) == (
+            FailureReason.OOM,
+            12.5,
+            "gpu~7/a b",
+        )
+        assert store.rows(limit=0) == [] and store.rows(states=[]) == []
 
     # -- delete --------------------------------------------------------------
     def test_delete_removes_records_and_their_blobs(self, store: Store) -> None:

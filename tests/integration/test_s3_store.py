@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from jobkit.errors import ConfigError, JobNotFoundError, StoreError, StoreUnavailableError
-from jobkit.states import TERMINAL_STATES, JobRecord, JobState
+from jobkit.states import TERMINAL_STATES, JobRecord, JobRow, JobState
 from jobkit.stores import open_store
 from jobkit.stores.s3 import S3Store, parse_url
 
@@ -156,7 +156,7 @@ def test_records_index_and_blobs_live_under_the_prefix(
     time_token = "3f70bfffffffffff"  # 1000.0, newest first
     assert sorted(keys) == [
         f"{PREFIX}/blobs/payloads/jk-1",
-        f"{PREFIX}/index/QUEUED/{time_token}/0/local/job/jk-1",
+        f"{PREFIX}/index/QUEUED/{time_token}/0/local/job/jk-1/~~~",
         f"{PREFIX}/index/array/arr-1/{time_token}/jk-1",
         f"{PREFIX}/jobs/jk-1.json",
     ]
@@ -165,11 +165,23 @@ def test_records_index_and_blobs_live_under_the_prefix(
     store.transition("jk-1", JobState.SUCCEEDED)
     index = [k for k in keys_under(s3_client, s3_bucket, PREFIX) if "/index/" in k]
     assert sorted(index) == [
-        f"{PREFIX}/index/SUCCEEDED/{time_token}/2/local/job/jk-1",
+        f"{PREFIX}/index/SUCCEEDED/{time_token}/2/local/job/jk-1/~~~node-1",
         f"{PREFIX}/index/array/arr-1/{time_token}/jk-1",
     ]
     assert store.delete(["jk-1"]) == 1
     assert keys_under(s3_client, s3_bucket, PREFIX) == []
+
+
+def test_one_url_on_two_endpoints_is_two_stores(
+    s3_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A local agent is shared by store identity: the URL alone would mix them up."""
+    here = open_store("s3://bucket/jobs")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:1")
+    there = open_store("s3://bucket/jobs")
+    assert here.url == there.url
+    assert here.identity != there.identity
+    assert there.identity.endswith("at http://127.0.0.1:1")
 
 
 def test_ids_with_slashes_stay_one_key_segment(store: S3Store) -> None:
@@ -318,6 +330,20 @@ def test_first_page_costs_the_same_on_a_bigger_store(store: S3Store) -> None:
         assert filtered["GetObject"] == 50 and filtered["ListObjectsV2"] <= 4
     assert pages[200] == pages[400]
     logging.getLogger(__name__).info("first page of 50: %s", pages)
+
+
+def test_a_page_of_the_job_list_is_read_from_index_keys_alone(store: S3Store) -> None:
+    _fill(store, 400)
+    store.transition("jk-00399", JobState.RUNNING, host="h" * 500)  # the key cannot hold it
+    counter = RequestCounter(store.client)
+    page = store.rows(limit=50)
+    assert counter.take() == {"ListObjectsV2": 6, "GetObject": 1}  # only the long host
+    assert page == [JobRow.of(r) for r in store.query(limit=50)]
+    counter.take()
+    assert len(store.rows(states=[JobState.SUCCEEDED], limit=50)) == 50
+    assert counter.take() == {"ListObjectsV2": 1}
+    assert len(store.rows(name="train-*", backend="local", limit=20)) == 20
+    assert counter.take() == {"ListObjectsV2": 6}
 
 
 def test_a_job_lifecycle_is_a_small_constant_number_of_requests(store: S3Store) -> None:

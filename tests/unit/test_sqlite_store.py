@@ -389,3 +389,11 @@ def test_a_write_lock_held_too_long_is_retryable_and_a_patient_store_waits(db: P
     with pytest.raises(StoreError, match="jk-nope"):  # not retried: a retry cannot fix it
         PatientStore(store, patience=30, sleep=lambda s: log.append("slept")).get("jk-nope")
     assert len(log) == 1
+
+
+def test_identity_is_the_resolved_file(tmp_path: Path) -> None:
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    one = SQLiteStore(tmp_path / "real" / "jobs.db")
+    two = SQLiteStore(tmp_path / "link" / "jobs.db")
+    assert one.url != two.url and one.identity == two.identity

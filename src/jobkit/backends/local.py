@@ -62,7 +62,7 @@ class LocalBackend(Backend):
             start_method=local.start_method or ("fork" if sys.platform == "linux" else "spawn"),
         )
         self.log_dir = self.store.local_dir or home_dir()
-        self.paths: AgentPaths = agent_paths(self.store.url, self.log_dir)
+        self.paths: AgentPaths = agent_paths(self.store.identity, self.log_dir)
         self._conn: socket.socket | None = None
         self._lock = threading.Lock()
         self._envs_written: set[str] = set()

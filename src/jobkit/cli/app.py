@@ -258,17 +258,19 @@ def list_jobs(
             param_hint="'--limit'",
         )
     states = parse_state_option(state) if state else None
-    store = session_of(ctx).store
-    records = store.query(states=states, backend=backend, name=name, limit=limit + 1)
-    more, records = len(records) > limit, records[:limit]  # one extra row: are there more?
-    records = session_of(ctx).fresh(records)
-    if as_json:
-        render.print_json([r.to_dict() for r in records])
+    session = session_of(ctx)
+    if as_json:  # whole records
+        records = session.store.query(states=states, backend=backend, name=name, limit=limit + 1)
+        render.print_json([r.to_dict() for r in session.fresh(records[:limit])])
         return
-    if not records:
+    # The table's columns only: an S3 store answers from its index keys, no record read.
+    rows = session.store.rows(states=states, backend=backend, name=name, limit=limit + 1)
+    more, rows = len(rows) > limit, rows[:limit]  # one extra row: are there more?
+    rows = session.fresh_rows(rows)
+    if not rows:
         typer.echo("No jobs match.", err=True)
         return
-    render.jobs_table(records, time.time())
+    render.jobs_table(rows, time.time())
     if more:
         typer.echo(f"(the newest {limit} shown; use --limit to see more)", err=True)
 

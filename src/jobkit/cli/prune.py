@@ -22,7 +22,7 @@ import typer
 
 from jobkit.cli import render
 from jobkit.errors import JobkitError
-from jobkit.states import JobRecord, JobState
+from jobkit.states import JobRecord, JobRow, JobState
 from jobkit.stores.base import Store
 
 SHOWN_IN_DRY_RUN = 50
@@ -115,7 +115,7 @@ def show(planned: PrunePlan, *, dry_run: bool) -> None:
 
     count = len(planned.records)
     if dry_run and planned.records:
-        render.jobs_table(planned.records[:SHOWN_IN_DRY_RUN], time.time())
+        render.jobs_table([JobRow.of(r) for r in planned.records[:SHOWN_IN_DRY_RUN]], time.time())
         if count > SHOWN_IN_DRY_RUN:
             typer.echo(f"... and {count - SHOWN_IN_DRY_RUN} more")
     for job_id, problem in sorted(planned.corrupted.items()):

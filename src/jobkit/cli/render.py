@@ -24,7 +24,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from jobkit.states import JobRecord, JobState
+from jobkit.states import JobRecord, JobRow, JobState
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -88,7 +88,7 @@ def format_time(timestamp: float | None, now: float) -> str:
     return f"{local} ({format_age(timestamp, now)})"
 
 
-def run_time(record: JobRecord, now: float) -> str:
+def run_time(record: JobRecord | JobRow, now: float) -> str:
     """How long the job ran (so far, while it runs); ``-`` if it never started."""
     if not record.started_at:
         return "-"
@@ -98,7 +98,7 @@ def run_time(record: JobRecord, now: float) -> str:
     return format_span(end - record.started_at)
 
 
-def state_text(record: JobRecord) -> str:
+def state_text(record: JobRecord | JobRow) -> str:
     """``FAILED (TIMEOUT)``: the state with the failure reason when there is one."""
     if record.failure_reason is not None:
         return f"{record.state.value} ({record.failure_reason.value})"
@@ -116,7 +116,7 @@ def first_line(text: str) -> str:
 # -- the job list (hand-aligned) ------------------------------------------------
 
 
-def jobs_table(records: Sequence[JobRecord], now: float) -> None:
+def jobs_table(records: Sequence[JobRow], now: float) -> None:
     """``jobkit list``: one row per job, newest first.
 
     Aligned by hand rather than with rich: importing and laying out a rich

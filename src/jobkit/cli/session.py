@@ -15,6 +15,7 @@ import contextlib
 from typing import TYPE_CHECKING
 
 from jobkit.errors import JobkitError, JobNotFoundError
+from jobkit.states import JobRow
 
 if TYPE_CHECKING:
     from jobkit.client import Client
@@ -102,6 +103,15 @@ class Session:
             client.reconcile(stale)
         updated = client.store.get_many([r.id for r in stale])
         return [updated.get(r.id, r) for r in records]
+
+    def fresh_rows(self, rows: list[JobRow]) -> list[JobRow]:
+        """:meth:`fresh` for list rows: only the active non-local jobs' records are read."""
+        stale = [r.id for r in rows if not r.is_terminal and r.backend != "local"]
+        if not stale:
+            return rows
+        records = self.fresh(list(self.store.get_many(stale).values()))
+        updated = {r.id: JobRow.of(r) for r in records}
+        return [updated.get(r.id, r) for r in rows]
 
     def array_members(self, array_id: str) -> list[JobRecord]:
         members = self.store.query(array_id=array_id, oldest_first=True)

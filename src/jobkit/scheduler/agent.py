@@ -91,12 +91,13 @@ class AgentPaths:
     log: Path
 
 
-def agent_paths(store_url: str, log_dir: Path) -> AgentPaths:
-    """Where the agent for ``store_url`` listens; short enough for AF_UNIX."""
+def agent_paths(store_identity: str, log_dir: Path) -> AgentPaths:
+    """Where the agent for a store (its :attr:`~jobkit.stores.base.Store.identity`)
+    listens; short enough for AF_UNIX."""
     runtime = os.environ.get("XDG_RUNTIME_DIR")
     base = Path(runtime, "jobkit") if runtime else Path(f"/tmp/jobkit-{os.getuid()}")
     base.mkdir(mode=0o700, parents=True, exist_ok=True)
-    tag = hashlib.sha256(store_url.encode()).hexdigest()[:16]
+    tag = hashlib.sha256(store_identity.encode()).hexdigest()[:16]
     return AgentPaths(base / f"agent-{tag}.sock", base / f"agent-{tag}.lock", log_dir / "agent.log")
 
 
@@ -769,7 +770,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     store = open_store(settings.store)
     log_dir = store.local_dir or Path(os.environ.get("JOBKIT_HOME", "."))
-    paths = agent_paths(settings.store, log_dir)
+    paths = agent_paths(store.identity, log_dir)
     lock_fd = _acquire_lock(paths.lock, paths.socket)
     if lock_fd is None:
         return 0

@@ -4,7 +4,7 @@ Every object lives under the store's prefix::
 
     jobs/<id>.json                            the record: the truth (metadata jobkit-gen=<g>)
     blobs/<key>                               payloads, outcomes, logs
-    index/<STATE>/<time>/<g>/<backend>/<name>/<id>   one empty object per job: its state
+    index/<STATE>/<time>/<g>/<backend>/<name>/<id>/<row>   one empty object per job: its state
     index/array/<array_id>/<time>/<id>               one per member of an array
 
 Names inside keys are percent-encoded (``quote(..., safe="")``) so ``/`` in a
@@ -20,9 +20,14 @@ in ascending order, so the first page of ``index/RUNNING/`` holds the newest
 running jobs, and ``created_before`` becomes a ``StartAfter`` key.  The
 encoding is exact, so keys order and filter exactly as the records do.
 
+``<row>`` holds the rest of what ``jobkit list`` shows (failure reason,
+start and end times, host: :func:`row_part`), so a page of the list is
+answered from keys alone (:meth:`S3Store.rows`); a host too long for the key
+is written as ``*`` and that one record is read instead.
+
 ``<g>`` is the record's *index generation*, kept in its object metadata.  It
-grows by one whenever a write changes a field of the state key (state,
-created_at, backend, name), so every state key names one generation of one record:
+grows by one whenever a write changes a field of the state key
+(:data:`KEY_FIELDS`), so every state key names one generation of one record:
 
 * a writer PUTs the new state key before the record and deletes the old one
   after, so a job always has a key in its current state (a crash in between
@@ -42,7 +47,7 @@ import dataclasses
 import struct
 from urllib.parse import quote, unquote
 
-from jobkit.states import JobRecord, JobState
+from jobkit.states import FailureReason, JobRecord, JobRow, JobState
 
 _MASK = (1 << 64) - 1
 _SIGN = 1 << 63
@@ -53,6 +58,19 @@ NAME_IN_KEY = 160
 """The longest encoded job name kept in a state key (S3 keys stop at 1,024 bytes)."""
 UNKNOWN_NAME = "*"
 """Stands for a name too long for the key (``quote`` never writes a bare ``*``)."""
+HOST_IN_KEY = 120
+"""The longest encoded host name kept in a state key."""
+KEY_FIELDS = (
+    "state",
+    "created_at",
+    "backend",
+    "name",
+    "failure_reason",
+    "started_at",
+    "finished_at",
+    "host",
+)
+"""Record fields a state key spells out: changing one moves the key."""
 
 
 def time_token(created_at: float) -> str:
@@ -80,6 +98,55 @@ def name_part(name: str) -> str:
     """A job name as a key segment, or :data:`UNKNOWN_NAME` if it is too long."""
     encoded = part(name)
     return encoded if len(encoded) <= NAME_IN_KEY else UNKNOWN_NAME
+
+
+ROW_SEPARATOR = "~"
+"""Between the fields of ``<row>``: unreserved in URLs and SigV4 (a ``,`` made moto
+and botocore disagree on signatures), and escaped out of the host name."""
+
+
+def row_part(record: JobRecord) -> str:
+    """``<reason>~<started>~<finished>~<host>``: empty for None, times exact (hex bits)."""
+    host = part(record.host or "").replace(ROW_SEPARATOR, "%7E")
+    return ROW_SEPARATOR.join(
+        (
+            record.failure_reason.value if record.failure_reason else "",
+            _exact(record.started_at),
+            _exact(record.finished_at),
+            host if len(host) <= HOST_IN_KEY else UNKNOWN_NAME,
+        )
+    )
+
+
+def _exact(value: float | None) -> str:
+    return "" if value is None else struct.pack(">d", float(value)).hex()
+
+
+def _inexact(text: str) -> float:
+    value: float = struct.unpack(">d", bytes.fromhex(text))[0]
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    """The ``<row>`` segment decoded; ``host`` is None when the key could not hold it."""
+
+    failure_reason: FailureReason | None
+    started_at: float | None
+    finished_at: float | None
+    host: str | None
+    host_known: bool
+
+
+def parse_row(text: str) -> Row:
+    reason, started, finished, host = text.split(ROW_SEPARATOR)
+    return Row(
+        FailureReason(reason) if reason else None,
+        None if not started else _inexact(started),
+        None if not finished else _inexact(finished),
+        None if host in ("", UNKNOWN_NAME) else unquote(host),
+        host != UNKNOWN_NAME,
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,7 +182,7 @@ class Layout:
         """The key listing ``record`` under its state, at generation ``gen``."""
         return (
             f"{self.state_index(record.state)}{time_token(record.created_at)}/{gen}/"
-            f"{part(record.backend)}/{name_part(record.name)}/{part(record.id)}"
+            f"{part(record.backend)}/{name_part(record.name)}/{part(record.id)}/{row_part(record)}"
         )
 
     def array_key(self, record: JobRecord) -> str | None:
@@ -138,7 +205,9 @@ class Layout:
             if base.startswith(f"{self.prefix}index/{ARRAY}/"):
                 time, job = fields
                 return Entry(key, time_of(time), time, unquote(job))
-            time, gen, backend, name, job = fields
+            if len(fields) == 5:  # written before keys carried the row: read the record
+                fields.append("")
+            time, gen, backend, name, job, row = fields
             state = JobState(base[len(self.prefix) + len("index/") : -1])
             return Entry(
                 key,
@@ -149,6 +218,7 @@ class Layout:
                 int(gen),
                 unquote(backend),
                 None if name == UNKNOWN_NAME else unquote(name),
+                parse_row(row) if row else None,
             )
         except ValueError:  # a foreign object under index/: not ours, not an error
             return None
@@ -156,8 +226,7 @@ class Layout:
 
 def next_generation(old: JobRecord, new: JobRecord, gen: int) -> int:
     """The generation of ``new``, written over ``old`` at ``gen``."""
-    fields = ("state", "created_at", "backend", "name")
-    same = all(getattr(old, f) == getattr(new, f) for f in fields)
+    same = all(getattr(old, f) == getattr(new, f) for f in KEY_FIELDS)
     return gen if same else gen + 1
 
 
@@ -179,3 +248,27 @@ class Entry:
     backend: str | None = None
     name: str | None = None
     """None when the key does not say (array keys, long names)."""
+    row: Row | None = None
+    """The rest of the list row (state keys only)."""
+
+    def job_row(self) -> JobRow | None:
+        """The list row this key spells out, or None if it cannot (long name or host)."""
+        if (
+            self.state is None
+            or self.name is None
+            or self.backend is None
+            or self.row is None
+            or not self.row.host_known
+        ):
+            return None
+        return JobRow(
+            id=self.job_id,
+            name=self.name,
+            backend=self.backend,
+            state=self.state,
+            created_at=self.created_at,
+            started_at=self.row.started_at,
+            finished_at=self.row.finished_at,
+            failure_reason=self.row.failure_reason,
+            host=self.row.host,
+        )

@@ -26,7 +26,7 @@ import dataclasses
 import itertools
 from collections.abc import Callable, Collection, Iterator, Sequence
 
-from jobkit.states import JobRecord, JobState
+from jobkit.states import JobRecord, JobRow, JobState
 
 from ._common import glob_matches
 from ._s3_layout import Entry, Layout, time_token
@@ -95,6 +95,41 @@ def run_query(
     run_all(Stream.fill, streams)  # the first page of every prefix at once
     groups = oldest_first(streams) if query.oldest_first else newest_first(streams)
     return pick(query, groups, read_many)
+
+
+def run_rows(
+    query: Query, layout: Layout, list_pages: ListPages, read_many: ReadMany, run_all: RunAll
+) -> list[JobRow]:
+    """The list rows of the jobs ``query`` asks for, newest first, from index keys."""
+    first_page = LIST_PAGE
+    if query.limit is not None and not (query.name or query.backend):
+        first_page = min(query.limit + 1, LIST_PAGE)
+    streams = [Stream(layout, b, list_pages(b, None, first_page)) for b in query.bases(layout)]
+    run_all(Stream.fill, streams)
+    found: list[JobRow] = []
+    for group in newest_first(streams):
+        newest: dict[str, Entry] = {}  # a job's keys share its time: keep its newest generation
+        for entry in group:
+            if query.hinted(entry) and (
+                entry.job_id not in newest or (entry.gen or 0) > (newest[entry.job_id].gen or 0)
+            ):
+                newest[entry.job_id] = entry
+        rows = {i: e.job_row() for i, e in newest.items()}
+        unread = [i for i, row in rows.items() if row is None]
+        for record in read_many(unread) if unread else ():
+            if record is not None and record.created_at == newest[record.id].created_at:
+                rows[record.id] = JobRow.of(record)
+        picked = [
+            row
+            for row in rows.values()
+            if row is not None
+            and (query.name is None or glob_matches(row.name, query.name))
+            and (query.states is None or row.state in query.states)
+        ]
+        found += sorted(picked, key=lambda r: r.id, reverse=True)
+        if query.limit is not None and len(found) >= query.limit:
+            return found[: query.limit]
+    return found
 
 
 class Stream:

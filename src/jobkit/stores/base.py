@@ -19,7 +19,7 @@ from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from jobkit.states import JobRecord, JobState
+from jobkit.states import JobRecord, JobRow, JobState
 
 Buffer = bytes | bytearray | memoryview
 
@@ -48,6 +48,17 @@ class Store(abc.ABC):
 
     shared_across_processes: ClassVar[bool] = True
     """False for ``memory://``: workers in other processes cannot reach it."""
+
+    @property
+    def identity(self) -> str:
+        """What tells this store from another with the same URL.
+
+        Processes that share a local agent must mean the same store, yet a
+        URL alone may not say which: ``s3://bucket/jobs`` names a different
+        bucket under another ``AWS_ENDPOINT_URL``, and a plugin may resolve
+        a name through the environment.  Stores add what they resolved.
+        """
+        return self.url
 
     @classmethod
     def from_url(cls, url: str) -> Store:
@@ -123,6 +134,22 @@ class Store(abc.ABC):
         ``name`` is a shell glob (``train*``).  Must use an index: the CLI
         asks for the first page of 50 among tens of thousands of jobs.
         """
+
+    def rows(
+        self,
+        *,
+        states: Collection[JobState] | None = None,
+        backend: str | None = None,
+        name: str | None = None,
+        limit: int | None = None,
+    ) -> list[JobRow]:
+        """What ``jobkit list`` shows of the jobs ``query`` would return, in its order.
+
+        Stores whose index holds these fields (S3) answer without reading
+        records; the others read them.
+        """
+        records = self.query(states=states, backend=backend, name=name, limit=limit)
+        return [JobRow.of(r) for r in records]
 
     @abc.abstractmethod
     def delete(self, job_ids: Collection[str]) -> int:

@@ -7,6 +7,7 @@ the same bucket.  What a request does, in order::
     transition  GET jobs/<id>.json (+ETag) ─► legal move? ─► PUT new index key
                 ─► PUT jobs/<id>.json  If-Match: <ETag>  (412: someone else won; re-read)
                 ─► DELETE the old index key
+    rows        LIST index/<STATE>/ (newest first, one page): the list's columns are in the keys
     query       LIST index/<STATE>/ (newest first, one page) ─► GET up to `limit` records
     blobs       PUT/GET blobs/<key>  (multipart above `multipart_threshold`)
 
@@ -27,9 +28,12 @@ last-writer-wins; nothing here can tell without probing, so check an
 S3-compatible service (MinIO, Ceph RGW, gateways) for conditional PUTs
 before pointing several writers at it, or keep one writer per job there.
 
-**Listing.**  ``query(states=..., limit=50)`` costs one LIST per requested
-state (six without a state filter) plus at most ``limit`` GETs: it does not
-grow with the store (:mod:`jobkit.stores._s3_listing`).  Backend and name
+**Listing.**  ``jobkit list`` asks :meth:`S3Store.rows`, answered from the
+index keys alone: one LIST per requested state (six without a state
+filter) and no GET, whatever the size of the store.
+``query(states=..., limit=50)``, which returns whole records (``jobkit.jobs``,
+``jobkit list --json``), costs those LISTs plus at most ``limit`` GETs: it
+does not grow with the store either (:mod:`jobkit.stores._s3_listing`).  Backend and name
 filters are judged on the index keys first, so they cost no extra GETs;
 ``oldest_first`` lists the whole index of the chosen states (1,000 keys per
 request) to find the oldest.  Consistency caveats: a job whose state changes while a
@@ -78,7 +82,7 @@ from jobkit.errors import (
     JobNotFoundError,
     StoreError,
 )
-from jobkit.states import TERMINAL_STATES, JobRecord, JobState
+from jobkit.states import TERMINAL_STATES, JobRecord, JobRow, JobState
 
 from ._buffer_reader import BufferReader
 from ._common import (
@@ -91,7 +95,7 @@ from ._common import (
 )
 from ._s3_errors import Conflict, Missing, translate
 from ._s3_layout import GEN_METADATA, Layout, next_generation, provably_stale
-from ._s3_listing import LIST_PAGE, Query, run_query
+from ._s3_listing import LIST_PAGE, Query, run_query, run_rows
 from ._s3_url import S3Options, parse_url
 from .base import Buffer, Store, outcome_key, payload_key
 
@@ -180,6 +184,11 @@ class S3Store(Store):
                 "relies on (PutObject IfMatch); upgrade it: pip install -U 'boto3>=1.35.69'"
             )
         return client
+
+    @property
+    def identity(self) -> str:
+        """The URL and the endpoint it resolved to (``AWS_ENDPOINT_URL`` may differ)."""
+        return f"{self.url} at {self._client.meta.endpoint_url}"
 
     @property
     def client(self) -> Any:
@@ -520,6 +529,30 @@ class S3Store(Store):
             return []
         query = Query(wanted, backend, name, array_id, created_before, limit, oldest_first)
         return run_query(
+            query,
+            self.layout,
+            self._list,
+            lambda ids: self._map(self._load_skipping, ids),
+            self._map,
+        )
+
+    def rows(
+        self,
+        *,
+        states: Collection[JobState] | None = None,
+        backend: str | None = None,
+        name: str | None = None,
+        limit: int | None = None,
+    ) -> list[JobRow]:
+        """One LIST per state listed and, normally, no GET: rows come from index keys
+        (see :func:`jobkit.stores._s3_listing.run_rows`)."""
+        check_limit(limit)
+        self._check_open()
+        wanted = None if states is None else frozenset(JobState(s) for s in states)
+        if limit == 0 or wanted == frozenset():
+            return []
+        query = Query(wanted, backend, name, None, None, limit, False)
+        return run_rows(
             query,
             self.layout,
             self._list,

@@ -256,6 +256,11 @@ class SQLiteStore(Store):
                     ) from exc
                 raise StoreError(f"sqlite store {self.path}: {exc}") from exc
 
+    @property
+    def identity(self) -> str:
+        """The database file, resolved: links and relative paths name one store."""
+        return f"sqlite:{os.path.realpath(self.path)}"
+
     def _reopen_after_fork(self) -> None:
         """Never use a connection across fork: the child gets its own.
 
