@@ -90,3 +90,36 @@ def test_slurm_jobs_read_and_write_the_bucket(
     found = cli(s3_url, "result", f"{array.id}.3", "--json")
     assert found.returncode == 0, found.stderr
     assert json.loads(found.stdout) == 9
+
+
+def test_an_agent_leaves_other_machines_local_jobs_alone(on_s3_locally: Any) -> None:
+    """Two laptops, one bucket: each agent runs only the local jobs submitted on its machine."""
+    import time
+
+    from jobkit.serialization import Call, dump_payload
+    from jobkit.states import JobRecord
+    from jobkit.stores.base import payload_key
+
+    store = on_s3_locally.store
+    theirs = JobRecord(
+        id="jk-elsewhere",
+        name="theirs",
+        backend="local",
+        created_at=time.time() - 5,
+        resources={"cpus": 1},
+        extra={"machine": "another-laptop"},
+    )
+    payload = dump_payload(
+        Call(fn=helpers.square, args=(3,), kwargs={}), key=on_s3_locally.key, job_id=theirs.id
+    )
+    store.put_blob(payload_key(theirs.id), payload)
+    store.create([theirs])
+
+    ours = jobkit.submit(helpers.square, 4)
+    assert ours.result(timeout=T) == 16
+    assert ours.info.extra["machine"] == os.uname().nodename
+    time.sleep(1.5)  # a few agent rescans
+    assert store.get(theirs.id).state is JobState.PENDING  # not claimed, not run here
+    with pytest.raises(TimeoutError):
+        jobkit.get(theirs.id).result(timeout=1)
+    assert store.get(theirs.id).state is JobState.PENDING

@@ -104,9 +104,11 @@ class LocalBackend(Backend):
     def prepare(self, records: Sequence[JobRecord], resources: Resources) -> None:
         env_ref = self._store_env()
         cwd = os.getcwd()
+        machine = socket.gethostname()
         for record in records:
             record.extra["env"] = env_ref
             record.extra["cwd"] = cwd
+            record.extra["machine"] = machine  # only this machine's agent runs it
 
     def _store_env(self) -> str:
         """The submitter's environment, stored once per distinct content."""
@@ -130,8 +132,12 @@ class LocalBackend(Backend):
         self._send({"op": "cancel", "ids": [r.id for r in records]}, start=False)
 
     def reconcile(self, records: Sequence[JobRecord]) -> None:
-        """Jobs waiting with no agent alive (it idled out or died): start one."""
-        if records and not self._agent_alive():
+        """Jobs of this machine waiting with no agent alive (it idled out or
+        died): start one.  Other machines' local jobs in a shared store are
+        left to their own agents."""
+        machine = socket.gethostname()
+        mine = [r for r in records if r.extra.get("machine", machine) == machine]
+        if mine and not self._agent_alive():
             self._send({"op": "wake"})
 
     def _agent_alive(self) -> bool:

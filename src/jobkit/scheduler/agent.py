@@ -48,7 +48,7 @@ import subprocess
 import sys
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -178,7 +178,7 @@ class Agent:
             if self._idle():
                 self._close_listener()
                 # A client may have recorded work just before we stopped listening.
-                if self.store.query(states=QUEUE_STATES, backend="local", limit=1) or self.running:
+                if self._waiting() or self.running:
                     self._listen()
                     continue
                 break
@@ -300,6 +300,15 @@ class Agent:
             conn.close()
 
     # -- scheduling ------------------------------------------------------------
+    def _waiting(self, states: Collection[JobState] = QUEUE_STATES) -> list[JobRecord]:
+        """Local jobs submitted on this machine waiting in ``states``, oldest first.
+
+        A store shared between machines (S3) holds other machines' local jobs
+        too; they are theirs to run (``extra["machine"]``, set at submit).
+        """
+        waiting = self.store.query(states=states, backend="local", oldest_first=True)
+        return [r for r in waiting if r.extra.get("machine", self.host) == self.host]
+
     def _schedule(self) -> None:
         """Start what fits.  The waiting queue lives in memory: a wake fetches
         only new PENDING jobs, the periodic rescan reloads it whole (dropping
@@ -307,12 +316,10 @@ class Agent:
         if self.reload_queue:
             self.reload_queue = self.fetch_new = False
             self.queue = {}
-            self._enqueue(self.store.query(states=QUEUE_STATES, backend="local", oldest_first=True))
+            self._enqueue(self._waiting(QUEUE_STATES))
         elif self.fetch_new:
             self.fetch_new = False
-            self._enqueue(
-                self.store.query(states=(JobState.PENDING,), backend="local", oldest_first=True)
-            )
+            self._enqueue(self._waiting((JobState.PENDING,)))
         if not self.queue:
             return
         self.last_activity = time.monotonic()
