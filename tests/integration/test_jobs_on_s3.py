@@ -8,6 +8,7 @@ Credentials and the endpoint reach workers through the standard boto3 chain
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -113,13 +114,15 @@ def test_an_agent_leaves_other_machines_local_jobs_alone(on_s3_locally: Any) -> 
         Call(fn=helpers.square, args=(3,), kwargs={}), key=on_s3_locally.key, job_id=theirs.id
     )
     store.put_blob(payload_key(theirs.id), payload)
-    store.create([theirs])
+    unowned = dataclasses.replace(theirs, id="jk-unowned", extra={})  # made before "machine"
+    store.create([theirs, unowned])
 
     ours = jobkit.submit(helpers.square, 4)
     assert ours.result(timeout=T) == 16
     assert ours.info.extra["machine"] == os.uname().nodename
     time.sleep(1.5)  # a few agent rescans
     assert store.get(theirs.id).state is JobState.PENDING  # not claimed, not run here
+    assert store.get(unowned.id).state is JobState.PENDING  # a shared store: no one's
     with pytest.raises(TimeoutError):
         jobkit.get(theirs.id).result(timeout=1)
     assert store.get(theirs.id).state is JobState.PENDING

@@ -135,8 +135,10 @@ class LocalBackend(Backend):
         """Jobs of this machine waiting with no agent alive (it idled out or
         died): start one.  Other machines' local jobs in a shared store are
         left to their own agents."""
-        machine = socket.gethostname()
-        mine = [r for r in records if r.extra.get("machine", machine) == machine]
+        from jobkit.scheduler.machine import submitted_here
+
+        host, local = socket.gethostname(), self.store.local_dir is not None
+        mine = [r for r in records if submitted_here(r.extra, host, store_is_local=local)]
         if mine and not self._agent_alive():
             self._send({"op": "wake"})
 

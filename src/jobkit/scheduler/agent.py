@@ -52,7 +52,7 @@ from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
-from jobkit.scheduler.machine import group_rss, machine_capacity, oom_kill_count
+from jobkit.scheduler.machine import group_rss, machine_capacity, oom_kill_count, submitted_here
 from jobkit.scheduler.policy import Allocation, Capacity, Ledger, Request, never_fits, plan
 from jobkit.states import ACTIVE_STATES, FailureReason, JobRecord, JobState
 from jobkit.stores.base import Store
@@ -307,7 +307,8 @@ class Agent:
         too; they are theirs to run (``extra["machine"]``, set at submit).
         """
         waiting = self.store.query(states=states, backend="local", oldest_first=True)
-        return [r for r in waiting if r.extra.get("machine", self.host) == self.host]
+        local = self.store.local_dir is not None
+        return [r for r in waiting if submitted_here(r.extra, self.host, store_is_local=local)]
 
     def _schedule(self) -> None:
         """Start what fits.  The waiting queue lives in memory: a wake fetches

@@ -115,3 +115,16 @@ def oom_kill_count() -> int | None:
         except (OSError, ValueError):
             continue
     return None
+
+
+def submitted_here(extra: dict[str, object], host: str, *, store_is_local: bool) -> bool:
+    """Whether a local job (its record's ``extra``) belongs to this machine's agent.
+
+    Local jobs record the machine that submitted them (``extra["machine"]``):
+    a store shared between machines (S3) holds other machines' local jobs,
+    which only their own agents may run.  A record from before that field
+    existed is this machine's in a store on this machine's disk, and no
+    one's in a shared store.
+    """
+    machine = extra.get("machine")
+    return machine == host if machine is not None else store_is_local
