@@ -61,6 +61,10 @@ class Monitor:
     """Background thread that moves watched jobs to their final state."""
 
     MIN_INTERVAL = 0.005
+    MIN_INTERVAL_BILLED = 0.1
+    """The first pause on a store billed per request (``read_budget`` set): a
+    pushing backend (the local agent) says when a job ends anyway, and a
+    second-long Slurm job does not need to be polled every 5 ms."""
 
     def __init__(self, client: Client) -> None:
         self._client = weakref.proxy(client)
@@ -99,7 +103,12 @@ class Monitor:
         """Sweep every watched job with a backoff from 5 ms to ``poll_interval``;
         between sweeps check only the jobs a backend said have finished, so
         a thousand-job map costs one read per finished job, not per event."""
-        interval = self.MIN_INTERVAL
+        shortest = (
+            self.MIN_INTERVAL
+            if self._client.store.read_budget is None
+            else self.MIN_INTERVAL_BILLED
+        )
+        interval = shortest
         next_sweep = 0.0
         while True:
             self._wake.wait(max(0.0, next_sweep - time.monotonic()))
@@ -114,7 +123,7 @@ class Monitor:
                     self._hinted.clear()
                     sweep = self._sweep_now or time.monotonic() >= next_sweep
                     if self._sweep_now:
-                        interval = self.MIN_INTERVAL
+                        interval = shortest
                     self._sweep_now = False
                     ids = list(self._jobs) if sweep else hinted
                     since = min((self._jobs[i]._record.created_at for i in ids), default=None)
@@ -132,7 +141,7 @@ class Monitor:
                 # bursts we were told about (push); else keep a steady pace.
                 ceiling = self._ceiling(len(ids))
                 pushed = ceiling >= self._client.config.poll_interval
-                interval = self.MIN_INTERVAL if finished and pushed else min(interval * 2, ceiling)
+                interval = shortest if finished and pushed else min(interval * 2, ceiling)
                 next_sweep = time.monotonic() + interval
 
     def reconcile_interval(self, watched: int) -> float:
