@@ -29,7 +29,13 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from jobkit.errors import BackendError, BlobNotFoundError, ConfigError, JobkitError
+from jobkit.errors import (
+    BackendError,
+    BlobNotFoundError,
+    ConfigError,
+    JobkitError,
+    SignatureError,
+)
 from jobkit.states import ACTIVE_STATES, FailureReason, JobRecord, JobState
 from jobkit.stores.base import Store, outcome_key, payload_key
 
@@ -399,7 +405,11 @@ class Client:
             if record.state is JobState.SUCCEEDED:
                 raise
             return Outcome(ok=False, error=failure_error(record))
-        return load_outcome(data, key=self.key, job_id=record.id)
+        try:
+            return load_outcome(data, key=self.key, job_id=record.id)
+        except SignatureError as exc:  # say which object, so it can be found and replaced
+            where = self.store.blob_location(outcome_key(record.id))
+            raise SignatureError(f"{exc} (stored at {where})") from exc
 
     def read_logs(self, record: JobRecord, stream: str) -> str:
         return self.backend(record.backend).read_logs(record, stream)

@@ -126,3 +126,17 @@ def test_an_agent_leaves_other_machines_local_jobs_alone(on_s3_locally: Any) -> 
     with pytest.raises(TimeoutError):
         jobkit.get(theirs.id).result(timeout=1)
     assert store.get(theirs.id).state is JobState.PENDING
+
+
+def test_a_corrupted_result_object_is_named_and_never_unpickled(
+    on_s3_locally: Any, s3_url: str, s3_client: Any, s3_bucket: str
+) -> None:
+    job = jobkit.submit(helpers.square, 5)
+    assert job.result(timeout=T) == 25
+    key = f"team/blobs/outcomes/{job.id}"
+    s3_client.put_object(Bucket=s3_bucket, Key=key, Body=b"JKB1" + b"\0" * 64)
+    shown = cli(s3_url, "result", job.id)
+    assert shown.returncode == 1
+    (line,) = shown.stderr.strip().splitlines()
+    assert f"outcome of job {job.id} has a bad signature" in line
+    assert f"(stored at s3://{s3_bucket}/{key})" in line

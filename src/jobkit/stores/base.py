@@ -165,6 +165,10 @@ class Store(abc.ABC):
         """The blob's bytes (writable, so arrays unpickled from it are too);
         BlobNotFoundError if absent."""
 
+    def blob_location(self, key: str) -> str:
+        """Where blob ``key`` lives, for error messages (a file, an S3 URL)."""
+        return f"blob {key!r} of {self.url}"
+
     @abc.abstractmethod
     def delete_blobs(self, keys: Iterable[str]) -> None:
         """Remove blobs; missing keys are ignored."""

@@ -677,6 +677,9 @@ class S3Store(Store):
             )
         return data
 
+    def blob_location(self, key: str) -> str:
+        return f"s3://{self.bucket}/{self.layout.blob(key)}"
+
     def delete_blobs(self, keys: Iterable[str]) -> None:
         targets = [self.layout.blob(check_blob_key(k)) for k in keys]
         self._check_open()

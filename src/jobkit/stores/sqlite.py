@@ -410,6 +410,9 @@ class SQLiteStore(Store):
     def get_blob(self, key: str) -> bytearray:
         return self._blobs.read(key)
 
+    def blob_location(self, key: str) -> str:
+        return str(self._blobs.path_of(key))
+
     def delete_blobs(self, keys: Iterable[str]) -> None:
         self._blobs.delete(keys)
 
