@@ -83,7 +83,9 @@ class Gate:
 
 
 def wait_for_file(path: str) -> int:
-    """The job: waits for the test to say go (after it closed the gate), then answers."""
+    """The job: says it started (its worker is done with the store until it returns),
+    waits for the test to say go (after it closed the gate), then answers."""
+    Path(path + ".started").touch()
     while not Path(path).exists():
         time.sleep(0.02)
     return 42
@@ -131,7 +133,8 @@ def test_a_worker_waits_out_an_outage_and_records_its_result(
     direct = open_store(f"s3://{s3_bucket}/p")
     job_id, go = start_job(direct, tmp_path)
     proc = worker(gated_url(s3_bucket, gate), job_id, patience=60)
-    wait_for(lambda: direct.get(job_id).state is JobState.RUNNING, timeout=30)
+    wait_for(lambda: Path(f"{go}.started").exists(), timeout=30)
+    assert direct.get(job_id).state is JobState.RUNNING
 
     gate.close()
     go.touch()  # the function returns; the outcome has nowhere to go yet
@@ -155,7 +158,8 @@ def test_a_worker_that_cannot_reach_the_store_in_time_says_so_and_fails(
     direct = open_store(f"s3://{s3_bucket}/p")
     job_id, go = start_job(direct, tmp_path)
     proc = worker(gated_url(s3_bucket, gate), job_id, patience=2)
-    wait_for(lambda: direct.get(job_id).state is JobState.RUNNING, timeout=30)
+    wait_for(lambda: Path(f"{go}.started").exists(), timeout=30)
+    assert direct.get(job_id).state is JobState.RUNNING
 
     gate.close()
     go.touch()
