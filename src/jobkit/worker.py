@@ -112,7 +112,7 @@ def run_job(
         error = exc
     del call, fn
 
-    if error is not None and _retries_left() > 0:
+    if error is not None and _retries_left(record.attempt) > 0:
         _flush_std()
         print(f"jobkit worker: attempt failed ({_one_line(error)}); retrying", file=sys.stderr)
         _flush_std()
@@ -154,11 +154,15 @@ def _requeued_meanwhile(store: Store, job_id: str, attempt: int) -> bool:
     return current.state is JobState.QUEUED and current.attempt > attempt
 
 
-def _retries_left() -> int:
-    """Set by a launcher that retries through the store (the local agent);
-    cluster backends that retry natively leave it unset."""
+def _retries_left(attempt: int) -> int:
+    """``JOBKIT_RETRIES_LEFT``: set by a launcher that counts for us (the local
+    agent, Slurm).  ``JOBKIT_RETRIES``: the job's total, set where the
+    scheduler reruns a failed pod by itself (Kubernetes' backoffLimit), so
+    what is left is that total minus the attempts already recorded."""
     try:
-        return int(os.environ.get("JOBKIT_RETRIES_LEFT", "0"))
+        if "JOBKIT_RETRIES_LEFT" in os.environ:
+            return int(os.environ["JOBKIT_RETRIES_LEFT"])
+        return max(0, int(os.environ.get("JOBKIT_RETRIES", "0")) - attempt)
     except ValueError:
         return 0
 

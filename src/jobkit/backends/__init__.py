@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 _known: dict[str, tuple[str, str]] = {
     "kubernetes": (
-        "jobkit.backends.kubernetes:KubernetesBackend",
+        "jobkit.backends.kubernetes.backend:KubernetesBackend",
         "pip install 'jobkit[kubernetes]'",
     ),
     "local": ("jobkit.backends.local:LocalBackend", ""),

@@ -1,0 +1,309 @@
+"""``backend="kubernetes"``: jobkit jobs as batch/v1 Jobs, one Indexed Job per map.
+
+::
+
+    submit  ─► build_job (manifest.py) ─► POST one Job (a map: one Indexed Job)
+            ─► records PENDING → QUEUED (backend_id = Job name, [index] for a map)
+    pod     ─► python -m jobkit.worker --store URL (reads payload, writes outcome,
+               records RUNNING / SUCCEEDED / FAILED like on every backend)
+    watch   ─► LIST + WATCH jobkit's Jobs and pods (watch.py) ─► judge each pod
+               (states.py): OOM, TIMEOUT, PREEMPTED, LOST, stuck pending
+    cancel  ─► DELETE the Job, propagationPolicy=Background (its pods go with it);
+               part of a map: DELETE those pods, whose replacements find the job
+               CANCELLED in the store and exit at once
+    logs    ─► GET pods/<pod>/log of the job's latest pod
+
+Everything a pod needs comes from the store URL in its command and the
+Secret named in ``[kubernetes] secret`` (store credentials, ``JOBKIT_KEY``):
+nothing secret is in the manifest.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from jobkit.backends.base import Backend
+from jobkit.errors import ConfigError, JobkitError
+from jobkit.states import ACTIVE_STATES, FailureReason, JobRecord, JobState
+
+from .manifest import INDEX_ANNOTATION, build_job, job_name, to_yaml
+from .settings import KubernetesSettings
+from .states import created, jobkit_id, judge
+
+if TYPE_CHECKING:
+    from jobkit.client import Client
+    from jobkit.resources import Resources
+
+    from .api import KubeApi
+    from .watch import ClusterWatch
+
+SYNC_TIMEOUT = 30.0
+
+
+class KubernetesBackend(Backend):
+    name = "kubernetes"
+    pushes_completions = False
+
+    def __init__(self, client: Client) -> None:
+        super().__init__(client)
+        self.settings = KubernetesSettings.from_config(client.config.kubernetes)
+        self._lock = threading.Lock()
+        self._api: KubeApi | None = None
+        self._watch: ClusterWatch | None = None
+        self._per_index: bool | None = None
+        self.creates = 0
+        """Job create requests sent (the benchmark's count: one per submit or map)."""
+
+    @classmethod
+    def available(cls, config: Any) -> tuple[bool, str]:
+        try:
+            import kubernetes  # noqa: F401
+        except ImportError:
+            return False, "the kubernetes client is not installed: pip install 'jobkit[kubernetes]'"
+        try:
+            settings = KubernetesSettings.from_config(getattr(config, "kubernetes", {}) or {})
+        except ConfigError as exc:
+            return False, str(exc)
+        if settings.api_server:
+            return True, f"API server {settings.api_server}, namespace {settings.namespace}"
+        if settings.kubeconfig or os.environ.get("KUBECONFIG"):
+            where = settings.kubeconfig or os.environ["KUBECONFIG"]
+            return True, f"kubeconfig {where}, namespace {settings.namespace}"
+        if os.environ.get("KUBERNETES_SERVICE_HOST"):
+            return True, f"in-cluster service account, namespace {settings.namespace}"
+        return False, (
+            "no cluster configured: set [kubernetes] kubeconfig (and context) or api_server, "
+            "or run inside a cluster"
+        )
+
+    @property
+    def api(self) -> KubeApi:
+        with self._lock:
+            if self._api is None:
+                from .api import KubeApi
+
+                self._api = KubeApi(self.settings)
+            return self._api
+
+    # -- submission --------------------------------------------------------------------
+    def check_resources(self, resources: Resources) -> None:
+        if resources.nodes > 1 or resources.tasks_per_node > 1:
+            raise ConfigError(
+                f"nodes={resources.nodes}, tasks_per_node={resources.tasks_per_node}: the "
+                "kubernetes backend runs one pod per job; use backend='slurm' for multi-node "
+                "jobs (or a JobSet/PyTorchJob outside jobkit)"
+            )
+        self.manifest("jk-plan", "plan", resources, count=None)
+
+    def manifest(
+        self, job_id: str, name: str, resources: Resources, *, count: int | None
+    ) -> dict[str, Any]:
+        return build_job(
+            job_id=job_id,
+            name=name,
+            resources=resources,
+            settings=self.settings,
+            store_url=self.store.url,
+            count=count,
+            per_index_retries=self._per_index_retries(),
+        )
+
+    def plan(self, resources: Resources, *, checkpointable: bool = False) -> str:
+        self.check_resources(resources)
+        return to_yaml(self.manifest("jk-0123456789abcd", "plan", resources, count=None))
+
+    def prepare(self, records: Sequence[JobRecord], resources: Resources) -> None:
+        for record in records:
+            record.extra["namespace"] = self.settings.namespace
+
+    def submit(self, records: Sequence[JobRecord], resources: Resources) -> None:
+        first = records[0]
+        array = first.array_id is not None
+        job_id = first.array_id if first.array_id is not None else first.id
+        manifest = self.manifest(
+            job_id, first.name, resources, count=len(records) if array else None
+        )
+        self.api.create_job(manifest)
+        self.creates += 1
+        name = job_name(job_id)
+        now = time.time()
+        for record in records:
+            backend_id = f"{name}[{record.array_index}]" if array else name
+            self.store.transition(
+                record.id,
+                JobState.QUEUED,
+                expect=(JobState.PENDING,),
+                backend_id=backend_id,
+                submitted_at=now,
+            )
+        self._ensure_watch()
+
+    def _per_index_retries(self) -> bool:
+        """``backoffLimitPerIndex`` where the cluster has it (beta in 1.29, GA in 1.33)."""
+        mode = self.settings.per_index_retries
+        if mode != "auto":
+            return mode == "on"
+        if self._per_index is None:
+            try:
+                version = self.api.version()
+            except JobkitError:
+                version = None
+            self._per_index = version is None or version >= (1, 29)
+        return self._per_index
+
+    # -- state ---------------------------------------------------------------------------
+    def _ensure_watch(self) -> ClusterWatch:
+        with self._lock:
+            if self._watch is None:
+                from .watch import ClusterWatch
+
+                self._watch = ClusterWatch(self._api_unlocked(), self._on_pod)
+                self._watch.start()
+            return self._watch
+
+    def _api_unlocked(self) -> KubeApi:
+        if self._api is None:
+            from .api import KubeApi
+
+            self._api = KubeApi(self.settings)
+        return self._api
+
+    def reconcile(self, records: Sequence[JobRecord]) -> None:
+        """Judge each active job by its latest pod, from the watch's cache (a CLI
+        without one lists jobs and pods once: two requests for any number)."""
+        active = [r for r in records if r.state in ACTIVE_STATES]
+        if not active:
+            return
+        watch = self._ensure_watch()
+        if not watch.synced(SYNC_TIMEOUT):
+            return
+        pods = self._latest_pods(watch.snapshot("pods"))
+        jobs = {str((j.get("metadata") or {}).get("name")) for j in watch.snapshot("jobs")}
+        now = time.time()
+        for record in active:
+            pod = pods.get(record.id)
+            if pod is not None:
+                self._apply(pod, record, now)
+            elif record.backend_id and _job_of(record.backend_id) not in jobs:
+                self._record_failure(
+                    record,
+                    "LOST",
+                    f"its Kubernetes Job {_job_of(record.backend_id)} is gone "
+                    "(deleted, or removed by ttlSecondsAfterFinished)",
+                )
+
+    def _on_pod(self, pod: Mapping[str, Any]) -> None:
+        """A pod changed: record what its job's worker could not."""
+        job_id = jobkit_id(pod)
+        phase = (pod.get("status") or {}).get("phase")
+        if job_id is None or phase not in ("Failed", "Succeeded", "Pending"):
+            return
+        try:
+            record = self.store.get(job_id)
+        except JobkitError:
+            return
+        if record.state in ACTIVE_STATES:
+            self._apply(pod, record, time.time())
+
+    def _apply(self, pod: Mapping[str, Any], record: JobRecord, now: float) -> None:
+        verdict = judge(pod, record, now=now, grace=self.settings.pending_grace)
+        if verdict.state is None:
+            if verdict.message and record.message != verdict.message:
+                self.store.update(record.id, native_state=verdict.native, message=verdict.message)
+            return
+        retries = int(record.resources.get("retries") or 0)
+        retried = verdict.reason not in (None, FailureReason.SUBMIT_ERROR)
+        if retried and record.attempt < retries:  # Kubernetes starts another pod for it
+            self.store.transition(
+                record.id,
+                JobState.QUEUED,
+                expect=(record.state,),
+                attempt=record.attempt + 1,
+                native_state=verdict.native,
+                message=f"retrying after {verdict.message}",
+            )
+            return
+        self.store.transition(
+            record.id,
+            verdict.state,
+            expect=(record.state,),
+            failure_reason=verdict.reason,
+            message=verdict.message,
+            native_state=verdict.native,
+            exit_code=verdict.exit_code,
+            finished_at=now,
+        )
+
+    def _record_failure(self, record: JobRecord, reason: str, message: str) -> None:
+        self.store.transition(
+            record.id,
+            JobState.FAILED,
+            expect=(record.state,),
+            failure_reason=reason,
+            message=message,
+            finished_at=time.time(),
+        )
+
+    @staticmethod
+    def _latest_pods(pods: Sequence[Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:
+        """Each jobkit job's newest pod (a retried item has several)."""
+        latest: dict[str, Mapping[str, Any]] = {}
+        for pod in pods:
+            job_id = jobkit_id(pod)
+            if job_id is None:
+                continue
+            seen = latest.get(job_id)
+            if seen is None or (created(pod) or 0) >= (created(seen) or 0):
+                latest[job_id] = pod
+        return latest
+
+    # -- control -------------------------------------------------------------------------
+    def cancel(self, records: Sequence[JobRecord]) -> None:
+        """Whole Jobs are deleted (pods in the background); for part of a map,
+        only those items' pods."""
+        by_job: dict[str, list[JobRecord]] = {}
+        for record in records:
+            if record.backend_id:
+                by_job.setdefault(_job_of(record.backend_id), []).append(record)
+        for name, group in by_job.items():
+            array_id = group[0].array_id
+            whole = array_id is None or self._all_cancelled(array_id)
+            if whole:
+                self.api.delete_job(name)
+                continue
+            wanted = {str(r.array_index) for r in group}
+            for pod in self._pods_of(name):
+                meta = pod.get("metadata") or {}
+                index = (meta.get("annotations") or {}).get(INDEX_ANNOTATION)
+                if index in wanted:
+                    self.api.delete_pod(str(meta.get("name")))
+
+    def _all_cancelled(self, array_id: str) -> bool:
+        members = self.store.query(array_id=array_id)
+        return all(m.state is JobState.CANCELLED or m.is_terminal for m in members)
+
+    def _pods_of(self, job: str) -> list[Mapping[str, Any]]:
+        listing = self.api.list("pods", f"job-name={job}")
+        items: list[Mapping[str, Any]] = listing.get("items") or []
+        return items
+
+    # -- logs ----------------------------------------------------------------------------
+    def read_logs(self, record: JobRecord, stream: str) -> str:
+        """The log of the job's latest pod.  Kubernetes keeps one log per container,
+        stdout and stderr interleaved, so both streams return it."""
+        if not record.backend_id:
+            return ""
+        pods = [p for p in self._pods_of(_job_of(record.backend_id)) if jobkit_id(p) == record.id]
+        if not pods:
+            return ""
+        latest = max(pods, key=lambda p: created(p) or 0)
+        return self.api.read_log(str((latest.get("metadata") or {}).get("name")))
+
+
+def _job_of(backend_id: str) -> str:
+    """``jk-abc[3]`` -> ``jk-abc``: the Job a map item's pod belongs to."""
+    return backend_id.split("[", 1)[0]

@@ -1,0 +1,166 @@
+"""What a pod says about its jobkit job: one table, pure functions over API dicts.
+
+The worker records RUNNING, SUCCEEDED and FAILED (the function raised) itself;
+Kubernetes is asked only about what a worker cannot record::
+
+    pod Failed, container OOMKilled              -> FAILED / OOM
+    pod Failed, reason DeadlineExceeded          -> FAILED / TIMEOUT (activeDeadlineSeconds)
+    pod Failed, Evicted / Preempting / DisruptionTarget condition
+                                                 -> FAILED / PREEMPTED
+    pod Failed otherwise (worker killed, crashed) -> FAILED / LOST, with the exit code
+    pod Succeeded but the record is still active -> FAILED / LOST (nothing was recorded)
+    pod Pending on an image pull, or unschedulable, past the grace period
+                                                 -> FAILED / SUBMIT_ERROR with Kubernetes' message
+    pod Pending within the grace period          -> still QUEUED, the reason kept as native state
+
+A failure is only the pod's to report if the pod is where the job last ran
+(the record's ``host`` is the pod's name, which is its hostname) or if the job
+never started anywhere; a worker that requeued its job for a retry has already
+recorded what happened.  Any failure while retries are left moves the job back
+to QUEUED: Kubernetes starts a new pod (``backoffLimit``/``backoffLimitPerIndex``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+from collections.abc import Mapping
+from typing import Any
+
+from jobkit.states import FailureReason, JobRecord, JobState
+
+from .manifest import ARRAY_ID, INDEX_ANNOTATION, JOB_ID
+
+WAITING_FAILURES = frozenset(
+    {
+        "ErrImagePull",
+        "ImagePullBackOff",
+        "InvalidImageName",
+        "ErrImageNeverPull",
+        "CreateContainerConfigError",
+        "CreateContainerError",
+    }
+)
+"""Container waiting reasons that do not resolve by themselves (usually)."""
+PREEMPTED = frozenset({"Evicted", "Preempting", "Shutdown", "NodeShutdown", "Terminated"})
+
+
+@dataclasses.dataclass(frozen=True)
+class Verdict:
+    """What to record for a job, from its pod; ``state`` None: nothing to record yet."""
+
+    native: str
+    state: JobState | None = None
+    reason: FailureReason | None = None
+    message: str | None = None
+    exit_code: int | None = None
+
+
+def jobkit_id(pod: Mapping[str, Any]) -> str | None:
+    """The jobkit job a pod runs: its own id label, or its array's id and its index."""
+    meta = pod.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    if JOB_ID in labels:
+        return str(labels[JOB_ID])
+    array = labels.get(ARRAY_ID)
+    index = (meta.get("annotations") or {}).get(INDEX_ANNOTATION) or labels.get(INDEX_ANNOTATION)
+    if array is None or index is None:
+        return None
+    return f"{array}.{index}"
+
+
+def created(obj: Mapping[str, Any]) -> float | None:
+    text = (obj.get("metadata") or {}).get("creationTimestamp")
+    if not text:
+        return None
+    try:
+        return datetime.datetime.fromisoformat(str(text).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def judge(pod: Mapping[str, Any], record: JobRecord, *, now: float, grace: float) -> Verdict:
+    """The verdict on ``record`` from ``pod`` (its latest pod)."""
+    status = pod.get("status") or {}
+    phase = str(status.get("phase") or "Pending")
+    name = str((pod.get("metadata") or {}).get("name") or "")
+    terminated, waiting = _container_state(status)
+    if phase == "Pending":
+        return _pending(pod, status, waiting, now=now, grace=grace)
+    if phase == "Running":
+        return Verdict("Running")
+    ran_here = record.host == name
+    never_ran = record.state in (JobState.PENDING, JobState.QUEUED) and record.host is None
+    if not (ran_here and record.state is JobState.RUNNING) and not never_ran:
+        return Verdict(phase)  # the worker recorded this attempt's end (or a retry)
+    if phase == "Succeeded":
+        return Verdict(
+            phase,
+            JobState.FAILED,
+            FailureReason.LOST,
+            f"pod {name} succeeded but its worker recorded no result",
+            0,
+        )
+    code = terminated.get("exitCode") if terminated else None
+    reason, text = _failure(status, terminated)
+    message = f"pod {name}: {text}" + (f" (exit code {code})" if code is not None else "")
+    return Verdict(f"Failed/{reason.value}", JobState.FAILED, reason, message, code)
+
+
+def _pending(
+    pod: Mapping[str, Any],
+    status: Mapping[str, Any],
+    waiting: Mapping[str, Any] | None,
+    *,
+    now: float,
+    grace: float,
+) -> Verdict:
+    stuck: str | None = None
+    if waiting and waiting.get("reason") in WAITING_FAILURES:
+        stuck = f"{waiting['reason']}: {waiting.get('message') or 'no message'}"
+    for condition in status.get("conditions") or ():
+        if (
+            condition.get("type") == "PodScheduled"
+            and condition.get("status") == "False"
+            and condition.get("reason") == "Unschedulable"
+        ):
+            stuck = f"Unschedulable: {condition.get('message') or 'no message'}"
+    if stuck is None:
+        return Verdict("Pending")
+    since = created(pod)
+    native = f"Pending/{stuck.split(':', 1)[0]}"
+    if since is not None and now - since < grace:
+        return Verdict(native, message=stuck)
+    name = (pod.get("metadata") or {}).get("name")
+    return Verdict(
+        native,
+        JobState.FAILED,
+        FailureReason.SUBMIT_ERROR,
+        f"pod {name} could not start after {grace:g} s: {stuck}",
+    )
+
+
+def _container_state(status: Mapping[str, Any]) -> tuple[Mapping[str, Any], Mapping[str, Any]]:
+    for container in status.get("containerStatuses") or ():
+        state = container.get("state") or {}
+        last = container.get("lastState") or {}
+        terminated = state.get("terminated") or last.get("terminated") or {}
+        return terminated, state.get("waiting") or {}
+    return {}, {}
+
+
+def _failure(status: Mapping[str, Any], terminated: Mapping[str, Any]) -> tuple[FailureReason, str]:
+    pod_reason = str(status.get("reason") or "")
+    if terminated.get("reason") == "OOMKilled":
+        return FailureReason.OOM, "OOMKilled: the container went over its memory limit"
+    if pod_reason == "DeadlineExceeded":
+        return FailureReason.TIMEOUT, status.get("message") or "DeadlineExceeded"
+    disrupted = any(
+        c.get("type") == "DisruptionTarget" and c.get("status") == "True"
+        for c in status.get("conditions") or ()
+    )
+    if pod_reason in PREEMPTED or disrupted:
+        detail = status.get("message") or pod_reason or "DisruptionTarget"
+        return FailureReason.PREEMPTED, f"{pod_reason or 'disrupted'}: {detail}"
+    why = terminated.get("reason") or pod_reason or "Error"
+    return FailureReason.LOST, f"the worker ended without recording an outcome ({why})"
