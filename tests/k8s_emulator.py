@@ -1796,10 +1796,10 @@ class ApiServer(kmock.KubernetesScaffold):
             status=200, headers={"Content-Type": "application/json"}
         )
         response.enable_chunked_encoding()
+        drops = self._drops  # before the client can see the stream
         await response.prepare(raw_request)
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
-        drops = self._drops
         try:
             for line in lines:
                 await response.write(json.dumps(line).encode() + b"\n")
@@ -1896,8 +1896,8 @@ class ApiServer(kmock.KubernetesScaffold):
             )
         response = aiohttp.web.StreamResponse(status=200, headers={"Content-Type": "text/plain"})
         response.enable_chunked_encoding()
-        await response.prepare(raw_request)
         drops, sent = self._drops, 0
+        await response.prepare(raw_request)
         try:
             while True:
                 changed = self._changed_event()
@@ -2247,6 +2247,7 @@ class _PodRun:
     accounted: bool = False
     running: bool = False
     processes: list[subprocess.Popen[bytes]] = dataclasses.field(default_factory=list)
+    created_rv: int = 0
 
 
 @dataclasses.dataclass
@@ -2439,7 +2440,7 @@ class JobController:
         name: str,
         list_fn: Callable[..., Any],
         selector: Mapping[str, str],
-        handle: Callable[[str, Obj | list[Obj]], None],
+        handle: Callable[[str, Obj], None],  # ("SYNC", the list) or (event type, object)
     ) -> None:
         """List, then watch from the list's resourceVersion; resume after drops; re-list on 410."""
         from kubernetes.client.exceptions import ApiException
@@ -2451,7 +2452,7 @@ class JobController:
                     listed = list_fn(_preload_content=False, **selector)
                     data = json.loads(listed.data)
                     resource_version = data["metadata"]["resourceVersion"]
-                    handle("SYNC", data["items"])
+                    handle("SYNC", data)
                 response = list_fn(
                     watch=True,
                     resource_version=resource_version,
@@ -2488,16 +2489,14 @@ class JobController:
                     continue
                 raise
 
-    def _on_jobs(self, event: str, payload: Obj | list[Obj]) -> None:
+    def _on_jobs(self, event: str, payload: Obj) -> None:
         with self._lock:
             if event == "SYNC":
-                assert isinstance(payload, list)
-                seen = {job["metadata"]["uid"]: job for job in payload}
+                seen = {job["metadata"]["uid"]: job for job in payload["items"]}
                 gone = set(self._jobs) - set(seen)
                 self._jobs = seen
                 uids = set(seen) | gone
             else:
-                assert isinstance(payload, dict)
                 uid = payload["metadata"]["uid"]
                 if event == "DELETED":
                     self._jobs.pop(uid, None)
@@ -2507,19 +2506,21 @@ class JobController:
         for uid in uids:
             self._queue.put(uid)
 
-    def _on_pods(self, event: str, payload: Obj | list[Obj]) -> None:
+    def _on_pods(self, event: str, payload: Obj) -> None:
+        """Kill the process of a pod that was deleted (or is being deleted)."""
+        meta = payload["metadata"]
         if event == "SYNC":
-            assert isinstance(payload, list)
-            alive = {(p["metadata"]["namespace"], p["metadata"]["name"]) for p in payload}
-            with self._lock:
+            alive = {(p["metadata"]["namespace"], p["metadata"]["name"]) for p in payload["items"]}
+            listed = int(meta["resourceVersion"])
+            with self._lock:  # pods created after the list was taken are not missing from it
                 vanished = [
-                    run for key, run in self._pods.items() if key not in alive and not run.done
+                    run
+                    for key, run in self._pods.items()
+                    if key not in alive and not run.done and run.created_rv <= listed
                 ]
             for run in vanished:
                 self._kill(run, "deleted")
             return
-        assert isinstance(payload, dict)
-        meta = payload["metadata"]
         with self._lock:
             pod_run = self._pods.get((meta["namespace"], meta["name"]))
         if pod_run is not None and (event == "DELETED" or meta.get("deletionTimestamp")):
@@ -2731,6 +2732,7 @@ class JobController:
         created = self._core().create_namespaced_pod(run.namespace, pod, _preload_content=False)
         pod = json.loads(created.data)
         pod_run = _PodRun(run.namespace, name, run.uid, index, fault)
+        pod_run.created_rv = int(pod["metadata"]["resourceVersion"])
         run.pods[name] = pod_run
         with self._lock:
             self._pods[(run.namespace, name)] = pod_run
