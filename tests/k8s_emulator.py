@@ -2919,9 +2919,7 @@ class JobController:
         if fault is not None and fault.kind in ("image_pull", "config_error"):
             image = containers[0].get("image", "")
             if fault.kind == "image_pull":
-                message = (fault.message or _DEFAULT_MESSAGES["image_pull"]).format(
-                    image=image, pod=run.name
-                )
+                message = fault.message or _DEFAULT_MESSAGES["image_pull"].format(image=image)
                 waiting = [
                     ("ErrImagePull", message),
                     ("ImagePullBackOff", f'Back-off pulling image "{image}"'),
@@ -3115,9 +3113,8 @@ class JobController:
                 }
             )
         elif killed_by == "preempt":
-            message = (
-                fault.message if fault and fault.message else _DEFAULT_MESSAGES["preempt"]
-            ).format(pod=run.name)
+            default = _DEFAULT_MESSAGES["preempt"].format(pod=run.name)
+            message = fault.message if fault and fault.message else default
             final["conditions"].append(
                 {
                     "type": "DisruptionTarget",
