@@ -2305,7 +2305,8 @@ class JobController:
     ``batch.kubernetes.io/job-completion-index``, env ``JOB_COMPLETION_INDEX``),
     ``backoffLimit`` (failed pods are replaced until it is exceeded),
     ``backoffLimitPerIndex`` / ``maxFailedIndexes``, ``activeDeadlineSeconds``
-    (active pods killed and deleted, Job Failed/DeadlineExceeded), ``suspend``
+    (active pods killed and deleted, Job Failed/DeadlineExceeded), the pod spec's
+    ``activeDeadlineSeconds`` (the kubelet kills the pod: Failed/DeadlineExceeded), ``suspend``
     (no new pods), pod deletion (the process gets SIGTERM, then SIGKILL after
     ``min(terminationGracePeriodSeconds, max_grace)``; a deleted pod of a running
     Job counts as failed and is replaced, as with podReplacementPolicy
@@ -3100,7 +3101,14 @@ class JobController:
             ],
             "containerStatuses": statuses,
         }
-        if killed_by == "evict":
+        if killed_by == "pod_deadline":
+            final.update(
+                {
+                    "reason": "DeadlineExceeded",
+                    "message": "Pod was active on the node longer than the specified deadline",
+                }
+            )
+        elif killed_by == "evict":
             message = fault.message if fault and fault.message else _DEFAULT_MESSAGES["evict"]
             final.update({"reason": "Evicted", "message": message})
             final["conditions"].append(
@@ -3141,7 +3149,16 @@ class JobController:
         """Wait for the processes; kill them on deletion, deadline or a simulated fault."""
         disruptive = fault is not None and fault.kind in ("oom", "evict", "preempt")
         fault_at = time.monotonic() + (fault.after if fault else 0.0)
+        # The kubelet's own limit: the pod's activeDeadlineSeconds (not the Job's).
+        pod_deadline = spec.get("activeDeadlineSeconds")
+        deadline_at = None if pod_deadline is None else time.monotonic() + float(pod_deadline)
         while any(p.poll() is None for p in run.processes):
+            if deadline_at is not None and time.monotonic() >= deadline_at:
+                for process in run.processes:
+                    _kill_group(process, signal.SIGKILL)
+                for process in run.processes:
+                    process.wait()
+                return "pod_deadline"
             if disruptive and time.monotonic() >= fault_at:
                 for process in run.processes[:1]:
                     _kill_group(process, signal.SIGKILL)

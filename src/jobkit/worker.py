@@ -87,7 +87,7 @@ def run_job(
             job_id,
             JobState.RUNNING,
             started_at=record.started_at if record.state is JobState.RUNNING else time.time(),
-            host=socket.gethostname(),
+            host=os.environ.get("JOBKIT_HOST") or socket.gethostname(),
             pid=os.getpid(),
         )
         if started is None:

@@ -41,3 +41,9 @@ def pid_and_sleep(path: str, seconds: float) -> int:
         handle.write(str(os.getpid()))
     time.sleep(seconds)
     return os.getpid()
+
+
+def chatty(lines: int) -> int:
+    for i in range(lines):
+        print(f"line {i}", flush=True)
+    return lines

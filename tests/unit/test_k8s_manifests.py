@@ -86,7 +86,7 @@ def test_the_role_grants_exactly_what_a_client_needs() -> None:
         for verb in rule["verbs"]
     }
     expected = {("batch", "jobs", verb) for verb in ("create", "get", "list", "watch", "delete")}
-    expected |= {("", "pods", verb) for verb in ("get", "list", "watch")}
+    expected |= {("", "pods", verb) for verb in ("get", "list", "watch", "delete")}
     expected |= {("", "pods/log", "get")}
     assert granted == expected
     assert not any("*" in str(rule) for rule in role["rules"])

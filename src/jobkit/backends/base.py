@@ -65,6 +65,10 @@ class Backend(abc.ABC):
         """What a submission with ``resources`` would send (``jobkit plan``)."""
         return f"backend {self.name!r} submits with: {resources.to_record()}"
 
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Stop background threads and connections (a watch); the backend restarts
+        them if used again."""
+
     @abc.abstractmethod
     def read_logs(self, record: JobRecord, stream: str) -> str:
         """All text the job wrote to ``stream`` so far ('' if none yet)."""

@@ -53,14 +53,20 @@ class KubeApi:
 
     # -- calls -----------------------------------------------------------------------
     def create_job(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        """POST the Job; any refusal is a SubmitError (nothing was created)."""
         name = manifest["metadata"]["name"]
-        return self._json(
-            "create",
-            f"jobs/{name}",
-            lambda: self.batch.create_namespaced_job(
-                self.namespace, manifest, _preload_content=False
-            ),
-        )
+        try:
+            return self._json(
+                "create",
+                f"jobs/{name}",
+                lambda: self.batch.create_namespaced_job(
+                    self.namespace, manifest, _preload_content=False
+                ),
+            )
+        except SubmitError:
+            raise
+        except BackendError as exc:
+            raise SubmitError(str(exc)) from exc.__cause__
 
     def delete_job(self, name: str) -> bool:
         """Delete a Job and, in the background, its pods; False if it was gone."""

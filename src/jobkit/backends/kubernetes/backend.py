@@ -158,12 +158,20 @@ class KubernetesBackend(Backend):
     # -- state ---------------------------------------------------------------------------
     def _ensure_watch(self) -> ClusterWatch:
         with self._lock:
-            if self._watch is None:
+            if self._watch is None or not self._watch.alive:
                 from .watch import ClusterWatch
 
                 self._watch = ClusterWatch(self._api_unlocked(), self._on_pod)
                 self._watch.start()
+            self._watch.touch()
             return self._watch
+
+    def close(self) -> None:
+        """Stop watching (threads end with their current stream)."""
+        with self._lock:
+            watch, self._watch = self._watch, None
+        if watch is not None:
+            watch.stop()
 
     def _api_unlocked(self) -> KubeApi:
         if self._api is None:

@@ -160,7 +160,12 @@ def _pod_spec(
     extras: Mapping[str, Any],
 ) -> dict[str, Any]:
     target = ["--array", job_id, "--offset", "0"] if array else [job_id]
-    env = [{"name": "JOBKIT_STORE", "value": store_url}, {"name": "PYTHONUNBUFFERED", "value": "1"}]
+    env: list[dict[str, Any]] = [
+        {"name": "JOBKIT_STORE", "value": store_url},
+        {"name": "PYTHONUNBUFFERED", "value": "1"},
+        # The host the worker records is its pod, so a pod's failure is matched to it.
+        {"name": "JOBKIT_HOST", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+    ]
     if resources.retries:  # the worker requeues a failed attempt while any are left
         env.append({"name": "JOBKIT_RETRIES", "value": str(int(resources.retries))})
     env += [{"name": str(k), "value": str(v)} for k, v in sorted(resources.env.items())]

@@ -27,8 +27,11 @@ from .manifest import SELECTOR
 logger = logging.getLogger(__name__)
 
 KINDS = ("jobs", "pods")
-WATCH_TIMEOUT = 300
-"""Seconds the server keeps one watch open before we resume it (as kubectl does)."""
+WATCH_TIMEOUT = 60
+"""Seconds the server keeps one watch open before we resume it."""
+IDLE_AFTER = 60.0
+"""A watch nobody asked about for this long stops (a notebook whose jobs all
+ended holds no connection open); the next question lists and watches again."""
 
 Handler = Callable[[Mapping[str, Any]], None]
 
@@ -48,6 +51,8 @@ class ClusterWatch:
         self._synced = {kind: threading.Event() for kind in KINDS}
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self.idle_after = IDLE_AFTER
+        self._used = time.monotonic()
 
     # -- reading the cache -------------------------------------------------------------
     def synced(self, timeout: float | None = None) -> bool:
@@ -63,6 +68,14 @@ class ClusterWatch:
             return list(self.objects[kind].values())
 
     # -- running -----------------------------------------------------------------------
+    def touch(self) -> None:
+        """Someone relies on this watch: keep it running for another ``idle_after``."""
+        self._used = time.monotonic()
+
+    @property
+    def alive(self) -> bool:
+        return not self._stop.is_set() and all(t.is_alive() for t in self._threads)
+
     def start(self) -> None:
         if self._threads:
             return
@@ -93,6 +106,9 @@ class ClusterWatch:
         version: str | None = None
         listed = False
         while not self._stop.is_set():
+            if time.monotonic() - self._used > self.idle_after:
+                self._stop.set()  # both kinds: the cache would go stale
+                return
             try:
                 if not listed:
                     version = self.load(kind)

@@ -1,0 +1,252 @@
+"""The kubernetes backend through a Kubernetes API served over real HTTP.
+
+The unmodified ``kubernetes`` client talks to the emulated API server of
+``tests/k8s_emulator.py``; its test Job controller runs each pod's command (the
+jobkit worker) as a local process, with the pod's environment, Secret included.
+The store is S3 over HTTP (moto), as on a real cluster: the pod reads its
+payload from the bucket and writes its outcome there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from concurrent.futures import CancelledError
+from pathlib import Path
+from typing import Any
+
+import helpers
+import pytest
+
+import jobkit
+from conftest import wait_for
+from jobkit.errors import BackendError, ConfigError, SubmitError
+from jobkit.states import FailureReason, JobState
+
+pytest_plugins = ["s3_fixtures", "k8s_emulator"]
+
+T = 60
+NAMESPACE = "jobkit"
+
+
+@pytest.fixture
+def cluster(
+    k8s_emulator: Any, k8s_controller: Any, s3_bucket: str, s3_endpoint: str
+) -> Iterator[Any]:
+    """A client whose jobs run as Kubernetes Jobs; store credentials and the signing
+    key reach the pods through a Secret, as the README tells users to do."""
+    store = f"s3://{s3_bucket}/k8s"
+    with jobkit.use(store=store, backend="kubernetes", poll_interval=0.2) as client:
+        secret = {
+            "JOBKIT_KEY": client.key.hex(),
+            **{k: v for k, v in os.environ.items() if k.startswith("AWS_")},
+        }
+        k8s_emulator.put(
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": "jobkit-store", "namespace": NAMESPACE},
+                "stringData": secret,
+            }
+        )
+        settings = {
+            "api_server": k8s_emulator.url,
+            "namespace": NAMESPACE,
+            "image": "python:3.11-slim",
+            "python": sys.executable,
+            "secret": "jobkit-store",
+            "pending_grace": 2,
+        }
+        with jobkit.use(kubernetes=settings) as configured:
+            try:
+                yield configured
+            finally:
+                if "kubernetes" in configured._backends:
+                    configured.backend("kubernetes").close()
+
+
+def kube_jobs(emulator: Any) -> list[dict[str, Any]]:
+    return list(emulator.objects("jobs", NAMESPACE))
+
+
+def test_submit_and_result_round_trip_through_a_pod(cluster: Any, k8s_emulator: Any) -> None:
+    job = jobkit.submit(helpers.square, 7)
+    assert job.result(timeout=T) == 49
+    info = job.info
+    assert info.state is JobState.SUCCEEDED and info.backend == "kubernetes"
+    assert info.backend_id == job.id and info.host and info.host.startswith(job.id)
+    (manifest,) = kube_jobs(k8s_emulator)
+    assert manifest["metadata"]["labels"]["jobkit.dev/job-id"] == job.id
+
+
+def test_a_map_is_one_indexed_job_and_one_create(cluster: Any, k8s_emulator: Any) -> None:
+    k8s_emulator.clear_requests()
+    array = jobkit.map(helpers.square, range(6))
+    assert array.results(timeout=T) == [0, 1, 4, 9, 16, 25]
+    creates = k8s_emulator.requests("create", "jobs")
+    assert len(creates) == 1
+    (manifest,) = kube_jobs(k8s_emulator)
+    assert manifest["spec"]["completionMode"] == "Indexed"
+    assert manifest["spec"]["completions"] == 6
+    assert not k8s_emulator.requests("get", "jobs")  # no request per job
+    watches = k8s_emulator.requests("watch")
+    assert {r.resource for r in watches} <= {"jobs", "pods"}
+
+
+def test_the_original_exception_is_reraised(cluster: Any) -> None:
+    job = jobkit.submit(helpers.fail_with, 3)
+    with pytest.raises(helpers.CustomError) as info:
+        job.result(timeout=T)
+    assert info.value.code == 3
+    assert job.info.failure_reason is FailureReason.ERROR
+
+
+def test_oom_killed_pod_is_recorded_as_oom(cluster: Any, k8s_controller: Any) -> None:
+    k8s_controller.simulate("oom", after=0.5)
+    job = jobkit.submit(helpers.sleep_then, 30)
+    with pytest.raises(jobkit.JobFailedError, match="OOM"):
+        job.result(timeout=T)
+    assert job.info.failure_reason is FailureReason.OOM
+    assert job.info.exit_code == 137
+
+
+def test_a_time_limit_is_a_timeout(cluster: Any) -> None:
+    job = jobkit.remote(helpers.sleep_then).options(time="1s").submit(30)
+    with pytest.raises(jobkit.JobFailedError, match="TIMEOUT"):
+        job.result(timeout=T)
+    assert job.info.failure_reason is FailureReason.TIMEOUT
+
+
+def test_an_image_that_cannot_be_pulled_fails_with_kubernetes_message(
+    cluster: Any, k8s_controller: Any
+) -> None:
+    k8s_controller.simulate("image_pull", message="manifest for python:9.9 not found")
+    job = jobkit.submit(helpers.square, 2)
+    with pytest.raises(jobkit.JobFailedError, match="SUBMIT_ERROR"):
+        job.result(timeout=T)
+    message = job.info.message or ""
+    assert "could not start after 2 s" in message
+    assert "ImagePullBackOff" in message or "ErrImagePull" in message
+    assert "python:3.11-slim" in message or "manifest for python:9.9 not found" in message
+
+
+def test_an_evicted_pod_is_preempted(cluster: Any, k8s_controller: Any) -> None:
+    k8s_controller.simulate("evict", after=0.5)
+    job = jobkit.submit(helpers.sleep_then, 30)
+    with pytest.raises(jobkit.JobFailedError, match="PREEMPTED"):
+        job.result(timeout=T)
+
+
+def test_cancel_deletes_the_job_and_its_pod(cluster: Any, k8s_emulator: Any) -> None:
+    job = jobkit.submit(helpers.sleep_then, 60)
+    wait_for(lambda: job.info.state is JobState.RUNNING, timeout=T)
+    assert job.cancel()
+    with pytest.raises(CancelledError):
+        job.result(timeout=T)
+    assert job.info.state is JobState.CANCELLED
+    wait_for(lambda: not kube_jobs(k8s_emulator), timeout=T)
+    wait_for(lambda: not k8s_emulator.objects("pods", NAMESPACE), timeout=T)
+
+
+def test_logs_come_from_the_pod(cluster: Any) -> None:
+    job = jobkit.submit(helpers.chatty, 3)
+    job.result(timeout=T)
+    text = job.logs()
+    assert "line 0" in text and "line 2" in text
+
+
+def test_status_survives_dropped_watches(
+    cluster: Any, k8s_emulator: Any, k8s_controller: Any
+) -> None:
+    jobs = [jobkit.submit(helpers.sleep_then, 1.0, i) for i in range(3)]
+    backend = cluster.backend("kubernetes")
+    wait_for(lambda: backend._watch is not None and backend._watch.synced(0), timeout=T)
+    k8s_emulator.drop_watches(abort=True)  # connections reset mid-stream
+    assert [j.result(timeout=T) for j in jobs] == [0, 1, 2]
+    wait_for(lambda: backend._watch.resumes >= 2, timeout=T)  # both kinds, from their versions
+    # Only the resumed watch can tell this pod was OOM-killed: its worker records nothing.
+    k8s_controller.simulate("oom", after=0.3)
+    doomed = jobkit.submit(helpers.sleep_then, 30)
+    with pytest.raises(jobkit.JobFailedError, match="OOM"):
+        doomed.result(timeout=T)
+
+
+def test_another_process_finds_the_job_by_id(cluster: Any, s3_bucket: str) -> None:
+    job = jobkit.submit(helpers.square, 11)
+    job.result(timeout=T)
+    shown = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jobkit",
+            "--store",
+            f"s3://{s3_bucket}/k8s",
+            "result",
+            job.id,
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout) == 121
+
+
+def test_api_errors_are_one_line_with_the_fix(cluster: Any, k8s_emulator: Any) -> None:
+    k8s_emulator.fail("create", "jobs", 403)
+    with pytest.raises(SubmitError) as info:
+        jobkit.submit(helpers.square, 1)
+    text = str(info.value)
+    assert "forbidden (403): this identity may not create jobs" in text
+    assert "backends/kubernetes/role.yaml" in text and "\n" not in text
+
+    k8s_emulator.fail("create", "jobs", 422, "Job.batch is invalid: spec.template: bad")
+    with pytest.raises(SubmitError, match=r"rejected the jobs \(422\): Job.batch is invalid"):
+        jobkit.submit(helpers.square, 1)
+
+    with pytest.raises(ConfigError, match="unknown kubernetes option 'nodeselector'"):
+        jobkit.remote(helpers.square).options(kubernetes={"nodeselector": {}}).submit(1)
+    assert not kube_jobs(k8s_emulator)  # nothing was sent
+
+
+def test_an_unreachable_api_server_is_named(s3_bucket: str) -> None:
+    settings = {"api_server": "http://127.0.0.1:9", "image": "x", "namespace": NAMESPACE}
+    store = f"s3://{s3_bucket}/k8s"
+    with (
+        jobkit.use(store=store, backend="kubernetes", kubernetes=settings),
+        pytest.raises((SubmitError, BackendError)) as info,
+    ):
+        jobkit.submit(helpers.square, 1)
+    assert "cannot reach the Kubernetes API at http://127.0.0.1:9" in str(info.value)
+
+
+def test_the_least_privilege_role_is_enough(cluster: Any, k8s_emulator: Any) -> None:
+    """With exactly backends/kubernetes/role.yaml enforced: submit, map, cancel part of
+    the map, logs, status: nothing jobkit does needs more."""
+    import yaml  # type: ignore[import-untyped]
+
+    role_file = Path(__file__).resolve().parents[2] / "backends" / "kubernetes" / "role.yaml"
+    k8s_emulator.enforce_role(yaml.safe_load(role_file.read_text())["rules"])
+    array = jobkit.map(helpers.sleep_then, [0.2, 30, 0.2], [0, 1, 2])
+    members = list(array)
+    wait_for(lambda: members[1].info.state is JobState.RUNNING, timeout=T)
+    assert members[1].cancel()
+    assert members[0].result(timeout=T) == 0 and members[2].result(timeout=T) == 2
+    with pytest.raises(CancelledError):
+        members[1].result(timeout=T)
+    assert "Traceback" not in members[0].logs()
+
+    def item_1_still_running() -> bool:
+        return any(
+            p["metadata"]["annotations"].get("batch.kubernetes.io/job-completion-index") == "1"
+            and p["status"].get("phase") == "Running"
+            for p in k8s_emulator.objects("pods", NAMESPACE)
+        )
+
+    wait_for(lambda: not item_1_still_running(), timeout=T)  # its pod was deleted, not left
+    denied = [r for r in k8s_emulator.requests() if r.status == 403]
+    assert not denied
