@@ -9,6 +9,7 @@ payload from the bucket and writes its outcome there.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -32,19 +33,16 @@ T = 60
 NAMESPACE = "jobkit"
 
 
-@pytest.fixture
-def cluster(
-    k8s_emulator: Any, k8s_controller: Any, s3_bucket: str, s3_endpoint: str
-) -> Iterator[Any]:
+@contextlib.contextmanager
+def on_kubernetes(emulator: Any, store: str, **overrides: Any) -> Iterator[Any]:
     """A client whose jobs run as Kubernetes Jobs; store credentials and the signing
     key reach the pods through a Secret, as the README tells users to do."""
-    store = f"s3://{s3_bucket}/k8s"
     with jobkit.use(store=store, backend="kubernetes", poll_interval=0.2) as client:
         secret = {
             "JOBKIT_KEY": client.key.hex(),
             **{k: v for k, v in os.environ.items() if k.startswith("AWS_")},
         }
-        k8s_emulator.put(
+        emulator.put(
             {
                 "apiVersion": "v1",
                 "kind": "Secret",
@@ -53,12 +51,13 @@ def cluster(
             }
         )
         settings = {
-            "api_server": k8s_emulator.url,
+            "api_server": emulator.url,
             "namespace": NAMESPACE,
             "image": "python:3.11-slim",
             "python": sys.executable,
             "secret": "jobkit-store",
             "pending_grace": 2,
+            **overrides,
         }
         with jobkit.use(kubernetes=settings) as configured:
             try:
@@ -66,6 +65,14 @@ def cluster(
             finally:
                 if "kubernetes" in configured._backends:
                     configured.backend("kubernetes").close()
+
+
+@pytest.fixture
+def cluster(
+    k8s_emulator: Any, k8s_controller: Any, s3_bucket: str, s3_endpoint: str
+) -> Iterator[Any]:
+    with on_kubernetes(k8s_emulator, f"s3://{s3_bucket}/k8s") as client:
+        yield client
 
 
 def kube_jobs(emulator: Any) -> list[dict[str, Any]]:
@@ -250,3 +257,119 @@ def test_the_least_privilege_role_is_enough(cluster: Any, k8s_emulator: Any) -> 
     wait_for(lambda: not item_1_still_running(), timeout=T)  # its pod was deleted, not left
     denied = [r for r in k8s_emulator.requests() if r.status == 403]
     assert not denied
+
+
+def test_an_unschedulable_pod_fails_with_the_schedulers_message(
+    cluster: Any, k8s_controller: Any
+) -> None:
+    why = "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."
+    k8s_controller.simulate("unschedulable", message=why)
+    job = jobkit.submit(helpers.square, 2)
+    with pytest.raises(jobkit.JobFailedError, match="SUBMIT_ERROR"):
+        job.result(timeout=T)
+    assert f"Unschedulable: {why}" in (job.info.message or "")
+
+
+def test_a_failed_attempt_is_retried_in_a_new_pod(cluster: Any, tmp_path: Path) -> None:
+    job = jobkit.remote(helpers.fail_once).options(retries=1).submit(str(tmp_path / "tried"))
+    assert job.result(timeout=T) == "second try"
+    assert job.info.attempt == 1
+
+
+def test_logs_follow_while_the_pod_runs(cluster: Any) -> None:
+    job = jobkit.submit(helpers.chatty_slowly, 3, 0.3)
+    lines = list(job.logs(follow=True))
+    assert [line.strip() for line in lines if line.startswith("tick")] == [
+        "tick 0",
+        "tick 1",
+        "tick 2",
+    ]
+
+
+def test_plan_prints_the_manifest_that_submit_sends(cluster: Any, tmp_path: Path) -> None:
+    (tmp_path / "trainmod.py").write_text(
+        "import jobkit\n"
+        "@jobkit.remote(gpus=1, gpu_type='a100', time='2h', image='reg/train:1')\n"
+        "def main():\n    return 1\n"
+    )
+    settings = cluster.config.kubernetes
+    (tmp_path / "jobkit.toml").write_text(
+        "[kubernetes]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in settings.items())
+    )
+    plan = subprocess.run(
+        [sys.executable, "-m", "jobkit", "plan", "trainmod:main", "--backend", "kubernetes"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert plan.returncode == 0, plan.stderr
+    import yaml  # type: ignore[import-untyped]
+
+    manifest = yaml.safe_load(plan.stdout)
+    pod = manifest["spec"]["template"]["spec"]
+    assert manifest["kind"] == "Job" and pod["activeDeadlineSeconds"] == 7200
+    assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.product": "a100"}
+
+
+def test_watch_lists_again_when_its_version_expired(
+    cluster: Any, k8s_emulator: Any, k8s_controller: Any
+) -> None:
+    first = jobkit.submit(helpers.square, 3)
+    assert first.result(timeout=T) == 9
+    watch = cluster.backend("kubernetes")._watch
+    relists = watch.relists
+    k8s_emulator.drop_watches(abort=True)  # the watch retries after a pause...
+    k8s_emulator.put(  # ...while the cluster moves on and etcd compacts its history
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "bump", "namespace": NAMESPACE},
+            "data": {"a": "1"},
+        }
+    )
+    k8s_emulator.compact()
+    wait_for(lambda: watch.relists > relists, timeout=T)  # 410 Expired: list, then watch
+    k8s_controller.simulate("oom", after=0.3)
+    doomed = jobkit.submit(helpers.sleep_then, 30)
+    with pytest.raises(jobkit.JobFailedError, match="OOM"):
+        doomed.result(timeout=T)
+
+
+def test_409_and_401_are_one_line(cluster: Any, k8s_emulator: Any) -> None:
+    k8s_emulator.fail("create", "jobs", 409)
+    with pytest.raises(SubmitError, match=r"already exists \(409\)"):
+        jobkit.submit(helpers.square, 1)
+    k8s_emulator.require_token("s3cret")
+    with pytest.raises(SubmitError, match=r"refused our credentials \(401\)"):
+        jobkit.submit(helpers.square, 1)
+
+
+OTHER_PYTHON = next(
+    (
+        str(p)
+        for p in sorted(Path.home().glob(".pyenv/versions/3.*/bin/python"))
+        if not p.parent.parent.name.startswith(f"{sys.version_info[0]}.{sys.version_info[1]}.")
+        and p.parent.parent.name.split(".")[1].isdigit()
+        and int(p.parent.parent.name.split(".")[1]) >= 10
+    ),
+    None,
+)
+
+
+@pytest.mark.skipif(OTHER_PYTHON is None, reason="no second Python (3.10+) to play the image's")
+def test_an_image_with_another_python_says_so(
+    k8s_emulator: Any, k8s_controller: Any, tmp_path: Path
+) -> None:
+    src = str(Path(jobkit.__file__).resolve().parents[1])
+    store = f"sqlite:///{tmp_path}/jobkit.db"  # the pod runs here: it can reach the file
+    assert OTHER_PYTHON is not None
+    k8s_controller.executables["python-of-the-image"] = OTHER_PYTHON
+    with on_kubernetes(k8s_emulator, store, python="python-of-the-image"):
+        job = jobkit.remote(helpers.square).options(env={"PYTHONPATH": src}).submit(4)
+        with pytest.raises(jobkit.JobFailedError) as info:
+            job.result(timeout=T)
+    text = str(info.value)
+    assert "SUBMIT_ERROR" in text and "Python" in text
+    assert f"{sys.version_info[0]}.{sys.version_info[1]}" in text

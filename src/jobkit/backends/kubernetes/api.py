@@ -177,6 +177,8 @@ class KubeApi:
             message = _api_message(exc)
             if status == 404:
                 return _NotFound(f"{where}: not found")
+            if status == 410:
+                return WatchExpired(f"{where}: the watch's resourceVersion expired (410)")
             if status == 401:
                 return BackendError(
                     f"the Kubernetes API refused our credentials (401) to {verb} {where}: "
@@ -204,6 +206,10 @@ class KubeApi:
                 "the cluster is up"
             )
         return exc
+
+
+class WatchExpired(BackendError):
+    """410 Gone: too old a resourceVersion to resume a watch from; list again."""
 
 
 class _NotFound(BackendError):

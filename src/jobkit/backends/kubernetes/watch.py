@@ -21,7 +21,7 @@ from typing import Any
 
 from jobkit.errors import BackendError
 
-from .api import KubeApi
+from .api import KubeApi, WatchExpired
 from .manifest import SELECTOR
 
 logger = logging.getLogger(__name__)
@@ -116,7 +116,7 @@ class ClusterWatch:
                     self.relists += 1
                 version = self._follow(kind, version)
                 self.resumes += 1
-            except _Gone:
+            except (_Gone, WatchExpired):
                 listed = False
             except BackendError as exc:
                 logger.warning("kubernetes %s watch interrupted: %s; resuming", kind, exc)
