@@ -46,8 +46,20 @@ for _, _document in DOCUMENTS:
 
 def test_the_manifests_are_the_expected_set() -> None:
     names = {path.name for path in MANIFESTS.glob("*.yaml")}
-    assert names == {"namespace.yaml", "serviceaccount.yaml", "role.yaml", "rolebinding.yaml"}
-    assert sorted(BY_KIND) == ["Namespace", "Role", "RoleBinding", "ServiceAccount"]
+    assert names == {
+        "namespace.yaml",
+        "serviceaccount.yaml",
+        "role.yaml",
+        "rolebinding.yaml",
+        "priority-classes.yaml",
+    }
+    assert sorted(BY_KIND) == [
+        "Namespace",
+        "PriorityClass",
+        "Role",
+        "RoleBinding",
+        "ServiceAccount",
+    ]
     assert len(_versions()) >= 13  # 1.25 .. 1.37
 
 
@@ -108,3 +120,10 @@ def test_the_binding_ties_the_role_to_the_submitting_service_account() -> None:
     assert set(accounts) == {"jobkit", "jobkit-worker"}
     # The pods' identity never talks to the API: no token is mounted into them.
     assert accounts["jobkit-worker"]["automountServiceAccountToken"] is False
+
+
+def test_the_priority_classes_are_the_ones_jobkit_names_by_default() -> None:
+    from jobkit.backends.kubernetes.settings import KubernetesSettings
+
+    defaults = {v for v in KubernetesSettings().priority_classes.values() if v}
+    assert {pc["metadata"]["name"] for pc in BY_KIND["PriorityClass"]} == defaults

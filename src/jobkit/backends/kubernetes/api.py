@@ -19,6 +19,7 @@ Errors a user can act on, translated at this boundary::
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -244,8 +245,9 @@ def _api_client(settings: KubernetesSettings) -> Any:
         return client.ApiClient(configuration)
     try:
         if settings.kubeconfig or settings.context or _has_kubeconfig():
+            path = os.path.expanduser(settings.kubeconfig) if settings.kubeconfig else None
             return config.new_client_from_config(
-                config_file=settings.kubeconfig, context=settings.context
+                config_file=path or os.environ.get("KUBECONFIG") or None, context=settings.context
             )
         config.load_incluster_config()
         return client.ApiClient()
@@ -257,7 +259,6 @@ def _api_client(settings: KubernetesSettings) -> Any:
 
 
 def _has_kubeconfig() -> bool:
-    import os
     from pathlib import Path
 
     return bool(os.environ.get("KUBECONFIG")) or Path("~/.kube/config").expanduser().exists()

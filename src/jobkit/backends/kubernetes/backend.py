@@ -70,9 +70,10 @@ class KubernetesBackend(Backend):
             return False, str(exc)
         if settings.api_server:
             return True, f"API server {settings.api_server}, namespace {settings.namespace}"
-        if settings.kubeconfig or os.environ.get("KUBECONFIG"):
-            where = settings.kubeconfig or os.environ["KUBECONFIG"]
-            return True, f"kubeconfig {where}, namespace {settings.namespace}"
+        default = os.path.expanduser("~/.kube/config")
+        where = settings.kubeconfig or os.environ.get("KUBECONFIG")
+        if where or os.path.exists(default):
+            return True, f"kubeconfig {where or default}, namespace {settings.namespace}"
         if os.environ.get("KUBERNETES_SERVICE_HOST"):
             return True, f"in-cluster service account, namespace {settings.namespace}"
         return False, (
