@@ -217,7 +217,15 @@ def test_api_errors_are_one_line_with_the_fix(cluster: Any, k8s_emulator: Any) -
 
     with pytest.raises(ConfigError, match="unknown kubernetes option 'nodeselector'"):
         jobkit.remote(helpers.square).options(kubernetes={"nodeselector": {}}).submit(1)
+    typo = jobkit.remote(helpers.square).options(kubernetes={"pod_spec": {"hostIpc": True}})
+    with pytest.raises(ConfigError) as caught:
+        typo.submit(1)
+    assert "the Job jobkit would send is invalid for Kubernetes 1.33: at spec.template.spec" in (
+        str(caught.value)
+    )
+    assert "'hostIpc' was unexpected" in str(caught.value)
     assert not kube_jobs(k8s_emulator)  # nothing was sent
+    assert not k8s_emulator.requests("create", "jobs")[2:]  # only the two refused above
 
 
 def test_an_unreachable_api_server_is_named(s3_bucket: str) -> None:

@@ -30,7 +30,7 @@ from jobkit.backends.base import Backend
 from jobkit.errors import ConfigError, JobkitError
 from jobkit.states import ACTIVE_STATES, FailureReason, JobRecord, JobState
 
-from .manifest import INDEX_ANNOTATION, build_job, job_name, to_yaml
+from .manifest import INDEX_ANNOTATION, build_job, job_name, to_yaml, validate
 from .settings import KubernetesSettings
 from .states import created, jobkit_id, judge
 
@@ -41,7 +41,8 @@ if TYPE_CHECKING:
     from .api import KubeApi
     from .watch import ClusterWatch
 
-SYNC_TIMEOUT = 30.0
+SYNC_TIMEOUT = 5.0
+"""How long a reconcile waits for the first list; a CLI must not hang on a dead API."""
 
 
 class KubernetesBackend(Backend):
@@ -55,6 +56,7 @@ class KubernetesBackend(Backend):
         self._api: KubeApi | None = None
         self._watch: ClusterWatch | None = None
         self._per_index: bool | None = None
+        self._server_version: tuple[int, int] | None = None
         self.creates = 0
         """Job create requests sent (the benchmark's count: one per submit or map)."""
 
@@ -103,7 +105,7 @@ class KubernetesBackend(Backend):
     def manifest(
         self, job_id: str, name: str, resources: Resources, *, count: int | None
     ) -> dict[str, Any]:
-        return build_job(
+        manifest = build_job(
             job_id=job_id,
             name=name,
             resources=resources,
@@ -112,6 +114,8 @@ class KubernetesBackend(Backend):
             count=count,
             per_index_retries=self._per_index_retries(),
         )
+        validate(manifest, self._server_version)
+        return manifest
 
     def plan(self, resources: Resources, *, checkpointable: bool = False) -> str:
         self.check_resources(resources)
@@ -150,9 +154,10 @@ class KubernetesBackend(Backend):
             return mode == "on"
         if self._per_index is None:
             try:
-                version = self.api.version()
+                self._server_version = self.api.version()
             except JobkitError:
-                version = None
+                self._server_version = None
+            version = self._server_version
             self._per_index = version is None or version >= (1, 29)
         return self._per_index
 

@@ -347,3 +347,27 @@ def indices(spec: str | None) -> Sequence[int]:
         low, _, high = part.partition("-")
         out += range(int(low), int(high or low) + 1)
     return out
+
+
+def validate(manifest: Mapping[str, Any], version: tuple[int, int] | None = None) -> None:
+    """Check ``manifest`` against the official schema (strict: an unknown field is an
+    error) of ``version``, or the newest kubernetes-validate knows; ConfigError names
+    the field.  What a ``pod_spec`` patch or a volume got wrong is said here, before
+    anything is sent, instead of as a 422 from the API server."""
+    import kubernetes_validate  # type: ignore[import-untyped]
+    from kubernetes_validate.utils import all_versions  # type: ignore[import-untyped]
+
+    known = sorted(
+        {tuple(int(n) for n in v.split(".")[:2]) for v in all_versions()}, key=lambda v: v
+    )
+    chosen = max((v for v in known if version is None or v <= version), default=known[0])
+    target = f"{chosen[0]}.{chosen[1]}"
+    try:
+        kubernetes_validate.validate(dict(manifest), target, strict=True)
+    except kubernetes_validate.ValidationError as error:
+        where = ".".join(str(p) for p in error.path) or "the Job"
+        raise ConfigError(
+            f"the Job jobkit would send is invalid for Kubernetes {target}: at {where}: "
+            f"{' '.join(str(error.message).split())}; fix the kubernetes={{...}} options "
+            "(`jobkit plan` prints the manifest)"
+        ) from None
