@@ -32,7 +32,7 @@ from jobkit.states import ACTIVE_STATES, FailureReason, JobRecord, JobState
 
 from .manifest import INDEX_ANNOTATION, build_job, job_name, to_yaml, validate
 from .settings import KubernetesSettings
-from .states import created, jobkit_id, judge
+from .states import created, jobkit_id, judge, worth_a_look
 
 if TYPE_CHECKING:
     from jobkit.client import Client
@@ -213,8 +213,7 @@ class KubernetesBackend(Backend):
     def _on_pod(self, pod: Mapping[str, Any]) -> None:
         """A pod changed: record what its job's worker could not."""
         job_id = jobkit_id(pod)
-        phase = (pod.get("status") or {}).get("phase")
-        if job_id is None or phase not in ("Failed", "Succeeded", "Pending"):
+        if job_id is None or not worth_a_look(pod):
             return
         try:
             record = self.store.get(job_id)

@@ -79,6 +79,24 @@ def created(obj: Mapping[str, Any]) -> float | None:
         return None
 
 
+def worth_a_look(pod: Mapping[str, Any]) -> bool:
+    """Whether a pod event may change its job's record: a failed pod, or one stuck
+    pending.  Running and succeeded pods are the worker's to record, so a watch
+    event about them costs no store read (a periodic reconcile still checks that
+    a succeeded pod's job was recorded)."""
+    status = pod.get("status") or {}
+    phase = status.get("phase") or "Pending"
+    if phase == "Failed":
+        return True
+    if phase != "Pending":
+        return False
+    _, waiting = _container_state(status)
+    return bool(waiting and waiting.get("reason") in WAITING_FAILURES) or any(
+        c.get("type") == "PodScheduled" and c.get("reason") == "Unschedulable"
+        for c in status.get("conditions") or ()
+    )
+
+
 def judge(pod: Mapping[str, Any], record: JobRecord, *, now: float, grace: float) -> Verdict:
     """The verdict on ``record`` from ``pod`` (its latest pod)."""
     status = pod.get("status") or {}
