@@ -354,16 +354,23 @@ def test_409_and_401_are_one_line(cluster: Any, k8s_emulator: Any) -> None:
         jobkit.submit(helpers.square, 1)
 
 
-OTHER_PYTHON = next(
-    (
-        str(p)
-        for p in sorted(Path.home().glob(".pyenv/versions/3.*/bin/python"))
-        if not p.parent.parent.name.startswith(f"{sys.version_info[0]}.{sys.version_info[1]}.")
-        and p.parent.parent.name.split(".")[1].isdigit()
-        and int(p.parent.parent.name.split(".")[1]) >= 10
-    ),
-    None,
-)
+def _other_python() -> str | None:
+    """An interpreter of another minor version (3.10+) to play an image's Python."""
+    import shutil
+
+    mine = sys.version_info[1]
+    found = [shutil.which(f"python3.{minor}") for minor in range(10, 15) if minor != mine]
+    found = [p for p in found if p and "/shims/" not in p]  # pyenv shims need pyenv's env
+    roots = {os.environ.get("PYENV_ROOT", ""), str(Path.home() / ".pyenv"), "/root/.pyenv"}
+    for root in filter(None, roots):
+        for path in sorted(Path(root).glob("versions/3.*/bin/python")):
+            minor = path.parent.parent.name.split(".")[1]
+            if minor.isdigit() and int(minor) >= 10 and int(minor) != mine:
+                found.append(str(path))
+    return next((p for p in found if p), None)
+
+
+OTHER_PYTHON = _other_python()
 
 
 @pytest.mark.skipif(OTHER_PYTHON is None, reason="no second Python (3.10+) to play the image's")
