@@ -30,6 +30,7 @@ S3_COLUMNS = {
     "api": "store-API sequence alone, in-process",
     "naive": "naive scan: LIST jobs/ + GET every record",
 }
+K8S_COLUMNS = {"naive": "naive: a create per item + a GET per job per second"}
 
 
 def number(value: float | None) -> str:
@@ -101,6 +102,7 @@ def markdown(
     slurm: Sequence[Row] = (),
     s3: Sequence[Row] = (),
     tables: Sequence[str] = (),
+    k8s: Sequence[Row] = (),
 ) -> str:
     """The header line, one table per group of rows that has any, extra tables, notes."""
     parts = [
@@ -118,6 +120,7 @@ def markdown(
         (startup, STARTUP_COLUMNS),
         (slurm, SLURM_COLUMNS),
         (s3, S3_COLUMNS),
+        (k8s, K8S_COLUMNS),
     )
     for rows, columns in groups:
         if rows:

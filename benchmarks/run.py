@@ -4,6 +4,7 @@
     python benchmarks/run.py --quick    # fewer repetitions, under a minute
     python benchmarks/run.py --only slurm   # the Slurm workloads (a live cluster)
     python benchmarks/run.py --only s3      # S3 request counts (moto over HTTP)
+    python benchmarks/run.py --only k8s     # Kubernetes API request counts (emulated API)
 
 Numbers from different runs or machines are not comparable, so every
 workload runs jobkit and its anchors (ProcessPoolExecutor, a subprocess per
@@ -40,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import bigarg
+import k8s
 import latency
 import makespan
 import report
@@ -63,13 +65,15 @@ WORKLOADS: dict[str, Callable[[Context], WorkloadResult]] = {
     "slurm-map": slurm.run_map,
     "slurm-queries": slurm.run_queries,
     "s3": s3.run,
+    "k8s": k8s.run,
 }
 SLURM = [name for name in WORKLOADS if name.startswith("slurm-")]
 S3 = ["s3"]
-DEFAULT = [name for name in WORKLOADS if name not in SLURM and name not in S3]
+K8S = ["k8s"]
+DEFAULT = [name for name in WORKLOADS if name not in SLURM and name not in S3 + K8S]
 GROUPS = {"slurm": SLURM}
 """``--only`` shorthands for several workloads."""
-OUTPUTS = {"latest": DEFAULT, "slurm": SLURM, "s3": S3}
+OUTPUTS = {"latest": DEFAULT, "slurm": SLURM, "s3": S3, "k8s": K8S}
 """Results file stem -> the exact workload set that may write it."""
 NEED_SYSTEMS = {"latency", "throughput", "makespan"}
 STARTUP_TABLE = {"imports", "list"}
@@ -191,20 +195,23 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     machine["total_s"] = time.perf_counter() - started
     machine["load_end"] = os.getloadavg()[0]
-    elsewhere = STARTUP_TABLE | set(SLURM) | set(S3)
+    elsewhere = STARTUP_TABLE | set(SLURM) | set(S3) | set(K8S)
     main_rows: list[Row] = [r for res in results if res.name not in elsewhere for r in res.rows]
     startup_rows = [r for res in results if res.name in STARTUP_TABLE for r in res.rows]
     slurm_rows = [r for res in results if res.name in SLURM for r in res.rows]
     s3_rows = [r for res in results if res.name in S3 for r in res.rows]
+    k8s_rows = [r for res in results if res.name in K8S for r in res.rows]
     notes = [note for res in results for note in res.notes]
     tables = [t for res in results for t in res.tables]
     machine["workloads"] = args.only
-    text = report.markdown(main_rows, startup_rows, notes, machine, slurm_rows, s3_rows, tables)
+    text = report.markdown(
+        main_rows, startup_rows, notes, machine, slurm_rows, s3_rows, tables, k8s_rows
+    )
     print(text)
     report.write_json(
         args.out,
         machine,
-        main_rows + startup_rows + slurm_rows + s3_rows,
+        main_rows + startup_rows + slurm_rows + s3_rows + k8s_rows,
         {res.name: res.raw for res in results},
         notes,
     )
