@@ -30,7 +30,7 @@ S3_COLUMNS = {
     "api": "store-API sequence alone, in-process",
     "naive": "naive scan: LIST jobs/ + GET every record",
 }
-K8S_COLUMNS = {"naive": "naive: a create per item + a GET per job per second"}
+K8S_COLUMNS = {"naive": "naive: a Job per item + a GET per job per second"}
 
 
 def number(value: float | None) -> str:
@@ -94,6 +94,16 @@ def s3_facts(machine: dict[str, Any]) -> str:
     return f"; moto {facts.get('moto', '?')} (in-process server), boto3 {facts.get('boto3', '?')}"
 
 
+def k8s_facts(machine: dict[str, Any]) -> str:
+    facts = machine.get("k8s")
+    if not facts:
+        return ""
+    return (
+        f"; kubernetes client {facts.get('kubernetes', '?')}, emulated API "
+        f"(tests/k8s_emulator.py on kmock {facts.get('kmock', '?')}), moto {facts.get('moto', '?')}"
+    )
+
+
 def markdown(
     main: Sequence[Row],
     startup: Sequence[Row],
@@ -110,7 +120,7 @@ def markdown(
         f"Python {machine['python']}, {machine['platform']}; "
         f"jobkit {machine['jobkit']} at {machine['git_commit'][:10]}"
         f"{' + uncommitted src/ changes' if machine.get('src_dirty') else ''}"
-        f"{slurm_facts(machine)}{s3_facts(machine)}; "
+        f"{slurm_facts(machine)}{s3_facts(machine)}{k8s_facts(machine)}; "
         f"load average {machine['load_start']:.2f} at start, {machine['load_end']:.2f} at end; "
         f"mode: {'quick' if machine['quick'] else 'full'}; total {machine['total_s']:.0f} s",
         "",

@@ -174,6 +174,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         machine["slurm"] = slurm.cluster_facts()
     if set(S3) & set(args.only):
         machine["s3"] = s3.facts()
+    if set(K8S) & set(args.only):
+        machine["k8s"] = k8s.facts()
 
     ctx = Context(quick=args.quick, workdir=workdir, systems={})
     results: list[WorkloadResult] = []
