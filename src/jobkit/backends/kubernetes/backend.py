@@ -86,11 +86,7 @@ class KubernetesBackend(Backend):
     @property
     def api(self) -> KubeApi:
         with self._lock:
-            if self._api is None:
-                from .api import KubeApi
-
-                self._api = KubeApi(self.settings)
-            return self._api
+            return self._api_unlocked()
 
     # -- submission --------------------------------------------------------------------
     def check_resources(self, resources: Resources) -> None:
