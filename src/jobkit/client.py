@@ -74,7 +74,15 @@ class Monitor:
 
     def __init__(self, client: Client) -> None:
         self._client = weakref.proxy(client)
-        self._jobs: dict[str, Job[Any]] = {}
+        # Every handle to a job must finish when the job ends, however many the
+        # user made (submit, jobs(), get()): so an id maps to *all* its handles.
+        # Weakly: a handle the user dropped must not keep a job polled, and one
+        # the user holds is alive by definition.  Handles with done callbacks
+        # (``await``, executors) are kept strongly until the end, because their
+        # callbacks must run even when nobody holds the handle itself.
+        self._jobs: dict[str, weakref.WeakSet[Job[Any]]] = {}
+        self._kept: dict[str, list[Job[Any]]] = {}
+        self._created: dict[str, float] = {}
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._hinted: set[str] = set()
@@ -83,9 +91,16 @@ class Monitor:
         self._pid = os.getpid()
         self._last_reconcile = 0.0
 
-    def watch(self, job: Job[Any]) -> None:
+    def watch(self, job: Job[Any], *, keep: bool = False) -> None:
+        """Finish ``job`` when the store says it ended; ``keep``: hold it
+        strongly until then (it has callbacks that must run)."""
         with self._lock:
-            self._jobs[job.id] = job
+            self._jobs.setdefault(job.id, weakref.WeakSet()).add(job)
+            if keep:
+                kept = self._kept.setdefault(job.id, [])
+                if not any(k is job for k in kept):
+                    kept.append(job)
+            self._created.setdefault(job.id, job._record.created_at)
             self._sweep_now = True
             if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
                 self._pid = os.getpid()
@@ -131,8 +146,10 @@ class Monitor:
                     if self._sweep_now:
                         interval = shortest
                     self._sweep_now = False
+                    if sweep:
+                        self._forget_dropped()
                     ids = list(self._jobs) if sweep else hinted
-                    since = min((self._jobs[i]._record.created_at for i in ids), default=None)
+                    since = min((self._created[i] for i in ids), default=None)
             if wait_forever:
                 self._wake.wait()
                 continue
@@ -185,11 +202,33 @@ class Monitor:
         for job_id, record in records.items():
             if record.is_terminal:
                 with self._lock:
-                    job = self._jobs.pop(job_id, None)
-                if job is not None:
+                    handles = self._pop(job_id)
+                for job in handles:
                     job._finish(record)
+                if handles:
                     finished += 1
         return finished
+
+    def _pop(self, job_id: str) -> list[Job[Any]]:
+        """Stop watching ``job_id``; its live handles (caller holds the lock)."""
+        weak = self._jobs.pop(job_id, None)
+        kept = self._kept.pop(job_id, [])
+        self._created.pop(job_id, None)
+        handles = list(weak) if weak is not None else []
+        handles.extend(k for k in kept if not any(k is h for h in handles))
+        return handles
+
+    def _forget_dropped(self) -> None:
+        """Stop watching jobs whose every handle was dropped (caller holds the lock)."""
+        for job_id in [i for i, weak in self._jobs.items() if not weak]:
+            del self._jobs[job_id]
+            self._created.pop(job_id, None)
+
+    def watched(self) -> int:
+        """How many jobs are watched now (for tests and diagnostics)."""
+        with self._lock:
+            self._forget_dropped()
+            return len(self._jobs)
 
 
 class Client:

@@ -19,7 +19,7 @@ import asyncio
 import concurrent.futures
 import sys
 import time
-from collections.abc import Generator, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import _base
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
 
@@ -104,6 +104,15 @@ class Job(concurrent.futures.Future, Generic[T]):  # type: ignore[type-arg]
     def exception(self, timeout: float | None = None) -> BaseException | None:
         outcome = self._wait_outcome(timeout)
         return None if outcome.ok else outcome.error
+
+    def add_done_callback(self, fn: Callable[[concurrent.futures.Future[Any]], object]) -> None:
+        """Run ``fn(job)`` when the job ends, even if nobody else holds this
+        handle (``await job`` and executors rely on that)."""
+        with self._condition:
+            live = self._state not in _DONE
+        if live:
+            self._client.monitor.watch(self, keep=True)
+        super().add_done_callback(fn)
 
     def set_running_or_notify_cancel(self) -> bool:
         raise RuntimeError("a Job's state is driven by its store, not set by callers")
