@@ -1,9 +1,10 @@
 """Client: one resolved config wired to one store and its backends.
 
-There is no module-level mutable state: the default client lives in a
-:class:`contextvars.ContextVar`, so ``jobkit.use(...)`` scopes a different
-configuration to a block (or a task, or a thread) and tests get a fresh
-client each.
+``jobkit.configure(...)`` sets configuration for the whole process (every
+thread, every later notebook cell); ``jobkit.use(...)`` scopes more on top of
+it to a block (a :class:`contextvars.ContextVar`, so one thread's or task's
+block never leaks into another).  Clients are shared process-wide, one per
+resolved configuration.
 
 The monitor
 -----------
@@ -495,14 +496,24 @@ def _user() -> str:
         return str(os.getuid())
 
 
-# -- the default client, scoped with contextvars --------------------------------
+# -- the default client: configure() process-wide, use() per context -----------
+#
+# configure() must reach every thread and every later notebook cell: threads
+# start with an empty context, and ipykernel runs a cell with an ``await`` in a
+# task with a *copy* of the context, so a ContextVar set there is lost.  So
+# configure() writes one process-wide layer under a lock; use() stays a
+# ContextVar, layered on top, so a ``with`` block in one thread or task never
+# changes what another sees.  Clients are shared process-wide per resolved
+# configuration: one store connection and one monitor thread, not one per
+# thread (every store guards its state with a lock; SQLite's connection is
+# opened with check_same_thread=False and serialised by it).
 
-_overrides: contextvars.ContextVar[tuple[Mapping[str, Any], ...]] = contextvars.ContextVar(
-    "jobkit_overrides", default=()
+_config_lock = threading.Lock()
+_configured: tuple[Mapping[str, Any], ...] = ()
+_scoped: contextvars.ContextVar[tuple[Mapping[str, Any], ...]] = contextvars.ContextVar(
+    "jobkit_scoped", default=()
 )
-_clients: contextvars.ContextVar[dict[tuple[Any, ...], Client] | None] = contextvars.ContextVar(
-    "jobkit_clients", default=None
-)
+_clients: dict[tuple[Any, ...], Client] = {}
 
 
 def _freeze(value: Any) -> Any:
@@ -513,20 +524,28 @@ def _freeze(value: Any) -> Any:
     return repr(value)
 
 
+def _overrides() -> tuple[Mapping[str, Any], ...]:
+    """The caller's override stack: process-wide configure(), then this context's use()."""
+    with _config_lock:
+        configured = _configured
+    return (*configured, *_scoped.get())
+
+
 def current_client() -> Client:
-    """The client for the configuration in force in this context."""
+    """The client for the configuration in force here (shared by every thread)."""
     from jobkit.config import load_config
 
-    overrides = _overrides.get()
+    overrides = _overrides()
     key = (_freeze(overrides), os.getcwd(), _freeze(_env_key()))
-    cache = _clients.get()
-    if cache is None:
-        cache = {}
-        _clients.set(cache)
-    client = cache.get(key)
-    if client is None:
-        client = Client(load_config(overrides))
-        cache[key] = client
+    with _config_lock:
+        client = _clients.get(key)
+    if client is not None:
+        return client
+    fresh = Client(load_config(overrides))  # outside the lock: opening a store may be slow
+    with _config_lock:
+        client = _clients.setdefault(key, fresh)
+    if client is not fresh:
+        fresh.store.close()
     return client
 
 
@@ -539,23 +558,35 @@ def _env_key() -> dict[str, str]:
 
 
 def configure(**settings: Any) -> None:
-    """Set configuration for this context (and code it starts) onward."""
+    """Set configuration for the whole process from now on.
+
+    Seen by every thread and every later notebook cell; ``with jobkit.use()``
+    blocks layer on top of it, and call arguments on top of both.  Settings
+    accumulate: a later ``configure()`` overrides only the keys it names.
+    """
     from jobkit.config import load_config
 
-    new = (*_overrides.get(), settings)
-    load_config(new)  # validate now: a bad value fails here, not at submit
-    _overrides.set(new)
+    global _configured
+    with _config_lock:
+        new = (*_configured, settings)
+    load_config((*new, *_scoped.get()))  # validate now: a bad value fails here, not at submit
+    with _config_lock:
+        _configured = (*_configured, settings)
 
 
 @contextlib.contextmanager
 def use(**settings: Any) -> Iterator[Client]:
-    """Scope configuration to a ``with`` block; yields the client it selects."""
+    """Scope configuration to a ``with`` block; yields the client it selects.
+
+    Context-scoped: it applies in this thread or task (and the tasks it
+    starts) only, layered on top of :func:`configure`'s process-wide settings.
+    """
     from jobkit.config import load_config
 
-    new = (*_overrides.get(), settings)
-    load_config(new)
-    token = _overrides.set(new)
+    new = (*_scoped.get(), settings)
+    load_config((*_overrides(), settings))
+    token = _scoped.set(new)
     try:
         yield current_client()
     finally:
-        _overrides.reset(token)
+        _scoped.reset(token)

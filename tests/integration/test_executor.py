@@ -122,19 +122,3 @@ def test_agent_exits_when_idle_and_restarts_on_demand(tmp_path: Path) -> None:
             time.sleep(0.05)
         assert not backend.paths.socket.exists(), "the agent should exit when idle"
         assert jobkit.submit(mul, 4, 4).result(timeout=T) == 16  # started again on demand
-
-
-def test_configure_is_scoped_to_the_context(tmp_path: Path) -> None:
-    import contextvars
-
-    def inner() -> str:
-        jobkit.configure(store=f"sqlite:///{tmp_path}/configured.db")
-        from jobkit.client import current_client
-
-        return current_client().config.store
-
-    store = contextvars.copy_context().run(inner)
-    assert store.endswith("configured.db")
-    from jobkit.client import current_client
-
-    assert not current_client().config.store.endswith("configured.db")  # no leak out of the context
