@@ -308,9 +308,11 @@ class Client:
         *,
         array: bool,
     ) -> list[Job[Any]]:
+        from jobkit.calls import check_calls
         from jobkit.job import Job
         from jobkit.serialization import Call, dump_payload, pickle_function
 
+        check_calls(fn, calls, array=array)  # before anything is written
         res = self.resolve_resources(resources)
         backend = self.backend(backend_name)
         backend.check_resources(res)
