@@ -62,3 +62,15 @@ def chatty_slowly(lines: int, pause: float) -> int:
         print(f"tick {i}", flush=True)
         time.sleep(pause)
     return lines
+
+
+class Blob:
+    """A large result that can be weakly referenced (bytes cannot)."""
+
+    def __init__(self, index: int, size: int) -> None:
+        self.index = index
+        self.data = bytes(size)
+
+
+def make_blob(index: int, size: int = 16) -> Blob:
+    return Blob(index, size)

@@ -7,7 +7,9 @@ same calls, same expectations, on real local jobs.
 from __future__ import annotations
 
 import concurrent.futures
+import gc
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +17,7 @@ import helpers
 import pytest
 
 import jobkit
-from conftest import local_env
+from conftest import local_env, wait_for
 
 T = 30
 
@@ -122,3 +124,59 @@ def test_agent_exits_when_idle_and_restarts_on_demand(tmp_path: Path) -> None:
             time.sleep(0.05)
         assert not backend.paths.socket.exists(), "the agent should exit when idle"
         assert jobkit.submit(mul, 4, 4).result(timeout=T) == 16  # started again on demand
+
+
+def test_free_reference(local: Any) -> None:
+    """CPython's test_free_reference: map's iterator keeps no yielded result."""
+    with jobkit.Executor() as executor:
+        for obj in executor.map(helpers.make_blob, range(10)):
+            ref = weakref.ref(obj)
+            del obj
+            gc.collect()
+            wait_for(lambda ref=ref: ref() is None, timeout=T)
+
+
+def test_long_map_of_large_results_holds_only_a_few(local: Any) -> None:
+    """200 results of 1 MB: the executor keeps none it has handed out."""
+    size, count = 2**20, 200
+    refs: list[weakref.ref[helpers.Blob]] = []
+    most_alive = 0
+    with jobkit.Executor() as executor:
+        for index, obj in enumerate(executor.map(helpers.make_blob, range(count), [size] * count)):
+            assert obj.index == index and len(obj.data) == size
+            refs.append(weakref.ref(obj))
+            del obj
+            gc.collect()
+            most_alive = max(most_alive, sum(r() is not None for r in refs))
+        wait_for(lambda: not executor._unfinished, timeout=T)
+    gc.collect()
+    wait_for(lambda: all(r() is None for r in refs), timeout=T)
+    assert most_alive <= 8, f"{most_alive} handed-out results were still referenced at once"
+
+
+def test_executor_forgets_finished_submits(local: Any) -> None:
+    with jobkit.Executor() as executor:
+        future = executor.submit(helpers.make_blob, 1, 2**20)
+        assert future.result(timeout=T).index == 1
+        wait_for(lambda: not executor._unfinished, timeout=T)
+        ref = weakref.ref(future)
+        del future
+        gc.collect()
+        assert ref() is None, "a finished job must not be kept by the executor"
+
+
+def test_map_submits_without_iteration(local: Any) -> None:
+    """CPython: map() submits every call at once, even if never iterated."""
+    with jobkit.Executor() as executor:
+        before = len(local.store.query(limit=None))
+        executor.map(helpers.square, range(5))
+        assert len(local.store.query(limit=None)) == before + 5
+
+
+def test_submit_exception_propagates(local: Any) -> None:
+    with jobkit.Executor() as executor:
+        future = executor.submit(helpers.fail_with, 3)
+        error = future.exception(timeout=T)
+        assert isinstance(error, helpers.CustomError) and error.code == 3
+        with pytest.raises(helpers.CustomError):
+            future.result(timeout=T)
