@@ -518,6 +518,15 @@ _scoped: contextvars.ContextVar[tuple[Mapping[str, Any], ...]] = contextvars.Con
 _clients: dict[tuple[Any, ...], Client] = {}
 
 
+def _after_fork_in_child() -> None:
+    """A fork taken while another thread held the lock must not deadlock the child."""
+    global _config_lock
+    _config_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def _freeze(value: Any) -> Any:
     if isinstance(value, Mapping):
         return tuple(sorted((k, _freeze(v)) for k, v in value.items()))

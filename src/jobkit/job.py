@@ -8,6 +8,11 @@ store and calls :meth:`Job._finish`, which flips the future's state and wakes
 waiters *without* loading the outcome.  ``result()`` loads and verifies the
 outcome lazily, once, so listing ten thousand finished jobs reads no blobs.
 
+One job may have many handles (``submit``, then ``jobs()`` or ``get()`` in a
+later notebook cell): the monitor finishes every one of them.  It holds a
+handle weakly (a dropped handle costs no polling) unless the handle has done
+callbacks, which must run even when nobody holds it (``await``, executors).
+
 ``cancel()`` differs from ``Future.cancel`` on purpose: a running job is
 killed too (that is what a user cancelling a job means), and the call returns
 True whenever the job was not yet terminal.
