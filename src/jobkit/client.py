@@ -225,12 +225,6 @@ class Monitor:
             del self._jobs[job_id]
             self._created.pop(job_id, None)
 
-    def watched(self) -> int:
-        """How many jobs are watched now (for tests and diagnostics)."""
-        with self._lock:
-            self._forget_dropped()
-            return len(self._jobs)
-
 
 class Client:
     """Submits, finds and controls jobs for one configuration."""
@@ -507,8 +501,10 @@ def _user() -> str:
 # ContextVar, layered on top, so a ``with`` block in one thread or task never
 # changes what another sees.  Clients are shared process-wide per resolved
 # configuration: one store connection and one monitor thread, not one per
-# thread (every store guards its state with a lock; SQLite's connection is
-# opened with check_same_thread=False and serialised by it).
+# thread.  Every store is safe to share: SQLite's one connection is opened
+# with check_same_thread=False and serialised by the store's lock; the memory
+# store guards its dictionaries with a lock; the S3 store's boto3 client is
+# thread-safe (the store already drives it from a thread pool).
 
 _config_lock = threading.Lock()
 _configured: tuple[Mapping[str, Any], ...] = ()
