@@ -343,9 +343,11 @@ def test_url_forms(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     assert path_from_url("sqlite:////abs/x.db") == Path("/abs/x.db")
     assert path_from_url("sqlite:///~/x.db") == tmp_path / "x.db"
     assert path_from_url("sqlite://~/x.db") == tmp_path / "x.db"
-    for bad in ("sqlite://", "sqlite:///", "sqlite://rel.db", "sqlite:///x.db?mode=ro"):
+    for bad in ("sqlite://", "sqlite:///", "sqlite:///x.db?mode=ro"):
         with pytest.raises(ConfigError, match=r"sqlite:///abs/path/jobkit\.db"):
             path_from_url(bad)
+    with pytest.raises(ConfigError, match="ambiguous"):
+        path_from_url("sqlite://rel.db")
     store = SQLiteStore(tmp_path / "u.db")
     assert store.url == f"sqlite://{tmp_path}/u.db"
     assert path_from_url(store.url) == store.path

@@ -40,7 +40,7 @@ from collections.abc import Collection, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from jobkit.errors import ConfigError, JobNotFoundError, StoreError, StoreUnavailableError
+from jobkit.errors import JobNotFoundError, StoreError, StoreUnavailableError
 from jobkit.states import TERMINAL_STATES, JobRecord, JobState
 
 from ._common import (
@@ -53,6 +53,7 @@ from ._common import (
 )
 from ._files import FILE_MODE, BlobFiles, make_private_dirs
 from .base import Buffer, Store, outcome_key, payload_key
+from .sqlite_url import sqlite_path
 
 logger = logging.getLogger(__name__)
 
@@ -83,35 +84,15 @@ _UPDATE = (
     " priority = ?, owner = ?, data = ? WHERE id = ? AND state = ?"
 )
 _CHUNK = 500  # ids per IN (...) list, well under SQLite's variable limit
-_URL_FORMS = "'sqlite:///abs/path/jobkit.db' or 'sqlite:///~/path/jobkit.db'"
 
 
 def path_from_url(url: str) -> Path:
-    """The database path in a ``sqlite://`` URL; relative paths are refused.
+    """The database path in a ``sqlite://`` URL, by the rule of :mod:`.sqlite_url`.
 
-    ``sqlite:///abs/x.db`` and ``sqlite:////abs/x.db`` both name ``/abs/x.db``;
-    ``sqlite:///~/x.db`` expands the home directory.  A relative path would
-    name a different file in every process whose working directory differs
-    (a worker on a cluster node, the CLI), silently splitting the store.
+    Relative (``./``) paths are anchored to this process's working directory:
+    every URL jobkit hands a worker is already absolute.
     """
-    scheme, sep, rest = url.partition("://")
-    if scheme.lower() != "sqlite" or not sep:
-        raise ConfigError(f"store URL {url!r} is not a sqlite URL; write {_URL_FORMS}")
-    if "?" in rest or "#" in rest:
-        raise ConfigError(
-            f"store URL {url!r}: sqlite URLs take no query or fragment; write {_URL_FORMS}"
-        )
-    stripped = rest.lstrip("/")
-    if not stripped:
-        raise ConfigError(f"store URL {url!r} names no database file; write {_URL_FORMS}")
-    if stripped.startswith("~"):
-        return Path(stripped).expanduser()
-    if not rest.startswith("/"):
-        raise ConfigError(
-            f"store URL {url!r} has a relative path, which would differ between processes "
-            f"with different working directories; write {_URL_FORMS}"
-        )
-    return Path("/" + stripped)
+    return sqlite_path(url)
 
 
 class SQLiteStore(Store):
