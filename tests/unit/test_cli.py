@@ -10,6 +10,7 @@ stderr, and one submits real local jobs end to end.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -642,6 +643,54 @@ def test_ctrl_c_while_waiting_exits_130_quietly(store: Store) -> None:
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 130
     assert out == "" and err == ""
+
+
+@needs_script
+def test_a_printed_sqlite_url_finds_its_jobs_through_every_entry_point(
+    env: Path, tmp_path: Path
+) -> None:
+    """The URL jobkit prints (``store.url``, ``No jobs match in ...``) round-trips."""
+    data = tmp_path / "data"
+    data.mkdir()
+    seeded = open_store(f"sqlite://{data}/a.db")
+    seeded.create([rec("jk-a1"), rec("jk-a2")])
+    printed = seeded.url
+    seeded.close()
+    assert printed == f"sqlite://{data}/a.db"  # three slashes and the absolute path
+    project = tmp_path / "project"
+    (project / "sub").mkdir(parents=True)
+    elsewhere = {"cwd": project / "sub"}  # a relative reading would look under here
+
+    def ids(done: subprocess.CompletedProcess[str]) -> list[str]:
+        assert done.returncode == 0, done.stderr
+        return sorted(d["id"] for d in json.loads(done.stdout))
+
+    want = ["jk-a1", "jk-a2"]
+    for form in (printed, f"sqlite://{data}/../data/a.db", f"sqlite:///{data}/a.db"):
+        assert ids(script("--store", form, "list", "--json", **elsewhere)) == want
+    environ = {**os.environ, "JOBKIT_STORE": printed}
+    assert ids(script("list", "--json", env=environ, **elsewhere)) == want
+    no_env = {k: v for k, v in os.environ.items() if k != "JOBKIT_STORE"}
+    (project / "jobkit.toml").write_text(f'store = "{printed}"\n')
+    assert ids(script("list", "--json", env=no_env, **elsewhere)) == want
+    (project / "jobkit.toml").write_text('store = "sqlite://../data/a.db"\n')  # relative
+    assert ids(script("list", "--json", env=no_env, **elsewhere)) == want  # to the file
+    code = (
+        "import json, sys, jobkit\n"
+        "with jobkit.use(store=sys.argv[1]) as c: a = sorted(j.id for j in c.jobs())\n"
+        "jobkit.configure(store=sys.argv[1]); b = sorted(j.id for j in jobkit.jobs())\n"
+        "print(json.dumps([a, b]))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, printed], capture_output=True, text=True, timeout=60
+    )
+    assert json.loads(done.stdout) == [want, want], done.stderr
+    copied = script("store", "copy", printed, f"sqlite://{tmp_path}/copy.db", **elsewhere)
+    assert copied.returncode == 0, copied.stderr
+    listed = script("--store", f"sqlite://{tmp_path}/copy.db", "list", "--json")
+    assert ids(listed) == want
+    empty = script("--store", f"sqlite://{data}/empty.db", "list")
+    assert empty.stderr == f"No jobs match in sqlite://{data}/empty.db.\n"
 
 
 # -- end to end with real local jobs -------------------------------------------------
