@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from child_signals import reap, with_default_signals
 from jobkit.cli.app import app
 from jobkit.serialization import dump_outcome
 from jobkit.signing import load_key
@@ -632,17 +633,40 @@ def test_list_does_not_import_rich_or_the_submission_api(store: Store) -> None:
 def test_ctrl_c_while_waiting_exits_130_quietly(store: Store) -> None:
     store.create([rec("jk-1", JobState.RUNNING, backend="nowhere")])
     proc = subprocess.Popen(
-        [str(SCRIPT), "result", "--wait", "jk-1"],
+        with_default_signals([str(SCRIPT), "result", "--wait", "jk-1"]),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
-    assert proc.stderr is not None
-    assert proc.stderr.readline() == "waiting for job jk-1 (RUNNING)...\n"
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=30)
-    assert proc.returncode == 130
-    assert out == "" and err == ""
+    try:
+        assert proc.stderr is not None
+        assert proc.stderr.readline() == "waiting for job jk-1 (RUNNING)...\n"
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 130
+        assert out == "" and err == ""
+    finally:
+        reap(proc)
+
+
+@needs_script
+def test_signal_tests_pass_when_sigint_is_inherited_ignored(env: Path) -> None:
+    """As under ``pytest &`` from a script: the Ctrl-C test must not depend on it."""
+    test = f"{__file__}::test_ctrl_c_while_waiting_exits_130_quietly"
+    ignoring = ["/bin/sh", "-c", 'trap "" INT; exec "$@"', "sh"]  # pytest inherits SIG_IGN
+    proc = subprocess.Popen(
+        [*ignoring, sys.executable, "-m", "pytest", test, "-q", "-p", "no:cacheprovider"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=Path(__file__).parent,
+    )
+    try:
+        out, _ = proc.communicate(timeout=90)
+        assert proc.returncode == 0, out
+        assert "1 passed" in out
+    finally:
+        reap(proc)
 
 
 @needs_script
