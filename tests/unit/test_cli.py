@@ -9,6 +9,7 @@ stderr, and one submits real local jobs end to end.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -627,6 +628,31 @@ def test_list_does_not_import_rich_or_the_submission_api(store: Store) -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "LOADED []" in done.stderr
+
+
+@needs_script
+def test_a_maps_items_list_by_index_and_piped_output_has_no_trailing_spaces(
+    store: Store,
+) -> None:
+    items = [
+        rec(f"jk-m.{i}", JobState.FAILED if i in (2, 10) else JobState.SUCCEEDED) for i in range(12)
+    ]
+    items = [
+        dataclasses.replace(r, created_at=NOW - 5, array_id="jk-m", array_index=i, message="boom")
+        for i, r in enumerate(items)
+    ]
+    store.create([*items[::-1], rec("jk-old", age=1), rec("jk-new", name="x" * 70)])
+    listed = script("list")
+    assert listed.returncode == 0, listed.stderr
+    order = [line.split()[0] for line in listed.stdout.splitlines()[1:]]
+    assert order == ["jk-new", *(f"jk-m.{i}" for i in range(11, -1, -1)), "jk-old"]
+    summary = script("status", "jk-m").stdout
+    assert summary.index("jk-m.2 ") < summary.index("jk-m.10 ")  # failed items by index
+    for args in (["list"], ["status", "jk-new"], ["status", "jk-m"], ["backends"]):
+        done = script(*args)
+        assert done.returncode == 0, done.stderr
+        padded = [line for line in done.stdout.splitlines() if line != line.rstrip()]
+        assert not padded, (args, padded)
 
 
 @needs_script
