@@ -93,6 +93,8 @@ import kmock
 import pytest
 from typing_extensions import override
 
+from child_signals import with_default_signals
+
 Obj = dict[str, Any]
 T = TypeVar("T")
 
@@ -2980,6 +2982,11 @@ class JobController:
                 }
                 continue
             argv[0] = self._executable(argv[0])
+            if shutil.which(argv[0], path=env.get("PATH", os.defpath)):
+                # A container starts with default signal dispositions, whatever
+                # the caller of pytest ignored (so SIGTERM below means SIGTERM).
+                # A missing program stays unwrapped: Popen's OSError is StartError.
+                argv = with_default_signals(argv)
             workdir = container.get("workingDir")
             try:
                 process = subprocess.Popen(

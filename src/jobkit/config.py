@@ -16,7 +16,7 @@ and the layers then merge, nested tables key-wise, into a frozen
     overrides                     configure(), use(), call arguments -- the caller's
                                   stack, lowest first; this module keeps no state
 
-Relative paths (``key_file``, ``sqlite:///rel.db``) are anchored to the file
+Relative paths (``key_file``, ``sqlite://./rel.db``) are anchored to the file
 that names them, or to the working directory for the environment and
 overrides, so a project's ``jobkit.toml`` means the same from any subdirectory.
 """
@@ -39,6 +39,7 @@ from pydantic_core import ErrorDetails
 from jobkit.errors import ConfigError
 from jobkit.paths import expand, home_dir, user_home
 from jobkit.resources import Resources, parse_duration, parse_resources, parse_size
+from jobkit.stores.sqlite_url import canonical_sqlite_url, is_sqlite_url
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -62,7 +63,6 @@ Other ``JOBKIT_*`` names are ignored: workers set some for their own use.
 
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
 _STORE_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
-_SQLITE = "sqlite:///"
 
 _EXPECTED: Mapping[str, str] = {
     "backend": "expected a backend name like 'local', 'slurm' or 'kubernetes'",
@@ -172,7 +172,7 @@ class Config(BaseModel):
 
     backend: str = "local"
     store: str = Field(default_factory=lambda: _default_store(os.environ))
-    """Store URL; ``sqlite:///`` paths are absolute (four slashes on POSIX)."""
+    """Store URL; ``sqlite://`` URLs in the canonical form ``sqlite:///abs/path.db``."""
     profile: str | None = None
     """The profile that was applied, if any."""
     resources: dict[str, Any] = Field(default_factory=dict)
@@ -343,7 +343,10 @@ class _Layer:
         if "key" in table and "key_file" in table:
             raise ConfigError(f"{self.source}: set either key or key_file, not both")
         if isinstance(table.get("store"), str) and _STORE_RE.match(table["store"].strip()):
-            table["store"] = _anchor_store(table["store"].strip(), self.base_dir, environ)
+            try:
+                table["store"] = _anchor_store(table["store"].strip(), self.base_dir, environ)
+            except ConfigError as exc:
+                raise ConfigError(f"{self.source}: {exc}") from None
         key_file = table.get("key_file")
         if isinstance(key_file, str | os.PathLike) and os.fspath(key_file):
             table["key_file"] = _anchor_path(os.fspath(key_file), self.base_dir, environ)
@@ -524,7 +527,7 @@ def _describe(exc: ValidationError, valid_keys: Sequence[str]) -> str:
             return _unknown_key(dotted, loc[1], sorted(LocalConfig.model_fields))
         return _unknown_key(dotted, loc[0], valid_keys)
     cause = (error.get("ctx") or {}).get("error")
-    if loc[0] == "resources" and isinstance(cause, ConfigError):
+    if loc[0] in ("resources", "store") and isinstance(cause, ConfigError):
         return str(cause)  # already names the resource, value and fix
     if loc[0] == "key":
         return f"invalid key: {_EXPECTED['key']}"
@@ -585,11 +588,12 @@ def _anchor_path(path: str, base_dir: Path, environ: Mapping[str, str]) -> Path:
 
 
 def _anchor_store(url: str, base_dir: Path, environ: Mapping[str, str]) -> str:
-    """``sqlite:///rel.db`` -> ``sqlite:////abs/rel.db``; other URLs unchanged."""
-    if not url.startswith(_SQLITE) or url == _SQLITE:
+    """A ``sqlite://`` URL in its canonical absolute form, ``./`` paths anchored to
+    ``base_dir`` (see :mod:`jobkit.stores.sqlite_url`); other URLs unchanged."""
+    if not is_sqlite_url(url):
         return url
-    return _SQLITE + str(_anchor_path(url[len(_SQLITE) :], base_dir, environ))
+    return canonical_sqlite_url(url, base_dir, environ)
 
 
 def _default_store(environ: Mapping[str, str]) -> str:
-    return f"{_SQLITE}{home_dir(environ) / 'jobkit.db'}"
+    return f"sqlite://{os.path.abspath(home_dir(environ) / 'jobkit.db')}"

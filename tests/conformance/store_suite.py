@@ -366,6 +366,42 @@ class StoreConformance:
         with pytest.raises(StoreError, match="limit"):
             store.query(limit=-1)
 
+    def test_a_maps_items_are_ordered_by_index_not_as_text(self, store: Store) -> None:
+        """Items ``A.0 .. A.11`` share ``created_at``: ``.10`` must not sort before ``.9``."""
+        S = JobState
+        states = [S.QUEUED, S.RUNNING, S.SUCCEEDED]
+        items = [
+            make_record(
+                id=f"m-a.{i}", state=states[i % 3], created_at=70.0, array_id="m-a", array_index=i
+            )
+            for i in range(12)
+        ]
+        others = [
+            make_record(id="m-0", created_at=65.0),
+            make_record(id="m-z", created_at=70.0),  # same time, another id: after the map
+            make_record(id="m-9", created_at=75.0),
+        ]
+        store.create(items[::-1] + others)
+        newest = ["m-9", "m-z", *(f"m-a.{i}" for i in range(11, -1, -1)), "m-0"]
+
+        def ids(records: list[JobRecord] | list[JobRow]) -> list[str]:
+            return [r.id for r in records]
+
+        assert ids(store.query()) == newest
+        assert ids(store.query(oldest_first=True)) == newest[::-1]
+        assert ids(store.rows()) == newest
+        assert ids(store.query(array_id="m-a", oldest_first=True)) == [
+            f"m-a.{i}" for i in range(12)
+        ]
+        assert ids(store.query(array_id="m-a", limit=3)) == ["m-a.11", "m-a.10", "m-a.9"]
+        assert ids(store.query(limit=4)) == newest[:4]  # a page cut inside the map
+        assert ids(store.query(limit=4, oldest_first=True)) == newest[::-1][:4]
+        several = [S.QUEUED, S.SUCCEEDED]  # one total order across the states too
+        expected = [r for r in newest if r.startswith("m-a.") and int(r[4:]) % 3 != 1]
+        assert ids(store.query(states=several)) == expected
+        assert ids(store.query(states=several, limit=3)) == expected[:3]
+        assert ids(store.rows(states=several, limit=5)) == expected[:5]
+
     def test_rows_show_what_the_records_say_in_query_order(
         self, store: Store, listing: dict[str, JobRecord]
     ) -> None:

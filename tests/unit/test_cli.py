@@ -9,7 +9,9 @@ stderr, and one submits real local jobs end to end.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -22,6 +24,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from child_signals import reap, with_default_signals
 from jobkit.cli.app import app
 from jobkit.serialization import dump_outcome
 from jobkit.signing import load_key
@@ -628,20 +631,116 @@ def test_list_does_not_import_rich_or_the_submission_api(store: Store) -> None:
 
 
 @needs_script
+def test_a_maps_items_list_by_index_and_piped_output_has_no_trailing_spaces(
+    store: Store,
+) -> None:
+    items = [
+        rec(f"jk-m.{i}", JobState.FAILED if i in (2, 10) else JobState.SUCCEEDED) for i in range(12)
+    ]
+    items = [
+        dataclasses.replace(r, created_at=NOW - 5, array_id="jk-m", array_index=i, message="boom")
+        for i, r in enumerate(items)
+    ]
+    store.create([*items[::-1], rec("jk-old", age=1), rec("jk-new", name="x" * 70)])
+    listed = script("list")
+    assert listed.returncode == 0, listed.stderr
+    order = [line.split()[0] for line in listed.stdout.splitlines()[1:]]
+    assert order == ["jk-new", *(f"jk-m.{i}" for i in range(11, -1, -1)), "jk-old"]
+    summary = script("status", "jk-m").stdout
+    assert summary.index("jk-m.2 ") < summary.index("jk-m.10 ")  # failed items by index
+    for args in (["list"], ["status", "jk-new"], ["status", "jk-m"], ["backends"]):
+        done = script(*args)
+        assert done.returncode == 0, done.stderr
+        padded = [line for line in done.stdout.splitlines() if line != line.rstrip()]
+        assert not padded, (args, padded)
+
+
+@needs_script
 def test_ctrl_c_while_waiting_exits_130_quietly(store: Store) -> None:
     store.create([rec("jk-1", JobState.RUNNING, backend="nowhere")])
     proc = subprocess.Popen(
-        [str(SCRIPT), "result", "--wait", "jk-1"],
+        with_default_signals([str(SCRIPT), "result", "--wait", "jk-1"]),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
-    assert proc.stderr is not None
-    assert proc.stderr.readline() == "waiting for job jk-1 (RUNNING)...\n"
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=30)
-    assert proc.returncode == 130
-    assert out == "" and err == ""
+    try:
+        assert proc.stderr is not None
+        assert proc.stderr.readline() == "waiting for job jk-1 (RUNNING)...\n"
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 130
+        assert out == "" and err == ""
+    finally:
+        reap(proc)
+
+
+@needs_script
+def test_signal_tests_pass_when_sigint_is_inherited_ignored(env: Path) -> None:
+    """As under ``pytest &`` from a script: the Ctrl-C test must not depend on it."""
+    test = f"{__file__}::test_ctrl_c_while_waiting_exits_130_quietly"
+    ignoring = ["/bin/sh", "-c", 'trap "" INT; exec "$@"', "sh"]  # pytest inherits SIG_IGN
+    proc = subprocess.Popen(
+        [*ignoring, sys.executable, "-m", "pytest", test, "-q", "-p", "no:cacheprovider"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=Path(__file__).parent,
+    )
+    try:
+        out, _ = proc.communicate(timeout=90)
+        assert proc.returncode == 0, out
+        assert "1 passed" in out
+    finally:
+        reap(proc)
+
+
+@needs_script
+def test_a_printed_sqlite_url_finds_its_jobs_through_every_entry_point(
+    env: Path, tmp_path: Path
+) -> None:
+    """The URL jobkit prints (``store.url``, ``No jobs match in ...``) round-trips."""
+    data = tmp_path / "data"
+    data.mkdir()
+    seeded = open_store(f"sqlite://{data}/a.db")
+    seeded.create([rec("jk-a1"), rec("jk-a2")])
+    printed = seeded.url
+    seeded.close()
+    assert printed == f"sqlite://{data}/a.db"  # three slashes and the absolute path
+    project = tmp_path / "project"
+    (project / "sub").mkdir(parents=True)
+    elsewhere = {"cwd": project / "sub"}  # a relative reading would look under here
+
+    def ids(done: subprocess.CompletedProcess[str]) -> list[str]:
+        assert done.returncode == 0, done.stderr
+        return sorted(d["id"] for d in json.loads(done.stdout))
+
+    want = ["jk-a1", "jk-a2"]
+    for form in (printed, f"sqlite://{data}/../data/a.db", f"sqlite:///{data}/a.db"):
+        assert ids(script("--store", form, "list", "--json", **elsewhere)) == want
+    environ = {**os.environ, "JOBKIT_STORE": printed}
+    assert ids(script("list", "--json", env=environ, **elsewhere)) == want
+    no_env = {k: v for k, v in os.environ.items() if k != "JOBKIT_STORE"}
+    (project / "jobkit.toml").write_text(f'store = "{printed}"\n')
+    assert ids(script("list", "--json", env=no_env, **elsewhere)) == want
+    (project / "jobkit.toml").write_text('store = "sqlite://../data/a.db"\n')  # relative
+    assert ids(script("list", "--json", env=no_env, **elsewhere)) == want  # to the file
+    code = (
+        "import json, sys, jobkit\n"
+        "with jobkit.use(store=sys.argv[1]) as c: a = sorted(j.id for j in c.jobs())\n"
+        "jobkit.configure(store=sys.argv[1]); b = sorted(j.id for j in jobkit.jobs())\n"
+        "print(json.dumps([a, b]))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, printed], capture_output=True, text=True, timeout=60
+    )
+    assert json.loads(done.stdout) == [want, want], done.stderr
+    copied = script("store", "copy", printed, f"sqlite://{tmp_path}/copy.db", **elsewhere)
+    assert copied.returncode == 0, copied.stderr
+    listed = script("--store", f"sqlite://{tmp_path}/copy.db", "list", "--json")
+    assert ids(listed) == want
+    empty = script("--store", f"sqlite://{data}/empty.db", "list")
+    assert empty.stderr == f"No jobs match in sqlite://{data}/empty.db.\n"
 
 
 # -- end to end with real local jobs -------------------------------------------------

@@ -64,7 +64,7 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Env:
 def test_defaults(env: Env) -> None:
     config = env.load()
     assert config.backend == "local"
-    assert config.store == f"sqlite:///{env.home}/.local/share/jobkit/jobkit.db"
+    assert config.store == f"sqlite://{env.home}/.local/share/jobkit/jobkit.db"
     assert config.profile is None
     assert config.resources == {}
     assert config.poll_interval == 1.0
@@ -77,7 +77,7 @@ def test_defaults(env: Env) -> None:
 
 def test_jobkit_home_moves_the_default_store(env: Env, tmp_path: Path) -> None:
     config = env.load(JOBKIT_HOME=str(tmp_path / "jk"))
-    assert config.store == f"sqlite:///{tmp_path}/jk/jobkit.db"
+    assert config.store == f"sqlite://{tmp_path}/jk/jobkit.db"
 
 
 def test_home_dir() -> None:
@@ -232,26 +232,59 @@ def test_key_and_key_file_in_one_layer_is_an_error(env: Env) -> None:
 
 
 def test_relative_paths_are_anchored_to_their_file(env: Env) -> None:
-    env.write(env.project / "jobkit.toml", 'store = "sqlite:///state/jobs.db"\nkey_file = "k"\n')
+    env.write(env.project / "jobkit.toml", 'store = "sqlite://./state/jobs.db"\nkey_file = "k"\n')
     config = env.load()  # cwd is two levels below the file
-    assert config.store == f"sqlite:///{env.project}/state/jobs.db"
+    assert config.store == f"sqlite://{env.project}/state/jobs.db"
     assert config.key_file == env.project / "k"
+    env.write(env.project / "jobkit.toml", 'store = "sqlite://../data/jobs.db"\n')
+    assert env.load().store == f"sqlite://{env.project.parent}/data/jobs.db"
 
 
 def test_relative_paths_from_env_and_overrides_are_anchored_to_cwd(env: Env) -> None:
-    assert env.load(JOBKIT_STORE="sqlite:///x.db").store == f"sqlite:///{env.cwd}/x.db"
+    assert env.load(JOBKIT_STORE="sqlite://./x.db").store == f"sqlite://{env.cwd}/x.db"
+    assert env.load({"store": "sqlite://../x.db"}).store == f"sqlite://{env.cwd.parent}/x.db"
     assert env.load({"key_file": "k"}).key_file == env.cwd / "k"
 
 
 def test_home_is_expanded(env: Env) -> None:
     env.write(env.user_file, 'store = "sqlite:///~/jobs.db"\nkey_file = "~/.jobkit/key"\n')
     config = env.load()
-    assert config.store == f"sqlite:///{env.home}/jobs.db"
+    assert config.store == f"sqlite://{env.home}/jobs.db"
     assert config.key_file == env.home / ".jobkit" / "key"
+    assert env.load({"store": "sqlite://~/x.db"}).store == f"sqlite://{env.home}/x.db"
+
+
+def test_three_slash_sqlite_urls_are_absolute_as_jobkit_prints_them(env: Env) -> None:
+    """``sqlite:///abs`` is read as file URLs read it, so a printed URL round-trips."""
+    assert env.load(JOBKIT_STORE="sqlite:///var/jk.db").store == "sqlite:///var/jk.db"
+    env.write(env.project / "jobkit.toml", 'store = "sqlite:///state/jobs.db"\n')
+    assert env.load().store == "sqlite:///state/jobs.db"
+
+
+@pytest.mark.parametrize(
+    ("layer", "source"),
+    [
+        ({"JOBKIT_STORE": "sqlite://x.db"}, "JOBKIT_STORE"),
+        ({"JOBKIT_STORE": "sqlite:///./x.db"}, "JOBKIT_STORE"),
+        ({"file": "sqlite://data/x.db"}, "jobkit.toml"),
+        ({"file": "sqlite:///../x.db"}, "jobkit.toml"),
+        ({"override": "sqlite://x.db"}, "configure()"),
+    ],
+)
+def test_ambiguous_sqlite_urls_are_refused_naming_their_source(
+    env: Env, layer: dict[str, str], source: str
+) -> None:
+    layer = dict(layer)
+    if "file" in layer:
+        env.write(env.project / "jobkit.toml", f'store = "{layer.pop("file")}"\n')
+    overrides = [{"store": layer.pop("override")}] if "override" in layer else []
+    message = env.error(*overrides, **layer)
+    assert source in message and "ambiguous" in message and "'sqlite://." in message
 
 
 def test_absolute_and_non_sqlite_stores_are_kept(env: Env) -> None:
-    assert env.load({"store": "sqlite:////var/jk.db"}).store == "sqlite:////var/jk.db"
+    assert env.load({"store": "sqlite:////var/jk.db"}).store == "sqlite:///var/jk.db"
+    assert env.load({"store": "sqlite:///var/jk.db"}).store == "sqlite:///var/jk.db"
     assert env.load({"store": "s3://bucket/prefix"}).store == "s3://bucket/prefix"
     assert env.load({"store": "memory://"}).store == "memory://"
 

@@ -268,7 +268,8 @@ def list_jobs(
     more, rows = len(rows) > limit, rows[:limit]  # one extra row: are there more?
     rows = session.fresh_rows(rows)
     if not rows:
-        typer.echo("No jobs match.", err=True)
+        # Name the store: the usual cause is a different store than the user meant.
+        typer.echo(f"No jobs match in {session.store.url}.", err=True)
         return
     render.jobs_table(rows, time.time())
     if more:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -240,6 +241,25 @@ def console() -> Console:
     return Console(file=stream, width=width, highlight=False, soft_wrap=False)
 
 
+_TRAILING_SPACES = re.compile(r" +((?:\x1b\[[0-9;]*m)*)$", re.MULTILINE)
+
+
+def emit(out: Console, *objects: Any, **options: Any) -> None:
+    """``out.print(...)``, but piped output has no trailing spaces.
+
+    rich pads every cell of a table to its column's widest, the last one too;
+    on a terminal that is invisible, in a file or a pipe it is noise that
+    ``diff`` and ``grep ' $'`` see.  Colour codes after the padding are kept.
+    """
+    if out.is_terminal:
+        out.print(*objects, **options)
+        return
+    with out.capture() as captured:
+        out.print(*objects, **options)
+    out.file.write(_TRAILING_SPACES.sub(r"\1", captured.get()))
+    out.file.flush()
+
+
 def record_table(record: JobRecord, now: float) -> None:
     """``jobkit status``: every field of one record, timestamps made readable."""
     from rich.table import Table
@@ -264,7 +284,7 @@ def record_table(record: JobRecord, now: float) -> None:
         table.add_row(name, Text(shown) if isinstance(shown, str) else shown)
         if name == "finished_at":
             table.add_row("run time", run_time(record, now))
-    console().print(table)
+    emit(console(), table)
 
 
 def array_summary(array_id: str, members: Sequence[JobRecord], now: float) -> None:
@@ -276,7 +296,8 @@ def array_summary(array_id: str, members: Sequence[JobRecord], now: float) -> No
     counts = state_counts(members)
     names = sorted({m.name for m in members})
     created = min((m.created_at for m in members), default=0.0)
-    out.print(
+    emit(
+        out,
         f"array {array_id}: {len(members)} jobs of {', '.join(names)}, "
         f"created {format_time(created, now)}",
         markup=False,
@@ -287,13 +308,13 @@ def array_summary(array_id: str, members: Sequence[JobRecord], now: float) -> No
     for state, count in counts.items():
         if count:
             table.add_row(Text(state, style=STATE_STYLES.get(JobState(state), "")), str(count))
-    out.print(table)
+    emit(out, table)
     failed = [m for m in members if m.state is JobState.FAILED]
     for m in failed[:5]:
         detail = f": {first_line(m.message)}" if m.message else ""
-        out.print(f"  {m.id} {state_text(m)}{detail}", markup=False)
+        emit(out, f"  {m.id} {state_text(m)}{detail}", markup=False)
     if len(failed) > 5:
-        out.print(f"  ... and {len(failed) - 5} more failed jobs", markup=False)
+        emit(out, f"  ... and {len(failed) - 5} more failed jobs", markup=False)
 
 
 def backends_table(rows: Iterable[Mapping[str, Any]]) -> None:
@@ -309,7 +330,7 @@ def backends_table(rows: Iterable[Mapping[str, Any]]) -> None:
         name = f"{row['name']} (default)" if row["default"] else row["name"]
         ok = Text("yes", style="green") if row["available"] else Text("no", style="red")
         table.add_row(Text(name), ok, Text(row["detail"]))
-    console().print(table)
+    emit(console(), table)
 
 
 def state_counts(records: Iterable[JobRecord]) -> dict[str, int]:

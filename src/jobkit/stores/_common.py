@@ -180,3 +180,30 @@ def glob_to_sql(pattern: str) -> str:
 def glob_matches(name: str, pattern: str) -> bool:
     """The in-process equivalent of :func:`glob_to_sql` (case-sensitive)."""
     return fnmatch.fnmatchcase(name, pattern)
+
+
+def id_order(job_id: str) -> tuple[str, int, str]:
+    """How jobs created at the same instant are ordered: by id, array items by index.
+
+    A map's items share ``created_at`` and are named ``<array_id>.<n>``; as
+    text, ``.10`` sorts before ``.9``.  So a listing is ordered by
+    ``(created_at, base, n, id)`` -- all ascending or all descending, one
+    total order -- where an id ending in ``.<digits>`` has that base and ``n``
+    and any other id is its own base with ``n = -1``.  :data:`SQL_ID_ORDER`
+    spells the same key in SQL.
+    """
+    base, dot, tail = job_id.rpartition(".")
+    if dot and tail.isascii() and tail.isdigit():
+        return base, int(tail), job_id
+    return job_id, -1, job_id
+
+
+_DIGITS = "'0123456789'"
+_STEM = f"rtrim(id, {_DIGITS})"  # the id without its trailing digits
+_IS_ITEM = f"(length({_STEM}) < length(id) AND substr({_STEM}, -1) = '.')"
+SQL_ID_ORDER = (
+    f"CASE WHEN {_IS_ITEM} THEN substr({_STEM}, 1, length({_STEM}) - 1) ELSE id END",
+    f"CASE WHEN {_IS_ITEM} THEN CAST(substr(id, length({_STEM}) + 1) AS INTEGER) ELSE -1 END",
+    "id",
+)
+"""The SQL expressions of :func:`id_order`, over a column ``id``."""

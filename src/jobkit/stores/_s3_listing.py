@@ -9,7 +9,8 @@
               GET the records of the next groups (about `limit - found` of them at once)
                                                         │
                                                         ▼
-              keep records that match every filter, ordered by id within a group
+              keep records that match every filter, ordered by id_order within a group
+                                              (a map's items by index)
 
 Index keys (see :mod:`~jobkit.stores._s3_layout`) are only hints: the record
 read back decides whether a job matches, and a job is taken from the key
@@ -28,7 +29,7 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 
 from jobkit.states import JobRecord, JobRow, JobState
 
-from ._common import glob_matches
+from ._common import glob_matches, id_order
 from ._s3_layout import Entry, Layout, time_token
 
 LIST_PAGE = 1000
@@ -126,7 +127,7 @@ def run_rows(
             and (query.name is None or glob_matches(row.name, query.name))
             and (query.states is None or row.state in query.states)
         ]
-        found += sorted(picked, key=lambda r: r.id, reverse=True)
+        found += sorted(picked, key=lambda r: id_order(r.id), reverse=True)
         if query.limit is not None and len(found) >= query.limit:
             return found[: query.limit]
     return found
@@ -219,7 +220,9 @@ def pick(query: Query, groups: Iterator[list[Entry]], read_many: ReadMany) -> li
                 ):
                     picked[record.id] = record
             seen.update(picked)
-            found += sorted(picked.values(), key=lambda r: r.id, reverse=not query.oldest_first)
+            found += sorted(
+                picked.values(), key=lambda r: id_order(r.id), reverse=not query.oldest_first
+            )
             if query.limit is not None and len(found) >= query.limit:
                 return found[: query.limit]
     return found

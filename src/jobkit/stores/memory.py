@@ -25,6 +25,7 @@ from ._common import (
     check_limit,
     expected_sources,
     glob_matches,
+    id_order,
     normalised,
 )
 from .base import Buffer, Store, outcome_key, payload_key
@@ -139,7 +140,7 @@ class MemoryStore(Store):
                 and (array_id is None or r.array_id == array_id)
                 and (created_before is None or r.created_at < created_before)
             ]
-            matches.sort(key=lambda r: (r.created_at, r.id), reverse=not oldest_first)
+            matches.sort(key=lambda r: (r.created_at, id_order(r.id)), reverse=not oldest_first)
             return [_copy(r) for r in matches[:limit]]
 
     def delete(self, job_ids: Collection[str]) -> int:

@@ -40,10 +40,11 @@ from collections.abc import Collection, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from jobkit.errors import ConfigError, JobNotFoundError, StoreError, StoreUnavailableError
+from jobkit.errors import JobNotFoundError, StoreError, StoreUnavailableError
 from jobkit.states import TERMINAL_STATES, JobRecord, JobState
 
 from ._common import (
+    SQL_ID_ORDER,
     apply_fields,
     byte_views,
     check_limit,
@@ -53,6 +54,7 @@ from ._common import (
 )
 from ._files import FILE_MODE, BlobFiles, make_private_dirs
 from .base import Buffer, Store, outcome_key, payload_key
+from .sqlite_url import sqlite_path
 
 logger = logging.getLogger(__name__)
 
@@ -69,8 +71,9 @@ _SCHEMA = (
         owner TEXT NOT NULL,
         data TEXT NOT NULL
     )""",
-    # Each index ends in (created_at, id): the listing order, so a page of
-    # 50 is read straight off the index with no sort.
+    # Each index ends in (created_at, id): the listing order up to ties of
+    # equal time, so a page of 50 is read off the index; only a run of equal
+    # times (a map's items) is sorted, by index (see build_query).
     "CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, created_at, id)",
     "CREATE INDEX IF NOT EXISTS jobs_by_time ON jobs (created_at, id)",
     "CREATE INDEX IF NOT EXISTS jobs_by_backend ON jobs (backend, state, created_at, id)",
@@ -83,35 +86,15 @@ _UPDATE = (
     " priority = ?, owner = ?, data = ? WHERE id = ? AND state = ?"
 )
 _CHUNK = 500  # ids per IN (...) list, well under SQLite's variable limit
-_URL_FORMS = "'sqlite:///abs/path/jobkit.db' or 'sqlite:///~/path/jobkit.db'"
 
 
 def path_from_url(url: str) -> Path:
-    """The database path in a ``sqlite://`` URL; relative paths are refused.
+    """The database path in a ``sqlite://`` URL, by the rule of :mod:`.sqlite_url`.
 
-    ``sqlite:///abs/x.db`` and ``sqlite:////abs/x.db`` both name ``/abs/x.db``;
-    ``sqlite:///~/x.db`` expands the home directory.  A relative path would
-    name a different file in every process whose working directory differs
-    (a worker on a cluster node, the CLI), silently splitting the store.
+    Relative (``./``) paths are anchored to this process's working directory:
+    every URL jobkit hands a worker is already absolute.
     """
-    scheme, sep, rest = url.partition("://")
-    if scheme.lower() != "sqlite" or not sep:
-        raise ConfigError(f"store URL {url!r} is not a sqlite URL; write {_URL_FORMS}")
-    if "?" in rest or "#" in rest:
-        raise ConfigError(
-            f"store URL {url!r}: sqlite URLs take no query or fragment; write {_URL_FORMS}"
-        )
-    stripped = rest.lstrip("/")
-    if not stripped:
-        raise ConfigError(f"store URL {url!r} names no database file; write {_URL_FORMS}")
-    if stripped.startswith("~"):
-        return Path(stripped).expanduser()
-    if not rest.startswith("/"):
-        raise ConfigError(
-            f"store URL {url!r} has a relative path, which would differ between processes "
-            f"with different working directories; write {_URL_FORMS}"
-        )
-    return Path("/" + stripped)
+    return sqlite_path(url)
 
 
 class SQLiteStore(Store):
@@ -468,35 +451,57 @@ def build_query(
     created_before: float | None,
     oldest_first: bool,
 ) -> tuple[str, list[Any]]:
-    """The SELECT behind :meth:`SQLiteStore.query`; ends in ``LIMIT ? OFFSET ?``.
+    """The SELECT behind :meth:`SQLiteStore.query`; bind ``[*params, limit, offset]``.
 
+    The indexes give ``created_at`` order; only runs of equal times (a map's
+    items) are sorted further, by :func:`._common.id_order` -- SQLite's
+    partial "RIGHT PART OF ORDER BY" sort.  Several states are one query per
+    state, each reading its index and keeping ``limit + offset`` rows, merged:
+    ``state IN (...)`` would sort every matching row to find the first page.
     Separate so tests can ``EXPLAIN QUERY PLAN`` exactly what runs.
     """
     where: list[str] = []
     params: list[Any] = []
-    if states is not None:
-        values = sorted({JobState(s).value for s in states})
-        where.append(f"state IN ({','.join('?' * len(values))})" if values else "0")
-        params += values
+
+    def bind(condition: str, value: Any) -> None:
+        params.append(value)
+        where.append(condition.replace("?", f"?{len(params)}"))
+
+    values = None if states is None else sorted({JobState(s).value for s in states})
+    if values is not None and len(values) <= 1:
+        if values:
+            bind("state = ?", values[0])
+        else:
+            where.append("0")
     if backend is not None:
-        where.append("backend = ?")
-        params.append(backend)
+        bind("backend = ?", backend)
     if name is not None:
-        where.append("name GLOB ?")
-        params.append(glob_to_sql(name))
+        bind("name GLOB ?", glob_to_sql(name))
     if array_id is not None:
-        where.append("array_id = ?")
-        params.append(array_id)
+        bind("array_id = ?", array_id)
     if created_before is not None:
-        where.append("created_at < ?")
-        params.append(created_before)
-    clause = f" WHERE {' AND '.join(where)}" if where else ""
+        bind("created_at < ?", created_before)
     order = "ASC" if oldest_first else "DESC"
+    order_by = ", ".join(f"{term} {order}" for term in ("created_at", *SQL_ID_ORDER))
+    if values is None or len(values) <= 1:
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        limit, offset = f"?{len(params) + 1}", f"?{len(params) + 2}"
+        sql = f"SELECT id, state, data FROM jobs{clause} ORDER BY {order_by}"
+        return f"{sql} LIMIT {limit} OFFSET {offset}", params
+    first_state = len(params) + 1
+    limit, offset = f"?{first_state + len(values)}", f"?{first_state + len(values) + 1}"
+    keep = f"CASE WHEN {limit} < 0 THEN -1 ELSE {limit} + {offset} END"
+    branches = [
+        "SELECT * FROM (SELECT id, state, data, created_at FROM jobs WHERE "
+        f"{' AND '.join([f'state = ?{first_state + i}', *where])} "
+        f"ORDER BY {order_by} LIMIT {keep})"
+        for i in range(len(values))
+    ]
     sql = (
-        f"SELECT id, state, data FROM jobs{clause} "
-        f"ORDER BY created_at {order}, id {order} LIMIT ? OFFSET ?"
+        f"SELECT id, state, data FROM ({' UNION ALL '.join(branches)}) "
+        f"ORDER BY {order_by} LIMIT {limit} OFFSET {offset}"
     )
-    return sql, params
+    return sql, [*params, *values]
 
 
 def _row(record: JobRecord, text: str) -> tuple[Any, ...]:
