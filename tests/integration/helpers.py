@@ -79,3 +79,18 @@ def blas_pools() -> list[tuple[str, int]]:
 
     numpy.ones((64, 64)) @ numpy.ones((64, 64))  # the BLAS is loaded and used
     return [(str(pool["internal_api"]), int(pool["num_threads"])) for pool in threadpool_info()]
+
+
+def wait_for_file(path: str, timeout: float) -> bool:
+    """Whether ``path`` appeared within ``timeout`` seconds (another job makes it)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if os.path.exists(path):
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def touch(path: str) -> str:
+    open(path, "w").close()
+    return path
