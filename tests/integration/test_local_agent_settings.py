@@ -9,6 +9,9 @@ their results, and a request the new settings cannot hold fails at submit.
 
 from __future__ import annotations
 
+import os
+import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -82,3 +85,20 @@ def test_a_queued_job_that_no_longer_fits_fails_with_the_reason(tmp_path: Path) 
             helpers.touch(str(marker))
             assert blocker.result(timeout=T) is True
             assert later.result(timeout=T) == 25
+
+
+def test_settings_sent_before_a_job_are_read_before_it_is_judged(tmp_path: Path) -> None:
+    """The agent may find a new job in the store (its periodic rescan) before it
+    has read the submitter's settings from the socket: it reads them first."""
+    with local_env(tmp_path, cpus=2, gpus=0) as first:
+        assert jobkit.submit(helpers.square, 2).result(timeout=T) == 4
+        pid = agent_pid(first)
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            time.sleep(1.2)  # past the agent's rescan interval: it rescans first on waking
+            with local_env(tmp_path, cpus=2, gpus=["a100"]):
+                job = jobkit.remote(gpus=1)(helpers.env_of).submit("CUDA_VISIBLE_DEVICES")
+                os.kill(pid, signal.SIGCONT)
+                assert job.result(timeout=T) == {"CUDA_VISIBLE_DEVICES": "0"}
+        finally:
+            os.kill(pid, signal.SIGCONT)

@@ -22,6 +22,13 @@ Data flow::
                          │   no terminal state? record TIMEOUT / OOM / LOST
                          └─► "done" event to every connected client
 
+Machine settings (cpus, mem, gpus, max_jobs) come from the client that
+starts the agent, and every later submitter sends its own ("configure")
+before it records jobs: the agent reloads them in place, so the latest
+submitter's settings apply (logged in the agent log).  Running jobs keep
+their allocations; queued jobs are admitted under the new capacity, and one
+that can never fit it fails (SUBMIT_ERROR) rather than wait forever.
+
 One thread, one selector: the listening socket, client connections and a
 pidfd per child.  Timers (time limits, SIGTERM→SIGKILL escalation, memory
 checks, a periodic rescan that catches missed pokes and cancels made while
