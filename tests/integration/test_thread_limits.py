@@ -14,7 +14,7 @@ import helpers
 import pytest
 
 import jobkit
-from conftest import wait_for
+from conftest import local_env, wait_for
 from jobkit.threadlimits import THREAD_VARIABLES, limit_threads, threads_for
 
 T = 60
@@ -32,6 +32,12 @@ def test_whole_threads_from_cpus() -> None:
 def test_local_job_threads_follow_its_cpus(local: Any, cpus: int) -> None:
     env = jobkit.remote(cpus=cpus)(helpers.thread_env).submit().result(timeout=T)
     assert env == dict.fromkeys(THREAD_VARIABLES, str(cpus))
+
+
+def test_spawned_worker_sets_them_too(tmp_path: Path) -> None:
+    with local_env(tmp_path, cpus=4, start_method="spawn"):
+        env = jobkit.remote(cpus=2)(helpers.thread_env).submit().result(timeout=T)
+    assert env == dict.fromkeys(THREAD_VARIABLES, "2")
 
 
 def test_fractional_cpus_get_one_thread(local: Any) -> None:
