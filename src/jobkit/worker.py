@@ -5,6 +5,8 @@ Data flow for one job::
     store.get(JOB_ID) ──► transition → RUNNING (host, pid, started_at)
         │                    └─ refused? the job was cancelled: exit quietly
         ▼
+    OMP_NUM_THREADS & co. ← the job's cpus, where unset (jobkit.threadlimits)
+        ▼
     get_blob(payloads/JOB_ID) ──► verify HMAC ──► check Python version ──► unpickle
         │                        └─ any failure: FAILED/SUBMIT_ERROR, nothing unpickled
         ▼
@@ -42,6 +44,7 @@ from jobkit.errors import JobkitError, StoreUnavailableError
 from jobkit.serialization import Call, dump_outcome, load_payload
 from jobkit.states import FailureReason, JobState
 from jobkit.stores.base import Store, outcome_key, payload_key
+from jobkit.threadlimits import limit_threads
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -73,6 +76,7 @@ def run_job(
     function failing (submitit's time-limit stop is a TIMEOUT).
     """
     if follower:
+        limit_threads(store.get(job_id).resources.get("cpus", 1))
         header_call = load_payload(store.get_blob(payload_key(job_id)), key=key, job_id=job_id)
         if on_call is not None:
             on_call(header_call[1])
@@ -82,6 +86,7 @@ def run_job(
     record = store.get(job_id)
     if record.is_terminal:
         return EXIT_OK  # cancelled (or already run) before we started
+    limit_threads(record.resources.get("cpus", 1))  # before unpickling may import numpy
     if record.state is not JobState.RUNNING or record.pid != os.getpid():
         started = store.transition(
             job_id,

@@ -74,3 +74,35 @@ class Blob:
 
 def make_blob(index: int, size: int = 16) -> Blob:
     return Blob(index, size)
+
+
+def thread_env() -> dict[str, str | None]:
+    """The job's thread-count variables (OMP_NUM_THREADS and the like)."""
+    from jobkit.threadlimits import THREAD_VARIABLES
+
+    print("threads=" + ",".join(f"{n}={os.environ.get(n)}" for n in THREAD_VARIABLES), flush=True)
+    return env_of(*THREAD_VARIABLES)
+
+
+def blas_pools() -> list[tuple[str, int]]:
+    """(library, threads) of every thread pool numpy loaded, as threadpoolctl sees them."""
+    import numpy
+    from threadpoolctl import threadpool_info
+
+    numpy.ones((64, 64)) @ numpy.ones((64, 64))  # the BLAS is loaded and used
+    return [(str(pool["internal_api"]), int(pool["num_threads"])) for pool in threadpool_info()]
+
+
+def wait_for_file(path: str, timeout: float) -> bool:
+    """Whether ``path`` appeared within ``timeout`` seconds (another job makes it)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if os.path.exists(path):
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def touch(path: str) -> str:
+    open(path, "w").close()
+    return path

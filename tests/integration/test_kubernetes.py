@@ -388,3 +388,12 @@ def test_an_image_with_another_python_says_so(
     text = str(info.value)
     assert "SUBMIT_ERROR" in text and "Python" in text
     assert f"{sys.version_info[0]}.{sys.version_info[1]}" in text
+
+
+def test_pod_threads_follow_the_jobs_cpus(cluster: Any) -> None:
+    """Issue 9, item 13: the worker in the pod sizes OMP/BLAS pools to cpus."""
+    from jobkit.threadlimits import THREAD_VARIABLES
+
+    remote = jobkit.remote(cpus=2, env={"MKL_NUM_THREADS": "3"})
+    env = remote(helpers.thread_env).submit().result(timeout=T)
+    assert env == {**dict.fromkeys(THREAD_VARIABLES, "2"), "MKL_NUM_THREADS": "3"}

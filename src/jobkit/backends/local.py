@@ -1,8 +1,11 @@
 """The local backend: jobs on this machine, through the local agent.
 
 The client side only records jobs and talks to the agent
-(:mod:`jobkit.scheduler.agent`) over a unix socket: "wake" after a submit,
-"cancel" for running jobs.  It starts the agent on demand, in its own
+(:mod:`jobkit.scheduler.agent`) over a unix socket: "configure" with the
+machine settings this client resolved (``[local]`` cpus, mem, gpus,
+max_jobs) before it records jobs, so an agent started by an earlier client
+with other settings reloads them (the latest submitter wins), "wake" after
+a submit, "cancel" for running jobs.  It starts the agent on demand, in its own
 session so that it outlives this process, and keeps one connection open on
 which the agent pushes "done" events; those poke the client's monitor, which
 is what brings a trivial job's submit-to-result latency to a few
@@ -102,6 +105,9 @@ class LocalBackend(Backend):
             )
 
     def prepare(self, records: Sequence[JobRecord], resources: Resources) -> None:
+        # Before the jobs exist in the store: the agent must judge them by the
+        # machine this client declared, not by the settings it started with.
+        self._send({"op": "configure", "machine": self.settings.machine(), "pid": os.getpid()})
         env_ref = self._store_env()
         cwd = os.getcwd()
         machine = socket.gethostname()

@@ -22,6 +22,13 @@ Data flow::
                          │   no terminal state? record TIMEOUT / OOM / LOST
                          └─► "done" event to every connected client
 
+Machine settings (cpus, mem, gpus, max_jobs) come from the client that
+starts the agent, and every later submitter sends its own ("configure")
+before it records jobs: the agent reloads them in place, so the latest
+submitter's settings apply (logged in the agent log).  Running jobs keep
+their allocations; queued jobs are admitted under the new capacity, and one
+that can never fit it fails (SUBMIT_ERROR) rather than wait forever.
+
 One thread, one selector: the listening socket, client connections and a
 pidfd per child.  Timers (time limits, SIGTERM→SIGKILL escalation, memory
 checks, a periodic rescan that catches missed pokes and cancels made while
@@ -58,6 +65,8 @@ from jobkit.states import ACTIVE_STATES, FailureReason, JobRecord, JobState
 from jobkit.stores.base import Store
 
 QUEUE_STATES = (JobState.PENDING, JobState.QUEUED)
+MACHINE_FIELDS = ("cpus", "mem", "gpus", "max_jobs")
+"""Settings a submitter may change while the agent runs (``configure``)."""
 RELOAD_INTERVAL = 30.0  # seconds between full re-reads of the waiting queue
 
 
@@ -78,6 +87,10 @@ class AgentSettings:
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))
+
+    def machine(self) -> dict[str, Any]:
+        """The settings that say what the machine offers (capacity), as JSON-safe values."""
+        return {name: getattr(self, name) for name in MACHINE_FIELDS}
 
     @classmethod
     def from_json(cls, text: str) -> AgentSettings:
@@ -273,14 +286,92 @@ class Agent:
             op = message["op"]
         except (ValueError, KeyError, TypeError):
             return
-        if op == "wake":
+        if op == "configure":
+            self._configure(message.get("machine"), message.get("pid"))
+        elif op == "wake":
             self.dirty = self.fetch_new = True
         elif op == "cancel":
             self._cancel(message.get("ids", []))
         elif op == "ping":
-            self._send(conn, {"pid": os.getpid(), "running": sorted(self.running)})
+            self._send(
+                conn,
+                {
+                    "pid": os.getpid(),
+                    "running": sorted(self.running),
+                    "machine": self.settings.machine(),
+                },
+            )
         elif op == "stop":
             self.stopping = True
+
+    def _configure(self, machine: Any, client_pid: Any) -> None:
+        """Adopt the machine settings a submitter resolved (the latest one wins).
+
+        Reloaded in place: running jobs keep their allocations (the ledger
+        may be over the new capacity until they end), queued jobs are
+        admitted under the new capacity, and a queued job that can never fit
+        it fails now with the reason instead of waiting forever.
+        """
+        if not isinstance(machine, dict) or set(machine) != set(MACHINE_FIELDS):
+            return
+        if machine == self.settings.machine():
+            return
+        try:
+            capacity = machine_capacity(**machine)
+        except (TypeError, ValueError) as exc:
+            print(f"agent: ignoring machine settings {machine}: {exc}", file=sys.stderr)
+            return
+        before = self.settings.machine()
+        for name, value in machine.items():
+            setattr(self.settings, name, value)
+        self.ledger.capacity = capacity
+        who = f"client pid {client_pid}" if client_pid else "a client"
+        print(
+            f"agent: machine settings changed by {who}: {_describe(machine)} "
+            f"(were {_describe(before)}); the latest submitter's settings apply; "
+            f"now {capacity}",
+            file=sys.stderr,
+            flush=True,
+        )
+        for job_id, (_record, request) in list(self.queue.items()):
+            why = never_fits(request, capacity)
+            if why is not None:
+                del self.queue[job_id]
+                self._refuse(
+                    job_id, f"job {why} (machine settings changed by {who} while it was queued)"
+                )
+        self.dirty = True
+
+    def _refuse(self, job_id: str, message: str) -> None:
+        """Fail a waiting job that can never fit this machine (SUBMIT_ERROR)."""
+        failed = self.store.transition(
+            job_id,
+            JobState.FAILED,
+            expect=QUEUE_STATES,
+            failure_reason=FailureReason.SUBMIT_ERROR,
+            message=message,
+            finished_at=time.time(),
+        )
+        if failed is not None:
+            self._broadcast({"event": "done", "id": job_id})
+
+    def _read_clients_now(self) -> None:
+        """Handle client messages already sent, without waiting.
+
+        A submitter sends its machine settings before it records its jobs,
+        so reading what is waiting on the sockets *after* the store query
+        that found a job sees the settings that job was submitted under.
+        """
+        for _round in range(8):
+            ready = [
+                key
+                for key, _mask in self.sel.select(0)
+                if key.fileobj is self.listener or key.fileobj in self.conns
+            ]
+            if not ready:
+                return
+            for key in ready:
+                key.data(key.fileobj)
 
     def _send(self, conn: socket.socket, message: dict[str, Any]) -> None:
         try:
@@ -350,7 +441,10 @@ class Agent:
             request = request_of(record)
             why = never_fits(request, self.ledger.capacity)
             if why is not None:
-                self._finish(record.id, FailureReason.SUBMIT_ERROR, f"job {why}", None)
+                self._read_clients_now()  # its submitter's settings may be on the way
+                why = never_fits(request, self.ledger.capacity)
+            if why is not None:
+                self._refuse(record.id, f"job {why}")
                 continue
             self.queue[record.id] = (record, request)
 
@@ -702,6 +796,10 @@ class Agent:
             )
             self.running[record.id] = run
             self._watch(run)
+
+
+def _describe(machine: dict[str, Any]) -> str:
+    return " ".join(f"{name}={machine.get(name)!r}" for name in MACHINE_FIELDS)
 
 
 def _retries_left(record: JobRecord) -> int:
