@@ -113,9 +113,12 @@ class KubernetesBackend(Backend):
         validate(manifest, self._server_version)
         return manifest
 
-    def plan(self, resources: Resources, *, checkpointable: bool = False) -> str:
+    def plan(
+        self, resources: Resources, *, checkpointable: bool = False, name: str | None = None
+    ) -> str:
         self.check_resources(resources)
-        return to_yaml(self.manifest("jk-0123456789abcd", "plan", resources, count=None))
+        job_name = resources.name or name or "job"
+        return to_yaml(self.manifest("jk-0123456789abcd", job_name, resources, count=None))
 
     def prepare(self, records: Sequence[JobRecord], resources: Resources) -> None:
         for record in records:
