@@ -68,6 +68,10 @@ class Backend(abc.ABC):
         is the job's name as a submit gives it (``resources.name`` or the function's)."""
         return f"backend {self.name!r} submits job {name!r} with: {resources.to_record()}"
 
+    def plan_warnings(self, resources: Resources) -> list[str]:
+        """One line each for what would make such a submission fail (``jobkit plan``)."""
+        return []
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Stop background threads and connections (a watch); the backend restarts
         them if used again."""
