@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pytest
 
+import jobkit
+
 ROOT = Path(__file__).resolve().parents[2]
-SOURCES = str(ROOT / "src")
+SOURCES = str(Path(jobkit.__file__).resolve().parents[1])  # the jobkit under test
 
 
 def fresh_env(home: Path) -> dict[str, str]:
