@@ -61,9 +61,16 @@ class Backend(abc.ABC):
     def reconcile(self, records: Sequence[JobRecord]) -> None:  # noqa: B027
         """Repair store states from the backend's view, one batched query."""
 
-    def plan(self, resources: Resources, *, checkpointable: bool = False) -> str:
-        """What a submission with ``resources`` would send (``jobkit plan``)."""
-        return f"backend {self.name!r} submits with: {resources.to_record()}"
+    def plan(
+        self, resources: Resources, *, checkpointable: bool = False, name: str | None = None
+    ) -> str:
+        """What a submission with ``resources`` would send (``jobkit plan``); ``name``
+        is the job's name as a submit gives it (``resources.name`` or the function's)."""
+        return f"backend {self.name!r} submits job {name!r} with: {resources.to_record()}"
+
+    def plan_warnings(self, resources: Resources) -> list[str]:
+        """One line each for what would make such a submission fail (``jobkit plan``)."""
+        return []
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Stop background threads and connections (a watch); the backend restarts

@@ -263,11 +263,14 @@ class LocalBackend(Backend):
             time.sleep(0.01)
         self._reset()
 
-    def plan(self, resources: Resources, *, checkpointable: bool = False) -> str:
+    def plan(
+        self, resources: Resources, *, checkpointable: bool = False, name: str | None = None
+    ) -> str:
         """What the local agent would do with such a job."""
         cap = self.capacity()
         lines = [
-            f"# local agent for {self.store.url} (socket {self.paths.socket})",
+            f"# job {name or resources.name or 'JOB'}: local agent for {self.store.url} "
+            f"(socket {self.paths.socket})",
             f"# machine: cpus={cap.cpus:g} mem={cap.mem} gpus={list(cap.gpus) or 'none'}"
             + (f" max_jobs={cap.max_jobs}" if cap.max_jobs else ""),
             f"# request: {resources.to_record()}",

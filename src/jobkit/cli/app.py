@@ -570,7 +570,7 @@ def plan(
     ] = None,
 ) -> None:
     """Dry run: the exact sbatch script (or description) a submission would use."""
-    from jobkit.cli.planning import load_target
+    from jobkit.cli.planning import job_name, load_target
 
     fn, resources, chosen = load_target(target)
     client = session_of(ctx).client
@@ -578,7 +578,10 @@ def plan(
     res = client.resolve_resources(resources)
     backend_obj.check_resources(res)
     checkpointable = callable(getattr(fn, "checkpoint", None))
-    typer.echo(backend_obj.plan(res, checkpointable=checkpointable), nl=False)
+    name = res.name or job_name(fn)  # as a submit names it
+    for warning in backend_obj.plan_warnings(res):
+        typer.echo(f"Warning: {warning}", err=True)
+    typer.echo(backend_obj.plan(res, checkpointable=checkpointable, name=name), nl=False)
 
 
 @app.command()

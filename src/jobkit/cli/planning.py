@@ -45,3 +45,8 @@ def load_target(target: str) -> tuple[Any, Resources | None, str | None]:
     if not callable(obj):
         raise ConfigError(f"{target!r} is {type(obj).__name__}, not a function")
     return obj, None, None
+
+
+def job_name(fn: Any) -> str:
+    """The name a submit gives a job of ``fn`` when ``name=`` is not set."""
+    return str(getattr(fn, "__qualname__", None) or type(fn).__name__)

@@ -17,7 +17,6 @@
 #SBATCH --reservation=maint
 #SBATCH --signal=URG@90
 #SBATCH --time=60
-#SBATCH --wckey=submitit
 
 # setup
 export QUOTED='a b'

@@ -14,7 +14,6 @@
 #SBATCH --qos=high
 #SBATCH --signal=URG@90
 #SBATCH --time=120
-#SBATCH --wckey=submitit
 
 # command
 export SUBMITIT_EXECUTOR=slurm

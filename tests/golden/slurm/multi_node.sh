@@ -11,7 +11,6 @@
 #SBATCH --output=<FOLDER>/%j_0_log.out
 #SBATCH --signal=URG@90
 #SBATCH --time=90
-#SBATCH --wckey=submitit
 
 # command
 export SUBMITIT_EXECUTOR=slurm

@@ -41,6 +41,12 @@ if TYPE_CHECKING:
     from .api import KubeApi
     from .watch import ClusterWatch
 
+LOCAL_STORES = {
+    "sqlite": "a file on this machine",
+    "memory": "in this process's memory",
+}
+"""Store schemes only the submitting machine can open."""
+
 SYNC_TIMEOUT = 5.0
 """How long a reconcile waits for the first list; a CLI must not hang on a dead API."""
 
@@ -70,14 +76,15 @@ class KubernetesBackend(Backend):
             settings = KubernetesSettings.from_config(getattr(config, "kubernetes", {}) or {})
         except ConfigError as exc:
             return False, str(exc)
+        namespace = f"namespace {settings.namespace} (from {settings.namespace_source})"
         if settings.api_server:
-            return True, f"API server {settings.api_server}, namespace {settings.namespace}"
+            return True, f"API server {settings.api_server}, {namespace}"
         default = os.path.expanduser("~/.kube/config")
         where = settings.kubeconfig or os.environ.get("KUBECONFIG")
         if where or os.path.exists(default):
-            return True, f"kubeconfig {where or default}, namespace {settings.namespace}"
+            return True, f"kubeconfig {where or default}, {namespace}"
         if os.environ.get("KUBERNETES_SERVICE_HOST"):
-            return True, f"in-cluster service account, namespace {settings.namespace}"
+            return True, f"in-cluster service account, {namespace}"
         return False, (
             "no cluster configured: set [kubernetes] kubeconfig (and context) or api_server, "
             "or run inside a cluster"
@@ -113,9 +120,25 @@ class KubernetesBackend(Backend):
         validate(manifest, self._server_version)
         return manifest
 
-    def plan(self, resources: Resources, *, checkpointable: bool = False) -> str:
+    def plan(
+        self, resources: Resources, *, checkpointable: bool = False, name: str | None = None
+    ) -> str:
         self.check_resources(resources)
-        return to_yaml(self.manifest("jk-0123456789abcd", "plan", resources, count=None))
+        job_name = resources.name or name or "job"
+        manifest = to_yaml(self.manifest("jk-0123456789abcd", job_name, resources, count=None))
+        source = self.settings.namespace_source
+        return f"# namespace {self.settings.namespace}: from {source}\n{manifest}"
+
+    def plan_warnings(self, resources: Resources) -> list[str]:
+        """A store the pods cannot reach: every job would fail in its pod."""
+        url = self.store.url
+        scheme = url.split("://", 1)[0]
+        if scheme in LOCAL_STORES:
+            return [
+                f"the store {url} is {LOCAL_STORES[scheme]}, which pods cannot reach: their "
+                "jobs would fail; use a store the cluster shares, e.g. --store s3://bucket/prefix"
+            ]
+        return []
 
     def prepare(self, records: Sequence[JobRecord], resources: Resources) -> None:
         for record in records:

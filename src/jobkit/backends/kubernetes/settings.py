@@ -15,6 +15,8 @@ from typing import Any
 
 from jobkit.errors import ConfigError
 
+from .namespace import SERVICE_ACCOUNT_NAMESPACE, resolve_namespace
+
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 """RFC 1123 label: namespaces, Secret and ServiceAccount names."""
 DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
@@ -30,6 +32,11 @@ class KubernetesSettings:
     """``[kubernetes]`` in jobkit.toml (or ``jobkit.configure(kubernetes={...})``)."""
 
     namespace: str = "default"
+    """Where Jobs go; from_config resolves it when unset (:mod:`.namespace`)."""
+    namespace_source: str = "[kubernetes] namespace"
+    """Where ``namespace`` came from (resolved, not a setting)."""
+    namespace_file: str = SERVICE_ACCOUNT_NAMESPACE
+    """Where the in-cluster ServiceAccount namespace is read from."""
     image: str | None = None
     """Default container image; it must have jobkit and the job's code (``image=`` per call)."""
     python: str = "python"
@@ -77,7 +84,7 @@ class KubernetesSettings:
 
     @classmethod
     def from_config(cls, table: Mapping[str, Any]) -> KubernetesSettings:
-        known = {f.name for f in dataclasses.fields(cls)}
+        known = {f.name for f in dataclasses.fields(cls)} - {"namespace_source"}
         unknown = sorted(set(table) - known)
         if unknown:
             raise ConfigError(
@@ -92,6 +99,23 @@ class KubernetesSettings:
             values["pending_grace"] = _seconds("pending_grace", values["pending_grace"])
         settings = cls(**values)
         settings._check()
+        if "namespace" not in table:
+            found = resolve_namespace(
+                None,
+                api_server=settings.api_server,
+                kubeconfig=settings.kubeconfig,
+                context=settings.context,
+                namespace_file=settings.namespace_file,
+            )
+            settings = dataclasses.replace(
+                settings, namespace=found.name, namespace_source=found.source
+            )
+            if not DNS_LABEL.match(settings.namespace):
+                raise ConfigError(
+                    f"invalid namespace {settings.namespace!r} from {found.source}: Kubernetes "
+                    "names are lower-case letters, digits and '-'; fix it there or set "
+                    "[kubernetes] namespace"
+                )
         return settings
 
     def _check(self) -> None:

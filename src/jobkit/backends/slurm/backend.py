@@ -67,6 +67,9 @@ class SlurmBackend(Backend):
             import submitit  # noqa: F401
         except ImportError:
             return False, "submitit is missing: pip install 'jobkit[slurm]'"
+        problem = queries.config_problem()
+        if problem:
+            return False, problem
         try:
             out = queries.run(["scontrol", "ping"], timeout=10)
         except BackendError as exc:
@@ -79,14 +82,21 @@ class SlurmBackend(Backend):
     def check_resources(self, resources: Resources) -> None:
         sbatch_parameters(resources, self.settings)
 
-    def _executor(self, resources: Resources, *, checkpointable: bool = False) -> Any:
-        import submitit
+    def _executor(
+        self, resources: Resources, *, checkpointable: bool = False, name: str | None = None
+    ) -> Any:
+        """An executor set up for ``resources``; ``name`` (the function's) names the
+        Slurm job unless ``resources.name`` does, so squeue and sacct show what
+        ``jobkit list`` shows."""
+        from jobkit.backends.slurm.executor import QuietSlurmExecutor
 
         self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        executor = submitit.SlurmExecutor(
+        executor = QuietSlurmExecutor(
             folder=self.folder, max_num_timeout=self.settings.max_num_timeout
         )
         params = sbatch_parameters(resources, self.settings, checkpointable=checkpointable)
+        if name and not resources.name:
+            params["job_name"] = name[:128]
         executor.update_parameters(**params)
         return executor
 
@@ -102,15 +112,15 @@ class SlurmBackend(Backend):
         from submitit.core.utils import FailedJobError
 
         checkpointable = bool(records[0].extra.get("checkpointable"))
-        executor = self._executor(resources, checkpointable=checkpointable)
+        executor = self._executor(resources, checkpointable=checkpointable, name=records[0].name)
         direct = not checkpointable and resources.nodes * resources.tasks_per_node == 1
-        if not resources.name:  # squeue and sacct show the function's name, as jobkit list does
-            executor.update_parameters(job_name=records[0].name[:128])
         try:
             if direct:
                 jobs = self._submit_direct(executor, records)
             else:
                 jobs = self._submit_with_submitit(executor, records)
+        except queries.CommandError as exc:  # sbatch refused: its message, once, in one line
+            raise SubmitError(str(exc)) from exc
         except FailedJobError as exc:
             raise SubmitError(queries.explain(_first_line(str(exc)) or "sbatch failed")) from exc
         except OSError as exc:
@@ -146,8 +156,9 @@ class SlurmBackend(Backend):
     def _submit_direct(self, executor: Any, records: Sequence[JobRecord]) -> list[Any]:
         import shlex
 
-        import submitit
         from submitit.slurm.slurm import SlurmJob
+
+        from jobkit.backends.slurm.executor import QuietSlurmExecutor
 
         worker = self._worker_command(executor)
         if len(records) == 1 and records[0].array_id is None:
@@ -156,7 +167,7 @@ class SlurmBackend(Backend):
         jobs: list[Any] = []
         array_id = shlex.quote(str(records[0].array_id))
         for start, chunk in self._chunks(records):
-            array = submitit.SlurmExecutor(
+            array = QuietSlurmExecutor(
                 folder=self.folder, max_num_timeout=self.settings.max_num_timeout
             )
             array.update_parameters(**executor.parameters)
@@ -181,11 +192,13 @@ class SlurmBackend(Backend):
             self._max_array = queries.max_array_size()
         return self._max_array
 
-    def plan(self, resources: Resources, *, checkpointable: bool = False) -> str:
+    def plan(
+        self, resources: Resources, *, checkpointable: bool = False, name: str | None = None
+    ) -> str:
         """The exact sbatch script a submission with these resources gets."""
         from submitit.slurm.slurm import _make_sbatch_string
 
-        executor = self._executor(resources, checkpointable=checkpointable)
+        executor = self._executor(resources, checkpointable=checkpointable, name=name)
         direct = not checkpointable and resources.nodes * resources.tasks_per_node == 1
         # A single job's id is only known at submit time: JOB_ID stands for it.
         command = (

@@ -11,8 +11,10 @@ Slurm's own message, as dask-jobqueue's ``Job._call`` does.
 from __future__ import annotations
 
 import dataclasses
+import os
 import subprocess
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 from jobkit.errors import BackendError
 
@@ -53,16 +55,48 @@ class CommandError(BackendError):
         super().__init__(explain(f"`{command[0]}` failed (exit {code}): {said}"))
 
 
+NO_CONFIG_MARKERS = (
+    "resolve_ctls_from_dns_srv",
+    "Could not establish a configuration source",
+    "Unknown host",
+)
+"""What Slurm's tools say when they find no slurm.conf and no DNS SRV record."""
+
+TEST_CLUSTER_DIR = "/tmp/jobkit-slurm"
+"""Where ``backends/slurm/cluster.sh`` keeps its cluster (``JOBKIT_SLURM_DIR``)."""
+
+
 def explain(message: str) -> str:
-    """Add the fix to Slurm messages whose cause is where the cluster is."""
-    if "resolve_ctls_from_dns_srv" in message or "Unknown host" in message:
-        return (
-            f"{message}; no Slurm controller is configured here: set SLURM_CONF to your "
-            'cluster\'s slurm.conf (for the test cluster: eval "$(backends/slurm/cluster.sh env)")'
-        )
+    """Slurm's message, or the fix instead of its noise when the cause is where the cluster is."""
+    if any(marker in message for marker in NO_CONFIG_MARKERS):
+        if message.count("`") >= 2:
+            command = message.split("`")[1]
+        else:
+            command = message.split(":", 1)[0].strip() if ":" in message else "Slurm"
+        return f"`{command}` found no Slurm cluster: {missing_config_fix()}"
     if "contact slurm controller" in message or "Connection refused" in message:
         return f"{message}; is slurmctld running and SLURM_CONF right? (`scontrol ping`)"
     return message
+
+
+def missing_config_fix() -> str:
+    """What is missing and the exact fix: the repo's test cluster if it is here."""
+    test_conf = Path(os.environ.get("JOBKIT_SLURM_DIR") or TEST_CLUSTER_DIR) / "etc" / "slurm.conf"
+    if not os.environ.get("SLURM_CONF") and test_conf.exists():
+        return (
+            f"SLURM_CONF is not set; for the test cluster of backends/slurm/cluster.sh "
+            f'({test_conf}) run: eval "$(backends/slurm/cluster.sh env)" '
+            "(for another cluster, set SLURM_CONF to its slurm.conf)"
+        )
+    return "SLURM_CONF is not set; set SLURM_CONF to your cluster's slurm.conf"
+
+
+def config_problem() -> str | None:
+    """A SLURM_CONF naming no file (Slurm's tools would retry it for 60 s), else None."""
+    conf = os.environ.get("SLURM_CONF")
+    if conf and not Path(conf).is_file():
+        return f"SLURM_CONF={conf} is not a file: set it to your cluster's slurm.conf"
+    return None
 
 
 def squeue() -> dict[str, NativeState]:

@@ -117,6 +117,10 @@ def sbatch_parameters(
         "ntasks_per_node": resources.tasks_per_node,
         "cpus_per_task": int(resources.cpus),
         "array_parallelism": settings.array_parallelism,
+        # submitit tags every job --wckey=submitit: a workload key the site did not
+        # define (and may reject where wckeys are enforced).  None leaves it out;
+        # slurm={"sbatch": {"wckey": ...}} sets one.
+        "wckey": None,
     }
     extra: dict[str, Any] = {}
     if resources.time is not None:
