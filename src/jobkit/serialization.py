@@ -167,7 +167,7 @@ def open_json(data: Buffer, *, key: bytes, kind: str, ident: str) -> Any:
 
 @functools.cache
 def _collecting_pickler() -> type[Any]:
-    """cloudpickle's pickler, noting the file of every code object it pickles.
+    """cloudpickle's pickler, noting (and keeping) the file of every code object.
 
     cloudpickle pickles a code object only for a function (or a method of a
     class) it ships by value; importable ones go by reference and are never
@@ -185,9 +185,24 @@ def _collecting_pickler() -> type[Any]:
         def reducer_override(self, obj: Any) -> Any:
             if isinstance(obj, types.CodeType):
                 self.code_files.add(obj.co_filename)
+                return _code_reduce_keeping_filename(self.dispatch_table, obj)
             return super().reducer_override(obj)
 
     return CollectingPickler
+
+
+def _code_reduce_keeping_filename(table: Mapping[type, Any], code: types.CodeType) -> Any:
+    """cloudpickle's reduction of ``code``, with its real file name.
+
+    cloudpickle writes ``<dynamic-code>`` in place of the file name (for
+    deterministic pickles), which leaves a remote traceback no way to find
+    the source lines.  The name goes back in: the 11th argument of
+    ``CodeType`` on every Python jobkit supports (3.10+).
+    """
+    constructor, args = table[types.CodeType](code)
+    if len(args) > 10 and args[10] == "<dynamic-code>":
+        args = (*args[:10], code.co_filename, *args[11:])
+    return constructor, args
 
 
 def _dumps_collecting(
