@@ -127,4 +127,3 @@ class Kernel:
 
         run_sync(self.client.km.restart_kernel)(now=True)
         run_sync(self.client.kc.wait_for_ready)(timeout=60)
-
