@@ -62,7 +62,7 @@ def kernel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kernel]:
     write_project(directory, store)
     try:
         with Kernel(directory, kernel_env()).running() as k:
-            k.run("import asyncio, time, jobkit").check()
+            k.run("import asyncio, time, jobkit\ndef cell_square(x):\n    return x * x").check()
             k.store = store  # type: ignore[attr-defined]
             yield k
     finally:
@@ -363,4 +363,9 @@ def test_example_notebook_runs(tmp_path: Path) -> None:
 
 def test_kernel_never_loads_rich_progress(kernel: Kernel) -> None:
     """The kernel's display path never imports rich (it needs ipywidgets there)."""
-    assert kernel.run("import sys; 'rich.progress' in sys.modules").check().result() == "False"
+    ran = kernel.run(
+        "import sys\n"
+        "jobkit.map(cell_square, range(2)).results(timeout=60, progress=True)\n"
+        "'rich.progress' in sys.modules"
+    )
+    assert ran.check().result() == "False"
