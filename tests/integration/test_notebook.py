@@ -211,8 +211,13 @@ def test_top_level_await(kernel: Kernel) -> None:
 
 def test_second_handle_does_not_break_the_first(kernel: Kernel) -> None:
     """Submit in one cell, list in the next (issue 9, defect 1)."""
-    kernel.run("first = jobkit.submit(cell_square, 12)").check()
-    kernel.run("listed = jobkit.jobs(limit=50)").check()
+    kernel.run(
+        "def nap(x):\n    time.sleep(1.5)\n    return x * x\n\nfirst = jobkit.submit(nap, 12)"
+    ).check()
+    listed = kernel.run(
+        "listed = jobkit.jobs(limit=50); first.done(), first.id in {j.id for j in listed}"
+    )
+    assert listed.check().result() == "(False, True)"  # a second handle while it runs
     assert kernel.run("first.result(timeout=30)").check().result() == "144"
 
 
