@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import sys
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import _base
@@ -186,7 +185,15 @@ class Job(concurrent.futures.Future, Generic[T]):  # type: ignore[type-arg]
         self._invoke_callbacks()  # type: ignore[attr-defined]
 
     def __repr__(self) -> str:
-        return f"<Job {self.id} {self._record.name} {self._record.state.value}>"
+        from jobkit.display import current_record, job_text
+
+        return job_text(current_record(self))
+
+    def _repr_html_(self) -> str:
+        """Jupyter's view: id, name, current state, backend, times, failure."""
+        from jobkit.display import current_record, job_html
+
+        return job_html(current_record(self))
 
     def __reduce__(self) -> tuple[Any, ...]:
         # A handle pickles as a reference (store + id), never as its state:
@@ -240,12 +247,14 @@ class JobArray(Sequence[Job[T]]):
 
     def wait(self, timeout: float | None = None, *, progress: bool | None = None) -> bool:
         """Block until every job ended; True if all did within ``timeout``."""
+        from jobkit import display
+
         if progress is None:
-            progress = _interactive()
+            progress = display.interactive()
         if not progress:
             _done, not_done = concurrent.futures.wait(self._jobs, timeout=timeout)
             return not not_done
-        return _wait_with_progress(self._jobs, timeout, label=self.id)
+        return display.wait_with_progress(self._jobs, timeout, label=self.id)
 
     def results(self, timeout: float | None = None, *, progress: bool | None = None) -> list[T]:
         """All results in order; raises the first failed job's exception."""
@@ -268,37 +277,17 @@ class JobArray(Sequence[Job[T]]):
         return concurrent.futures.as_completed(self._jobs, timeout=timeout)  # type: ignore[return-value]
 
     def __repr__(self) -> str:
-        return f"<JobArray {self.id} of {len(self._jobs)} jobs>"
+        from jobkit.display import array_text
+
+        return array_text(self)
+
+    def _repr_html_(self) -> str:
+        """Jupyter's view: counts by state and one square per item."""
+        from jobkit.display import array_html
+
+        return array_html(self)
 
     def __reduce__(self) -> tuple[Any, ...]:
         if not self._jobs:
             return (JobArray, (self.id, []))
         return (_reattach, (self._jobs[0]._client.config.store, self.id))
-
-
-def _interactive() -> bool:
-    if "ipykernel" in sys.modules:
-        return True
-    try:
-        return sys.stderr.isatty()
-    except (AttributeError, ValueError):
-        return False
-
-
-def _wait_with_progress(jobs: Sequence[Job[Any]], timeout: float | None, *, label: str) -> bool:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
-    with Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        transient=False,
-    ) as bar:
-        task = bar.add_task(label, total=len(jobs))
-        try:
-            for _job in concurrent.futures.as_completed(jobs, timeout=timeout):
-                bar.advance(task)
-        except concurrent.futures.TimeoutError:
-            return False
-    return True

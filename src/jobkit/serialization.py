@@ -17,20 +17,29 @@ Envelope layout, one blob per payload or outcome::
 * Functions from ``__main__``, notebooks, closures and lambdas go by value
   (cloudpickle); importable functions by reference, found again through the
   submitter's ``sys.path`` recorded in the header.
+* Code pickled by value whose file is not on disk (a notebook cell, ``exec``'d
+  text) takes its source lines along: the header's ``linecache`` maps each
+  such file name to its text, and the worker registers them in its
+  :mod:`linecache` before running, so the remote traceback shows the cell's
+  lines rather than no source.  They are signed with the rest of the header.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import hmac
+import io
 import json
+import linecache
 import os
 import pickle
 import struct
 import sys
 import traceback
-from collections.abc import Callable, Mapping, Sequence
+import types
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from jobkit._version import __version__
@@ -49,6 +58,14 @@ PYTHON_VERSION = f"{sys.version_info[0]}.{sys.version_info[1]}"
 Buffer = bytes | bytearray | memoryview
 
 
+@dataclasses.dataclass(frozen=True)
+class PickledFunction:
+    """A function pickled once for a whole array, with the source lines it ships."""
+
+    data: bytes
+    sources: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
 @dataclasses.dataclass
 class Call:
     """The function call a worker runs."""
@@ -56,7 +73,7 @@ class Call:
     fn: Callable[..., Any] | None
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
-    fn_pickle: bytes | None = None
+    fn_pickle: bytes | PickledFunction | None = None
     """The function pickled once for a whole array (``map``)."""
 
     def resolve(self) -> Callable[..., Any]:
@@ -65,7 +82,11 @@ class Call:
         assert self.fn_pickle is not None
         import cloudpickle
 
-        fn: Callable[..., Any] = cloudpickle.loads(self.fn_pickle)
+        data = self.fn_pickle
+        if isinstance(data, PickledFunction):
+            register_sources(data.sources)
+            data = data.data
+        fn: Callable[..., Any] = cloudpickle.loads(data)
         return fn
 
 
@@ -141,15 +162,95 @@ def open_json(data: Buffer, *, key: bytes, kind: str, ident: str) -> Any:
     return json.loads(bytes(_open(key, data, kind=kind, job_id=ident).body))
 
 
+# -- source lines of by-value code ---------------------------------------------
+
+
+@functools.cache
+def _collecting_pickler() -> type[Any]:
+    """cloudpickle's pickler, noting (and keeping) the file of every code object.
+
+    cloudpickle pickles a code object only for a function (or a method of a
+    class) it ships by value; importable ones go by reference and are never
+    visited.  So the files noted are exactly those of by-value code, nested
+    functions and closures included.  Built lazily: cloudpickle is imported
+    on first use only.
+    """
+    import cloudpickle
+
+    class CollectingPickler(cloudpickle.Pickler):  # type: ignore[misc]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.code_files: set[str] = set()
+
+        def reducer_override(self, obj: Any) -> Any:
+            if isinstance(obj, types.CodeType):
+                self.code_files.add(obj.co_filename)
+                return _code_reduce_keeping_filename(self.dispatch_table, obj)
+            return super().reducer_override(obj)
+
+    return CollectingPickler
+
+
+def _code_reduce_keeping_filename(table: Mapping[type, Any], code: types.CodeType) -> Any:
+    """cloudpickle's reduction of ``code``, with its real file name.
+
+    cloudpickle writes ``<dynamic-code>`` in place of the file name (for
+    deterministic pickles), which leaves a remote traceback no way to find
+    the source lines.  The name goes back in: the 11th argument of
+    ``CodeType`` on every Python jobkit supports (3.10+).
+    """
+    constructor, args = table[types.CodeType](code)
+    if len(args) > 10 and args[10] == "<dynamic-code>":
+        args = (*args[:10], code.co_filename, *args[11:])
+    return constructor, args
+
+
+def _dumps_collecting(
+    obj: Any, buffer_callback: Callable[[pickle.PickleBuffer], Any] | None = None
+) -> tuple[bytes, dict[str, str]]:
+    """``cloudpickle.dumps`` that also returns the sources its by-value code needs."""
+    file = io.BytesIO()
+    pickler = _collecting_pickler()(file, protocol=5, buffer_callback=buffer_callback)
+    pickler.dump(obj)
+    return file.getvalue(), sources_to_ship(pickler.code_files)
+
+
+def sources_to_ship(filenames: Iterable[str]) -> dict[str, str]:
+    """The text of each file a worker cannot read: in linecache, not on disk.
+
+    IPython registers every cell under a file name that does not exist
+    (``/tmp/ipykernel_…/….py``); ``exec``'d code can be registered the same
+    way.  Files on disk are left out: the worker reads its own copy.
+    """
+    sources: dict[str, str] = {}
+    for name in sorted(filenames):
+        entry = linecache.cache.get(name)
+        if entry is None or len(entry) < 3 or not entry[2] or os.path.exists(name):
+            continue  # unknown, lazily loaded from a module, or a real file
+        sources[name] = "".join(entry[2])
+    return sources
+
+
+def register_sources(sources: Mapping[str, str]) -> None:
+    """Make shipped cell sources readable by :mod:`traceback` in this process.
+
+    The entries carry no modification time, as IPython's own do, so
+    ``linecache.checkcache`` keeps them.
+    """
+    for name, text in sources.items():
+        if isinstance(name, str) and isinstance(text, str):
+            lines = text.splitlines(keepends=True)
+            linecache.cache[name] = (len(text), None, lines, name)
+
+
 # -- payloads ------------------------------------------------------------------
 
 
-def pickle_function(fn: Callable[..., Any]) -> bytes:
+def pickle_function(fn: Callable[..., Any]) -> PickledFunction:
     """Pickle a function once (shared by every item of a ``map``)."""
-    import cloudpickle
-
     try:
-        return bytes(cloudpickle.dumps(fn, protocol=5))
+        data, sources = _dumps_collecting(fn)
+        return PickledFunction(data, sources)
     except Exception as exc:
         raise SerializationError(
             f"function {_describe(fn)} cannot be pickled: {exc}; "
@@ -165,13 +266,16 @@ def dump_payload(
     meta: Mapping[str, Any] | None = None,
 ) -> list[Buffer]:
     """Signed envelope of ``call``; SerializationError names what failed."""
-    import cloudpickle
-
+    sources: dict[str, str] = {}
+    if isinstance(call.fn_pickle, PickledFunction):
+        sources.update(call.fn_pickle.sources)  # shipped in the header, not in every pickle
+        call = dataclasses.replace(call, fn_pickle=call.fn_pickle.data)
     buffers: list[pickle.PickleBuffer] = []
     try:
-        body = cloudpickle.dumps(call, protocol=5, buffer_callback=buffers.append)
+        body, found = _dumps_collecting(call, buffers.append)
     except Exception as exc:
         raise _explain_unpicklable(call, exc) from exc
+    sources.update(found)
     header = {
         "kind": "payload",
         "job": job_id,
@@ -181,6 +285,8 @@ def dump_payload(
         "cwd": os.getcwd(),
         **(meta or {}),
     }
+    if sources:
+        header["linecache"] = sources
     return _seal(key, header, body, [b.raw() for b in buffers])
 
 
@@ -231,6 +337,9 @@ def load_payload(data: Buffer, *, key: bytes, job_id: str) -> tuple[dict[str, An
     for entry in reversed(header.get("sys_path", [])):
         if entry not in sys.path:
             sys.path.insert(0, entry)
+    sources = header.get("linecache")
+    if isinstance(sources, dict):
+        register_sources(sources)
     import cloudpickle
 
     try:

@@ -1,0 +1,376 @@
+"""The notebook as a client: real ipykernel kernels, real local agent and workers.
+
+Each kernel starts in its own directory with an isolated store (named in a
+``jobkit.toml`` there) and imports jobkit from this checkout.  Cells are sent
+one at a time, as Jupyter sends them; see ``tests/notebook_kernel.py``.  The
+kernels are shared by the tests of one concern to keep the module quick.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import jobkit
+from notebook_kernel import Kernel, Ran, require_nbclient
+
+SRC = str(Path(jobkit.__file__).resolve().parents[1])
+ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.slow
+
+
+def store_url(directory: Path) -> str:
+    return f"sqlite:///{directory}/jobkit.db"
+
+
+def kernel_env() -> dict[str, str]:
+    """This checkout's jobkit first; nothing from the caller's jobkit settings."""
+    path = os.environ.get("PYTHONPATH")
+    return {"PYTHONPATH": SRC + (os.pathsep + path if path else "")}
+
+
+def write_project(directory: Path, store: str | None) -> None:
+    lines = [f'store = "{store}"'] if store else []
+    lines += ['backend = "local"', "", "[local]", "cpus = 4", "idle_timeout = 10", ""]
+    (directory / "jobkit.toml").write_text("\n".join(lines))
+
+
+def stop_agent(store: str) -> None:
+    with jobkit.use(store=store, backend="local") as client:
+        client.backend("local").stop_agent()
+
+
+def ids_in(store: str) -> set[str]:
+    with jobkit.use(store=store) as client:
+        return {job.id for job in client.jobs(limit=1000)}
+
+
+@pytest.fixture(scope="module")
+def kernel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kernel]:
+    """One kernel for the everyday-use tests, its store in a jobkit.toml."""
+    require_nbclient()
+    directory = tmp_path_factory.mktemp("notebook")
+    store = store_url(directory)
+    write_project(directory, store)
+    try:
+        with Kernel(directory, kernel_env()).running() as k:
+            k.run("import asyncio, time, jobkit\ndef cell_square(x):\n    return x * x").check()
+            k.store = store  # type: ignore[attr-defined]
+            yield k
+    finally:
+        stop_agent(store)
+
+
+def test_kernel_imports_this_checkout(kernel: Kernel) -> None:
+    assert kernel.run("jobkit.__file__").check().result().strip("'").startswith(SRC)
+
+
+def test_cell_defined_function_closure_and_class_run_by_value(kernel: Kernel) -> None:
+    ran = kernel.run(
+        """
+def cell_square(x):
+    return x * x
+
+def make_scaler(k):
+    def scale(x):
+        return x * k
+    return scale
+
+class Adder:
+    def __init__(self, k):
+        self.k = k
+    def __call__(self, x):
+        return x + self.k
+
+@jobkit.remote
+def decorated(x):
+    return cell_square(x) + 1
+
+(
+    jobkit.submit(cell_square, 7).result(timeout=60),
+    jobkit.submit(make_scaler(3), 5).result(timeout=60),
+    jobkit.submit(Adder(10), 4).result(timeout=60),
+    decorated.submit(3).result(timeout=60),
+)
+"""
+    ).check()
+    assert ran.result() == "(49, 15, 14, 10)"
+
+
+def test_map_shows_html_progress_updated_in_place_and_no_warnings(kernel: Kernel) -> None:
+    ran = kernel.run(
+        """
+def slow_square(x):
+    time.sleep(0.3)
+    return x * x
+
+sweep = jobkit.map(slow_square, range(8))
+print(sweep.results(timeout=120))
+"""
+    ).check()
+    assert ran.stdout.strip() == str([x * x for x in range(8)])
+    assert ran.stderr == "", ran.stderr
+    text = ran.everything()
+    for noise in ("ipywidgets", "Warning", "warn"):
+        assert noise not in text, text
+    assert not any(m["msg_type"].startswith("comm") for m in ran.messages), "widgets were used"
+    shown = [m for m in ran.messages if m["msg_type"] == "display_data"]
+    updates = [m for m in ran.messages if m["msg_type"] == "update_display_data"]
+    assert len(shown) == 1 and "jobkit-progress" in shown[0]["content"]["data"]["text/html"]
+    display_id = shown[0]["content"]["transient"]["display_id"]
+    assert updates and all(u["content"]["transient"]["display_id"] == display_id for u in updates)
+    final = updates[-1]["content"]["data"]
+    assert "8/8" in final["text/plain"] and "8 SUCCEEDED" in final["text/plain"]
+    assert 'value="8" max="8"' in final["text/html"]
+    # The saved notebook keeps one output for the progress: the last state, in place.
+    progress = [o for o in ran.outputs if o["output_type"] == "display_data"]
+    assert len(progress) == 1 and "8/8" in progress[0]["data"]["text/plain"]
+
+
+def test_array_displays_counts_by_state(kernel: Kernel) -> None:
+    ran = kernel.run(
+        """
+def maybe_fail(x):
+    if x == 2:
+        raise ValueError("two <is> & bad")
+    return x
+
+mixed = jobkit.map(maybe_fail, range(4))
+mixed.wait(timeout=60)
+mixed
+"""
+    ).check()
+    assert "of 4 jobs: 3 SUCCEEDED, 1 FAILED>" in ran.result()
+    page = ran.result("text/html")
+    assert "jobkit-array" in page and ">SUCCEEDED</span>&nbsp;3" in page
+    assert ">FAILED</span>&nbsp;1" in page
+    failed = kernel.run("mixed[2]").check()
+    assert failed.result().endswith("FAILED (ERROR: ValueError: two <is> & bad)>")
+    page = failed.result("text/html")
+    assert "two &lt;is&gt; &amp; bad" in page and "<is>" not in page
+    for field in ("created", "started", "finished", "duration", "backend", "local"):
+        assert field in page
+
+
+def test_repr_shows_the_state_now_not_at_creation(kernel: Kernel, tmp_path: Path) -> None:
+    flag = tmp_path / "started"
+    ran = kernel.run(
+        f"""
+def wait_for_file(path, hold):
+    open(path, "w").close()
+    time.sleep(hold)
+    return "held"
+
+held = jobkit.submit(wait_for_file, {str(flag)!r}, 2.0)
+created = repr(held)
+deadline = time.monotonic() + 60
+import os
+while not os.path.exists({str(flag)!r}) and time.monotonic() < deadline:
+    time.sleep(0.05)
+time.sleep(0.2)
+(created, repr(held))
+"""
+    ).check()
+    created, now = eval(ran.result())
+    assert now.startswith(f"<Job {created.split()[1]}") and now.endswith(" RUNNING>"), now
+    page = kernel.run("held._repr_html_()").check().result()
+    assert "RUNNING" in page and "started" in page
+    assert kernel.run("held.result(timeout=60)").check().result() == "'held'"
+
+
+def test_remote_traceback_shows_the_cell_source(kernel: Kernel) -> None:
+    ran = kernel.run(
+        """
+def cell_fails(x):
+    marker_local = x + 1
+    raise KeyError(f"no key {marker_local}")
+
+jobkit.submit(cell_fails, 1).result(timeout=60)
+"""
+    )
+    assert ran.error is not None and ran.error["ename"] == "KeyError"
+    text = ran.error_text
+    assert "RemoteTraceback" in text
+    remote = text[text.index("RemoteTraceback") :]
+    assert 'raise KeyError(f"no key {marker_local}")' in remote, text
+    assert "<dynamic-code>" not in remote
+
+
+def test_top_level_await(kernel: Kernel) -> None:
+    ran = kernel.run("await jobkit.submit(cell_square, 9)").check()
+    assert ran.result() == "81"
+
+
+def test_second_handle_does_not_break_the_first(kernel: Kernel) -> None:
+    """Submit in one cell, list in the next (issue 9, defect 1)."""
+    kernel.run(
+        "def nap(x):\n    time.sleep(1.5)\n    return x * x\n\nfirst = jobkit.submit(nap, 12)"
+    ).check()
+    listed = kernel.run(
+        "listed = jobkit.jobs(limit=50); first.done(), first.id in {j.id for j in listed}"
+    )
+    assert listed.check().result() == "(False, True)"  # a second handle while it runs
+    assert kernel.run("first.result(timeout=30)").check().result() == "144"
+
+
+def test_cli_sees_the_notebooks_jobs(kernel: Kernel) -> None:
+    ran = kernel.run("ref = jobkit.submit(cell_square, 4); ref.result(timeout=60); ref.id")
+    job_id = ran.check().result().strip("'")
+    listing = subprocess.run(
+        [sys.executable, "-m", "jobkit", "list", "--json", "--limit", "1000"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **kernel_env(), "JOBKIT_STORE": kernel.store},  # type: ignore[attr-defined]
+    )
+    assert listing.returncode == 0, listing.stderr
+    rows = {row["id"]: row for row in json.loads(listing.stdout)}
+    assert rows[job_id]["state"] == "SUCCEEDED" and rows[job_id]["name"] == "cell_square"
+
+
+# -- a kernel restart ------------------------------------------------------------
+
+
+def test_job_keeps_running_through_a_kernel_restart(tmp_path: Path) -> None:
+    require_nbclient()
+    store = store_url(tmp_path)
+    write_project(tmp_path, store)
+    flag = tmp_path / "started"
+    try:
+        with Kernel(tmp_path, kernel_env()).running() as k:
+            ran = k.run(
+                f"""
+import os, time, jobkit
+
+def survive(path):
+    open(path, "w").close()
+    time.sleep(3)
+    return os.getpid()
+
+job = jobkit.submit(survive, {str(flag)!r})
+deadline = time.monotonic() + 60
+while not os.path.exists({str(flag)!r}) and time.monotonic() < deadline:
+    time.sleep(0.05)
+(job.id, job.state.value)
+"""
+            ).check()
+            job_id, state = eval(ran.result())
+            assert state == "RUNNING"
+            old_pid = k.run("os.getpid()").check().result()
+            k.restart()
+            assert k.run("import os; os.getpid()").check().result() != old_pid
+            assert k.run("'job' in globals()").check().result() == "False"
+            again = k.run(
+                f"import jobkit; again = jobkit.get({job_id!r}); again.result(timeout=60)"
+            ).check()
+            assert again.result().isdigit()
+            assert k.run("again.state.value").check().result() == "'SUCCEEDED'"
+    finally:
+        stop_agent(store)
+
+
+# -- configure() in a kernel (issue 9, defect 2) --------------------------------
+
+
+@pytest.fixture(scope="module")
+def bare_kernel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kernel]:
+    """A kernel with no store configured anywhere: only configure() names one."""
+    require_nbclient()
+    directory = tmp_path_factory.mktemp("configured")
+    write_project(directory, None)
+    stores: list[str] = []
+    try:
+        with Kernel(directory, kernel_env()).running() as k:
+            k.run("import asyncio, jobkit\ndef triple(x):\n    return 3 * x").check()
+            k.stores = stores  # type: ignore[attr-defined]
+            yield k
+    finally:
+        for store in stores:
+            stop_agent(store)
+
+
+def configured(kernel: Kernel, directory: Path, *, with_await: bool = False) -> str:
+    store = store_url(directory)
+    kernel.stores.append(store)  # type: ignore[attr-defined]
+    cell = f"jobkit.configure(store={store!r})"
+    if with_await:
+        cell += "\nawait asyncio.sleep(0)"
+    kernel.run(cell).check()
+    return store
+
+
+def test_configure_holds_in_the_next_cell(bare_kernel: Kernel, tmp_path: Path) -> None:
+    store = configured(bare_kernel, tmp_path)
+    ran = bare_kernel.run("j = jobkit.submit(triple, 2); (j.id, j.result(timeout=60))").check()
+    job_id, value = eval(ran.result())
+    assert value == 6 and job_id in ids_in(store)
+
+
+def test_configure_in_a_cell_with_await_holds(bare_kernel: Kernel, tmp_path: Path) -> None:
+    store = configured(bare_kernel, tmp_path, with_await=True)
+    ran = bare_kernel.run("j = jobkit.submit(triple, 3); (j.id, j.result(timeout=60))").check()
+    job_id, value = eval(ran.result())
+    assert value == 9 and job_id in ids_in(store)
+
+
+def test_configure_reaches_threads_in_the_kernel(bare_kernel: Kernel, tmp_path: Path) -> None:
+    store = configured(bare_kernel, tmp_path)
+    ran = bare_kernel.run(
+        """
+from concurrent.futures import ThreadPoolExecutor
+with ThreadPoolExecutor(2) as pool:
+    threaded = list(pool.map(lambda x: jobkit.submit(triple, x), range(3)))
+([j.id for j in threaded], [j.result(timeout=60) for j in threaded])
+"""
+    ).check()
+    job_ids, values = eval(ran.result())
+    assert values == [0, 3, 6]
+    assert set(job_ids) <= ids_in(store)
+
+
+# -- the example notebook ----------------------------------------------------------
+
+
+def test_example_notebook_runs(tmp_path: Path) -> None:
+    """examples/notebook.ipynb executes top to bottom in a fresh kernel."""
+    require_nbclient()
+    import nbformat
+    from nbclient import NotebookClient
+
+    store = store_url(tmp_path)
+    write_project(tmp_path, store)
+    notebook = nbformat.read(ROOT / "examples" / "notebook.ipynb", as_version=4)
+    client = NotebookClient(
+        notebook,
+        timeout=120,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(tmp_path)}},
+    )
+    try:
+        client.execute(env={**os.environ, **kernel_env()})
+    finally:
+        stop_agent(store)
+    outputs: list[dict[str, Any]] = [o for c in notebook.cells for o in c.get("outputs", [])]
+    errors = [o for o in outputs if o["output_type"] == "error"]
+    assert [e["ename"] for e in errors] == ["ValueError"]  # the failure it shows, on purpose
+    assert not [o for o in outputs if o.get("name") == "stderr"]
+    assert any("jobkit-progress" in o.get("data", {}).get("text/html", "") for o in outputs)
+    assert Ran("", outputs).stdout  # it printed its results
+
+
+def test_kernel_never_loads_rich_progress(kernel: Kernel) -> None:
+    """The kernel's display path never imports rich (it needs ipywidgets there)."""
+    ran = kernel.run(
+        "import sys\n"
+        "jobkit.map(cell_square, range(2)).results(timeout=60, progress=True)\n"
+        "'rich.progress' in sys.modules"
+    )
+    assert ran.check().result() == "False"
