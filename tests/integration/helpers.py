@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 
 class CustomError(Exception):
@@ -106,3 +109,16 @@ def wait_for_file(path: str, timeout: float) -> bool:
 def touch(path: str) -> str:
     open(path, "w").close()
     return path
+
+
+def jobkit_cli(cwd: Path, *args: str, without: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """The real CLI in a subprocess, with the variable ``without`` unset and ``env`` added."""
+    environ = {k: v for k, v in os.environ.items() if k != without}
+    return subprocess.run(
+        [sys.executable, "-m", "jobkit", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=cwd,
+        env={**environ, **env},
+    )

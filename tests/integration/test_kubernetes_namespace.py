@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -127,18 +126,6 @@ def test_default_when_nothing_names_a_namespace(
         assert job_namespaces(k8s_emulator, job.id) == ["default"]
 
 
-def jobkit_cli(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    environ = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
-    return subprocess.run(
-        [sys.executable, "-m", "jobkit", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=cwd,
-        env={**environ, **env},
-    )
-
-
 @pytest.mark.parametrize(
     ("toml", "kubeconfig_namespace", "sa_namespace", "namespace", "source"),
     [
@@ -181,13 +168,21 @@ def test_plan_and_backends_name_the_namespace_and_its_source(
             )
         )
 
-    shown = jobkit_cli(tmp_path, "backends", "--json", KUBECONFIG=str(kubeconfig))
+    shown = helpers.jobkit_cli(
+        tmp_path, "backends", "--json", without="KUBECONFIG", KUBECONFIG=str(kubeconfig)
+    )
     assert shown.returncode == 0, shown.stderr
     (row,) = [r for r in json.loads(shown.stdout) if r["name"] == "kubernetes"]
     assert f"namespace {namespace} (from {source}" in row["detail"], row
 
-    plan = jobkit_cli(
-        tmp_path, "plan", "trainmod:train", "--backend", "kubernetes", KUBECONFIG=str(kubeconfig)
+    plan = helpers.jobkit_cli(
+        tmp_path,
+        "plan",
+        "trainmod:train",
+        "--backend",
+        "kubernetes",
+        without="KUBECONFIG",
+        KUBECONFIG=str(kubeconfig),
     )
     assert plan.returncode == 0, plan.stderr
     first, _, manifest = plan.stdout.partition("\n")

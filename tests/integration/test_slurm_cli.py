@@ -20,36 +20,28 @@ T = 120
 FIX = 'eval "$(backends/slurm/cluster.sh env)"'
 
 
-def jobkit_cli(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    environ = {k: v for k, v in os.environ.items() if k != "SLURM_CONF"}
-    return subprocess.run(
-        [sys.executable, "-m", "jobkit", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=cwd,
-        env={**environ, **env},
-    )
-
-
 def test_backends_without_slurm_conf_names_the_fix_in_one_line(
     slurm_cluster: str, tmp_path: Path
 ) -> None:
     cluster_dir = str(Path(slurm_cluster).parent.parent)  # <dir>/etc/slurm.conf
-    shown = jobkit_cli(tmp_path, "backends", JOBKIT_SLURM_DIR=cluster_dir)
+    shown = helpers.jobkit_cli(
+        tmp_path, "backends", without="SLURM_CONF", JOBKIT_SLURM_DIR=cluster_dir
+    )
     assert shown.returncode == 0, shown.stderr
     (line,) = [line for line in shown.stdout.splitlines() if line.startswith("slurm")]
     assert FIX in line and "SLURM_CONF is not set" in line, line
     assert "resolve_ctls" not in shown.stdout and "DNS" not in shown.stdout, shown.stdout
     assert shown.stderr == ""
     # With SLURM_CONF set, the same command finds the cluster.
-    found = jobkit_cli(tmp_path, "backends", SLURM_CONF=slurm_cluster)
+    found = helpers.jobkit_cli(tmp_path, "backends", without="SLURM_CONF", SLURM_CONF=slurm_cluster)
     (line,) = [line for line in found.stdout.splitlines() if line.startswith("slurm")]
     assert " yes " in line and "UP" in line, line
 
 
 def test_a_wrong_slurm_conf_is_named_at_once(slurm_cluster: str, tmp_path: Path) -> None:
-    shown = jobkit_cli(tmp_path, "backends", SLURM_CONF=str(tmp_path / "nope.conf"))
+    shown = helpers.jobkit_cli(
+        tmp_path, "backends", without="SLURM_CONF", SLURM_CONF=str(tmp_path / "nope.conf")
+    )
     (line,) = [line for line in shown.stdout.splitlines() if line.startswith("slurm")]
     assert "nope.conf is not a file" in line, line
 
@@ -115,7 +107,7 @@ def test_plan_names_the_slurm_job_as_a_submit_does(
     (tmp_path / "trainmod.py").write_text(
         f"import jobkit\n@jobkit.remote({decorator})\ndef train():\n    return 1\n"
     )
-    plan = jobkit_cli(
+    plan = helpers.jobkit_cli(
         tmp_path,
         "--store",
         f"sqlite:///{tmp_path}/j.db",
@@ -123,6 +115,7 @@ def test_plan_names_the_slurm_job_as_a_submit_does(
         "trainmod:train",
         "--backend",
         "slurm",
+        without="SLURM_CONF",
         SLURM_CONF=slurm_cluster,
     )
     assert plan.returncode == 0, plan.stderr
