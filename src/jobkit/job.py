@@ -13,6 +13,20 @@ later notebook cell): the monitor finishes every one of them.  It holds a
 handle weakly (a dropped handle costs no polling) unless the handle has done
 callbacks, which must run even when nobody holds it (``await``, executors).
 
+Settling without private names
+------------------------------
+``concurrent.futures.wait``/``as_completed`` read a future's private
+``_condition``, ``_state`` and ``_waiters`` (CPython's ``_AcquireFutures`` and
+``_create_and_install_waiters``); no public protocol replaces them, so a Job
+must be a real ``Future`` whose base state is kept right.  It is, but only
+through the base class's *public* settling methods, in one place
+(:func:`_settle`): ``Future.set_result``/``set_exception`` for a finished job
+and ``Future.cancel`` + ``Future.set_running_or_notify_cancel`` for a
+cancelled one.  Those notify waiters, wake ``result()`` callers and run done
+callbacks exactly as an executor's future would.  The settled base value is a
+marker only: ``result()``/``exception()`` are overridden to load the job's
+real outcome from the store.
+
 ``cancel()`` differs from ``Future.cancel`` on purpose: a running job is
 killed too (that is what a user cancelling a job means), and the call returns
 True whenever the job was not yet terminal.
@@ -22,9 +36,9 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import threading
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
-from concurrent.futures import _base
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
 
 from jobkit.errors import JobFailedError
@@ -36,7 +50,31 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-_DONE = (_base.CANCELLED, _base.CANCELLED_AND_NOTIFIED, _base.FINISHED)
+_Future = concurrent.futures.Future
+
+
+def _settle(future: concurrent.futures.Future[Any], record: JobRecord) -> bool:
+    """Settle the base ``Future`` of a job that ended; False if already settled.
+
+    The one place a Job's future state changes, and only through the base
+    class's public methods (a Job overrides them to refuse callers): that keeps
+    ``wait``/``as_completed``/``asyncio.wrap_future``, which read the base
+    class's private state, correct without this module touching it.  A failed
+    job settles with :func:`failure_error` (cheap, no blob read) so that
+    ``wait(return_when=FIRST_EXCEPTION)`` sees it; callers of ``exception()``
+    get the real outcome, loaded by the Job itself.
+    """
+    try:
+        if record.state is JobState.CANCELLED:
+            _Future.cancel(future)
+            _Future.set_running_or_notify_cancel(future)  # tells wait()'s waiters
+        elif record.state is JobState.FAILED:
+            _Future.set_exception(future, failure_error(record))
+        else:
+            _Future.set_result(future, None)
+    except concurrent.futures.InvalidStateError:
+        return False  # another thread settled it first
+    return True
 
 
 class Job(concurrent.futures.Future, Generic[T]):  # type: ignore[type-arg]
@@ -44,6 +82,7 @@ class Job(concurrent.futures.Future, Generic[T]):  # type: ignore[type-arg]
 
     def __init__(self, client: Client, record: JobRecord) -> None:
         super().__init__()
+        self._settling = threading.Lock()  # the monitor and a reader may both finish it
         self._client = client
         self._record = record
         self._outcome: Outcome | None = None
@@ -55,7 +94,7 @@ class Job(concurrent.futures.Future, Generic[T]):  # type: ignore[type-arg]
 
     # -- what the store knows ------------------------------------------------
     def _refresh(self) -> JobRecord:
-        if self._state in _DONE:
+        if _Future.done(self):
             return self._record
         record = self._client.store.get(self.id)
         self._record = record
@@ -112,9 +151,7 @@ class Job(concurrent.futures.Future, Generic[T]):  # type: ignore[type-arg]
     def add_done_callback(self, fn: Callable[[concurrent.futures.Future[Any]], object]) -> None:
         """Run ``fn(job)`` when the job ends, even if nobody else holds this
         handle (``await job`` and executors rely on that)."""
-        with self._condition:
-            live = self._state not in _DONE
-        if live:
+        if not _Future.done(self):
             self._client.monitor.watch(self, keep=True)
         super().add_done_callback(fn)
 
@@ -147,42 +184,28 @@ class Job(concurrent.futures.Future, Generic[T]):  # type: ignore[type-arg]
 
     # -- internals -----------------------------------------------------------
     def _wait_outcome(self, timeout: float | None) -> Outcome:
-        with self._condition:
-            if self._state not in _DONE:
-                self._client.monitor.poke()
-                deadline = None if timeout is None else time.monotonic() + timeout
-                while self._state not in _DONE:
-                    remaining = None if deadline is None else deadline - time.monotonic()
-                    if remaining is not None and remaining <= 0:
-                        raise concurrent.futures.TimeoutError(
-                            f"job {self.id} did not finish within {timeout} s"
-                        )
-                    self._condition.wait(remaining)
-            if self._state != _base.FINISHED:
-                raise concurrent.futures.CancelledError(f"job {self.id} was cancelled")
+        if not _Future.done(self):
+            self._client.monitor.poke()
+        try:
+            # The base class waits on its own condition until _settle() runs.
+            _Future.exception(self, timeout)
+        except concurrent.futures.TimeoutError:
+            raise concurrent.futures.TimeoutError(
+                f"job {self.id} did not finish within {timeout} s"
+            ) from None
+        except concurrent.futures.CancelledError:
+            raise concurrent.futures.CancelledError(f"job {self.id} was cancelled") from None
         if self._outcome is None:
             self._outcome = self._client.load_outcome(self._record)
         return self._outcome
 
     def _finish(self, record: JobRecord) -> None:
-        """Move the future to its final state; for the client's monitor only."""
-        with self._condition:
-            if self._state in _DONE:
+        """Record the final state and settle the future; for the client's monitor only."""
+        with self._settling:
+            if _Future.done(self):
                 return
             self._record = record
-            if record.state is JobState.CANCELLED:
-                self._state = _base.CANCELLED_AND_NOTIFIED
-                for waiter in self._waiters:
-                    waiter.add_cancelled(self)
-            else:
-                self._state = _base.FINISHED
-                for waiter in self._waiters:
-                    if record.state is JobState.FAILED:
-                        waiter.add_exception(self)
-                    else:
-                        waiter.add_result(self)
-            self._condition.notify_all()
-        self._invoke_callbacks()  # type: ignore[attr-defined]
+            _settle(self, record)
 
     def __repr__(self) -> str:
         from jobkit.display import current_record, job_text
@@ -202,7 +225,7 @@ class Job(concurrent.futures.Future, Generic[T]):  # type: ignore[type-arg]
 
 
 def _reattach(store: str, job_id: str) -> Job[Any] | JobArray[Any]:
-    from jobkit.client import use
+    from jobkit.context import use
 
     with use(store=store) as client:
         return client.get(job_id)
