@@ -16,7 +16,7 @@ from jobkit._version import __version__
 if TYPE_CHECKING:
     from jobkit.api import RemoteFunction, get, jobs, map, remote, submit
     from jobkit.checkpoint import Checkpointable
-    from jobkit.client import configure, use
+    from jobkit.context import configure, use
     from jobkit.environment import JobEnvironment, env
     from jobkit.errors import (
         BackendError,
@@ -44,8 +44,8 @@ _WHERE = {
     "map": "api",
     "remote": "api",
     "submit": "api",
-    "configure": "client",
-    "use": "client",
+    "configure": "context",
+    "use": "context",
     "Executor": "executor",
     "Checkpointable": "checkpoint",
     "env": "environment",

@@ -13,7 +13,7 @@ import functools
 from collections.abc import Callable, Iterable
 from typing import Any, Generic, TypeVar, overload
 
-from jobkit.client import current_client
+from jobkit.context import current_client
 from jobkit.errors import ConfigError
 from jobkit.job import Job, JobArray
 from jobkit.resources import Resources, parse_resources

@@ -19,7 +19,8 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
-from jobkit.client import Client, current_client
+from jobkit.client import Client
+from jobkit.context import current_client
 from jobkit.job import Job
 from jobkit.resources import Resources, parse_resources
 from jobkit.states import JobState

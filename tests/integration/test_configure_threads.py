@@ -20,8 +20,8 @@ import helpers
 import pytest
 
 import jobkit
-import jobkit.client as client_module
-from jobkit.client import current_client
+import jobkit.context as client_module
+from jobkit.context import current_client
 
 T = 30
 
