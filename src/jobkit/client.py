@@ -183,19 +183,14 @@ class Client:
 
     # -- finding and controlling ---------------------------------------------
     def get(self, job_id: str) -> Job[Any] | JobArray[Any]:
+        """The job with this id, else the array with this id (JobNotFoundError if neither)."""
         from jobkit.job import Job, JobArray
+        from jobkit.lookup import find
 
-        if not isinstance(job_id, str) or not job_id.strip():
-            raise ConfigError(f"invalid job id {job_id!r}: expected a string like 'jk-...'")
-        job_id = job_id.strip()
-        try:
-            return Job(self, self.store.get(job_id))
-        except KeyError:
-            members = self.store.query(array_id=job_id, oldest_first=True)
-            if not members:
-                raise
-            members.sort(key=lambda r: r.array_index or 0)
-            return JobArray(job_id, [Job(self, r) for r in members])
+        found = find(self.store, job_id)
+        if found.job is not None:
+            return Job(self, found.job)
+        return JobArray(found.id, [Job(self, r) for r in found.members])
 
     def jobs(
         self,

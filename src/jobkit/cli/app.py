@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
@@ -30,7 +30,7 @@ from typer.core import TyperGroup
 from jobkit.cli import render
 from jobkit.cli.session import Session
 from jobkit.cli.store import store_app
-from jobkit.errors import JobkitError, JobNotFoundError
+from jobkit.errors import JobkitError
 from jobkit.states import TERMINAL_STATES, FailureReason, JobRecord, JobState
 
 if TYPE_CHECKING:
@@ -279,27 +279,25 @@ def list_jobs(
 @app.command()
 def status(ctx: typer.Context, job_id: JobIdArgument, as_json: JsonOption = False) -> None:
     """Show everything known about a job, or a per-state summary of a job array."""
+    from jobkit.lookup import find
+
     session = session_of(ctx)
-    job_id = job_id.strip()
-    try:
-        record = session.store.get(job_id)
-    except JobNotFoundError:
-        members = session.fresh(session.array_members(job_id))
-        if not members:
-            raise
+    found = find(session.store, job_id)
+    if found.is_array:
+        members = session.fresh(found.members)
         if as_json:
             render.print_json(
                 {
-                    "array_id": job_id,
+                    "array_id": found.id,
                     "total": len(members),
                     "states": render.state_counts(members),
                     "jobs": [m.to_dict() for m in members],
                 }
             )
         else:
-            render.array_summary(job_id, members, time.time())
+            render.array_summary(found.id, members, time.time())
         return
-    record = session.fresh([record])[0]
+    record = session.fresh(found.records)[0]
     if as_json:
         render.print_json(record.to_dict())
     else:
@@ -455,69 +453,24 @@ def cancel(
 
     A job array's id cancels every job of the array still live, reported in one line.
     """
-    session = session_of(ctx)
-    client = session.client
-    unknown: list[str] = []
-    targets: dict[str, list[JobRecord]] = {}  # given id -> its job, or its array's jobs
-    for job_id in dict.fromkeys(j.strip() for j in job_ids):
-        try:
-            targets[job_id] = [client.store.get(job_id)]
-        except JobNotFoundError as exc:
-            members = session.array_members(job_id)
-            if members:
-                targets[job_id] = members
-            else:
-                unknown.append(str(exc))
-    cancelled, stuck, problems = _cancel_by_backend(client, targets.values())
-    for job_id, records in targets.items():
-        if len(records) == 1 and records[0].id == job_id:
-            record = records[0]
-            if record.id in cancelled:
-                typer.echo(f"cancelled {job_id}")
-            elif record.id not in stuck:
-                now = client.store.get_many([job_id]).get(job_id, record)
-                typer.echo(f"{job_id} had already ended ({render.state_text(now)})")
+    from jobkit.cancelling import cancel_ids
+
+    report = cancel_ids(session_of(ctx).client, job_ids)
+    for target in report.targets:
+        if not target.is_array:
+            if target.cancelled:
+                typer.echo(f"cancelled {target.id}")
+            elif target.ended:
+                typer.echo(f"{target.id} had already ended ({render.state_text(target.ended[0])})")
         else:
-            done = sum(1 for r in records if r.id in cancelled)
-            failed = sum(1 for r in records if r.id in stuck)
             typer.echo(
-                f"array {job_id}: cancelled {done} of {len(records)} jobs "
-                f"({len(records) - done - failed} had already ended)"
+                f"array {target.id}: cancelled {len(target.cancelled)} of {target.total} jobs "
+                f"({len(target.ended)} had already ended)"
             )
-    for message in [*problems, *unknown]:
+    for message in [*report.problems, *report.unknown]:
         _print_error(message)
-    if problems or unknown:
+    if not report.ok:
         raise typer.Exit(EXIT_ERROR)
-
-
-def _cancel_by_backend(
-    client: Client, groups: Iterable[list[JobRecord]]
-) -> tuple[set[str], set[str], list[str]]:
-    """Cancel live jobs one backend at a time, so one failing backend spares the rest.
-
-    Returns the ids cancelled, the ids whose backend failed (the store may
-    already mark them CANCELLED while they still run), and one message per
-    failing backend.
-    """
-    by_backend: dict[str, list[str]] = {}
-    for records in groups:
-        for r in records:
-            if not r.is_terminal:
-                by_backend.setdefault(r.backend, []).append(r.id)
-    cancelled: set[str] = set()
-    stuck: set[str] = set()
-    problems: list[str] = []
-    for backend_name, ids in by_backend.items():
-        try:
-            cancelled.update(client.cancel(ids))
-        except JobkitError as exc:
-            stuck.update(ids)
-            shown = ", ".join(ids[:3]) + (f" and {len(ids) - 3} more" if len(ids) > 3 else "")
-            problems.append(
-                f"backend {backend_name!r} could not stop {shown} (they may be marked "
-                f"CANCELLED yet still run): {render.first_line(str(exc))}"
-            )
-    return cancelled, stuck, problems
 
 
 @app.command()
@@ -606,7 +559,8 @@ def prune(
     as_json: JsonOption = False,
 ) -> None:
     """Delete old ended jobs: records, results and log files. Never touches live jobs."""
-    from jobkit.cli import prune as pruning
+    from jobkit import pruning
+    from jobkit.cli.prune import parse_age, show
 
     if older_than is None and not corrupted:
         raise typer.BadParameter(
@@ -614,7 +568,7 @@ def prune(
             param_hint="'--older-than'",
         )
     states = parse_state_option(state, terminal_only=True) if state else sorted(TERMINAL_STATES)
-    age = pruning.parse_age(older_than) if older_than is not None else None
+    age = parse_age(older_than) if older_than is not None else None
     store = session_of(ctx).store
     plan = pruning.plan(store, states=states, age=age, corrupted=corrupted, now=time.time())
     report = plan.to_dict(dry_run=dry_run)
@@ -624,7 +578,7 @@ def prune(
     if as_json:
         render.print_json(report)
     else:
-        pruning.show(plan, dry_run=dry_run)
+        show(plan, dry_run=dry_run)
     if not dry_run and report["log_files_not_removed"]:
         failures = report["log_files_not_removed"]
         fail(f"could not remove {len(failures)} log file(s), e.g. {failures[0]}")

@@ -1,32 +1,17 @@
-"""``jobkit prune``: what to delete, decided before anything is deleted.
-
-Pruning is split into a *plan* (a pure read of the store) and its
-*execution*, so ``--dry-run`` shows exactly what a real run would remove.
-Only jobs in a final state are ever planned: a final state has no way out
-(see :data:`jobkit.states.LEGAL_TRANSITIONS`), so a job chosen here cannot
-come back to life between the query and the delete.  Deleting a record
-removes its payload and outcome blobs (the store does that); the log files a
-backend listed in ``record.extra["stdout"/"stderr"]`` are removed here.
-"""
+"""``jobkit prune``'s rendering; the planning is :mod:`jobkit.pruning`."""
 
 from __future__ import annotations
 
-import dataclasses
-import os
-import stat
-from collections.abc import Sequence
 from datetime import timedelta
-from typing import Any
 
 import typer
 
 from jobkit.cli import render
 from jobkit.errors import JobkitError
-from jobkit.states import JobRecord, JobRow, JobState
-from jobkit.stores.base import Store
+from jobkit.pruning import PrunePlan
+from jobkit.states import JobRow
 
 SHOWN_IN_DRY_RUN = 50
-_LOG_KEYS = ("stdout", "stderr")
 
 
 def parse_age(text: str) -> timedelta:
@@ -37,76 +22,6 @@ def parse_age(text: str) -> timedelta:
         return parse_duration(text)
     except JobkitError as exc:
         raise typer.BadParameter(str(exc), param_hint="'--older-than'") from None
-
-
-@dataclasses.dataclass
-class PrunePlan:
-    records: list[JobRecord]
-    corrupted: dict[str, str]
-    """Ids of unreadable records, with what is wrong with each."""
-    log_files: list[str]
-    cutoff: float | None
-    """Jobs created before this time (epoch seconds) are planned; None: none by age."""
-
-    @property
-    def job_ids(self) -> list[str]:
-        return [r.id for r in self.records] + list(self.corrupted)
-
-    def to_dict(self, *, dry_run: bool) -> dict[str, Any]:
-        return {
-            "dry_run": dry_run,
-            "cutoff": self.cutoff,
-            "jobs": [r.id for r in self.records],
-            "states": {k: v for k, v in render.state_counts(self.records).items() if v},
-            "corrupted": sorted(self.corrupted),
-            "log_files": self.log_files,
-        }
-
-
-def plan(
-    store: Store,
-    *,
-    states: Sequence[JobState],
-    age: timedelta | None,
-    corrupted: bool,
-    now: float,
-) -> PrunePlan:
-    """What a prune would delete; reads the store, changes nothing."""
-    records: list[JobRecord] = []
-    cutoff = None
-    if age is not None:
-        cutoff = now - age.total_seconds()
-        found = store.query(states=states, created_before=cutoff, oldest_first=True)
-        records = [r for r in found if r.is_terminal]  # never a live job, whatever the store says
-    bad: dict[str, str] = {}
-    find_corrupted = getattr(store, "find_corrupted", None)
-    if corrupted and callable(find_corrupted):
-        bad = dict(find_corrupted())
-    logs = [
-        path
-        for r in records
-        for key in _LOG_KEYS
-        if isinstance(path := r.extra.get(key), str) and path
-    ]
-    return PrunePlan(records, bad, list(dict.fromkeys(logs)), cutoff)
-
-
-def execute(store: Store, planned: PrunePlan) -> list[str]:
-    """Delete the planned records, then their log files; returns files not removed."""
-    if planned.job_ids:
-        store.delete(planned.job_ids)
-    failures = []
-    for path in planned.log_files:
-        try:
-            if stat.S_ISDIR(os.lstat(path).st_mode):
-                failures.append(f"{path}: is a directory, not a log file")
-                continue
-            os.unlink(path)
-        except FileNotFoundError:
-            continue
-        except OSError as exc:
-            failures.append(f"{path}: {exc.strerror or exc}")
-    return failures
 
 
 def show(planned: PrunePlan, *, dry_run: bool) -> None:
@@ -120,9 +35,7 @@ def show(planned: PrunePlan, *, dry_run: bool) -> None:
             typer.echo(f"... and {count - SHOWN_IN_DRY_RUN} more")
     for job_id, problem in sorted(planned.corrupted.items()):
         typer.echo(f"corrupted record {job_id}: {render.first_line(problem)}")
-    states = ", ".join(
-        f"{n} {s.lower()}" for s, n in render.state_counts(planned.records).items() if n
-    )
+    states = ", ".join(f"{n} {s.lower()}" for s, n in planned.state_counts().items())
     verb = "would delete" if dry_run else "deleted"
     summary = f"{verb} {count} job{'s' if count != 1 else ''}"
     if states:

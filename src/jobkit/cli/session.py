@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 from typing import TYPE_CHECKING
 
-from jobkit.errors import JobkitError, JobNotFoundError
+from jobkit.errors import JobkitError
 from jobkit.states import JobRow
 
 if TYPE_CHECKING:
@@ -78,14 +78,9 @@ class Session:
     # -- finding records ---------------------------------------------------------
     def record(self, job_id: str) -> JobRecord:
         """One job's record; an array id gets a hint naming one of its jobs."""
-        store = self.store
-        try:
-            return store.get(job_id)
-        except JobNotFoundError:
-            members = store.query(array_id=job_id, limit=1, oldest_first=True)
-            if not members:
-                raise
-            raise ArrayIdError(job_id, members[0].id) from None
+        from jobkit.lookup import find_job
+
+        return find_job(self.store, job_id)
 
     def fresh(self, records: list[JobRecord]) -> list[JobRecord]:
         """``records`` after asking their backends about the active ones.
@@ -112,18 +107,3 @@ class Session:
         records = self.fresh(list(self.store.get_many(stale).values()))
         updated = {r.id: JobRow.of(r) for r in records}
         return [updated.get(r.id, r) for r in rows]
-
-    def array_members(self, array_id: str) -> list[JobRecord]:
-        members = self.store.query(array_id=array_id, oldest_first=True)
-        members.sort(key=lambda r: (r.array_index is None, r.array_index or 0, r.id))
-        return members
-
-
-class ArrayIdError(JobkitError):
-    """A command that works on one job was given the id of a job array."""
-
-    def __init__(self, array_id: str, example: str) -> None:
-        super().__init__(
-            f"{array_id!r} is a job array, not a job: give one of its jobs, e.g. {example!r} "
-            f"(`jobkit status {array_id}` lists how many are in each state)"
-        )
