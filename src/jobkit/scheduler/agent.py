@@ -46,7 +46,6 @@ import errno
 import fcntl
 import hashlib
 import io
-import json
 import os
 import selectors
 import signal
@@ -61,40 +60,21 @@ from typing import Any
 
 from jobkit.scheduler.machine import group_rss, machine_capacity, oom_kill_count, submitted_here
 from jobkit.scheduler.policy import Allocation, Capacity, Ledger, Request, never_fits, plan
+from jobkit.scheduler.protocol import (
+    MACHINE_FIELDS,
+    AgentSettings,
+    Event,
+    LineReader,
+    Op,
+    decode_request,
+    encode_event,
+    encode_status,
+)
 from jobkit.states import ACTIVE_STATES, FailureReason, JobRecord, JobState
 from jobkit.stores.base import Store
 
 QUEUE_STATES = (JobState.PENDING, JobState.QUEUED)
-MACHINE_FIELDS = ("cpus", "mem", "gpus", "max_jobs")
-"""Settings a submitter may change while the agent runs (``configure``)."""
 RELOAD_INTERVAL = 30.0  # seconds between full re-reads of the waiting queue
-
-
-@dataclasses.dataclass
-class AgentSettings:
-    """How the agent runs; sent by the client that starts it, as JSON."""
-
-    store: str
-    cpus: float | None = None
-    mem: int | None = None
-    gpus: int | list[str] | None = None
-    max_jobs: int | None = None
-    idle_timeout: float = 60.0
-    start_method: str = "fork"
-    kill_grace: float = 3.0
-    rescan_interval: float = 1.0
-    memory_interval: float = 0.5
-
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self))
-
-    def machine(self) -> dict[str, Any]:
-        """The settings that say what the machine offers (capacity), as JSON-safe values."""
-        return {name: getattr(self, name) for name in MACHINE_FIELDS}
-
-    @classmethod
-    def from_json(cls, text: str) -> AgentSettings:
-        return cls(**json.loads(text))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,7 +144,7 @@ class Agent:
         self.host = socket.gethostname()
         self.sel = selectors.DefaultSelector()
         self.listener: socket.socket | None = None
-        self.conns: dict[socket.socket, bytearray] = {}
+        self.conns: dict[socket.socket, LineReader] = {}
         self.running: dict[str, Running] = {}
         self.dirty = True
         self.queue: dict[str, tuple[JobRecord, Request]] = {}
@@ -258,7 +238,7 @@ class Agent:
         except BlockingIOError:
             return
         conn.setblocking(False)
-        self.conns[conn] = bytearray()
+        self.conns[conn] = LineReader()
         self.sel.register(conn, selectors.EVENT_READ, self._read)
         self.last_activity = time.monotonic()
 
@@ -272,36 +252,24 @@ class Agent:
         if not data:
             self._drop(conn)
             return
-        buf = self.conns[conn]
-        buf += data
-        while b"\n" in buf:
-            line, _, rest = bytes(buf).partition(b"\n")
-            buf[:] = rest
+        for line in self.conns[conn].feed(data):
             self._handle(conn, line)
         self.last_activity = time.monotonic()
 
     def _handle(self, conn: socket.socket, line: bytes) -> None:
-        try:
-            message = json.loads(line)
-            op = message["op"]
-        except (ValueError, KeyError, TypeError):
+        request = decode_request(line)
+        if request is None:
             return
-        if op == "configure":
-            self._configure(message.get("machine"), message.get("pid"))
-        elif op == "wake":
+        if request.op is Op.CONFIGURE:
+            self._configure(request.machine, request.pid)
+        elif request.op is Op.WAKE:
             self.dirty = self.fetch_new = True
-        elif op == "cancel":
-            self._cancel(message.get("ids", []))
-        elif op == "ping":
-            self._send(
-                conn,
-                {
-                    "pid": os.getpid(),
-                    "running": sorted(self.running),
-                    "machine": self.settings.machine(),
-                },
-            )
-        elif op == "stop":
+        elif request.op is Op.CANCEL:
+            self._cancel(request.ids)
+        elif request.op is Op.PING:
+            status = encode_status(os.getpid(), list(self.running), self.settings.machine())
+            self._send(conn, status)
+        elif request.op is Op.STOP:
             self.stopping = True
 
     def _configure(self, machine: Any, client_pid: Any) -> None:
@@ -353,7 +321,7 @@ class Agent:
             finished_at=time.time(),
         )
         if failed is not None:
-            self._broadcast({"event": "done", "id": job_id})
+            self._broadcast(encode_event(Event.DONE, job_id))
 
     def _read_clients_now(self) -> None:
         """Handle client messages already sent, without waiting.
@@ -373,15 +341,15 @@ class Agent:
             for key in ready:
                 key.data(key.fileobj)
 
-    def _send(self, conn: socket.socket, message: dict[str, Any]) -> None:
+    def _send(self, conn: socket.socket, line: bytes) -> None:
         try:
-            conn.send(json.dumps(message).encode() + b"\n")
+            conn.send(line)
         except OSError:
             self._drop(conn)
 
-    def _broadcast(self, message: dict[str, Any]) -> None:
+    def _broadcast(self, line: bytes) -> None:
         for conn in list(self.conns):
-            self._send(conn, message)
+            self._send(conn, line)
 
     def _drop(self, conn: socket.socket) -> None:
         if conn in self.conns:
@@ -736,7 +704,7 @@ class Agent:
         if record.state is JobState.QUEUED:  # the worker requeued itself for a retry
             self.queue.pop(job_id, None)
             self._enqueue([record])
-            self._broadcast({"event": "requeued", "id": job_id})
+            self._broadcast(encode_event(Event.REQUEUED, job_id))
             self.dirty = True
             return
         if (
@@ -765,7 +733,7 @@ class Agent:
             exit_code=code,
             finished_at=time.time(),
         )
-        self._broadcast({"event": "done", "id": job_id})
+        self._broadcast(encode_event(Event.DONE, job_id))
         self.dirty = True
 
     # -- recovery --------------------------------------------------------------
