@@ -36,7 +36,7 @@ from jobkit.states import JobRecord
 if TYPE_CHECKING:
     from jobkit.client import Client
     from jobkit.resources import Resources
-    from jobkit.scheduler.agent import AgentPaths
+    from jobkit.scheduler.daemon import AgentPaths
     from jobkit.scheduler.policy import Capacity
 
 AGENT_START_TIMEOUT = 15.0
@@ -54,7 +54,7 @@ class LocalBackend(Backend):
                 "their own processes: use a shared store such as 'sqlite:///path/jobkit.db'"
             )
         from jobkit.paths import home_dir
-        from jobkit.scheduler.agent import agent_paths
+        from jobkit.scheduler.daemon import agent_paths
 
         local = client.config.local
         self.settings: AgentSettings = AgentSettings(
