@@ -24,7 +24,6 @@ overrides, so a project's ``jobkit.toml`` means the same from any subdirectory.
 from __future__ import annotations
 
 import difflib
-import math
 import os
 import re
 import sys
@@ -37,9 +36,11 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from pydantic_core import ErrorDetails
 
 from jobkit.errors import ConfigError
+from jobkit.numbers import to_number, whole_number, whole_number_help
 from jobkit.paths import expand, home_dir, user_home
-from jobkit.resources import Resources, parse_duration, parse_resources, parse_size
+from jobkit.resources import Resources, parse_resources
 from jobkit.stores.sqlite_url import canonical_sqlite_url, is_sqlite_url
+from jobkit.units import parse_duration, parse_size
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -79,7 +80,7 @@ _EXPECTED: Mapping[str, str] = {
     "(leave unset to detect)",
     "local.gpus": "expected a number of GPUs >= 0 or a list of GPU names "
     "(leave unset to detect with nvidia-smi)",
-    "local.max_jobs": "expected a whole number of concurrent jobs >= 1",
+    "local.max_jobs": whole_number_help(1),
     "local.idle_timeout": "expected a number of seconds >= 0 (or a duration like '5m')",
     "local.start_method": "expected 'fork' or 'spawn' (leave unset for the platform default)",
     "slurm": "expected a table of Slurm backend settings",
@@ -115,7 +116,7 @@ class LocalConfig(BaseModel):
     def _check_cpus(cls, value: Any) -> float | None:
         if value is None:
             return None
-        number = _number(value)
+        number = to_number(value)
         if not number > 0:
             raise ValueError("cpus must be > 0")
         return number
@@ -139,20 +140,14 @@ class LocalConfig(BaseModel):
             if not all(isinstance(name, str) and name.strip() for name in value):
                 raise ValueError("GPU names must be non-empty strings")
             return [name.strip() for name in value]
-        number = _number(value)
-        if not isinstance(number, int) or number < 0:
-            raise ValueError("gpus must be a whole number >= 0")
-        return number
+        return whole_number(value, minimum=0)
 
     @field_validator("max_jobs", mode="before")
     @classmethod
     def _check_max_jobs(cls, value: Any) -> int | None:
         if value is None:
             return None
-        number = _number(value)
-        if not isinstance(number, int) or number < 1:
-            raise ValueError("max_jobs must be >= 1")
-        return number
+        return whole_number(value, minimum=1)
 
     @field_validator("idle_timeout", mode="before")
     @classmethod
@@ -566,20 +561,6 @@ def _copy_tables(value: Any) -> Any:
     if isinstance(value, Mapping):
         return {key: _copy_tables(item) for key, item in value.items()}
     return value
-
-
-def _number(value: Any) -> int | float:
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise ValueError("not a number")
-    if isinstance(value, str):
-        try:
-            return int(value.strip())
-        except ValueError:
-            return _number(float(value.strip()))
-    number: int | float = value
-    if isinstance(number, float) and not math.isfinite(number):
-        raise ValueError("not a finite number")
-    return number
 
 
 def _anchor_path(path: str, base_dir: Path, environ: Mapping[str, str]) -> Path:

@@ -699,3 +699,45 @@ def test_resolved_start_method_default() -> None:
     expected = "fork" if sys.platform.startswith("linux") else "spawn"
     assert LocalConfig().resolved_start_method == expected
     assert LocalConfig(start_method="fork").resolved_start_method == "fork"
+
+
+# ------------------------------------------------------- one rule for numbers
+
+
+@pytest.mark.parametrize(
+    ("local", "resources"),
+    [
+        ({"max_jobs": 2.0}, {"nodes": 2.0}),
+        ({"max_jobs": "2.0"}, {"nodes": "2.0"}),
+        ({"max_jobs": " 2 "}, {"nodes": " 2 "}),
+        ({"gpus": 1.0}, {"gpus": 1.0}),
+    ],
+)
+def test_whole_floats_are_whole_numbers_in_config_as_in_resources(
+    env: Env, local: dict[str, Any], resources: dict[str, Any]
+) -> None:
+    config = env.load({"local": local, "resources": resources})
+    (key, _), (field, _) = next(iter(local.items())), next(iter(resources.items()))
+    local_value, resource_value = getattr(config.local, key), getattr(Resources(**resources), field)
+    assert type(local_value) is int and type(resource_value) is int
+    assert config.resources[field] == resource_value
+
+
+def test_whole_float_from_a_toml_file_is_accepted(env: Env) -> None:
+    env.write(env.project / "jobkit.toml", "[local]\nmax_jobs = 3.0\n[resources]\nnodes = 2.0\n")
+    config = env.load()
+    assert (config.local.max_jobs, config.resources["nodes"]) == (3, 2)
+    assert type(config.local.max_jobs) is int
+
+
+@pytest.mark.parametrize("bad", [2.5, True, "two", float("nan"), 0])
+def test_config_and_resources_refuse_the_same_numbers_with_the_same_words(
+    env: Env, bad: Any
+) -> None:
+    local_error = env.error({"local": {"max_jobs": bad}})
+    with pytest.raises(ConfigError) as info:
+        Resources(nodes=bad)
+    assert (
+        local_error == f"configure(): invalid local.max_jobs={bad!r}: expected a whole number >= 1"
+    )
+    assert str(info.value) == f"invalid resource nodes={bad!r}: expected a whole number >= 1"

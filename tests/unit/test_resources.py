@@ -475,3 +475,36 @@ def test_from_record_rejects_garbage() -> None:
         Resources.from_record([1, 2])  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="unknown resource 'bogus'"):
         Resources.from_record({"bogus": 1})
+
+
+# ------------------------------------------------------- one rule for numbers
+
+
+@pytest.mark.parametrize(
+    ("field", "given", "expected"),
+    [
+        ("nodes", 2.0, 2),
+        ("tasks_per_node", "3.0", 3),
+        ("retries", 0.0, 0),
+        ("gpus", 2.0, 2),
+        ("priority", 10.0, 10),
+        ("cpus", 4.0, 4),
+    ],
+)
+def test_whole_floats_become_ints(field: str, given: Any, expected: int) -> None:
+    value = getattr(Resources(**{field: given}), field)
+    assert value == expected and type(value) is int
+
+
+@pytest.mark.parametrize("field", ["nodes", "tasks_per_node", "retries", "gpus", "cpus"])
+def test_booleans_are_not_numbers(field: str) -> None:
+    with pytest.raises(ConfigError, match=rf"^invalid resource {field}=True: expected "):
+        Resources(**{field: True})
+
+
+def test_units_module_is_the_one_resources_reexports() -> None:
+    import jobkit.units as units
+
+    assert parse_size is units.parse_size and parse_duration is units.parse_duration
+    assert units.parse_size("512MiB") == 512 * 2**20
+    assert units.format_duration(units.parse_duration("1-12:00:00")) == "1d12h"

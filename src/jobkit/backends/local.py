@@ -1,11 +1,12 @@
 """The local backend: jobs on this machine, through the local agent.
 
 The client side only records jobs and talks to the agent
-(:mod:`jobkit.scheduler.agent`) over a unix socket: "configure" with the
-machine settings this client resolved (``[local]`` cpus, mem, gpus,
-max_jobs) before it records jobs, so an agent started by an earlier client
-with other settings reloads them (the latest submitter wins), "wake" after
-a submit, "cancel" for running jobs.  It starts the agent on demand, in its own
+(:mod:`jobkit.scheduler.agent`) over a unix socket, in the messages of
+:mod:`jobkit.scheduler.protocol`: ``configure`` with the machine settings
+this client resolved (``[local]`` cpus, mem, gpus, max_jobs) before it
+records jobs, so an agent started by an earlier client with other settings
+reloads them (the latest submitter wins), ``wake`` after a submit,
+``cancel`` for running jobs.  It starts the agent on demand, in its own
 session so that it outlives this process, and keeps one connection open on
 which the agent pushes "done" events; those poke the client's monitor, which
 is what brings a trivial job's submit-to-result latency to a few
@@ -25,16 +26,17 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from jobkit.backends.base import Backend
 from jobkit.errors import BackendError, ConfigError
+from jobkit.scheduler.protocol import AgentSettings, LineReader, Op, decode_event, encode_request
 from jobkit.states import JobRecord
 
 if TYPE_CHECKING:
     from jobkit.client import Client
     from jobkit.resources import Resources
-    from jobkit.scheduler.agent import AgentPaths, AgentSettings
+    from jobkit.scheduler.daemon import AgentPaths
     from jobkit.scheduler.policy import Capacity
 
 AGENT_START_TIMEOUT = 15.0
@@ -52,7 +54,7 @@ class LocalBackend(Backend):
                 "their own processes: use a shared store such as 'sqlite:///path/jobkit.db'"
             )
         from jobkit.paths import home_dir
-        from jobkit.scheduler.agent import AgentSettings, agent_paths
+        from jobkit.scheduler.daemon import agent_paths
 
         local = client.config.local
         self.settings: AgentSettings = AgentSettings(
@@ -107,7 +109,7 @@ class LocalBackend(Backend):
     def prepare(self, records: Sequence[JobRecord], resources: Resources) -> None:
         # Before the jobs exist in the store: the agent must judge them by the
         # machine this client declared, not by the settings it started with.
-        self._send({"op": "configure", "machine": self.settings.machine(), "pid": os.getpid()})
+        self._send(encode_request(Op.CONFIGURE, machine=self.settings.machine(), pid=os.getpid()))
         env_ref = self._store_env()
         cwd = os.getcwd()
         machine = socket.gethostname()
@@ -132,10 +134,10 @@ class LocalBackend(Backend):
 
     # -- talking to the agent ----------------------------------------------------
     def submit(self, records: Sequence[JobRecord], resources: Resources) -> None:
-        self._send({"op": "wake"})
+        self._send(encode_request(Op.WAKE))
 
     def cancel(self, records: Sequence[JobRecord]) -> None:
-        self._send({"op": "cancel", "ids": [r.id for r in records]}, start=False)
+        self._send(encode_request(Op.CANCEL, ids=[r.id for r in records]), start=False)
 
     def reconcile(self, records: Sequence[JobRecord]) -> None:
         """Jobs of this machine waiting with no agent alive (it idled out or
@@ -146,7 +148,7 @@ class LocalBackend(Backend):
         host, local = socket.gethostname(), self.store.local_dir is not None
         mine = [r for r in records if submitted_here(r.extra, host, store_is_local=local)]
         if mine and not self._agent_alive():
-            self._send({"op": "wake"})
+            self._send(encode_request(Op.WAKE))
 
     def _agent_alive(self) -> bool:
         with self._lock:
@@ -158,8 +160,8 @@ class LocalBackend(Backend):
             return False
         return True
 
-    def _send(self, message: dict[str, Any], *, start: bool = True) -> None:
-        data = json.dumps(message).encode() + b"\n"
+    def _send(self, data: bytes, *, start: bool = True) -> None:
+        """Send one encoded request, starting the agent if ``start`` and none listens."""
         for _attempt in range(3):
             try:
                 conn = self._connection(start=start)
@@ -222,15 +224,11 @@ class LocalBackend(Backend):
     def _listen(self, conn: socket.socket) -> None:
         """Agent events ("done") poke the monitor; EOF means the agent left."""
         monitor = self.client.monitor
-        pending = b""
+        reader = LineReader()
         with contextlib.suppress(OSError):
             while data := conn.recv(65536):
-                *lines, pending = (pending + data).split(b"\n")
-                finished = []
-                for line in lines:
-                    with contextlib.suppress(ValueError, KeyError, TypeError):
-                        finished.append(str(json.loads(line)["id"]))
-                monitor.poke(finished)
+                ids = [decode_event(line) for line in reader.feed(data)]
+                monitor.poke([job_id for job_id in ids if job_id is not None])
         with self._lock:
             if self._conn is conn:
                 self._conn = None
@@ -255,7 +253,7 @@ class LocalBackend(Backend):
     def stop_agent(self, timeout: float = 10.0) -> None:
         """Stop the agent (killing its jobs); for tests and `jobkit agent stop`."""
         try:
-            self._send({"op": "stop"}, start=False)
+            self._send(encode_request(Op.STOP), start=False)
         except BackendError:
             return
         deadline = time.monotonic() + timeout

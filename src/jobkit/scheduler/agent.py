@@ -35,6 +35,16 @@ checks, a periodic rescan that catches missed pokes and cancels made while
 the agent was busy) run between selects.  A single thread is what makes
 ``os.fork()`` safe here, and forking an interpreter that already imported
 jobkit is what puts a trivial job's latency well under a fresh interpreter's.
+
+Around this module: :mod:`~jobkit.scheduler.protocol` (the messages on the
+socket, shared with the client), :mod:`~jobkit.scheduler.launch` (fork or
+spawn one worker), :mod:`~jobkit.scheduler.daemon` (one agent per store,
+detached, socket and lock file), :mod:`~jobkit.scheduler.policy` (who runs
+next) and :mod:`~jobkit.scheduler.machine` (what the machine offers).  What
+remains here is the loop and job supervision (time limits, memory, reaping,
+recovery after a restart); it is over 500 lines because those share the
+loop's state (the running set, the ledger, the selector) and splitting them
+would pass that state around instead of owning it.
 """
 
 from __future__ import annotations
@@ -42,11 +52,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import errno
-import fcntl
-import hashlib
-import io
-import json
 import os
 import selectors
 import signal
@@ -54,64 +59,38 @@ import socket
 import subprocess
 import sys
 import time
-import traceback
 from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
+from jobkit.scheduler.daemon import (
+    AgentPaths,
+    acquire_lock,
+    agent_paths,
+    close_listener,
+    daemonize,
+    detach_from_terminal,
+    open_listener,
+    release_lock,
+)
+from jobkit.scheduler.launch import WorkerIO, fork_worker, spawn_worker
 from jobkit.scheduler.machine import group_rss, machine_capacity, oom_kill_count, submitted_here
 from jobkit.scheduler.policy import Allocation, Capacity, Ledger, Request, never_fits, plan
+from jobkit.scheduler.protocol import (
+    MACHINE_FIELDS,
+    AgentSettings,
+    Event,
+    LineReader,
+    Op,
+    decode_request,
+    encode_event,
+    encode_status,
+)
 from jobkit.states import ACTIVE_STATES, FailureReason, JobRecord, JobState
 from jobkit.stores.base import Store
 
 QUEUE_STATES = (JobState.PENDING, JobState.QUEUED)
-MACHINE_FIELDS = ("cpus", "mem", "gpus", "max_jobs")
-"""Settings a submitter may change while the agent runs (``configure``)."""
 RELOAD_INTERVAL = 30.0  # seconds between full re-reads of the waiting queue
-
-
-@dataclasses.dataclass
-class AgentSettings:
-    """How the agent runs; sent by the client that starts it, as JSON."""
-
-    store: str
-    cpus: float | None = None
-    mem: int | None = None
-    gpus: int | list[str] | None = None
-    max_jobs: int | None = None
-    idle_timeout: float = 60.0
-    start_method: str = "fork"
-    kill_grace: float = 3.0
-    rescan_interval: float = 1.0
-    memory_interval: float = 0.5
-
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self))
-
-    def machine(self) -> dict[str, Any]:
-        """The settings that say what the machine offers (capacity), as JSON-safe values."""
-        return {name: getattr(self, name) for name in MACHINE_FIELDS}
-
-    @classmethod
-    def from_json(cls, text: str) -> AgentSettings:
-        return cls(**json.loads(text))
-
-
-@dataclasses.dataclass(frozen=True)
-class AgentPaths:
-    socket: Path
-    lock: Path
-    log: Path
-
-
-def agent_paths(store_identity: str, log_dir: Path) -> AgentPaths:
-    """Where the agent for a store (its :attr:`~jobkit.stores.base.Store.identity`)
-    listens; short enough for AF_UNIX."""
-    runtime = os.environ.get("XDG_RUNTIME_DIR")
-    base = Path(runtime, "jobkit") if runtime else Path(f"/tmp/jobkit-{os.getuid()}")
-    base.mkdir(mode=0o700, parents=True, exist_ok=True)
-    tag = hashlib.sha256(store_identity.encode()).hexdigest()[:16]
-    return AgentPaths(base / f"agent-{tag}.sock", base / f"agent-{tag}.lock", log_dir / "agent.log")
 
 
 @dataclasses.dataclass
@@ -164,7 +143,7 @@ class Agent:
         self.host = socket.gethostname()
         self.sel = selectors.DefaultSelector()
         self.listener: socket.socket | None = None
-        self.conns: dict[socket.socket, bytearray] = {}
+        self.conns: dict[socket.socket, LineReader] = {}
         self.running: dict[str, Running] = {}
         self.dirty = True
         self.queue: dict[str, tuple[JobRecord, Request]] = {}
@@ -225,23 +204,15 @@ class Agent:
         return max(0.0, min(wakeups) - now)
 
     def _listen(self) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            self.paths.socket.unlink()
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        listener.bind(str(self.paths.socket))
-        os.chmod(self.paths.socket, 0o600)
-        listener.listen(128)
-        listener.setblocking(False)
+        listener = open_listener(self.paths.socket)
         self.listener = listener
         self.sel.register(listener, selectors.EVENT_READ, self._accept)
 
     def _close_listener(self) -> None:
         if self.listener is not None:
             self.sel.unregister(self.listener)
-            self.listener.close()
+            close_listener(self.listener, self.paths.socket)
             self.listener = None
-            with contextlib.suppress(FileNotFoundError):
-                self.paths.socket.unlink()
 
     def _shutdown(self) -> None:
         self._close_listener()
@@ -258,7 +229,7 @@ class Agent:
         except BlockingIOError:
             return
         conn.setblocking(False)
-        self.conns[conn] = bytearray()
+        self.conns[conn] = LineReader()
         self.sel.register(conn, selectors.EVENT_READ, self._read)
         self.last_activity = time.monotonic()
 
@@ -272,36 +243,24 @@ class Agent:
         if not data:
             self._drop(conn)
             return
-        buf = self.conns[conn]
-        buf += data
-        while b"\n" in buf:
-            line, _, rest = bytes(buf).partition(b"\n")
-            buf[:] = rest
+        for line in self.conns[conn].feed(data):
             self._handle(conn, line)
         self.last_activity = time.monotonic()
 
     def _handle(self, conn: socket.socket, line: bytes) -> None:
-        try:
-            message = json.loads(line)
-            op = message["op"]
-        except (ValueError, KeyError, TypeError):
+        request = decode_request(line)
+        if request is None:
             return
-        if op == "configure":
-            self._configure(message.get("machine"), message.get("pid"))
-        elif op == "wake":
+        if request.op is Op.CONFIGURE:
+            self._configure(request.machine, request.pid)
+        elif request.op is Op.WAKE:
             self.dirty = self.fetch_new = True
-        elif op == "cancel":
-            self._cancel(message.get("ids", []))
-        elif op == "ping":
-            self._send(
-                conn,
-                {
-                    "pid": os.getpid(),
-                    "running": sorted(self.running),
-                    "machine": self.settings.machine(),
-                },
-            )
-        elif op == "stop":
+        elif request.op is Op.CANCEL:
+            self._cancel(request.ids)
+        elif request.op is Op.PING:
+            status = encode_status(os.getpid(), list(self.running), self.settings.machine())
+            self._send(conn, status)
+        elif request.op is Op.STOP:
             self.stopping = True
 
     def _configure(self, machine: Any, client_pid: Any) -> None:
@@ -353,7 +312,7 @@ class Agent:
             finished_at=time.time(),
         )
         if failed is not None:
-            self._broadcast({"event": "done", "id": job_id})
+            self._broadcast(encode_event(Event.DONE, job_id))
 
     def _read_clients_now(self) -> None:
         """Handle client messages already sent, without waiting.
@@ -373,15 +332,15 @@ class Agent:
             for key in ready:
                 key.data(key.fileobj)
 
-    def _send(self, conn: socket.socket, message: dict[str, Any]) -> None:
+    def _send(self, conn: socket.socket, line: bytes) -> None:
         try:
-            conn.send(json.dumps(message).encode() + b"\n")
+            conn.send(line)
         except OSError:
             self._drop(conn)
 
-    def _broadcast(self, message: dict[str, Any]) -> None:
+    def _broadcast(self, line: bytes) -> None:
         for conn in list(self.conns):
-            self._send(conn, message)
+            self._send(conn, line)
 
     def _drop(self, conn: socket.socket) -> None:
         if conn in self.conns:
@@ -523,42 +482,13 @@ class Agent:
     def _fork(
         self, record: JobRecord, env: dict[str, str], cwd: str | None, out: Path, err: Path
     ) -> int:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        pid = os.fork()
-        if pid:
-            return pid
-        code = 70
-        try:
-            os.setsid()
-            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
-                signal.signal(sig, signal.SIG_DFL)
-            self._close_inherited()
-            devnull = os.open(os.devnull, os.O_RDONLY)
-            os.dup2(devnull, 0)
-            for fd, path in ((1, out), (2, err)):
-                handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-                os.dup2(handle, fd)
-                os.close(handle)
-            sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), line_buffering=True)
-            sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), line_buffering=True)
-            sys.stdin = io.TextIOWrapper(io.FileIO(0, "r", closefd=False))
-            os.environ.clear()
-            os.environ.update(env)
-            if cwd:
-                os.chdir(cwd)
-            sys.argv = ["jobkit-worker", record.id]
-            from jobkit.worker import run_job
-
-            code = run_job(self.store, record.id, self.key)
-        except BaseException:
-            with contextlib.suppress(Exception):
-                traceback.print_exc()
-        finally:
-            with contextlib.suppress(Exception):
-                sys.stdout.flush()
-                sys.stderr.flush()
-            os._exit(code)
+        return fork_worker(
+            self.store,
+            self.key,
+            record.id,
+            WorkerIO(env=env, cwd=cwd, stdout=out, stderr=err),
+            before_run=self._close_inherited,
+        )
 
     def _close_inherited(self) -> None:
         """In the child: drop the agent's sockets, pidfds and lock."""
@@ -577,18 +507,12 @@ class Agent:
     def _spawn(
         self, record: JobRecord, env: dict[str, str], cwd: str | None, out: Path, err: Path
     ) -> subprocess.Popen[bytes]:
-        env = {**env, "JOBKIT_KEY": self.key.hex()}
-        with open(out, "ab") as stdout, open(err, "ab") as stderr:
-            return subprocess.Popen(
-                [sys.executable, "-m", "jobkit.worker", "--store", self.settings.store, record.id],
-                stdin=subprocess.DEVNULL,
-                stdout=stdout,
-                stderr=stderr,
-                env=env,
-                cwd=cwd,
-                start_new_session=True,
-                close_fds=True,
-            )
+        return spawn_worker(
+            self.settings.store,
+            self.key,
+            record.id,
+            WorkerIO(env=env, cwd=cwd, stdout=out, stderr=err),
+        )
 
     def _watch(self, run: Running) -> None:
         try:
@@ -736,7 +660,7 @@ class Agent:
         if record.state is JobState.QUEUED:  # the worker requeued itself for a retry
             self.queue.pop(job_id, None)
             self._enqueue([record])
-            self._broadcast({"event": "requeued", "id": job_id})
+            self._broadcast(encode_event(Event.REQUEUED, job_id))
             self.dirty = True
             return
         if (
@@ -765,7 +689,7 @@ class Agent:
             exit_code=code,
             finished_at=time.time(),
         )
-        self._broadcast({"event": "done", "id": job_id})
+        self._broadcast(encode_event(Event.DONE, job_id))
         self.dirty = True
 
     # -- recovery --------------------------------------------------------------
@@ -816,60 +740,13 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _acquire_lock(path: Path, sock: Path, patience: float = 10.0) -> int | None:
-    """Take the per-store agent lock, or None if a live agent already serves.
-
-    The lock file is removed by the agent that exits, so after locking we
-    check that the path still names the file we locked; if an exiting agent
-    unlinked it meanwhile, we start over on the new file.
-    """
-    deadline = time.monotonic() + patience
-    while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            os.close(fd)
-            if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                raise
-        else:
-            try:
-                same = os.stat(path).st_ino == os.fstat(fd).st_ino
-            except FileNotFoundError:
-                same = False
-            if same:
-                os.ftruncate(fd, 0)
-                os.write(fd, str(os.getpid()).encode())
-                return fd
-            os.close(fd)
-            continue
-        if _listening(sock):
-            return None  # a live agent serves this store
-        if time.monotonic() > deadline:
-            return None
-        time.sleep(0.02)
-
-
-def _listening(sock: Path) -> bool:
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.connect(str(sock))
-        return True
-    except OSError:
-        return False
-    finally:
-        probe.close()
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m jobkit.scheduler.agent")
     parser.add_argument("settings", help="AgentSettings as JSON")
     parser.add_argument("--foreground", action="store_true", help="do not daemonize")
     args = parser.parse_args(argv)
-    if not args.foreground and os.fork():
-        # Double fork: the agent is never the submitter's child, so it neither
-        # dies with it nor lingers as its zombie when it exits.
-        os._exit(0)
+    if not args.foreground:
+        daemonize()
     settings = AgentSettings.from_json(args.settings)
     from jobkit.signing import load_key
     from jobkit.stores import open_store
@@ -877,11 +754,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     store = open_store(settings.store)
     log_dir = store.local_dir or Path(os.environ.get("JOBKIT_HOME", "."))
     paths = agent_paths(store.identity, log_dir)
-    lock_fd = _acquire_lock(paths.lock, paths.socket)
+    lock_fd = acquire_lock(paths.lock, paths.socket)
     if lock_fd is None:
         return 0
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # survive the terminal that started it
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    detach_from_terminal()
     capacity = machine_capacity(
         cpus=settings.cpus, mem=settings.mem, gpus=settings.gpus, max_jobs=settings.max_jobs
     )
@@ -902,9 +778,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         agent.serve()
     finally:
         agent._close_listener()
-        with contextlib.suppress(FileNotFoundError):
-            paths.lock.unlink()  # while still holding it: see _acquire_lock
-        os.close(lock_fd)
+        release_lock(paths.lock, lock_fd)
     return 0
 
 
