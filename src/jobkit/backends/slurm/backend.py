@@ -63,6 +63,12 @@ class SlurmBackend(Backend):
         missing = submitit_adapter.missing()
         if missing:
             return False, missing
+        changed = submitit_adapter.incompatibilities()
+        if changed:
+            return False, (
+                f"the installed submitit is not one jobkit supports ({changed[0]}): "
+                f"{submitit_adapter.INSTALL_HINT}"
+            )
         problem = queries.config_problem()
         if problem:
             return False, problem

@@ -86,6 +86,123 @@ def missing() -> str | None:
     return None
 
 
+INTERNALS: Mapping[str, tuple[str, ...] | None] = {
+    # "module:attribute.path": the leading parameters it must accept (None: exists).
+    "submitit.slurm.slurm:_make_sbatch_string": ("command", "folder"),
+    "submitit.slurm.slurm:SlurmExecutor": ("folder", "max_num_timeout"),
+    "submitit.slurm.slurm:SlurmExecutor._submit_command": ("self", "command"),
+    "submitit.slurm.slurm:SlurmExecutor._make_submission_file_text": ("self", "command", "uid"),
+    "submitit.slurm.slurm:SlurmExecutor._make_submission_command": (
+        "self",
+        "submission_file_path",
+    ),
+    "submitit.slurm.slurm:SlurmExecutor._get_job_id_from_submission_command": ("string",),
+    "submitit.slurm.slurm:SlurmExecutor._num_tasks": ("self",),
+    "submitit.slurm.slurm:SlurmExecutor._write_job_id": ("self", "job_id", "uid"),
+    "submitit.slurm.slurm:SlurmExecutor._set_job_permissions": ("folder",),
+    "submitit.slurm.slurm:SlurmExecutor._internal_process_submissions": (
+        "self",
+        "delayed_submissions",
+    ),
+    "submitit.slurm.slurm:SlurmExecutor._submitit_command_str": None,
+    "submitit.slurm.slurm:SlurmExecutor.job_class": None,
+    "submitit.slurm.slurm:SlurmExecutor.update_parameters": ("self",),
+    "submitit.slurm.slurm:SlurmExecutor.submit": ("self", "fn"),
+    "submitit.slurm.slurm:SlurmExecutor.map_array": ("self", "fn"),
+    "submitit.slurm.slurm:SlurmJob": ("folder", "job_id", "tasks"),
+    "submitit.core.utils:JobPaths.get_first_id_independent_folder": ("folder",),
+    "submitit.core.utils:JobPaths.move_temporary_file": (
+        "self",
+        "tmp_path",
+        "name",
+        "keep_as_symlink",
+    ),
+    "submitit.core.utils:DelayedSubmission": ("function",),
+    "submitit.core.utils:DelayedSubmission.set_timeout": (
+        "self",
+        "timeout_min",
+        "max_num_timeout",
+    ),
+    "submitit.core.utils:DelayedSubmission.dump": ("self", "filepath"),
+    "submitit.core.utils:FailedJobError": None,
+    "submitit.core.utils:UncompletedJobError": None,
+    "submitit.helpers:DelayedSubmission": ("function",),
+}
+"""Each submitit name this module relies on, with the parameters it passes."""
+
+SBATCH_KEYWORDS = frozenset(
+    {
+        "job_name",
+        "partition",
+        "time",
+        "nodes",
+        "ntasks_per_node",
+        "cpus_per_task",
+        "qos",
+        "setup",
+        "mem",
+        "signal_delay_s",
+        "constraint",
+        "exclude",
+        "account",
+        "gres",
+        "nodelist",
+        "array_parallelism",
+        "wckey",
+        "map_count",
+        "additional_parameters",
+        "srun_args",
+        "use_srun",
+    }
+)
+"""``_make_sbatch_string`` keywords jobkit sets (see ``translate.sbatch_parameters``)."""
+
+
+def incompatibilities() -> list[str]:
+    """What the installed submitit lacks of :data:`INTERNALS`, one line each.
+
+    Empty when every internal exists with the parameters jobkit passes; a
+    submitit outside the pinned range shows here before it breaks a submission.
+    """
+    import importlib
+    import inspect
+
+    problems: list[str] = []
+    for name, expected in INTERNALS.items():
+        module_name, _, path = name.partition(":")
+        target: Any = importlib.import_module(module_name)
+        for part in path.split("."):
+            target = getattr(target, part, _MISSING)
+            if target is _MISSING:
+                break
+        where = f"{module_name}.{path}"
+        if target is _MISSING:
+            problems.append(f"{where} is missing")
+            continue
+        if expected is None:
+            continue
+        try:
+            params = list(inspect.signature(target).parameters)
+        except (TypeError, ValueError):
+            problems.append(f"{where} has no inspectable signature")
+            continue
+        if params[: len(expected)] != list(expected):
+            problems.append(
+                f"{where} takes ({', '.join(params)}), jobkit passes ({', '.join(expected)})"
+            )
+    builder = getattr(importlib.import_module("submitit.slurm.slurm"), "_make_sbatch_string", None)
+    accepted = set(inspect.signature(builder).parameters) if callable(builder) else set()
+    unknown = sorted(SBATCH_KEYWORDS - accepted)
+    if builder is not None and unknown:
+        problems.append(
+            "submitit.slurm.slurm._make_sbatch_string no longer accepts " + ", ".join(unknown)
+        )
+    return problems
+
+
+_MISSING = object()
+
+
 def executor(folder: Path, max_num_timeout: int, parameters: Mapping[str, Any]) -> Any:
     """A quiet ``SlurmExecutor`` with ``parameters`` (``update_parameters`` keywords)."""
     made = _quiet_executor_class()(folder=folder, max_num_timeout=max_num_timeout)
