@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from jobkit.backends.base import Backend
-from jobkit.backends.slurm import queries
+from jobkit.backends.slurm import queries, submitit_adapter
+from jobkit.backends.slurm.submitit_adapter import Submitted
 from jobkit.backends.slurm.translate import SlurmSettings, sbatch_parameters, translate_state
 from jobkit.errors import BackendError, SubmitError
 from jobkit.states import ACTIVE_STATES, LEGAL_TRANSITIONS, FailureReason, JobRecord, JobState
@@ -43,12 +44,8 @@ class SlurmBackend(Backend):
         super().__init__(client)
         from jobkit.paths import home_dir
 
-        try:
-            import submitit  # noqa: F401 - fail before anything is recorded
-        except ImportError as exc:
-            raise BackendError(
-                "the slurm backend needs submitit: pip install 'jobkit[slurm]'"
-            ) from exc
+        if submitit_adapter.missing():  # fail before anything is recorded
+            raise BackendError(f"the slurm backend needs submitit: {submitit_adapter.INSTALL_HINT}")
         self.settings = SlurmSettings.from_config(client.config.slurm)
         base = self.store.local_dir or home_dir()
         self.folder = (
@@ -63,10 +60,15 @@ class SlurmBackend(Backend):
     def available(cls, config: Any) -> tuple[bool, str]:
         if shutil.which("sbatch") is None:
             return False, "sbatch not found: install the Slurm client tools (and set SLURM_CONF)"
-        try:
-            import submitit  # noqa: F401
-        except ImportError:
-            return False, "submitit is missing: pip install 'jobkit[slurm]'"
+        missing = submitit_adapter.missing()
+        if missing:
+            return False, missing
+        changed = submitit_adapter.incompatibilities()
+        if changed:
+            return False, (
+                f"the installed submitit is not one jobkit supports ({changed[0]}): "
+                f"{submitit_adapter.INSTALL_HINT}"
+            )
         problem = queries.config_problem()
         if problem:
             return False, problem
@@ -88,17 +90,11 @@ class SlurmBackend(Backend):
         """An executor set up for ``resources``; ``name`` (the function's) names the
         Slurm job unless ``resources.name`` does, so squeue and sacct show what
         ``jobkit list`` shows."""
-        from jobkit.backends.slurm.executor import QuietSlurmExecutor
-
         self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        executor = QuietSlurmExecutor(
-            folder=self.folder, max_num_timeout=self.settings.max_num_timeout
-        )
         params = sbatch_parameters(resources, self.settings, checkpointable=checkpointable)
         if name and not resources.name:
             params["job_name"] = name[:128]
-        executor.update_parameters(**params)
-        return executor
+        return submitit_adapter.executor(self.folder, self.settings.max_num_timeout, params)
 
     def submit(self, records: Sequence[JobRecord], resources: Resources) -> None:
         """One sbatch for one job, one ``sbatch --array`` per ``MaxArraySize`` items.
@@ -109,8 +105,6 @@ class SlurmBackend(Backend):
         straight from submitit's sbatch script, saving each task the
         submitit start-up and pickle round trip (~0.1 s of CPU).
         """
-        from submitit.core.utils import FailedJobError
-
         checkpointable = bool(records[0].extra.get("checkpointable"))
         executor = self._executor(resources, checkpointable=checkpointable, name=records[0].name)
         direct = not checkpointable and resources.nodes * resources.tasks_per_node == 1
@@ -121,16 +115,18 @@ class SlurmBackend(Backend):
                 jobs = self._submit_with_submitit(executor, records)
         except queries.CommandError as exc:  # sbatch refused: its message, once, in one line
             raise SubmitError(str(exc)) from exc
-        except FailedJobError as exc:
-            raise SubmitError(queries.explain(_first_line(str(exc)) or "sbatch failed")) from exc
         except OSError as exc:
             raise SubmitError(f"cannot run sbatch: {exc}") from exc
+        except Exception as exc:
+            if not submitit_adapter.is_failed_job_error(exc):
+                raise
+            raise SubmitError(queries.explain(_first_line(str(exc)) or "sbatch failed")) from exc
         now = time.time()
         for record, job in zip(records, jobs, strict=True):
             extra = {
                 **record.extra,
-                "stdout": str(job.paths.stdout),
-                "stderr": str(job.paths.stderr),
+                "stdout": str(job.stdout),
+                "stderr": str(job.stderr),
             }
             # The id first: the job may already run (and be RUNNING) by now.
             self.store.update(record.id, backend_id=str(job.job_id), extra=extra)
@@ -142,49 +138,40 @@ class SlurmBackend(Backend):
         size = self.max_array_size()
         return [(start, records[start : start + size]) for start in range(0, len(records), size)]
 
-    def _submit_with_submitit(self, executor: Any, records: Sequence[JobRecord]) -> list[Any]:
+    def _submit_with_submitit(self, executor: Any, records: Sequence[JobRecord]) -> list[Submitted]:
         from jobkit.backends.slurm.entry import SlurmEntry
 
         entry, url = SlurmEntry(), self.store.url
         if len(records) == 1 and records[0].array_id is None:
-            return [executor.submit(entry, url, records[0].id)]
-        jobs: list[Any] = []
+            return [submitit_adapter.submit_call(executor, entry, url, records[0].id)]
+        jobs: list[Submitted] = []
         for _start, chunk in self._chunks(records):
-            jobs += executor.map_array(entry, [url] * len(chunk), [r.id for r in chunk])
+            jobs += submitit_adapter.submit_call_array(
+                executor, entry, [url] * len(chunk), [r.id for r in chunk]
+            )
         return jobs
 
-    def _submit_direct(self, executor: Any, records: Sequence[JobRecord]) -> list[Any]:
+    def _submit_direct(self, executor: Any, records: Sequence[JobRecord]) -> list[Submitted]:
         import shlex
-
-        from submitit.slurm.slurm import SlurmJob
-
-        from jobkit.backends.slurm.executor import QuietSlurmExecutor
 
         worker = self._worker_command(executor)
         if len(records) == 1 and records[0].array_id is None:
             # submitit's own script writer and sbatch call, with our command.
-            return [executor._submit_command(f"{worker} {shlex.quote(records[0].id)}")]
-        jobs: list[Any] = []
+            command = f"{worker} {shlex.quote(records[0].id)}"
+            return [submitit_adapter.submit_command(executor, command)]
+        jobs: list[Submitted] = []
         array_id = shlex.quote(str(records[0].array_id))
         for start, chunk in self._chunks(records):
-            array = QuietSlurmExecutor(
-                folder=self.folder, max_num_timeout=self.settings.max_num_timeout
-            )
-            array.update_parameters(**executor.parameters)
-            array.parameters["map_count"] = len(chunk)  # what map_array sets: --array=0-N%cap
-            first = array._submit_command(f"{worker} --array {array_id} --offset {start}")
-            jobs += [
-                SlurmJob(folder=self.folder, job_id=f"{first.job_id}_{i}")
-                for i in range(len(chunk))
-            ]
+            command = f"{worker} --array {array_id} --offset {start}"
+            jobs += submitit_adapter.submit_command_array(executor, command, len(chunk))
         return jobs
 
     def _worker_command(self, executor: Any) -> str:
         import shlex
 
+        python = shlex.quote(submitit_adapter.python(executor))
         return (
-            f"{shlex.quote(executor.python)} -u -m jobkit.worker --launcher slurm "
-            f"--store {shlex.quote(self.store.url)}"
+            f"{python} -u -m jobkit.worker --launcher slurm --store {shlex.quote(self.store.url)}"
         )
 
     def max_array_size(self) -> int:
@@ -196,15 +183,15 @@ class SlurmBackend(Backend):
         self, resources: Resources, *, checkpointable: bool = False, name: str | None = None
     ) -> str:
         """The exact sbatch script a submission with these resources gets."""
-        from submitit.slurm.slurm import _make_sbatch_string
-
         executor = self._executor(resources, checkpointable=checkpointable, name=name)
         direct = not checkpointable and resources.nodes * resources.tasks_per_node == 1
         # A single job's id is only known at submit time: JOB_ID stands for it.
         command = (
-            f"{self._worker_command(executor)} JOB_ID" if direct else executor._submitit_command_str
+            f"{self._worker_command(executor)} JOB_ID"
+            if direct
+            else submitit_adapter.submitit_command(executor)
         )
-        return str(_make_sbatch_string(command=command, folder=self.folder, **executor.parameters))
+        return submitit_adapter.sbatch_script(command, self.folder, executor.parameters)
 
     # -- controlling -----------------------------------------------------------
     def cancel(self, records: Sequence[JobRecord]) -> None:

@@ -41,8 +41,7 @@ class SlurmEntry:
 
     def checkpoint(self, store_url: str, job_id: str) -> Any:
         """Called by submitit on timeout warning or preemption (rank 0 only)."""
-        import submitit
-
+        from jobkit.backends.slurm import submitit_adapter
         from jobkit.serialization import dump_payload
         from jobkit.signing import load_key
         from jobkit.stores.base import payload_key
@@ -75,12 +74,14 @@ class SlurmEntry:
             attempt=record.attempt + 1,
             message=f"requeued from a checkpoint at {time.strftime('%H:%M:%S')}",
         )
-        return submitit.helpers.DelayedSubmission(self, store_url, job_id)
+        return submitit_adapter.resubmission(self, store_url, job_id)
 
 
 def _classify(error: BaseException) -> tuple[FailureReason, str] | None:
     """submitit stops a job at Slurm's time-limit warning when it cannot requeue it."""
-    if type(error).__name__ == "UncompletedJobError":
+    from jobkit.backends.slurm import submitit_adapter
+
+    if submitit_adapter.is_time_limit_stop(error):
         return FailureReason.TIMEOUT, f"reached its time limit: {error}"
     return None
 
