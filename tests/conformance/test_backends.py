@@ -8,7 +8,9 @@ entry-point group.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -177,3 +179,93 @@ class TestKubernetesBackend(BackendConformance):
     def submissions(self, client: Any) -> int:
         """Job creates the emulated API server received."""
         return len(self.emulator.requests("create", "jobs"))
+
+
+# -- third-party backends are first-class --------------------------------------------
+
+_TOY_JOB = """
+import jobkit
+
+def double(x):
+    return 2 * x
+
+with jobkit.use(backend="toy"):
+    job = jobkit.submit(double, 21)
+    array = jobkit.map(double, [1, 2, 3])
+    print(job.id, job.result(timeout=60), *array.results(timeout=60, progress=False))
+"""
+
+
+def _run(tmp_path: Path, *args: str, toml: str = "") -> subprocess.CompletedProcess[str]:
+    """A fresh process in a project whose jobkit.toml holds ``toml``."""
+    (tmp_path / "jobkit.toml").write_text(f'store = "sqlite:///{tmp_path}/jobkit.db"\n{toml}')
+    return subprocess.run(
+        [sys.executable, *args], capture_output=True, text=True, cwd=tmp_path, timeout=120
+    )
+
+
+def test_a_job_a_map_and_the_cli_through_the_installed_toy_backend(
+    toy_site: Path, tmp_path: Path
+) -> None:
+    toml = "[backends.toy]\nmax_parallel = 2\n"
+    ran = _run(tmp_path, "-c", _TOY_JOB, toml=toml)
+    assert ran.returncode == 0, ran.stderr
+    job_id, *answers = ran.stdout.split()
+    assert answers == ["42", "2", "4", "6"]
+
+    listed = _run(tmp_path, "-m", "jobkit", "list", "--backend", "toy", "--json", toml=toml)
+    assert listed.returncode == 0, listed.stderr
+    rows = json.loads(listed.stdout)
+    assert len(rows) == 4 and {r["state"] for r in rows} == {"SUCCEEDED"}
+
+    status = _run(tmp_path, "-m", "jobkit", "status", job_id, "--json", toml=toml)
+    assert status.returncode == 0, status.stderr
+    record = json.loads(status.stdout)
+    assert (record["backend"], record["state"]) == ("toy", "SUCCEEDED")
+
+    backends = _run(tmp_path, "-m", "jobkit", "backends", "--json", toml=toml)
+    assert backends.returncode == 0, backends.stderr
+    toy = next(row for row in json.loads(backends.stdout) if row["name"] == "toy")
+    assert toy["available"] is True and "toy plugin" in toy["detail"]
+
+
+@pytest.mark.parametrize(
+    ("table", "problem"),
+    [
+        ("max_parallel = 0", r"invalid backends\.toy\.max_parallel=0: .*\[backends\.toy\]"),
+        ("max_paralel = 2", r"unknown key 'backends\.toy\.max_paralel'.*max_parallel"),
+    ],
+)
+def test_the_plugins_table_is_validated_by_its_own_settings(
+    toy_site: Path, tmp_path: Path, table: str, problem: str
+) -> None:
+    ran = _run(tmp_path, "-c", _TOY_JOB, toml=f"[backends.toy]\n{table}\n")
+    assert ran.returncode == 1
+    last = ran.stderr.strip().splitlines()[-1]
+    assert re.search(problem, last), ran.stderr
+    cli = _run(
+        tmp_path,
+        "-m",
+        "jobkit",
+        "plan",
+        "--backend",
+        "toy",
+        "os:getcwd",
+        toml=f"[backends.toy]\n{table}\n",
+    )
+    assert cli.returncode == 1 and len(cli.stderr.strip().splitlines()) == 1, cli.stderr
+    assert re.search(problem, cli.stderr), cli.stderr
+
+
+def test_a_typo_among_top_level_tables_is_still_caught(tmp_path: Path) -> None:
+    ran = _run(tmp_path, "-m", "jobkit", "list", toml="[backendz.toy]\nmax_parallel = 2\n")
+    assert ran.returncode == 1
+    assert "unknown key 'backendz'" in ran.stderr and "backends" in ran.stderr, ran.stderr
+    assert len(ran.stderr.strip().splitlines()) == 1, ran.stderr
+
+
+def test_backends_tables_must_be_tables(tmp_path: Path) -> None:
+    ran = _run(tmp_path, "-m", "jobkit", "list", toml='backends = { toy = "fast" }\n')
+    assert ran.returncode == 1
+    assert "invalid backends=" in ran.stderr and "[backends.NAME]" in ran.stderr, ran.stderr
+    assert len(ran.stderr.strip().splitlines()) == 1, ran.stderr
