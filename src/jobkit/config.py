@@ -84,8 +84,7 @@ _EXPECTED: Mapping[str, str] = {
     "local.start_method": "expected 'fork' or 'spawn' (leave unset for the platform default)",
     "slurm": "expected a table of Slurm backend settings",
     "kubernetes": "expected a table of Kubernetes backend settings",
-    "backends": "expected tables of third-party backend settings, one per backend: "
-    "[backends.NAME]",
+    "backends": "expected one table of settings per backend: [backends.NAME]",
 }
 
 
