@@ -85,6 +85,7 @@ _EXPECTED: Mapping[str, str] = {
     "local.start_method": "expected 'fork' or 'spawn' (leave unset for the platform default)",
     "slurm": "expected a table of Slurm backend settings",
     "kubernetes": "expected a table of Kubernetes backend settings",
+    "backends": "expected one table of settings per backend: [backends.NAME]",
 }
 
 
@@ -182,6 +183,11 @@ class Config(BaseModel):
     """Slurm backend settings (per-job sbatch extras go in ``resources.slurm``)."""
     kubernetes: dict[str, Any] = Field(default_factory=dict)
     """Kubernetes backend settings (per-job extras go in ``resources.kubernetes``)."""
+    backends: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    """``[backends.NAME]``: settings of third-party backends, one table each.  Only
+    the shape is checked here; the plugin's own settings class validates the
+    contents (:func:`jobkit.backends.backend_settings`), so a typo among the
+    top-level keys is still caught."""
 
     @property
     def default_resources(self) -> Resources:
@@ -253,6 +259,20 @@ class Config(BaseModel):
         if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
             raise ValueError("not a table")
         return dict(value)
+
+    @field_validator("backends", mode="before")
+    @classmethod
+    def _check_backends(cls, value: Any) -> dict[str, dict[str, Any]]:
+        if not isinstance(value, Mapping):
+            raise ValueError("not a table")
+        tables: dict[str, dict[str, Any]] = {}
+        for name, table in value.items():
+            if not (isinstance(name, str) and _NAME_RE.match(name)):
+                raise ValueError("not a backend name")
+            if not isinstance(table, Mapping) or not all(isinstance(k, str) for k in table):
+                raise ValueError("not a table")
+            tables[name.lower()] = dict(table)
+        return tables
 
 
 class Overrides(dict[str, Any]):

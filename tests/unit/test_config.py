@@ -539,8 +539,9 @@ def test_tool_jobkit_must_be_a_table(env: Env) -> None:
 def test_unknown_key_in_file_suggests_and_lists(env: Env) -> None:
     path = env.write(env.project / "jobkit.toml", 'backnd = "slurm"\n')
     assert env.error() == (
-        f"{path}: unknown key 'backnd' (did you mean 'backend'?): valid keys are backend, key, "
-        "key_file, kubernetes, local, poll_interval, profile, profiles, resources, slurm, store"
+        f"{path}: unknown key 'backnd' (did you mean 'backend'?): valid keys are backend, "
+        "backends, key, key_file, kubernetes, local, poll_interval, profile, profiles, "
+        "resources, slurm, store"
     )
 
 

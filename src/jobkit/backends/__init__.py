@@ -11,13 +11,17 @@ from __future__ import annotations
 import importlib
 import types
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from jobkit.errors import BackendError, ConfigError
 
 if TYPE_CHECKING:
+    from pydantic import BaseModel
+
     from jobkit.backends.base import Backend
     from jobkit.client import Client
+
+    SettingsT = TypeVar("SettingsT", bound=BaseModel)
 
 _known: dict[str, tuple[str, str]] = {
     "kubernetes": (
@@ -72,6 +76,31 @@ def backend_class(name: str) -> type[Backend]:
         raise BackendError(f"backend {name!r} is not available in this version of jobkit") from exc
     cls: type[Backend] = getattr(module, attr)
     return cls
+
+
+def backend_settings(config: Any, name: str, model: type[SettingsT]) -> SettingsT:
+    """The ``[backends.NAME]`` table of ``config`` validated by a plugin's own
+    pydantic ``model``, so third-party backends get the built-ins' one-line
+    errors (the key, the value, the fix) without ``Config`` knowing them."""
+    from pydantic import ValidationError
+
+    tables = getattr(config, "backends", None) or {}
+    table = tables.get(name, {})
+    try:
+        return model.model_validate(table)
+    except ValidationError as exc:
+        error = exc.errors(include_url=False)[0]
+        key = ".".join(str(part) for part in error["loc"]) or "(table)"
+        where = f"backends.{name}.{key}"
+        if error["type"] == "extra_forbidden":
+            valid = ", ".join(sorted(model.model_fields)) or "none"
+            raise ConfigError(
+                f"unknown key {where!r} for the {name} backend: valid keys are {valid}"
+            ) from None
+        raise ConfigError(
+            f"invalid {where}={error.get('input')!r}: {error['msg']} "
+            f"(fix it in the [backends.{name}] table)"
+        ) from None
 
 
 def open_backend(name: str, client: Client) -> Backend:

@@ -1,0 +1,226 @@
+"""The behaviour every backend must show, written once (fsspec ``tests/abstract`` style).
+
+A backend gets its tests by subclassing :class:`BackendConformance` in a
+``test_*.py`` module and providing a ``client`` fixture that yields a client
+(inside ``jobkit.use``) whose default backend is the one under test, plus the
+hooks below.  Everything goes through the public API (``jobkit.submit``,
+``Job``, ``jobkit.get``, ``jobkit.ConfigError``), so the suite survives
+refactors of the backend contract.  Where a backend cannot do a case, its
+class sets the matching ``*_skip`` attribute to the reason, and the case is
+skipped with that reason (never silently).
+
+The functions jobs run live in this module: workers import them by reference
+through the submitter's recorded ``sys.path``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+
+import jobkit
+from jobkit.states import FailureReason, JobState
+
+T = 120
+
+
+class SuiteError(Exception):
+    """An exception type the client can import, to check it comes back as is."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(f"suite failure {code}")
+        self.code = code
+
+
+def square(x: int) -> int:
+    return x * x
+
+
+def fail_with(code: int) -> None:
+    raise SuiteError(code)
+
+
+def sleep_then(seconds: float, value: object = None) -> object:
+    time.sleep(seconds)
+    return value
+
+
+def fail_once(marker: str) -> str:
+    """Fails the first time (leaving ``marker``), succeeds the next."""
+    if not os.path.exists(marker):
+        Path(marker).touch()
+        raise RuntimeError("first try fails")
+    return "second try"
+
+
+def tick_until(path: str, limit: float) -> int:
+    """Prints a line, then more until ``path`` exists: logs can be read while it runs."""
+    print("tick 0", flush=True)
+    deadline = time.monotonic() + limit
+    count = 1
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    print(f"tick {count} done", flush=True)
+    return count
+
+
+def wait_for(predicate: Any, timeout: float = T, interval: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError("condition not met in time")
+
+
+class BackendConformance:
+    """Mixed into one class per backend; see the module docstring."""
+
+    backend_name: ClassVar[str]
+    time_limit: ClassVar[str] = "2s"
+    """A limit the backend enforces; the job sleeps far past it."""
+    blockers: ClassVar[int] = 1
+    blocker_options: ClassVar[dict[str, Any]] = {}
+    """Options of jobs that fill the backend, so one more stays queued."""
+    queued_skip: ClassVar[str | None] = None
+    time_limit_skip: ClassVar[str | None] = None
+    impossible: ClassVar[dict[str, Any] | None] = None
+    """Valid resources this backend can never satisfy (a ConfigError at submit)."""
+
+    def submissions(self, client: Any) -> int:
+        """How many submissions the backend has received so far (its own count)."""
+        raise NotImplementedError
+
+    # -- results and errors ----------------------------------------------------------
+    def test_submit_then_result(self, client: Any) -> None:
+        job = jobkit.submit(square, 12)
+        assert job.result(timeout=T) == 144
+        info = job.info
+        assert info.backend == self.backend_name and info.backend_id
+        assert info.state is JobState.SUCCEEDED
+
+    def test_the_original_exception_with_the_remote_cause(self, client: Any) -> None:
+        job = jobkit.submit(fail_with, 7)
+        with pytest.raises(SuiteError) as caught:
+            job.result(timeout=T)
+        assert caught.value.code == 7
+        assert "fail_with" in str(caught.value.__cause__)
+        assert job.info.failure_reason is FailureReason.ERROR
+
+    def test_a_map_is_one_backend_submission(self, client: Any) -> None:
+        before = self.submissions(client)
+        jobs = jobkit.map(square, range(4))
+        assert self.submissions(client) - before == 1
+        assert jobs.results(timeout=T, progress=False) == [0, 1, 4, 9]
+
+    # -- cancel ----------------------------------------------------------------------
+    def test_cancel_a_running_job(self, client: Any) -> None:
+        job = jobkit.submit(sleep_then, 60)
+        wait_for(lambda: job.info.state is JobState.RUNNING)
+        assert job.cancel()
+        with pytest.raises(concurrent.futures.CancelledError):
+            job.result(timeout=T)
+        assert job.info.state is JobState.CANCELLED
+
+    def test_cancel_a_queued_job(self, client: Any) -> None:
+        if self.queued_skip:
+            pytest.skip(self.queued_skip)
+        options = dict(self.blocker_options)
+        busy = jobkit.remote(**options)(sleep_then)
+        blockers = [busy.submit(60) for _ in range(self.blockers)]
+        try:
+            for blocker in blockers:
+                wait_for(lambda b=blocker: b.info.state is JobState.RUNNING)
+            waiting = busy.submit(60)
+            time.sleep(0.5)  # give the backend a chance to (wrongly) start it
+            assert waiting.info.state in (JobState.PENDING, JobState.QUEUED)
+            assert waiting.cancel()
+            assert waiting.info.state is JobState.CANCELLED
+            with pytest.raises(concurrent.futures.CancelledError):
+                waiting.result(timeout=T)
+        finally:
+            for blocker in blockers:
+                blocker.cancel()
+        assert waiting.info.started_at is None
+
+    # -- logs, reattach ------------------------------------------------------------
+    def test_logs_while_running_and_after(self, client: Any, tmp_path: Path) -> None:
+        release = tmp_path / "release"
+        job = jobkit.submit(tick_until, str(release), 60)
+        wait_for(lambda: "tick 0" in job.logs())
+        assert not job.done()
+        release.touch()
+        assert job.result(timeout=T) == 1
+        wait_for(lambda: "tick 1 done" in job.logs())
+
+    def test_reattach_by_id_from_another_process(self, client: Any) -> None:
+        job = jobkit.submit(sleep_then, 0.5, "found again")
+        script = textwrap.dedent(
+            f"""
+            import json, jobkit
+            with jobkit.use(store={client.config.store!r}):
+                print(json.dumps(jobkit.get({job.id!r}).result(timeout={T})))
+            """
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, timeout=T + 30
+        )
+        assert out.returncode == 0, out.stderr
+        assert json.loads(out.stdout) == "found again"
+
+    # -- limits and retries ----------------------------------------------------------
+    def test_a_time_limit_is_a_timeout(self, client: Any) -> None:
+        if self.time_limit_skip:
+            pytest.skip(self.time_limit_skip)
+        job = jobkit.remote(time=self.time_limit)(sleep_then).submit(600)
+        with pytest.raises(jobkit.JobFailedError, match="TIMEOUT"):
+            job.result(timeout=T + 60)
+        assert job.info.state is JobState.FAILED
+        assert job.info.failure_reason is FailureReason.TIMEOUT
+
+    def test_retries_rerun_a_failed_attempt(self, client: Any, tmp_path: Path) -> None:
+        job = jobkit.remote(retries=1)(fail_once).submit(str(tmp_path / "tried"))
+        assert job.result(timeout=T) == "second try"
+        assert job.info.state is JobState.SUCCEEDED and job.info.attempt == 1
+
+    # -- futures ---------------------------------------------------------------------
+    def test_await_as_completed_and_wait(self, client: Any) -> None:
+        async def both() -> list[Any]:
+            return list(await asyncio.gather(jobkit.submit(square, 3), jobkit.submit(square, 4)))
+
+        assert asyncio.run(both()) == [9, 16]
+        jobs = [jobkit.submit(square, i) for i in range(3)]
+        done = {f.result() for f in concurrent.futures.as_completed(jobs, timeout=T)}
+        assert done == {0, 1, 4}
+        more = [jobkit.submit(square, 5)]
+        finished, pending = concurrent.futures.wait(more, timeout=T)
+        assert not pending and [f.result() for f in finished] == [25]
+
+    # -- bad input, plan ---------------------------------------------------------------
+    def test_bad_resources_are_one_line_before_anything_is_recorded(self, client: Any) -> None:
+        before = len(jobkit.jobs(limit=10_000))
+        with pytest.raises(jobkit.ConfigError) as caught:
+            jobkit.remote(mem="lots")(square).submit(1)
+        assert "\n" not in str(caught.value) and "mem" in str(caught.value)
+        if self.impossible is not None:
+            with pytest.raises(jobkit.ConfigError) as caught:
+                jobkit.remote(**self.impossible)(square).submit(1)
+            assert "\n" not in str(caught.value)
+        assert len(jobkit.jobs(limit=10_000)) == before
+
+    def test_plan_describes_the_submission(self, client: Any) -> None:
+        backend = client.backend(self.backend_name)
+        resources = client.resolve_resources(jobkit.Resources(cpus=1, time="5m"))
+        text = backend.plan(resources, name="square")
+        assert isinstance(text, str) and text.strip()

@@ -1,0 +1,271 @@
+"""Every backend runs the one backend conformance suite (``backend_suite.py``).
+
+Local runs real agents; Slurm the real test cluster; Kubernetes the emulated
+API server over HTTP with its Job controller; toy is a third-party backend
+installed as a distribution and found through the ``jobkit.backends``
+entry-point group.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from backend_suite import BackendConformance
+
+import jobkit
+from conftest import local_env, slurm_env
+
+pytest_plugins = ["s3_fixtures", "k8s_emulator"]
+
+PLUGINS = Path(__file__).parent.parent / "plugins"
+
+
+# -- toy: a third-party distribution ------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def toy_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The toy distribution installed on sys.path and PYTHONPATH (for subprocesses)."""
+    sys.path.insert(0, str(PLUGINS))
+    from install import TOY, install_distribution
+
+    site = install_distribution(TOY, tmp_path_factory.mktemp("site"))
+    mp = pytest.MonkeyPatch()
+    mp.syspath_prepend(str(site))
+    mp.setenv("PYTHONPATH", os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]))
+    yield site
+    mp.undo()
+
+
+class TestToyBackend(BackendConformance):
+    backend_name = "toy"
+    blockers = 2
+
+    @pytest.fixture(scope="class")
+    def client(self, toy_site: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+        directory = tmp_path_factory.mktemp("toy")
+        with jobkit.use(
+            store=f"sqlite:///{directory}/jobkit.db",
+            backend="toy",
+            backends={"toy": {"max_parallel": 2}},
+            poll_interval=0.1,
+        ) as client:
+            yield client
+
+    def submissions(self, client: Any) -> int:
+        return int(type(client.backend("toy")).submissions)
+
+
+# -- local: the real agent ------------------------------------------------------------
+
+
+class TestLocalBackend(BackendConformance):
+    backend_name = "local"
+    blocker_options = {"cpus": 4}
+    impossible = {"nodes": 2}
+
+    @pytest.fixture(scope="class")
+    def client(self, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+        with local_env(tmp_path_factory.mktemp("local"), cpus=4) as client:
+            yield client
+
+    def submissions(self, client: Any) -> int:
+        """Jobs reach the agent through one ``submit`` (a "wake") per batch: the
+        backend's own method, counted by a pass-through wrapper."""
+        return count_calls(client.backend("local"), "submit")
+
+
+def count_calls(backend: Any, method: str) -> int:
+    """Calls of ``backend.method`` since the first count (the real method still runs)."""
+    counter = f"_suite_{method}_calls"
+    if not hasattr(backend, counter):
+        real = getattr(backend, method)
+        setattr(backend, counter, 0)
+
+        def counting(*args: Any, **kwargs: Any) -> Any:
+            setattr(backend, counter, getattr(backend, counter) + 1)
+            return real(*args, **kwargs)
+
+        setattr(backend, method, counting)
+    return int(getattr(backend, counter))
+
+
+# -- Slurm: the real test cluster -------------------------------------------------------
+
+
+class TestSlurmBackend(BackendConformance):
+    backend_name = "slurm"
+    time_limit = "1m"  # Slurm's smallest limit; the case is marked slow below
+    impossible = {"gpus": 64}
+
+    @pytest.fixture(scope="class")
+    def client(self, slurm_cluster: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+        with slurm_env(tmp_path_factory.mktemp("slurm")) as client:
+            type(self).blocker_options = {"cpus": _slurm_node_cpus()}
+            yield client
+
+    def submissions(self, client: Any) -> int:
+        """One sbatch call makes one Slurm job id (an array's items share it)."""
+        ids = {job.info.backend_id for job in jobkit.jobs(backend="slurm", limit=100_000)}
+        return len({backend_id.split("_")[0] for backend_id in ids if backend_id})
+
+    @pytest.mark.slow
+    def test_a_time_limit_is_a_timeout(self, client: Any) -> None:
+        super().test_a_time_limit_is_a_timeout(client)
+
+
+def _slurm_node_cpus() -> int:
+    out = subprocess.run(["sinfo", "-h", "-o", "%c"], capture_output=True, text=True, check=True)
+    return max(int(line.strip().rstrip("+")) for line in out.stdout.split())
+
+
+# -- Kubernetes: the emulated API server over HTTP, with its Job controller -------------
+
+NAMESPACE = "jobkit"
+
+
+class TestKubernetesBackend(BackendConformance):
+    backend_name = "kubernetes"
+    queued_skip = (
+        "the emulator's Job controller starts every pod at once: it has no node "
+        "capacity for a job to queue behind"
+    )
+
+    @pytest.fixture
+    def client(
+        self, k8s_emulator: Any, k8s_controller: Any, s3_bucket: str, s3_endpoint: str
+    ) -> Iterator[Any]:
+        """As tests/integration/test_kubernetes.py: store credentials and the signing key
+        reach the pods through a Secret, as the README tells users to do."""
+        with jobkit.use(
+            store=f"s3://{s3_bucket}/k8s", backend="kubernetes", poll_interval=0.2
+        ) as client:
+            secret = {
+                "JOBKIT_KEY": client.key.hex(),
+                **{k: v for k, v in os.environ.items() if k.startswith("AWS_")},
+            }
+            k8s_emulator.put(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Secret",
+                    "metadata": {"name": "jobkit-store", "namespace": NAMESPACE},
+                    "stringData": secret,
+                }
+            )
+            settings = {
+                "api_server": k8s_emulator.url,
+                "namespace": NAMESPACE,
+                "image": "python:3.11-slim",
+                "python": sys.executable,
+                "secret": "jobkit-store",
+                "pending_grace": 2,
+            }
+            with jobkit.use(kubernetes=settings) as configured:
+                self.emulator = k8s_emulator
+                try:
+                    yield configured
+                finally:
+                    if "kubernetes" in configured._backends:
+                        configured.backend("kubernetes").close()
+
+    def submissions(self, client: Any) -> int:
+        """Job creates the emulated API server received."""
+        return len(self.emulator.requests("create", "jobs"))
+
+
+# -- third-party backends are first-class --------------------------------------------
+
+_TOY_JOB = """
+import jobkit
+
+def double(x):
+    return 2 * x
+
+with jobkit.use(backend="toy"):
+    job = jobkit.submit(double, 21)
+    array = jobkit.map(double, [1, 2, 3])
+    print(job.id, job.result(timeout=60), *array.results(timeout=60, progress=False))
+"""
+
+
+def _run(tmp_path: Path, *args: str, toml: str = "") -> subprocess.CompletedProcess[str]:
+    """A fresh process in a project whose jobkit.toml holds ``toml``."""
+    (tmp_path / "jobkit.toml").write_text(f'store = "sqlite:///{tmp_path}/jobkit.db"\n{toml}')
+    return subprocess.run(
+        [sys.executable, *args], capture_output=True, text=True, cwd=tmp_path, timeout=120
+    )
+
+
+def test_a_job_a_map_and_the_cli_through_the_installed_toy_backend(
+    toy_site: Path, tmp_path: Path
+) -> None:
+    toml = "[backends.toy]\nmax_parallel = 2\n"
+    ran = _run(tmp_path, "-c", _TOY_JOB, toml=toml)
+    assert ran.returncode == 0, ran.stderr
+    job_id, *answers = ran.stdout.split()
+    assert answers == ["42", "2", "4", "6"]
+
+    listed = _run(tmp_path, "-m", "jobkit", "list", "--backend", "toy", "--json", toml=toml)
+    assert listed.returncode == 0, listed.stderr
+    rows = json.loads(listed.stdout)
+    assert len(rows) == 4 and {r["state"] for r in rows} == {"SUCCEEDED"}
+
+    status = _run(tmp_path, "-m", "jobkit", "status", job_id, "--json", toml=toml)
+    assert status.returncode == 0, status.stderr
+    record = json.loads(status.stdout)
+    assert (record["backend"], record["state"]) == ("toy", "SUCCEEDED")
+
+    backends = _run(tmp_path, "-m", "jobkit", "backends", "--json", toml=toml)
+    assert backends.returncode == 0, backends.stderr
+    toy = next(row for row in json.loads(backends.stdout) if row["name"] == "toy")
+    assert toy["available"] is True and "toy plugin" in toy["detail"]
+
+
+@pytest.mark.parametrize(
+    ("table", "problem"),
+    [
+        ("max_parallel = 0", r"invalid backends\.toy\.max_parallel=0: .*\[backends\.toy\]"),
+        ("max_paralel = 2", r"unknown key 'backends\.toy\.max_paralel'.*max_parallel"),
+    ],
+)
+def test_the_plugins_table_is_validated_by_its_own_settings(
+    toy_site: Path, tmp_path: Path, table: str, problem: str
+) -> None:
+    ran = _run(tmp_path, "-c", _TOY_JOB, toml=f"[backends.toy]\n{table}\n")
+    assert ran.returncode == 1
+    last = ran.stderr.strip().splitlines()[-1]
+    assert re.search(problem, last), ran.stderr
+    cli = _run(
+        tmp_path,
+        "-m",
+        "jobkit",
+        "plan",
+        "--backend",
+        "toy",
+        "os:getcwd",
+        toml=f"[backends.toy]\n{table}\n",
+    )
+    assert cli.returncode == 1 and len(cli.stderr.strip().splitlines()) == 1, cli.stderr
+    assert re.search(problem, cli.stderr), cli.stderr
+
+
+def test_a_typo_among_top_level_tables_is_still_caught(tmp_path: Path) -> None:
+    ran = _run(tmp_path, "-m", "jobkit", "list", toml="[backendz.toy]\nmax_parallel = 2\n")
+    assert ran.returncode == 1
+    assert "unknown key 'backendz'" in ran.stderr and "backends" in ran.stderr, ran.stderr
+    assert len(ran.stderr.strip().splitlines()) == 1, ran.stderr
+
+
+def test_backends_tables_must_be_tables(tmp_path: Path) -> None:
+    ran = _run(tmp_path, "-m", "jobkit", "list", toml='backends = { toy = "fast" }\n')
+    assert ran.returncode == 1
+    assert "invalid backends=" in ran.stderr and "[backends.NAME]" in ran.stderr, ran.stderr
+    assert len(ran.stderr.strip().splitlines()) == 1, ran.stderr

@@ -1,0 +1,199 @@
+"""A toy third-party jobkit backend: one ``python -m jobkit.worker`` per job.
+
+It exists to prove that a backend outside jobkit, installed as its own
+distribution and found through the ``jobkit.backends`` entry-point group,
+can implement the Backend contract honestly and pass the conformance suite.
+Its settings come from the ``[backends.toy]`` config table, validated by
+:class:`ToySettings`.
+
+Data flow::
+
+    submit(records) ──► QUEUED (backend_id "toy-N") ──► launcher thread
+        launcher: at most ``max_parallel`` workers; a job cancelled meanwhile is skipped
+        worker process: RUNNING → SUCCEEDED | FAILED/ERROR | QUEUED (retry)
+        watcher: past ``resources.time`` → kill, FAILED/TIMEOUT;
+                 requeued by the worker → launch the next attempt;
+                 exited without a terminal state → FAILED/LOST
+
+Jobs live as long as the submitting process (it is a toy): ``reconcile``
+leaves jobs it did not launch alone, so another process may wait for them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from jobkit.backends import backend_settings
+from jobkit.backends.base import Backend
+from jobkit.errors import ConfigError
+from jobkit.states import FailureReason, JobRecord, JobState
+
+TERMINAL = (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
+
+
+class ToySettings(BaseModel):
+    """``[backends.toy]``: how many workers may run at once, and which Python."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_parallel: int = Field(default=4, ge=1, strict=True)
+    python: str = sys.executable
+
+
+class ToyBackend(Backend):
+    name = "toy"
+    submissions: ClassVar[int] = 0
+    """Calls of ``submit`` in this process, all instances: a map must add one."""
+
+    def __init__(self, client: Any) -> None:
+        super().__init__(client)
+        self.settings = backend_settings(client.config, "toy", ToySettings)
+        self.key_hex: str = client.key.hex()
+        self.log_dir = Path(self.store.local_dir or os.environ.get("JOBKIT_HOME", "/tmp")) / "toy"
+        self._queue: list[tuple[JobRecord, float | None, int]] = []
+        self._procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._timed_out: set[str] = set()
+        self._ids = itertools.count()
+        self._lock = threading.Condition()
+        self._launcher: threading.Thread | None = None
+
+    @classmethod
+    def available(cls, config: Any) -> tuple[bool, str]:
+        return True, "available (toy plugin: one worker process per job, on this machine)"
+
+    def check_resources(self, resources: Any) -> None:
+        if resources.nodes > 1 or (resources.gpus or 0) > 0:
+            raise ConfigError(
+                f"invalid resources nodes={resources.nodes}, gpus={resources.gpus} for the "
+                "toy backend: it runs one process on this machine without GPUs; "
+                "use backend='local', 'slurm' or 'kubernetes'"
+            )
+
+    def submit(self, records: Sequence[JobRecord], resources: Any) -> None:
+        type(self).submissions += 1
+        limit = resources.time.total_seconds() if resources.time else None
+        for record in records:
+            self.store.transition(
+                record.id,
+                JobState.QUEUED,
+                expect=(JobState.PENDING,),
+                backend_id=f"toy-{os.getpid()}-{next(self._ids)}",
+                submitted_at=time.time(),
+            )
+        with self._lock:
+            self._queue.extend((r, limit, int(resources.retries or 0)) for r in records)
+            self._lock.notify_all()
+            if self._launcher is None or not self._launcher.is_alive():
+                self._launcher = threading.Thread(
+                    target=self._launch_loop, name="jobkit-toy-launcher", daemon=True
+                )
+                self._launcher.start()
+
+    def _launch_loop(self) -> None:
+        while True:
+            with self._lock:
+                while not self._queue or len(self._procs) >= self.settings.max_parallel:
+                    if not self._lock.wait(timeout=30) and not self._queue:
+                        self._launcher = None  # under the lock: submit starts a new one
+                        return
+                record, limit, retries = self._queue.pop(0)
+            current = self.store.get(record.id)
+            if current.state in TERMINAL:
+                continue
+            self._start(current, limit, retries)
+
+    def _start(self, record: JobRecord, limit: float | None, retries: int) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        env = {
+            **os.environ,
+            "JOBKIT_KEY": self.key_hex,
+            "JOBKIT_RETRIES_LEFT": str(max(0, retries - record.attempt)),
+        }
+        with (
+            open(self._log(record, "stdout"), "ab") as out,
+            open(self._log(record, "stderr"), "ab") as err,
+        ):
+            proc = subprocess.Popen(
+                [self.settings.python, "-m", "jobkit.worker", record.id, "--store", self.store.url],
+                stdout=out,
+                stderr=err,
+                env=env,
+                cwd=os.getcwd(),
+                start_new_session=True,
+            )
+        with self._lock:
+            self._procs[record.id] = proc
+        threading.Thread(
+            target=self._watch, args=(record, proc, limit, retries), daemon=True
+        ).start()
+
+    def _watch(
+        self, record: JobRecord, proc: subprocess.Popen[bytes], limit: float | None, retries: int
+    ) -> None:
+        try:
+            proc.wait(timeout=limit)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            self.store.transition(
+                record.id,
+                JobState.FAILED,
+                expect=(JobState.QUEUED, JobState.RUNNING),
+                failure_reason=FailureReason.TIMEOUT,
+                native_state="KILLED_AT_TIME_LIMIT",
+                message=f"ran past its time limit of {limit:g} s",
+                finished_at=time.time(),
+                exit_code=proc.returncode,
+            )
+        finally:
+            with self._lock:
+                self._procs.pop(record.id, None)
+                self._lock.notify_all()
+        after = self.store.get(record.id)
+        if after.state is JobState.QUEUED and after.attempt > record.attempt:
+            with self._lock:  # the worker requeued a failed attempt: run the next one
+                self._queue.append((after, limit, retries))
+                self._lock.notify_all()
+        elif after.state not in TERMINAL:
+            self.store.transition(
+                record.id,
+                JobState.FAILED,
+                expect=(JobState.QUEUED, JobState.RUNNING),
+                failure_reason=FailureReason.LOST,
+                message=f"the worker exited with {proc.returncode} without recording an end",
+                finished_at=time.time(),
+                exit_code=proc.returncode,
+            )
+
+    def cancel(self, records: Sequence[JobRecord]) -> None:
+        with self._lock:
+            procs = [self._procs.get(r.id) for r in records]
+        for proc in procs:
+            if proc is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+
+    def read_logs(self, record: JobRecord, stream: str) -> str:
+        path = self._log(record, stream)
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def _log(self, record: JobRecord, stream: str) -> Path:
+        return self.log_dir / f"{record.id}.{'err' if stream == 'stderr' else 'out'}"
+
+    def close(self) -> None:
+        with self._lock:
+            procs = list(self._procs.values())
+        for proc in procs:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
