@@ -26,6 +26,7 @@ from jobkit.errors import (
 )
 from jobkit.ids import new_job_id
 from jobkit.monitor import Monitor
+from jobkit.reconcile import Failure, fail_all
 from jobkit.states import ACTIVE_STATES, FailureReason, JobRecord, JobState
 from jobkit.stores.base import Store, outcome_key, payload_key
 
@@ -172,14 +173,8 @@ class Client:
 
     def _record_submit_error(self, records: Sequence[JobRecord], exc: Exception) -> None:
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        for record in records:
-            self.store.transition(
-                record.id,
-                JobState.FAILED,
-                failure_reason=FailureReason.SUBMIT_ERROR,
-                message=message,
-                finished_at=time.time(),
-            )
+        failure = Failure(FailureReason.SUBMIT_ERROR, message)
+        fail_all(self.store, [record.id for record in records], failure)
 
     # -- finding and controlling ---------------------------------------------
     def get(self, job_id: str) -> Job[Any] | JobArray[Any]:

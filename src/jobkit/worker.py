@@ -14,8 +14,8 @@ Data flow for one job::
         ▼
     put_blob(outcomes/JOB_ID)  (atomic: readers see all or nothing)
         ▼
-    transition → SUCCEEDED | FAILED/ERROR  (exit_code, finished_at)
-                 or → QUEUED (attempt + 1) when the launcher set JOBKIT_RETRIES_LEFT > 0
+    transition → SUCCEEDED, or on an exception :mod:`jobkit.reconcile` decides:
+                 QUEUED (attempt + 1) while retries are left, else FAILED/ERROR
 
 The outcome is written *before* the terminal state, so any client that sees
 SUCCEEDED finds the result.  A worker that dies before the last step leaves
@@ -41,6 +41,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 
 from jobkit.errors import JobkitError, StoreUnavailableError
+from jobkit.reconcile import Failure, fail, requeue, retry_allowed
 from jobkit.serialization import Call, dump_outcome, load_payload
 from jobkit.states import FailureReason, JobState
 from jobkit.stores.base import Store, outcome_key, payload_key
@@ -117,16 +118,15 @@ def run_job(
         error = exc
     del call, fn
 
-    if error is not None and _retries_left(record.attempt) > 0:
+    failure = None if error is None else _failure_of(error, classify)
+    if failure is not None and retry_allowed(record, failure.reason):
         _flush_std()
-        print(f"jobkit worker: attempt failed ({_one_line(error)}); retrying", file=sys.stderr)
+        print(f"jobkit worker: attempt failed ({failure.message}); retrying", file=sys.stderr)
         _flush_std()
-        requeued = store.transition(
-            job_id,
-            JobState.QUEUED,
-            expect=(JobState.RUNNING,),
-            attempt=store.get(job_id).attempt + 1,
-            message=f"retrying after {_one_line(error)}",
+        requeued = requeue(
+            store,
+            store.get(job_id),
+            f"retrying after {failure.message}",
             exit_code=EXIT_FAILED,
         )
         if requeued is not None:
@@ -136,40 +136,28 @@ def run_job(
     value = None
     _flush_std()
     store.put_blob(outcome_key(job_id), outcome)
-    if error is None:
+    if failure is None:
         store.transition(job_id, JobState.SUCCEEDED, finished_at=time.time(), exit_code=EXIT_OK)
         return EXIT_OK
+    fail(store, job_id, failure)
+    return EXIT_FAILED
+
+
+def _failure_of(
+    error: BaseException,
+    classify: Callable[[BaseException], tuple[FailureReason, str] | None] | None,
+) -> Failure:
+    """The function raised: ERROR, unless the launcher knows better (a time-limit stop)."""
     reason, message = (classify(error) if classify else None) or (
         FailureReason.ERROR,
         _one_line(error),
     )
-    store.transition(
-        job_id,
-        JobState.FAILED,
-        finished_at=time.time(),
-        exit_code=EXIT_FAILED,
-        failure_reason=reason,
-        message=message,
-    )
-    return EXIT_FAILED
+    return Failure(reason, message, EXIT_FAILED)
 
 
 def _requeued_meanwhile(store: Store, job_id: str, attempt: int) -> bool:
     current = store.get(job_id)
     return current.state is JobState.QUEUED and current.attempt > attempt
-
-
-def _retries_left(attempt: int) -> int:
-    """``JOBKIT_RETRIES_LEFT``: set by a launcher that counts for us (the local
-    agent, Slurm).  ``JOBKIT_RETRIES``: the job's total, set where the
-    scheduler reruns a failed pod by itself (Kubernetes' backoffLimit), so
-    what is left is that total minus the attempts already recorded."""
-    try:
-        if "JOBKIT_RETRIES_LEFT" in os.environ:
-            return int(os.environ["JOBKIT_RETRIES_LEFT"])
-        return max(0, int(os.environ.get("JOBKIT_RETRIES", "0")) - attempt)
-    except ValueError:
-        return 0
 
 
 def _one_line(error: BaseException) -> str:
@@ -189,13 +177,10 @@ def _fail_unloadable(store: Store, job_id: str, key: bytes, exc: BaseException) 
     try:
         store.put_blob(outcome_key(job_id), dump_outcome(key=key, job_id=job_id, error=exc))
     finally:
-        store.transition(
+        fail(
+            store,
             job_id,
-            JobState.FAILED,
-            finished_at=time.time(),
-            exit_code=EXIT_UNLOADABLE,
-            failure_reason=FailureReason.SUBMIT_ERROR,
-            message=str(exc)[:1000],
+            Failure(FailureReason.SUBMIT_ERROR, str(exc)[:1000], EXIT_UNLOADABLE),
         )
 
 

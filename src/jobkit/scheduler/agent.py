@@ -63,6 +63,7 @@ from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
+from jobkit.reconcile import Failure, fail, settle
 from jobkit.scheduler.daemon import (
     AgentPaths,
     acquire_lock,
@@ -86,7 +87,7 @@ from jobkit.scheduler.protocol import (
     encode_event,
     encode_status,
 )
-from jobkit.states import ACTIVE_STATES, FailureReason, JobRecord, JobState
+from jobkit.states import FailureReason, JobRecord, JobState
 from jobkit.stores.base import Store
 
 QUEUE_STATES = (JobState.PENDING, JobState.QUEUED)
@@ -303,13 +304,8 @@ class Agent:
 
     def _refuse(self, job_id: str, message: str) -> None:
         """Fail a waiting job that can never fit this machine (SUBMIT_ERROR)."""
-        failed = self.store.transition(
-            job_id,
-            JobState.FAILED,
-            expect=QUEUE_STATES,
-            failure_reason=FailureReason.SUBMIT_ERROR,
-            message=message,
-            finished_at=time.time(),
+        failed = fail(
+            self.store, job_id, Failure(FailureReason.SUBMIT_ERROR, message), expect=QUEUE_STATES
         )
         if failed is not None:
             self._broadcast(encode_event(Event.DONE, job_id))
@@ -454,7 +450,6 @@ class Agent:
         env.update({str(k): str(v) for k, v in (record.resources.get("env") or {}).items()})
         env["JOBKIT_JOB_ID"] = record.id
         env["JOBKIT_STORE"] = self.settings.store
-        env["JOBKIT_RETRIES_LEFT"] = str(_retries_left(record))
         if self.ledger.capacity.gpus or alloc.gpu_share:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(alloc.gpu_ids)
         if alloc.gpu_share and alloc.gpus < 1.0:
@@ -663,32 +658,11 @@ class Agent:
             self._broadcast(encode_event(Event.REQUEUED, job_id))
             self.dirty = True
             return
-        if (
-            record.state is JobState.RUNNING
-            and reason is not FailureReason.SUBMIT_ERROR
-            and _retries_left(record) > 0
-        ):
-            requeued = self.store.transition(
-                job_id,
-                JobState.QUEUED,
-                expect=(JobState.RUNNING,),
-                attempt=record.attempt + 1,
-                message=f"retrying after {reason.value}: {message}",
-                exit_code=code,
-            )
-            if requeued is not None:
-                self._enqueue([requeued])
-                self.dirty = True
-                return
-        self.store.transition(
-            job_id,
-            JobState.FAILED,
-            expect=ACTIVE_STATES,
-            failure_reason=reason,
-            message=message,
-            exit_code=code,
-            finished_at=time.time(),
-        )
+        settled = settle(self.store, record, Failure(reason, message, code))
+        if settled is not None and settled.state is JobState.QUEUED:
+            self._enqueue([settled])
+            self.dirty = True
+            return
         self._broadcast(encode_event(Event.DONE, job_id))
         self.dirty = True
 
@@ -724,10 +698,6 @@ class Agent:
 
 def _describe(machine: dict[str, Any]) -> str:
     return " ".join(f"{name}={machine.get(name)!r}" for name in MACHINE_FIELDS)
-
-
-def _retries_left(record: JobRecord) -> int:
-    return max(0, int(record.resources.get("retries") or 0) - record.attempt)
 
 
 def _alive(pid: int) -> bool:

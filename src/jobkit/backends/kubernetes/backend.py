@@ -28,7 +28,8 @@ from typing import TYPE_CHECKING, Any
 
 from jobkit.backends.base import Backend
 from jobkit.errors import ConfigError, JobkitError
-from jobkit.states import ACTIVE_STATES, FailureReason, JobRecord, JobState
+from jobkit.reconcile import Failure, fail, settle, vanished
+from jobkit.states import ACTIVE_STATES, JobRecord, JobState
 
 from .manifest import INDEX_ANNOTATION, build_job, job_name, to_yaml, validate
 from .settings import KubernetesSettings
@@ -224,9 +225,10 @@ class KubernetesBackend(Backend):
             elif record.backend_id and _job_of(record.backend_id) not in jobs:
                 self._record_failure(
                     record,
-                    "LOST",
-                    f"its Kubernetes Job {_job_of(record.backend_id)} is gone "
-                    "(deleted, or removed by ttlSecondsAfterFinished)",
+                    vanished(
+                        f"its Kubernetes Job {_job_of(record.backend_id)} is gone "
+                        "(deleted, or removed by ttlSecondsAfterFinished)"
+                    ),
                 )
 
     def _on_pod(self, pod: Mapping[str, Any]) -> None:
@@ -243,42 +245,24 @@ class KubernetesBackend(Backend):
 
     def _apply(self, pod: Mapping[str, Any], record: JobRecord, now: float) -> None:
         verdict = judge(pod, record, now=now, grace=self.settings.pending_grace)
-        if verdict.state is None:
+        failure = verdict.failure()
+        if failure is None:
             if verdict.message and record.message != verdict.message:
                 self.store.update(record.id, native_state=verdict.native, message=verdict.message)
             return
-        retries = int(record.resources.get("retries") or 0)
-        retried = verdict.reason not in (None, FailureReason.SUBMIT_ERROR)
-        if retried and record.attempt < retries:  # Kubernetes starts another pod for it
-            self.store.transition(
-                record.id,
-                JobState.QUEUED,
-                expect=(record.state,),
-                attempt=record.attempt + 1,
-                native_state=verdict.native,
-                message=f"retrying after {verdict.message}",
-            )
-            return
-        self.store.transition(
-            record.id,
-            verdict.state,
+        # A requeued attempt is Kubernetes' to run again: backoffLimit starts another pod.
+        settle(
+            self.store,
+            record,
+            failure,
             expect=(record.state,),
-            failure_reason=verdict.reason,
-            message=verdict.message,
-            native_state=verdict.native,
-            exit_code=verdict.exit_code,
+            requeue_from=(record.state,),
+            retry_message=f"retrying after {verdict.message}",
             finished_at=now,
         )
 
-    def _record_failure(self, record: JobRecord, reason: str, message: str) -> None:
-        self.store.transition(
-            record.id,
-            JobState.FAILED,
-            expect=(record.state,),
-            failure_reason=reason,
-            message=message,
-            finished_at=time.time(),
-        )
+    def _record_failure(self, record: JobRecord, failure: Failure) -> None:
+        fail(self.store, record.id, failure, expect=(record.state,))
 
     @staticmethod
     def _latest_pods(pods: Sequence[Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:

@@ -16,8 +16,10 @@ Kubernetes is asked only about what a worker cannot record::
 A failure is only the pod's to report if the pod is where the job last ran
 (the record's ``host`` is the pod's name, which is its hostname) or if the job
 never started anywhere; a worker that requeued its job for a retry has already
-recorded what happened.  Any failure while retries are left moves the job back
-to QUEUED: Kubernetes starts a new pod (``backoffLimit``/``backoffLimitPerIndex``).
+recorded what happened.  A verdict is only an observation: the backend hands
+its :meth:`Verdict.failure` to :func:`jobkit.reconcile.settle`, which moves the
+job back to QUEUED while retries are left (Kubernetes starts a new pod, by
+``backoffLimit``/``backoffLimitPerIndex``) or records it FAILED.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import datetime
 from collections.abc import Mapping
 from typing import Any
 
+from jobkit.reconcile import Failure
 from jobkit.states import FailureReason, JobRecord, JobState
 
 from .manifest import ARRAY_ID, INDEX_ANNOTATION, JOB_ID
@@ -54,6 +57,12 @@ class Verdict:
     reason: FailureReason | None = None
     message: str | None = None
     exit_code: int | None = None
+
+    def failure(self) -> Failure | None:
+        """The failure to hand :func:`jobkit.reconcile.settle`; None: nothing to record yet."""
+        if self.state is not JobState.FAILED or self.reason is None:
+            return None
+        return Failure(self.reason, self.message or self.native, self.exit_code, self.native)
 
 
 def jobkit_id(pod: Mapping[str, Any]) -> str | None:

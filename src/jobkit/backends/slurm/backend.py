@@ -26,6 +26,7 @@ from jobkit.backends.slurm import queries, submitit_adapter
 from jobkit.backends.slurm.submitit_adapter import Submitted
 from jobkit.backends.slurm.translate import SlurmSettings, sbatch_parameters, translate_state
 from jobkit.errors import BackendError, SubmitError
+from jobkit.reconcile import Failure, fail, vanished
 from jobkit.states import ACTIVE_STATES, LEGAL_TRANSITIONS, FailureReason, JobRecord, JobState
 
 if TYPE_CHECKING:
@@ -228,23 +229,17 @@ class SlurmBackend(Backend):
         for record in active:
             if record.backend_id is None:
                 if record.state is JobState.PENDING and now - record.created_at > SUBMIT_GRACE:
-                    self._fail(
-                        record,
-                        FailureReason.SUBMIT_ERROR,
-                        "never reached Slurm (the submitting process stopped before sbatch)",
-                        None,
-                    )
+                    never = "never reached Slurm (the submitting process stopped before sbatch)"
+                    fail(self.store, record.id, Failure(FailureReason.SUBMIT_ERROR, never))
                 continue
             seen = native.get(record.backend_id)
             if seen is None:
                 if self._accounting is False:
-                    self._fail(
-                        record,
-                        FailureReason.LOST,
+                    gone = vanished(
                         "left Slurm's queue without recording "
-                        "an outcome (accounting is disabled, so Slurm's reason is unknown)",
-                        None,
+                        "an outcome (accounting is disabled, so Slurm's reason is unknown)"
                     )
+                    fail(self.store, record.id, gone)
                 continue
             self._apply(record, seen)
 
@@ -264,7 +259,7 @@ class SlurmBackend(Backend):
                 and state in LEGAL_TRANSITIONS[record.state]
             ):
                 self.store.transition(
-                    record.id, state, expect=(record.state,), native_state=seen.state
+                    record.id, JobState.QUEUED, expect=(record.state,), native_state=seen.state
                 )
             return
         # The worker records the end itself; reaching here means it could not.
@@ -284,25 +279,10 @@ class SlurmBackend(Backend):
             detail += f", exit code {seen.exit_code}"
         if state is JobState.SUCCEEDED:
             reason, detail = FailureReason.LOST, detail + " but the worker recorded no outcome"
-        self._fail(record, reason or FailureReason.ERROR, detail, seen)
-
-    def _fail(
-        self,
-        record: JobRecord,
-        reason: FailureReason,
-        message: str,
-        seen: queries.NativeState | None,
-    ) -> None:
-        self.store.transition(
-            record.id,
-            JobState.FAILED,
-            expect=ACTIVE_STATES,
-            failure_reason=reason,
-            message=message,
-            native_state=seen.state if seen else record.native_state,
-            exit_code=seen.exit_code if seen else None,
-            finished_at=time.time(),
-        )
+        failure = Failure(reason or FailureReason.ERROR, detail, seen.exit_code, seen.state)
+        # Final even with retries left: Slurm does not rerun a job by itself and
+        # this backend does not resubmit (the worker requeues what it sees fail).
+        fail(self.store, record.id, failure)
 
 
 def _first_line(text: str) -> str:

@@ -42,6 +42,7 @@ class SlurmEntry:
     def checkpoint(self, store_url: str, job_id: str) -> Any:
         """Called by submitit on timeout warning or preemption (rank 0 only)."""
         from jobkit.backends.slurm import submitit_adapter
+        from jobkit.reconcile import requeue
         from jobkit.serialization import dump_payload
         from jobkit.signing import load_key
         from jobkit.stores.base import payload_key
@@ -66,13 +67,10 @@ class SlurmEntry:
                 Call(fn=fn, args=tuple(args), kwargs=dict(kwargs)), key=key, job_id=job_id
             ),
         )
-        record = store.get(job_id)
-        store.transition(
-            job_id,
-            JobState.QUEUED,
-            expect=(JobState.RUNNING,),
-            attempt=record.attempt + 1,
-            message=f"requeued from a checkpoint at {time.strftime('%H:%M:%S')}",
+        requeue(
+            store,
+            store.get(job_id),
+            f"requeued from a checkpoint at {time.strftime('%H:%M:%S')}",
         )
         return submitit_adapter.resubmission(self, store_url, job_id)
 
@@ -89,8 +87,9 @@ def _classify(error: BaseException) -> tuple[FailureReason, str] | None:
 def run_in_slurm(store_url: str, job_id: str, *, on_call: Any = None) -> int:
     """The jobkit worker inside a Slurm job (both launch paths come here).
 
-    Rank 0 records; other ranks follow.  A failed attempt with ``retries``
-    left is requeued through ``scontrol requeue``: Slurm does not rerun
+    Rank 0 records; other ranks follow.  When the worker requeued a failed
+    attempt (:func:`jobkit.reconcile.retry_allowed`: retries left), the
+    Slurm job is requeued through ``scontrol requeue``: Slurm does not rerun
     failures by itself.
     """
     from jobkit.environment import env
@@ -101,12 +100,8 @@ def run_in_slurm(store_url: str, job_id: str, *, on_call: Any = None) -> int:
     os.environ["JOBKIT_JOB_ID"] = job_id
     os.environ.setdefault("JOBKIT_STORE", store_url)
     store = open_patient_store(store_url)
-    rank, attempt = env().rank, 0
-    if rank == 0:
-        record = store.get(job_id)
-        retries = int(record.resources.get("retries") or 0)
-        os.environ["JOBKIT_RETRIES_LEFT"] = str(max(0, retries - record.attempt))
-        attempt = record.attempt
+    rank = env().rank
+    attempt = store.get(job_id).attempt if rank == 0 else 0
     code = run_job(
         store, job_id, load_key(), follower=rank != 0, on_call=on_call, classify=_classify
     )

@@ -1,0 +1,258 @@
+"""The reconciler's decisions, on real stores: retry or fail, and who may write FAILED."""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import jobkit
+from jobkit.reconcile import (
+    RETRIED_BY_DEFAULT,
+    Failure,
+    fail,
+    requeue,
+    retries_left,
+    retry_allowed,
+    settle,
+)
+from jobkit.serialization import Call, dump_payload, load_outcome
+from jobkit.states import FailureReason, JobRecord, JobState
+from jobkit.stores.base import Store, outcome_key, payload_key
+from jobkit.stores.memory import MemoryStore
+from jobkit.stores.sqlite import SQLiteStore
+from jobkit.worker import run_job
+
+KEY = b"k" * 32
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    made: Store = MemoryStore() if request.param == "memory" else SQLiteStore(tmp_path / "j.db")
+    yield made
+    made.close()
+
+
+def put(
+    store: Store,
+    state: JobState,
+    *,
+    attempt: int = 0,
+    retries: int | None = None,
+    job_id: str | None = None,
+) -> JobRecord:
+    resources: dict[str, Any] = {"cpus": 1}
+    if retries is not None:
+        resources["retries"] = retries
+    record = JobRecord(
+        id=job_id or f"jk-{state.value.lower()}-{attempt}",
+        name="job",
+        backend="local",
+        created_at=1.0,
+        attempt=attempt,
+        resources=resources,
+    )
+    store.create([record])
+    if state is not JobState.PENDING:
+        moved = store.transition(record.id, state)
+        assert moved is not None
+        return moved
+    return record
+
+
+@pytest.mark.parametrize(
+    ("reason", "attempt", "retries", "requeued"),
+    [
+        (FailureReason.ERROR, 0, None, False),
+        (FailureReason.ERROR, 0, 0, False),
+        (FailureReason.ERROR, 0, 2, True),
+        (FailureReason.ERROR, 1, 2, True),
+        (FailureReason.ERROR, 2, 2, False),
+        (FailureReason.ERROR, 5, 2, False),
+        (FailureReason.TIMEOUT, 0, 1, True),
+        (FailureReason.OOM, 0, 1, True),
+        (FailureReason.PREEMPTED, 0, 1, True),
+        (FailureReason.LOST, 1, 2, True),
+        (FailureReason.LOST, 2, 2, False),
+        (FailureReason.SUBMIT_ERROR, 0, 3, False),
+    ],
+)
+def test_a_running_failure_is_retried_while_retries_remain(
+    store: Store, reason: FailureReason, attempt: int, retries: int | None, requeued: bool
+) -> None:
+    record = put(store, JobState.RUNNING, attempt=attempt, retries=retries)
+    written = settle(store, record, Failure(reason, "it broke", 137, "NATIVE"))
+    assert written is not None
+    now = store.get(record.id)
+    assert now == written
+    if requeued:
+        assert now.state is JobState.QUEUED and now.attempt == attempt + 1
+        assert now.failure_reason is None and now.finished_at is None
+        assert now.message == f"retrying after {reason.value}: it broke"
+    else:
+        assert now.state is JobState.FAILED and now.attempt == attempt
+        assert now.failure_reason is reason and now.message == "it broke"
+        assert now.finished_at is not None
+    assert now.exit_code == 137 and now.native_state == "NATIVE"
+
+
+def test_only_states_named_for_requeue_go_back_to_the_queue(store: Store) -> None:
+    queued = put(store, JobState.QUEUED, retries=3)
+    written = settle(store, queued, Failure(FailureReason.LOST, "node gone"))
+    assert written is not None and written.state is JobState.FAILED
+    pending = put(store, JobState.PENDING, retries=3)
+    again = settle(
+        store,
+        pending,
+        Failure(FailureReason.LOST, "pod gone"),
+        requeue_from=(JobState.PENDING,),
+        retry_message="retrying after the pod vanished",
+    )
+    assert again is not None and again.state is JobState.QUEUED and again.attempt == 1
+    assert again.message == "retrying after the pod vanished"
+
+
+def test_a_late_observer_does_not_overwrite_a_cancel(store: Store) -> None:
+    stale = put(store, JobState.RUNNING, retries=2)
+    assert store.transition(stale.id, JobState.CANCELLED) is not None
+    assert settle(store, stale, Failure(FailureReason.LOST, "worker vanished")) is None
+    assert fail(store, stale.id, Failure(FailureReason.ERROR, "late")) is None
+    now = store.get(stale.id)
+    assert now.state is JobState.CANCELLED and now.failure_reason is None
+
+
+def test_fail_respects_expect_and_keeps_the_native_state_when_none_is_given(store: Store) -> None:
+    queued = put(store, JobState.QUEUED)
+    store.update(queued.id, native_state="PENDING")
+    assert (
+        fail(store, queued.id, Failure(FailureReason.OOM, "x"), expect=(JobState.RUNNING,)) is None
+    )
+    failed = fail(
+        store, queued.id, Failure(FailureReason.SUBMIT_ERROR, "never fits"), finished_at=5.0
+    )
+    assert failed is not None and failed.state is JobState.FAILED
+    assert failed.failure_reason is FailureReason.SUBMIT_ERROR and failed.finished_at == 5.0
+    assert failed.native_state == "PENDING" and failed.exit_code is None
+
+
+def test_requeue_counts_an_attempt_and_refuses_a_moved_job(store: Store) -> None:
+    running = put(store, JobState.RUNNING, retries=1)
+    assert retries_left(running) == 1
+    again = requeue(store, running, "requeued from a checkpoint")
+    assert again is not None and again.attempt == 1 and retries_left(again) == 0
+    assert requeue(store, running, "twice") is None  # no longer RUNNING
+
+
+def test_the_default_policy_retries_everything_but_submit_errors() -> None:
+    assert frozenset(FailureReason) - RETRIED_BY_DEFAULT == {FailureReason.SUBMIT_ERROR}
+    record = JobRecord(id="jk-1", name="j", backend="local", resources={"retries": 1})
+    assert all(retry_allowed(record, reason) for reason in RETRIED_BY_DEFAULT)
+    assert not retry_allowed(record, FailureReason.SUBMIT_ERROR)
+    record.attempt = 1
+    assert not any(retry_allowed(record, reason) for reason in FailureReason)
+
+
+def raises(message: str) -> None:
+    raise ValueError(message)
+
+
+def test_the_worker_counts_retries_from_the_record_not_its_environment(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stale launcher variable once gave the worker its own count of retries."""
+    monkeypatch.setenv("JOBKIT_RETRIES_LEFT", "5")
+    monkeypatch.setenv("JOBKIT_RETRIES", "5")
+    for retries, final in ((0, True), (2, False)):
+        record = put(store, JobState.QUEUED, retries=retries, job_id=f"jk-retries-{retries}")
+        call = Call(fn=raises, args=("boom",), kwargs={})
+        store.put_blob(payload_key(record.id), dump_payload(call, key=KEY, job_id=record.id))
+        assert run_job(store, record.id, KEY) == 1
+        now = store.get(record.id)
+        if final:
+            assert now.state is JobState.FAILED and now.failure_reason is FailureReason.ERROR
+            assert now.message == "ValueError: boom" and now.exit_code == 1
+            outcome = load_outcome(
+                store.get_blob(outcome_key(record.id)), key=KEY, job_id=record.id
+            )
+            with pytest.raises(ValueError, match="boom"):
+                outcome.unwrap()
+        else:
+            assert now.state is JobState.QUEUED and now.attempt == 1
+            assert now.message == "retrying after ValueError: boom"
+
+
+# -- every FAILED goes through the reconciler ---------------------------------------
+
+SRC = Path(jobkit.__file__).parent
+RECONCILER = SRC / "reconcile.py"
+REPLAYS = {("stores/copy.py", "_bring_up_to_date")}
+"""Functions that replay a state another store already recorded (``jobkit store copy``):
+they decide nothing."""
+
+
+def unreconciled_transitions(source: str) -> list[tuple[int, str | None]]:
+    """Lines of ``transition(...)`` calls that may write a state other than a named
+    non-FAILED ``JobState`` member: FAILED itself, or a state held in a variable.
+    A store method that forwards its own ``state`` parameter is allowed."""
+    tree = ast.parse(source)
+    lines: list[tuple[int, str | None]] = []
+
+    def visit(node: ast.AST, function: str | None) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef):
+                visit(child, child.name)
+                continue
+            if (
+                isinstance(child, ast.Call)
+                and isinstance(child.func, ast.Attribute)
+                and child.func.attr == "transition"
+            ):
+                state = next((k.value for k in child.keywords if k.arg == "state"), None)
+                if state is None and len(child.args) > 1:
+                    state = child.args[1]
+                named = (
+                    isinstance(state, ast.Attribute)
+                    and isinstance(state.value, ast.Name)
+                    and state.value.id == "JobState"
+                    and state.attr != "FAILED"
+                )
+                forwarded = function == "transition" and isinstance(state, ast.Name)
+                if not (named or forwarded):
+                    lines.append((child.lineno, function))
+            visit(child, function)
+
+    visit(tree, None)
+    return lines
+
+
+def test_the_checker_catches_a_failed_write_however_spelled() -> None:
+    sample = """
+from jobkit.states import JobState
+def observe(store, job_id, state, JobState=JobState):
+    store.transition(job_id, JobState.FAILED, failure_reason="LOST")
+    store.transition(job_id, state=JobState.FAILED)
+    store.transition(job_id, state)
+    store.transition(job_id, verdict.state)
+    store.transition(job_id, JobState.QUEUED)
+class Patient:
+    def transition(self, job_id, state, **fields):
+        return self.inner.transition(job_id, state, **fields)
+"""
+    assert unreconciled_transitions(sample) == [(n, "observe") for n in (4, 5, 6, 7)]
+
+
+def test_no_failed_transition_outside_the_reconciler() -> None:
+    offenders = []
+    for path in sorted(SRC.rglob("*.py")):
+        if path == RECONCILER:
+            continue
+        where = path.relative_to(SRC).as_posix()
+        offenders += [
+            f"{where}:{line}"
+            for line, function in unreconciled_transitions(path.read_text())
+            if (where, function) not in REPLAYS
+        ]
+    assert not offenders, f"write FAILED through jobkit.reconcile.fail/settle: {offenders}"
