@@ -1,6 +1,6 @@
 """The Kubernetes test infrastructure itself, driven by the unmodified ``kubernetes`` client.
 
-``tests/k8s_emulator.py`` serves an emulated API server over HTTP and a Job
+``src/jobkit_testing/k8s_emulator/`` serves an emulated API server over HTTP and a Job
 controller that runs pods as local processes. These tests pin down what the
 Kubernetes backend's tests will rely on: Jobs run and complete, Indexed Jobs
 run one pod per index within ``parallelism``, label-selected watches, watch
@@ -31,7 +31,7 @@ from kubernetes.client.exceptions import ApiException
 
 from conftest import wait_for
 
-pytest_plugins = ["k8s_emulator"]
+pytest_plugins = ["jobkit_testing.k8s_emulator.fixtures"]
 
 NS = "jobkit"
 MANIFESTS = Path(__file__).resolve().parents[2] / "backends" / "kubernetes"
