@@ -2,7 +2,7 @@
 
 On a shared cluster every API request loads the API server (and its etcd), so
 this workload reports **request counts**; timings are informational.  The API
-server is the emulated one of ``tests/k8s_emulator.py`` over real HTTP, driven
+server is the emulated one of ``jobkit_testing.k8s_emulator`` over real HTTP, driven
 by the unmodified ``kubernetes`` client; its test Job controller runs each pod's
 command (``python -m jobkit.worker``) as a local process.  The store is S3 on
 the counting moto server of ``s3_server.py`` (conditional writes atomic, as on
@@ -53,7 +53,6 @@ from s3_server import CountingServer, Owners, describe, requests_only
 from tasks import sleep_for, trivial
 
 HERE = Path(__file__).resolve().parent
-TESTS = HERE.parent / "tests"
 NAMESPACE = "jobkit"
 SECRET = "jobkit-store"
 INDEXED_LIMIT = 100_000
@@ -133,7 +132,7 @@ def tally(calls: Sequence[ApiCall]) -> dict[str, int]:
 @contextlib.contextmanager
 def counted(api_server_class: Any, port: int, log: ApiLog) -> Iterator[None]:
     """Log every request the emulator's ``ApiServer`` receives, with its sender."""
-    import k8s_emulator
+    from jobkit_testing import k8s_emulator
 
     owners = Owners(port)
     original = api_server_class.__call__
@@ -147,7 +146,7 @@ def counted(api_server_class: Any, port: int, log: ApiLog) -> Iterator[None]:
             peer = transport.get_extra_info("peername") if transport is not None else None
             role, pid = owners._lookup(int(peer[1])) if peer else ("gone", 0)
         path = raw_request.path
-        route = k8s_emulator._parse_route(path)
+        route = k8s_emulator.parse_route(path)
         name: str | None = None
         if path.rstrip("/") == "/version":
             verb, resource = "get", "version"
@@ -155,7 +154,7 @@ def counted(api_server_class: Any, port: int, log: ApiLog) -> Iterator[None]:
             verb, resource = "get", "discovery"
         else:
             params = dict(raw_request.query)
-            verb = api_server_class._verb(raw_request.method, route, params)
+            verb = api_server_class.verb(raw_request.method, route, params)
             resource = route.kind.plural + (f"/{route.subresource}" if route.subresource else "")
             name = route.name
         entry = ApiCall(role, pid, verb, resource, name, time.perf_counter())
@@ -187,21 +186,17 @@ class Cluster(NamedTuple):
 @contextlib.contextmanager
 def cluster(workdir: Path, parallelism: int) -> Iterator[Cluster]:
     """The emulated API and its controller, moto, a Secret; restored and stopped after."""
-    sys.path.insert(0, str(TESTS))
-    try:
-        import k8s_emulator
-    finally:
-        sys.path.remove(str(TESTS))
     import boto3
 
     import jobkit
+    from jobkit_testing import k8s_emulator
 
     log = ApiLog()
     with fake_aws(), CountingServer() as s3:
         setup = boto3.client("s3", endpoint_url=s3.endpoint)
         setup.create_bucket(Bucket=BUCKET)
         setup.close()
-        thread = k8s_emulator._ServerThread()
+        thread = k8s_emulator.ServerThread()
         emulator = thread.start()
         port = int(emulator.url.rsplit(":", 1)[1].split("/")[0])
         pods = workdir / "pods"
@@ -564,8 +559,8 @@ def report(
     for entry in listing["cancels"]:
         lines.append(split_line(f"cancel() of a map of {entry['items']}", entry["calls"], None))
     notes.append(
-        "k8s: counted by the emulated API server (tests/k8s_emulator.py, real HTTP) per sending "
-        "process, the test controller's requests left out; store S3 on moto; "
+        "k8s: counted by the emulated API server (jobkit_testing.k8s_emulator, real HTTP) "
+        "per sending process, the test controller's requests left out; store S3 on moto; "
         f"array_parallelism {size['parallelism']} (pods of a map at once, on 2 cores); the "
         "listed jobs: maps of sleep with parallelism 1 (one pod runs, the rest QUEUED); "
         "naive = one Job create per item + one GET per job per second of the run (rounded up)"

@@ -100,7 +100,8 @@ def k8s_facts(machine: dict[str, Any]) -> str:
         return ""
     return (
         f"; kubernetes client {facts.get('kubernetes', '?')}, emulated API "
-        f"(tests/k8s_emulator.py on kmock {facts.get('kmock', '?')}), moto {facts.get('moto', '?')}"
+        f"(jobkit_testing.k8s_emulator on kmock {facts.get('kmock', '?')}), "
+        f"moto {facts.get('moto', '?')}"
     )
 
 

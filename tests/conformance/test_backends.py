@@ -23,7 +23,7 @@ from backend_suite import BackendConformance
 import jobkit
 from conftest import local_env, slurm_env
 
-pytest_plugins = ["s3_fixtures", "k8s_emulator"]
+pytest_plugins = ["s3_fixtures", "jobkit_testing.k8s_emulator.fixtures"]
 
 PLUGINS = Path(__file__).parent.parent / "plugins"
 

@@ -8,9 +8,11 @@ from pathlib import Path
 import pytest
 from store_suite import StoreConformance
 
+from jobkit.errors import ConfigError
 from jobkit.stores import open_store
 from jobkit.stores.base import Store
 from jobkit.stores.memory import MemoryStore
+from jobkit.stores.patient import PatientStore
 from jobkit.stores.s3 import S3Store
 from jobkit.stores.sqlite import SQLiteStore
 
@@ -33,6 +35,43 @@ class TestSQLiteStore(StoreConformance):
         assert isinstance(store, SQLiteStore)
         yield store
         store.close()
+
+
+class TestPatientStore(StoreConformance):
+    """What workers talk to: SQLite with every call retried while it is unreachable."""
+
+    @pytest.fixture
+    def store(self, tmp_path: Path) -> Iterator[Store]:
+        store = PatientStore(open_store(f"sqlite://{tmp_path}/jobkit.db"), patience=5)
+        yield store
+        store.close()
+
+
+def test_a_patient_store_is_a_store_with_the_wrapped_stores_hints(
+    tmp_path: Path, s3_bucket: str
+) -> None:
+    for url in (f"sqlite://{tmp_path}/jobkit.db", f"s3://{s3_bucket}/hints", "memory://"):
+        inner = open_store(url)
+        patient = PatientStore(inner)
+        assert isinstance(patient, Store)
+        assert patient.wrapped is inner
+        assert (patient.url, patient.identity, patient.local_dir) == (
+            inner.url,
+            inner.identity,
+            inner.local_dir,
+        )
+        assert (patient.scheme, patient.sweep_interval, patient.read_budget) == (
+            inner.scheme,
+            inner.sweep_interval,
+            inner.read_budget,
+        )
+        assert patient.shared_across_processes == inner.shared_across_processes
+        patient.close()
+
+
+def test_a_negative_patience_is_one_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"patience=-1 .*e\.g\. patience=600"):
+        PatientStore(open_store("memory://"), patience=-1)
 
 
 class TestS3Store(StoreConformance):

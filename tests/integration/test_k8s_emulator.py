@@ -1,6 +1,6 @@
 """The Kubernetes test infrastructure itself, driven by the unmodified ``kubernetes`` client.
 
-``tests/k8s_emulator.py`` serves an emulated API server over HTTP and a Job
+``src/jobkit_testing/k8s_emulator/`` serves an emulated API server over HTTP and a Job
 controller that runs pods as local processes. These tests pin down what the
 Kubernetes backend's tests will rely on: Jobs run and complete, Indexed Jobs
 run one pod per index within ``parallelism``, label-selected watches, watch
@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -31,7 +34,7 @@ from kubernetes.client.exceptions import ApiException
 
 from conftest import wait_for
 
-pytest_plugins = ["k8s_emulator"]
+pytest_plugins = ["jobkit_testing.k8s_emulator.fixtures"]
 
 NS = "jobkit"
 MANIFESTS = Path(__file__).resolve().parents[2] / "backends" / "kubernetes"
@@ -802,3 +805,49 @@ def test_the_rbac_manifests_apply_to_the_emulated_cluster(
     assert binding["roleRef"]["name"] == "jobkit-submitter"
     assert {s["name"] for s in binding["subjects"]} == {"jobkit"}
     assert k8s_emulator.get("serviceaccounts", NS, "jobkit") is not None
+
+
+# -- the package its users import ------------------------------------------------------
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_a_fresh_process_outside_the_repo_imports_and_serves_the_emulator(tmp_path: Path) -> None:
+    """What a benchmark does: a normal import (no sys.path edit), a server, a request."""
+    code = (
+        "import json, sys, urllib.request\n"
+        "from jobkit_testing.k8s_emulator import ServerThread\n"
+        "assert not any(p.rstrip('/').endswith('/tests') for p in sys.path), sys.path\n"
+        "thread = ServerThread()\n"
+        "emulator = thread.start()\n"
+        "try:\n"
+        "    print(json.load(urllib.request.urlopen(emulator.url + '/version'))['major'])\n"
+        "finally:\n"
+        "    thread.stop()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "1"
+
+
+def test_tests_and_benchmarks_use_only_its_public_names_and_no_path_edits() -> None:
+    files = [*REPO.joinpath("tests").rglob("*.py"), *REPO.joinpath("benchmarks").glob("*.py")]
+    private = re.compile(r"k8s_emulator(\.[a-z_]+)*\._[A-Za-z]|from jobkit_testing\S* import .*\b_")
+    offenders = []
+    for path in files:
+        text = path.read_text()
+        if path == Path(__file__).resolve():  # this test names what it looks for
+            continue
+        if "k8s_emulator" not in text and "jobkit_testing" not in text:
+            continue
+        offenders += [f"{path}: {m.group(0)}" for m in private.finditer(text)]
+        if "sys.path.insert" in text or "sys.path.append" in text:
+            uses = re.search(r"import k8s_emulator|from k8s_emulator", text)
+            offenders += [f"{path}: sys.path edit to reach the emulator"] if uses else []
+    assert not offenders
+    import jobkit_testing.k8s_emulator as package
+
+    assert all(not name.startswith("_") for name in package.__all__)
+    assert {"K8sEmulator", "ServerThread", "JobController", "ApiServer"} <= set(package.__all__)

@@ -1,7 +1,7 @@
 """The kubernetes backend through a Kubernetes API served over real HTTP.
 
 The unmodified ``kubernetes`` client talks to the emulated API server of
-``tests/k8s_emulator.py``; its test Job controller runs each pod's command (the
+``src/jobkit_testing/k8s_emulator/``; its test Job controller runs each pod's command (the
 jobkit worker) as a local process, with the pod's environment, Secret included.
 The store is S3 over HTTP (moto), as on a real cluster: the pod reads its
 payload from the bucket and writes its outcome there.
@@ -27,7 +27,7 @@ from conftest import wait_for
 from jobkit.errors import BackendError, ConfigError, SubmitError
 from jobkit.states import FailureReason, JobState
 
-pytest_plugins = ["s3_fixtures", "k8s_emulator"]
+pytest_plugins = ["s3_fixtures", "jobkit_testing.k8s_emulator.fixtures"]
 
 T = 60
 NAMESPACE = "jobkit"

@@ -21,7 +21,7 @@ import pytest
 
 import jobkit
 
-pytest_plugins = ["s3_fixtures", "k8s_emulator"]
+pytest_plugins = ["s3_fixtures", "jobkit_testing.k8s_emulator.fixtures"]
 
 T = 60
 

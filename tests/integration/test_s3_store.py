@@ -395,10 +395,10 @@ def test_watching_running_jobs_costs_a_list_per_final_state_not_a_read_per_job(
 def test_watching_reads_records_when_listing_would_cost_more(
     store: S3Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import jobkit.stores.s3 as s3_module
+    import jobkit.stores.s3.listing as listing
 
     _fill(store, 300)
-    monkeypatch.setattr(s3_module, "LIST_PAGE", 10)  # pages of 10 keys: listing is dear
+    monkeypatch.setattr(listing, "LIST_PAGE", 10)  # pages of 10 keys: listing is dear
     watched = [f"jk-{i:05d}" for i in (0, 1, 2, 3, 299)]  # the oldest: all 300 are "since"
     expected = {i: r for i, r in store.get_many(watched).items() if r.state in TERMINAL_STATES}
     counter = RequestCounter(store.client)

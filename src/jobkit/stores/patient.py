@@ -20,17 +20,19 @@ changes nothing.
 
 from __future__ import annotations
 
-import functools
 import os
 import random
 import sys
 import time
-from collections.abc import Callable
-from typing import Any, TextIO
+from collections.abc import Callable, Collection, Iterable, Sequence
+from typing import Any, TextIO, TypeVar
 
 from jobkit.errors import ConfigError, StoreUnavailableError
+from jobkit.states import JobRecord, JobRow, JobState
 
-from .base import Store
+from .base import Buffer, Store
+
+R = TypeVar("R")
 
 PATIENCE_ENV = "JOBKIT_STORE_PATIENCE"
 DEFAULT_PATIENCE = 600.0
@@ -57,10 +59,16 @@ def patience_from_env(environ: dict[str, str] | os._Environ[str] = os.environ) -
     return value
 
 
-class PatientStore:
-    """Every method of ``store``, retried on StoreUnavailableError for up to ``patience`` s.
+class PatientStore(Store):
+    """Every call of ``store``, retried on StoreUnavailableError for up to ``patience`` s.
 
-    A proxy rather than a subclass: it wraps whichever store the URL opened.
+    A real :class:`Store` that delegates the whole contract, so the code
+    that holds one is type-checked against the contract and the store
+    conformance suite runs against it (a ``__getattr__`` proxy would let a
+    missing method pass silently).  It wraps whichever store the URL opened:
+    its ``url``, ``identity`` and the class-level hints (``sweep_interval``,
+    ``read_budget``, ...) are those of the wrapped store.  ``close`` is not
+    retried: it releases what is left and must not wait out an outage.
     """
 
     def __init__(
@@ -73,25 +81,137 @@ class PatientStore:
         log: TextIO | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
+        if not patience >= 0:
+            raise ConfigError(
+                f"patience={patience!r} is not a number of seconds >= 0; pass how long each "
+                "store call may be retried, e.g. patience=600"
+            )
         self._store = store
         self._patience = patience
         self._first_pause = first_pause
         self._longest_pause = longest_pause
         self._log = log
         self._sleep = sleep
+        self.url = store.url
+        self.local_dir = store.local_dir
+        # The wrapped store's hints, per instance (they are class-level on stores).
+        vars(self).update(
+            scheme=store.scheme,
+            sweep_interval=store.sweep_interval,
+            shared_across_processes=store.shared_across_processes,
+            read_budget=store.read_budget,
+        )
 
-    def __getattr__(self, name: str) -> Any:
-        attribute = getattr(self._store, name)
-        if not callable(attribute) or name.startswith("_"):
-            return attribute
+    @classmethod
+    def from_url(cls, url: str) -> PatientStore:
+        """The store ``url`` names, patient for ``$JOBKIT_STORE_PATIENCE`` seconds."""
+        from . import open_store
 
-        @functools.wraps(attribute)
-        def patiently(*args: Any, **kwargs: Any) -> Any:
-            return self._call(name, attribute, args, kwargs)
+        return cls(open_store(url), patience=patience_from_env())
 
-        return patiently
+    @property
+    def wrapped(self) -> Store:
+        """The store whose calls are retried."""
+        return self._store
 
-    def _call(self, name: str, method: Callable[..., Any], args: Any, kwargs: Any) -> Any:
+    @property
+    def identity(self) -> str:
+        return self._store.identity
+
+    # -- records -----------------------------------------------------------
+    def create(self, records: Sequence[JobRecord]) -> None:
+        self._call("create", self._store.create, records)
+
+    def get(self, job_id: str) -> JobRecord:
+        return self._call("get", self._store.get, job_id)
+
+    def get_many(self, job_ids: Collection[str]) -> dict[str, JobRecord]:
+        return self._call("get_many", self._store.get_many, job_ids)
+
+    def finished_among(
+        self, job_ids: Collection[str], *, since: float | None = None
+    ) -> dict[str, JobRecord]:
+        return self._call("finished_among", self._store.finished_among, job_ids, since=since)
+
+    def transition(
+        self,
+        job_id: str,
+        state: JobState,
+        *,
+        expect: Collection[JobState] | None = None,
+        **fields: Any,
+    ) -> JobRecord | None:
+        return self._call(
+            "transition", self._store.transition, job_id, state, expect=expect, **fields
+        )
+
+    def update(self, job_id: str, **fields: Any) -> JobRecord:
+        return self._call("update", self._store.update, job_id, **fields)
+
+    def query(
+        self,
+        *,
+        states: Collection[JobState] | None = None,
+        backend: str | None = None,
+        name: str | None = None,
+        array_id: str | None = None,
+        created_before: float | None = None,
+        limit: int | None = None,
+        oldest_first: bool = False,
+    ) -> list[JobRecord]:
+        return self._call(
+            "query",
+            self._store.query,
+            states=states,
+            backend=backend,
+            name=name,
+            array_id=array_id,
+            created_before=created_before,
+            limit=limit,
+            oldest_first=oldest_first,
+        )
+
+    def rows(
+        self,
+        *,
+        states: Collection[JobState] | None = None,
+        backend: str | None = None,
+        name: str | None = None,
+        limit: int | None = None,
+    ) -> list[JobRow]:
+        return self._call(
+            "rows", self._store.rows, states=states, backend=backend, name=name, limit=limit
+        )
+
+    def delete(self, job_ids: Collection[str]) -> int:
+        return self._call("delete", self._store.delete, job_ids)
+
+    def find_corrupted(self) -> dict[str, str]:
+        return self._call("find_corrupted", self._store.find_corrupted)
+
+    # -- blobs -------------------------------------------------------------
+    def put_blob(self, key: str, data: Buffer | Sequence[Buffer]) -> None:
+        self._call("put_blob", self._store.put_blob, key, data)
+
+    def get_blob(self, key: str) -> bytearray:
+        return self._call("get_blob", self._store.get_blob, key)
+
+    def blob_location(self, key: str) -> str:
+        return self._store.blob_location(key)
+
+    def delete_blobs(self, keys: Iterable[str]) -> None:
+        # A generator would be spent by a failed attempt: retry with a list.
+        self._call("delete_blobs", self._store.delete_blobs, list(keys))
+
+    def close(self) -> None:
+        self._store.close()
+
+    def __repr__(self) -> str:
+        return f"PatientStore({self._store!r}, patience={self._patience:g})"
+
+    # -- patience ----------------------------------------------------------
+    def _call(self, what: str, method: Callable[..., R], /, *args: Any, **kwargs: Any) -> R:
+        # Positional-only: a store call's own keywords (``name=``) pass through untouched.
         deadline = time.monotonic() + self._patience
         pause = self._first_pause
         attempt = 1
@@ -107,7 +227,7 @@ class PatientStore:
                     ) from exc
                 wait = min(random.uniform(pause / 2, pause), left)
                 self._say(
-                    f"jobkit worker: store call {name} failed (attempt {attempt}): {exc}; "
+                    f"jobkit worker: store call {what} failed (attempt {attempt}): {exc}; "
                     f"retrying in {wait:.1f} s, for up to {left:.0f} s more"
                 )
                 self._sleep(wait)
@@ -119,12 +239,10 @@ class PatientStore:
         print(line, file=stream, flush=True)
 
 
-def patient(store: Store, patience: float | None = None) -> Store:
-    """``store`` with its calls retried (typed as a Store for the code that uses it)."""
+def patient(store: Store, patience: float | None = None) -> PatientStore:
+    """``store`` with its calls retried for ``patience`` s ($JOBKIT_STORE_PATIENCE if None)."""
     chosen = patience_from_env() if patience is None else patience
-    wrapped: Any = PatientStore(store, patience=chosen)
-    result: Store = wrapped
-    return result
+    return PatientStore(store, patience=chosen)
 
 
 def open_patient_store(url: str) -> Store:

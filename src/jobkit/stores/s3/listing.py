@@ -12,7 +12,7 @@
               keep records that match every filter, ordered by id_order within a group
                                               (a map's items by index)
 
-Index keys (see :mod:`~jobkit.stores._s3_layout`) are only hints: the record
+Index keys (see :mod:`~jobkit.stores.s3.layout`) are only hints: the record
 read back decides whether a job matches, and a job is taken from the key
 whose time equals its ``created_at``, once.  What the key itself says
 (backend, name, time) spares the GET of a job that cannot match, so a
@@ -29,8 +29,8 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 
 from jobkit.states import JobRecord, JobRow, JobState
 
-from ._common import glob_matches, id_order
-from ._s3_layout import Entry, Layout, time_token
+from .._common import glob_matches, id_order
+from .layout import Entry, Layout, time_token
 
 LIST_PAGE = 1000
 """The most keys one ListObjectsV2 request returns."""
