@@ -26,7 +26,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from jobkit.backends.base import Backend
+from jobkit.backends.base import Backend, BackendHost
 from jobkit.errors import ConfigError, JobkitError
 from jobkit.states import ACTIVE_STATES, FailureReason, JobRecord, JobState
 
@@ -35,7 +35,6 @@ from .settings import KubernetesSettings
 from .states import created, jobkit_id, judge, worth_a_look
 
 if TYPE_CHECKING:
-    from jobkit.client import Client
     from jobkit.resources import Resources
 
     from .api import KubeApi
@@ -55,9 +54,9 @@ class KubernetesBackend(Backend):
     name = "kubernetes"
     pushes_completions = False
 
-    def __init__(self, client: Client) -> None:
-        super().__init__(client)
-        self.settings = KubernetesSettings.from_config(client.config.kubernetes)
+    def __init__(self, host: BackendHost) -> None:
+        super().__init__(host)
+        self.settings = KubernetesSettings.from_config(host.config.kubernetes)
         self._lock = threading.Lock()
         self._api: KubeApi | None = None
         self._watch: ClusterWatch | None = None
