@@ -63,7 +63,7 @@ class LocalBackend(Backend):
             gpus=local.gpus,
             max_jobs=local.max_jobs,
             idle_timeout=local.idle_timeout,
-            start_method=local.start_method or ("fork" if sys.platform == "linux" else "spawn"),
+            start_method=local.resolved_start_method,
         )
         self.log_dir = self.store.local_dir or home_dir()
         self.paths: AgentPaths = agent_paths(self.store.identity, self.log_dir)

@@ -62,8 +62,6 @@ class KubernetesBackend(Backend):
         self._watch: ClusterWatch | None = None
         self._per_index: bool | None = None
         self._server_version: tuple[int, int] | None = None
-        self.creates = 0
-        """Job create requests sent (the benchmark's count: one per submit or map)."""
 
     @classmethod
     def available(cls, config: Any) -> tuple[bool, str]:
@@ -151,7 +149,6 @@ class KubernetesBackend(Backend):
             job_id, first.name, resources, count=len(records) if array else None
         )
         self.api.create_job(manifest)
-        self.creates += 1
         name = job_name(job_id)
         now = time.time()
         for record in records:
