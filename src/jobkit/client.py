@@ -138,12 +138,11 @@ class Client:
         # Backends that warn before a time limit (Slurm) do so only for jobs that can resume.
         checkpointable = callable(getattr(fn, "checkpoint", None))
         records: list[JobRecord] = []
-        meta = backend.payload_meta(res)
         for index, (args, kwargs) in enumerate(calls):
             job_id = f"{array_id}.{index}" if array_id else base_id
             call = Call(fn=None if array else fn, args=args, kwargs=kwargs, fn_pickle=fn_pickle)
             self.store.put_blob(
-                payload_key(job_id), dump_payload(call, key=self.key, job_id=job_id, meta=meta)
+                payload_key(job_id), dump_payload(call, key=self.key, job_id=job_id)
             )
             records.append(
                 JobRecord(

@@ -41,6 +41,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 
 from jobkit.errors import JobkitError, StoreUnavailableError
+from jobkit.launchers import PLAIN, launcher_names, load_launcher
 from jobkit.reconcile import Failure, fail, requeue, retry_allowed
 from jobkit.serialization import Call, dump_outcome, load_payload
 from jobkit.states import FailureReason, JobState
@@ -187,8 +188,6 @@ def _fail_unloadable(store: Store, job_id: str, key: bytes, exc: BaseException) 
 INDEX_VARIABLES = ("SLURM_ARRAY_TASK_ID", "JOB_COMPLETION_INDEX")
 """Where an array task finds its index: Slurm arrays, Kubernetes Indexed Jobs."""
 
-LAUNCHERS = ("plain", "slurm")
-
 
 def array_item(array_id: str, offset: int, environ: Mapping[str, str] | None = None) -> str:
     """The job id of this array task: ``<array id>.<offset + task index>``."""
@@ -228,7 +227,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--array", metavar="ARRAY_ID", help="run this task's item of an array")
     parser.add_argument("--offset", type=int, default=0, help="index of the array's first item")
     parser.add_argument(
-        "--launcher", choices=LAUNCHERS, default="plain", help="glue for the scheduler it runs in"
+        "--launcher",
+        choices=launcher_names(),
+        default=PLAIN,
+        help="glue for the scheduler it runs in",
     )
     args = parser.parse_args(argv)
     if not args.store:
@@ -237,10 +239,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("give a JOB_ID, or --array ARRAY_ID for an array task")
     job_id = args.job_id or array_item(args.array, args.offset)
     try:
-        if args.launcher == "slurm":
-            from jobkit.backends.slurm.entry import run_in_slurm
-
-            return run_in_slurm(args.store, job_id)
+        if args.launcher != PLAIN:
+            return load_launcher(args.launcher)(args.store, job_id)
         from jobkit.signing import load_key
         from jobkit.stores.patient import open_patient_store
 

@@ -17,7 +17,6 @@ import pytest
 from jobkit.backends.kubernetes.manifest import (
     build_job,
     cpu_quantity,
-    indices,
     memory_quantity,
     merge,
     to_yaml,
@@ -229,5 +228,4 @@ def test_quantities_and_helpers() -> None:
     assert [cpu_quantity(c) for c in (1, 0.5, 2.25, 16)] == ["1", "500m", "2250m", "16"]
     assert memory_quantity(16 << 30) == "16Gi" and memory_quantity(1536 << 20) == "1536Mi"
     assert memory_quantity(1000) == "1000"
-    assert indices("0-2,5,7-8") == [0, 1, 2, 5, 7, 8] and indices("") == []
     assert merge({"a": {"b": 1, "c": 2}}, {"a": {"b": None, "d": 3}}) == {"a": {"c": 2, "d": 3}}

@@ -3,7 +3,9 @@
 As in fsspec's registry, the table maps a name to ``"module:Class"`` and to
 the text to show when the extra it needs is missing; third-party backends
 register through the ``jobkit.backends`` entry-point group, looked up only
-for names not in the table.
+for names not in the table.  There is no ``register_backend`` call: a
+process-wide mutable table would be the hidden global state STYLE.md warns
+of, and an entry point works in every process (the worker's included).
 """
 
 from __future__ import annotations
@@ -18,8 +20,7 @@ from jobkit.errors import BackendError, ConfigError
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
-    from jobkit.backends.base import Backend
-    from jobkit.client import Client
+    from jobkit.backends.base import Backend, BackendHost
 
     SettingsT = TypeVar("SettingsT", bound=BaseModel)
 
@@ -36,15 +37,6 @@ _known: dict[str, tuple[str, str]] = {
 def known_backends() -> Mapping[str, tuple[str, str]]:
     """Read-only view of the registry: name -> (target, install hint)."""
     return types.MappingProxyType(_known)
-
-
-def register_backend(name: str, target: str, *, hint: str = "", clobber: bool = False) -> None:
-    """Register ``"module:Class"`` under ``name``."""
-    if name in _known and not clobber:
-        raise ConfigError(
-            f"backend {name!r} is already registered; pass clobber=True to replace it"
-        )
-    _known[name] = (target, hint)
 
 
 def _entry_point(name: str) -> str | None:
@@ -103,5 +95,7 @@ def backend_settings(config: Any, name: str, model: type[SettingsT]) -> Settings
         ) from None
 
 
-def open_backend(name: str, client: Client) -> Backend:
-    return backend_class(name)(client)
+def open_backend(name: str, host: BackendHost) -> Backend:
+    """The backend ``name`` built for ``host`` (the Client, seen only as a
+    :class:`~jobkit.backends.base.BackendHost`)."""
+    return backend_class(name)(host)

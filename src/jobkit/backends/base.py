@@ -8,19 +8,60 @@ jobs in one query, writing transitions with the store's compare-and-set.
 
 Only ``submit``, ``cancel`` and ``read_logs`` are required; a backend that
 forgets one fails at class creation with the method's name.
+
+A backend is built from a :class:`BackendHost`, not the Client: the layers
+point one way (client -> backends -> store), so no module under
+``jobkit/backends`` imports ``jobkit.client``, not even for typing.  The
+host names exactly what backends use today; the Client satisfies it
+structurally, and so can a test harness or a future reconciler::
+
+    Client ──(is a)──► BackendHost: store, config, key, monitor.poke(ids)
+                              │
+                              ▼
+                          Backend(host) ──► its own settings from host.config
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from jobkit.states import JobRecord
 
 if TYPE_CHECKING:
-    from jobkit.client import Client
+    from jobkit.config import Config
     from jobkit.resources import Resources
+    from jobkit.stores.base import Store
+
+
+class CompletionSink(Protocol):
+    """Where a backend that learns of ended jobs first (the local agent's
+    "done" events) says so, so waiters need not wait for the next sweep."""
+
+    def poke(self, job_ids: Iterable[str] | None = None) -> None: ...
+
+
+class BackendHost(Protocol):
+    """What a backend may use of whoever opens it: the Client today.
+
+    Read-only on purpose: a backend reads its settings from ``config``,
+    payload references and records from ``store``, signs with ``key``
+    (only when it needs to; loading it may create the key file) and reports
+    completions to ``monitor``.  Anything more couples it to the client.
+    """
+
+    @property
+    def store(self) -> Store: ...
+
+    @property
+    def config(self) -> Config: ...
+
+    @property
+    def key(self) -> bytes: ...
+
+    @property
+    def monitor(self) -> CompletionSink: ...
 
 
 class Backend(abc.ABC):
@@ -31,9 +72,9 @@ class Backend(abc.ABC):
     """True if the backend tells the monitor when jobs end (the local agent
     does); otherwise the monitor sweeps the store as often as it affords."""
 
-    def __init__(self, client: Client) -> None:
-        self.client = client
-        self.store = client.store
+    def __init__(self, host: BackendHost) -> None:
+        self.host = host
+        self.store = host.store
 
     @classmethod
     def available(cls, config: Any) -> tuple[bool, str]:
@@ -42,10 +83,6 @@ class Backend(abc.ABC):
 
     def check_resources(self, resources: Resources) -> None:  # noqa: B027 - optional
         """Raise ConfigError for requests this backend can never satisfy."""
-
-    def payload_meta(self, resources: Resources) -> dict[str, Any]:
-        """Extra header fields stored with each payload."""
-        return {}
 
     def prepare(self, records: Sequence[JobRecord], resources: Resources) -> None:  # noqa: B027
         """Adjust records (``extra``) before they are stored."""

@@ -28,13 +28,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from jobkit.backends.base import Backend
+from jobkit.backends.base import Backend, BackendHost
 from jobkit.errors import BackendError, ConfigError
 from jobkit.scheduler.protocol import AgentSettings, LineReader, Op, decode_event, encode_request
 from jobkit.states import JobRecord
 
 if TYPE_CHECKING:
-    from jobkit.client import Client
     from jobkit.resources import Resources
     from jobkit.scheduler.daemon import AgentPaths
     from jobkit.scheduler.policy import Capacity
@@ -46,8 +45,8 @@ class LocalBackend(Backend):
     name = "local"
     pushes_completions = True
 
-    def __init__(self, client: Client) -> None:
-        super().__init__(client)
+    def __init__(self, host: BackendHost) -> None:
+        super().__init__(host)
         if not self.store.shared_across_processes:
             raise ConfigError(
                 f"store {self.store.url} lives in one process, but local jobs run in "
@@ -56,7 +55,7 @@ class LocalBackend(Backend):
         from jobkit.paths import home_dir
         from jobkit.scheduler.daemon import agent_paths
 
-        local = client.config.local
+        local = host.config.local
         self.settings: AgentSettings = AgentSettings(
             store=self.store.url,
             cpus=local.cpus,
@@ -64,7 +63,7 @@ class LocalBackend(Backend):
             gpus=local.gpus,
             max_jobs=local.max_jobs,
             idle_timeout=local.idle_timeout,
-            start_method=local.start_method or ("fork" if sys.platform == "linux" else "spawn"),
+            start_method=local.resolved_start_method,
         )
         self.log_dir = self.store.local_dir or home_dir()
         self.paths: AgentPaths = agent_paths(self.store.identity, self.log_dir)
@@ -127,7 +126,7 @@ class LocalBackend(Backend):
         ref = hashlib.sha256(blob).hexdigest()[:32]
         if ref not in self._envs_written:
             self.store.put_blob(
-                f"envs/{ref}", seal_json(env, key=self.client.key, kind="env", ident=ref)
+                f"envs/{ref}", seal_json(env, key=self.host.key, kind="env", ident=ref)
             )
             self._envs_written.add(ref)
         return ref
@@ -223,7 +222,7 @@ class LocalBackend(Backend):
 
     def _listen(self, conn: socket.socket) -> None:
         """Agent events ("done") poke the monitor; EOF means the agent left."""
-        monitor = self.client.monitor
+        monitor = self.host.monitor
         reader = LineReader()
         with contextlib.suppress(OSError):
             while data := conn.recv(65536):
@@ -236,7 +235,7 @@ class LocalBackend(Backend):
     def _start_agent(self) -> None:
         self.log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         env = dict(os.environ)
-        env["JOBKIT_KEY"] = self.client.key.hex()
+        env["JOBKIT_KEY"] = self.host.key.hex()
         with open(self.paths.log, "ab") as log:
             os.chmod(self.paths.log, 0o600)
             launcher = subprocess.Popen(

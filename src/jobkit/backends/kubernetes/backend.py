@@ -26,7 +26,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from jobkit.backends.base import Backend
+from jobkit.backends.base import Backend, BackendHost
 from jobkit.errors import ConfigError, JobkitError
 from jobkit.reconcile import Failure, fail, settle, vanished
 from jobkit.states import ACTIVE_STATES, JobRecord, JobState
@@ -36,7 +36,6 @@ from .settings import KubernetesSettings
 from .states import created, jobkit_id, judge, worth_a_look
 
 if TYPE_CHECKING:
-    from jobkit.client import Client
     from jobkit.resources import Resources
 
     from .api import KubeApi
@@ -56,16 +55,14 @@ class KubernetesBackend(Backend):
     name = "kubernetes"
     pushes_completions = False
 
-    def __init__(self, client: Client) -> None:
-        super().__init__(client)
-        self.settings = KubernetesSettings.from_config(client.config.kubernetes)
+    def __init__(self, host: BackendHost) -> None:
+        super().__init__(host)
+        self.settings = KubernetesSettings.from_config(host.config.kubernetes)
         self._lock = threading.Lock()
         self._api: KubeApi | None = None
         self._watch: ClusterWatch | None = None
         self._per_index: bool | None = None
         self._server_version: tuple[int, int] | None = None
-        self.creates = 0
-        """Job create requests sent (the benchmark's count: one per submit or map)."""
 
     @classmethod
     def available(cls, config: Any) -> tuple[bool, str]:
@@ -153,7 +150,6 @@ class KubernetesBackend(Backend):
             job_id, first.name, resources, count=len(records) if array else None
         )
         self.api.create_job(manifest)
-        self.creates += 1
         name = job_name(job_id)
         now = time.time()
         for record in records:

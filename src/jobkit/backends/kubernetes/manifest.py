@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import copy
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from jobkit.errors import ConfigError
@@ -336,17 +336,6 @@ def to_yaml(manifest: Mapping[str, Any]) -> str:
     yaml: Any = importlib.import_module("yaml")  # a dependency of the kubernetes client
     text: str = yaml.safe_dump(dict(manifest), sort_keys=False, default_flow_style=False)
     return text
-
-
-def indices(spec: str | None) -> Sequence[int]:
-    """``"0-2,5"`` (completedIndexes / failedIndexes) -> ``[0, 1, 2, 5]``."""
-    out: list[int] = []
-    for part in (spec or "").split(","):
-        if not part:
-            continue
-        low, _, high = part.partition("-")
-        out += range(int(low), int(high or low) + 1)
-    return out
 
 
 def validate(manifest: Mapping[str, Any], version: tuple[int, int] | None = None) -> None:

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from jobkit.backends.base import Backend
+from jobkit.backends.base import Backend, BackendHost
 from jobkit.backends.slurm import queries, submitit_adapter
 from jobkit.backends.slurm.submitit_adapter import Submitted
 from jobkit.backends.slurm.translate import SlurmSettings, sbatch_parameters, translate_state
@@ -30,7 +30,6 @@ from jobkit.reconcile import Failure, fail, vanished
 from jobkit.states import ACTIVE_STATES, LEGAL_TRANSITIONS, FailureReason, JobRecord, JobState
 
 if TYPE_CHECKING:
-    from jobkit.client import Client
     from jobkit.resources import Resources
 
 SUBMIT_GRACE = 120.0
@@ -41,13 +40,13 @@ SUBMIT_GRACE = 120.0
 class SlurmBackend(Backend):
     name = "slurm"
 
-    def __init__(self, client: Client) -> None:
-        super().__init__(client)
+    def __init__(self, host: BackendHost) -> None:
+        super().__init__(host)
         from jobkit.paths import home_dir
 
         if submitit_adapter.missing():  # fail before anything is recorded
             raise BackendError(f"the slurm backend needs submitit: {submitit_adapter.INSTALL_HINT}")
-        self.settings = SlurmSettings.from_config(client.config.slurm)
+        self.settings = SlurmSettings.from_config(host.config.slurm)
         base = self.store.local_dir or home_dir()
         self.folder = (
             Path(self.settings.folder).expanduser() if self.settings.folder else base / "slurm"

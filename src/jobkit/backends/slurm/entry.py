@@ -19,6 +19,7 @@ from typing import Any
 from jobkit.backends.slurm import queries
 from jobkit.serialization import Call
 from jobkit.states import FailureReason, JobState
+from jobkit.worker import run_job
 
 
 class SlurmEntry:
@@ -95,7 +96,6 @@ def run_in_slurm(store_url: str, job_id: str, *, on_call: Any = None) -> int:
     from jobkit.environment import env
     from jobkit.signing import load_key
     from jobkit.stores.patient import open_patient_store
-    from jobkit.worker import run_job
 
     os.environ["JOBKIT_JOB_ID"] = job_id
     os.environ.setdefault("JOBKIT_STORE", store_url)

@@ -1,0 +1,183 @@
+"""The layers show in the imports: client -> backends -> worker -> store.
+
+Read from the source with ``ast`` (every import, also those inside functions
+and under ``TYPE_CHECKING``), and checked once in a real interpreter, so a
+lazy import cannot hide a dependency the picture forbids.
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import jobkit
+from jobkit.config import Config
+from jobkit.stores.base import Store
+
+SRC = Path(jobkit.__file__).resolve().parent
+BACKENDS = SRC / "backends"
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(SRC.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Every module ``path`` imports anywhere, as absolute dotted names."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    package = (
+        module_name(path) if path.name == "__init__.py" else module_name(path).rpartition(".")[0]
+    )
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")
+                anchor = anchor[: len(anchor) - (node.level - 1)]
+                base = ".".join([*anchor, base] if base else anchor)
+            found.add(base)
+            # ``from jobkit import client`` imports the submodule jobkit.client
+            found.update(f"{base}.{alias.name}" for alias in node.names)
+    return found
+
+
+def import_graph() -> dict[str, set[str]]:
+    modules = {module_name(path): path for path in SRC.rglob("*.py")}
+    return {
+        name: {dep for dep in imported_modules(path) if dep in modules}
+        for name, path in modules.items()
+    }
+
+
+def test_no_backend_module_imports_the_client() -> None:
+    offenders = [
+        str(path.relative_to(SRC.parent))
+        for path in sorted(BACKENDS.rglob("*.py"))
+        if "jobkit.client" in imported_modules(path)
+    ]
+    assert not offenders, f"backends must not import jobkit.client: {', '.join(offenders)}"
+
+
+def test_the_worker_imports_no_backend() -> None:
+    worker = SRC / "worker.py"
+    found = sorted(m for m in imported_modules(worker) if m.startswith("jobkit.backends"))
+    assert not found, f"jobkit/worker.py imports {', '.join(found)}: look launchers up by name"
+
+
+def test_nothing_the_worker_imports_reaches_a_backend() -> None:
+    """No path worker -> ... -> backends in the static graph, so no cycle through them."""
+    graph = import_graph()
+    seen, todo = {"jobkit.worker"}, ["jobkit.worker"]
+    parent: dict[str, str] = {}
+    while todo:
+        current = todo.pop()
+        for dep in graph[current]:
+            if dep not in seen:
+                seen.add(dep)
+                parent[dep] = current
+                todo.append(dep)
+    reached = sorted(m for m in seen if m.startswith("jobkit.backends"))
+    if reached:
+        chain, node = [reached[0]], reached[0]
+        while node in parent:
+            node = parent[node]
+            chain.append(node)
+        raise AssertionError(f"the worker reaches a backend: {' -> '.join(reversed(chain))}")
+
+
+def test_the_backend_package_has_no_cycle_with_the_worker() -> None:
+    graph = import_graph()
+    assert "jobkit.worker" in graph["jobkit.backends.slurm.entry"]  # the allowed direction
+    assert not {m for m in graph["jobkit.worker"] if m.startswith("jobkit.backends")}
+
+
+def test_a_worker_process_loads_no_backend() -> None:
+    script = (
+        "import sys, jobkit.worker\n"
+        "try:\n"
+        "    jobkit.worker.main(['--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(sorted(m for m in sys.modules if m.startswith('jobkit.backends')))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.splitlines()[-1] == "[]"
+    assert "--launcher {plain,slurm}" in out  # the names come from the launcher table
+
+
+def test_the_slurm_launcher_is_found_by_name() -> None:
+    from jobkit.backends.slurm.entry import run_in_slurm
+    from jobkit.launchers import launcher_names, load_launcher
+
+    assert launcher_names() == ("plain", "slurm")
+    assert load_launcher("slurm") is run_in_slurm
+
+
+def test_an_unknown_launcher_is_one_clear_error() -> None:
+    import pytest
+
+    from jobkit.errors import ConfigError
+    from jobkit.launchers import load_launcher
+
+    with pytest.raises(ConfigError, match="unknown launcher 'moon': valid launchers are slurm"):
+        load_launcher("moon")
+
+
+def test_dead_backend_hooks_are_gone() -> None:
+    import jobkit.backends
+    from jobkit.backends.base import Backend
+
+    assert not hasattr(Backend, "payload_meta")
+    assert not hasattr(jobkit.backends, "register_backend")
+
+
+class RecordingSink:
+    """Completions a backend reports, kept for the test to read."""
+
+    def __init__(self) -> None:
+        self.poked: list[list[str] | None] = []
+
+    def poke(self, job_ids: Iterable[str] | None = None) -> None:
+        self.poked.append(None if job_ids is None else list(job_ids))
+
+
+@dataclass
+class Host:
+    """A BackendHost that is not the Client: the contract is the protocol."""
+
+    store: Store
+    config: Config
+    key: bytes
+    monitor: RecordingSink
+
+
+def test_a_backend_is_built_from_any_host_not_only_the_client(tmp_path: Path) -> None:
+    from jobkit.backends import open_backend
+    from jobkit.client import Client
+    from jobkit.config import LocalConfig
+    from jobkit.resources import parse_resources
+    from jobkit.stores import open_store
+
+    url = f"sqlite:///{tmp_path}/jobkit.db"
+    config = Config(store=url, local=LocalConfig(cpus=3), slurm={"folder": str(tmp_path / "s")})
+    host = Host(open_store(url), config, b"k" * 32, RecordingSink())
+
+    local = open_backend("local", host)
+    assert local.store is host.store
+    assert local.settings.cpus == 3  # type: ignore[attr-defined]
+
+    resources = parse_resources(cpus=2, mem="1GB", time="5m")
+    through_host = open_backend("slurm", host).plan(resources, name="train")
+    through_client = Client(config).backend("slurm").plan(resources, name="train")
+    assert through_host == through_client
+    assert "train" in through_host
