@@ -118,7 +118,6 @@ class ToyBackend(Backend):
         env = {
             **os.environ,
             "JOBKIT_KEY": self.key_hex,
-            "JOBKIT_RETRIES_LEFT": str(max(0, retries - record.attempt)),
         }
         with (
             open(self._log(record, "stdout"), "ab") as out,

@@ -166,8 +166,6 @@ def _pod_spec(
         # The host the worker records is its pod, so a pod's failure is matched to it.
         {"name": "JOBKIT_HOST", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
     ]
-    if resources.retries:  # the worker requeues a failed attempt while any are left
-        env.append({"name": "JOBKIT_RETRIES", "value": str(int(resources.retries))})
     env += [{"name": str(k), "value": str(v)} for k, v in sorted(resources.env.items())]
     env_from = [{"secretRef": {"name": s}} for s in (settings.secret, *settings.env_secrets) if s]
     env_from += list(extras.get("env_from") or [])
