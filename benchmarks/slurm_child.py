@@ -24,7 +24,7 @@ from tasks import trivial
 
 def run_jobkit(n: int, workdir: Path) -> dict[str, Any]:
     import jobkit
-    from jobkit.client import current_client
+    from jobkit.context import current_client
 
     with jobkit.use(store=f"sqlite:///{workdir}/jobkit.db", backend="slurm"):
         start = time.perf_counter()

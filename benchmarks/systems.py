@@ -86,7 +86,9 @@ class JobkitLocal:
         return [job.result(RESULT_TIMEOUT) for job in jobs]
 
     def _backend(self) -> Any:
-        return self._jobkit.client.current_client().backend("local")
+        from jobkit.context import current_client
+
+        return current_client().backend("local")
 
     def agent_pid(self) -> int | None:
         """The agent's pid, from its lock file (an internal detail; best effort)."""

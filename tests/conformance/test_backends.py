@@ -50,7 +50,8 @@ class TestToyBackend(BackendConformance):
     blockers = 2
 
     @pytest.fixture(scope="class")
-    def client(self, toy_site: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    @classmethod
+    def client(cls, toy_site: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         directory = tmp_path_factory.mktemp("toy")
         with jobkit.use(
             store=f"sqlite:///{directory}/jobkit.db",
@@ -73,7 +74,8 @@ class TestLocalBackend(BackendConformance):
     impossible = {"nodes": 2}
 
     @pytest.fixture(scope="class")
-    def client(self, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    @classmethod
+    def client(cls, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         with local_env(tmp_path_factory.mktemp("local"), cpus=4) as client:
             yield client
 
@@ -109,9 +111,10 @@ class TestSlurmBackend(BackendConformance):
     # recorded FAILED/SUBMIT_ERROR (tests/integration/test_slurm_cli.py).
 
     @pytest.fixture(scope="class")
-    def client(self, slurm_cluster: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    @classmethod
+    def client(cls, slurm_cluster: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         with slurm_env(tmp_path_factory.mktemp("slurm")) as client:
-            type(self).blocker_options = {"cpus": _slurm_node_cpus()}
+            cls.blocker_options = {"cpus": _slurm_node_cpus()}
             yield client
 
     def submissions(self, client: Any) -> int:
