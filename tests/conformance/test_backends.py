@@ -22,6 +22,7 @@ from backend_suite import BackendConformance
 
 import jobkit
 from conftest import local_env, slurm_env
+from jobkit_testing.k8s_emulator.clients import on_kubernetes
 
 pytest_plugins = ["s3_fixtures", "jobkit_testing.k8s_emulator.fixtures"]
 
@@ -134,8 +135,6 @@ def _slurm_node_cpus() -> int:
 
 # -- Kubernetes: the emulated API server over HTTP, with its Job controller -------------
 
-NAMESPACE = "jobkit"
-
 
 class TestKubernetesBackend(BackendConformance):
     backend_name = "kubernetes"
@@ -148,38 +147,11 @@ class TestKubernetesBackend(BackendConformance):
     def client(
         self, k8s_emulator: Any, k8s_controller: Any, s3_bucket: str, s3_endpoint: str
     ) -> Iterator[Any]:
-        """As tests/integration/test_kubernetes.py: store credentials and the signing key
-        reach the pods through a Secret, as the README tells users to do."""
-        with jobkit.use(
-            store=f"s3://{s3_bucket}/k8s", backend="kubernetes", poll_interval=0.2
-        ) as client:
-            secret = {
-                "JOBKIT_KEY": client.key.hex(),
-                **{k: v for k, v in os.environ.items() if k.startswith("AWS_")},
-            }
-            k8s_emulator.put(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Secret",
-                    "metadata": {"name": "jobkit-store", "namespace": NAMESPACE},
-                    "stringData": secret,
-                }
-            )
-            settings = {
-                "api_server": k8s_emulator.url,
-                "namespace": NAMESPACE,
-                "image": "python:3.11-slim",
-                "python": sys.executable,
-                "secret": "jobkit-store",
-                "pending_grace": 2,
-            }
-            with jobkit.use(kubernetes=settings) as configured:
-                self.emulator = k8s_emulator
-                try:
-                    yield configured
-                finally:
-                    if "kubernetes" in configured._backends:
-                        configured.backend("kubernetes").close()
+        """As tests/integration/test_kubernetes.py: a Secret carries the store's
+        credentials and the signing key to the pods."""
+        with on_kubernetes(k8s_emulator, f"s3://{s3_bucket}/k8s") as configured:
+            self.emulator = k8s_emulator
+            yield configured
 
     def submissions(self, client: Any) -> int:
         """Job creates the emulated API server received."""

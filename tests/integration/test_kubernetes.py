@@ -9,7 +9,6 @@ payload from the bucket and writes its outcome there.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import subprocess
@@ -26,45 +25,11 @@ import jobkit
 from conftest import wait_for
 from jobkit.errors import BackendError, ConfigError, SubmitError
 from jobkit.states import FailureReason, JobState
+from jobkit_testing.k8s_emulator.clients import NAMESPACE, on_kubernetes
 
 pytest_plugins = ["s3_fixtures", "jobkit_testing.k8s_emulator.fixtures"]
 
 T = 60
-NAMESPACE = "jobkit"
-
-
-@contextlib.contextmanager
-def on_kubernetes(emulator: Any, store: str, **overrides: Any) -> Iterator[Any]:
-    """A client whose jobs run as Kubernetes Jobs; store credentials and the signing
-    key reach the pods through a Secret, as the README tells users to do."""
-    with jobkit.use(store=store, backend="kubernetes", poll_interval=0.2) as client:
-        secret = {
-            "JOBKIT_KEY": client.key.hex(),
-            **{k: v for k, v in os.environ.items() if k.startswith("AWS_")},
-        }
-        emulator.put(
-            {
-                "apiVersion": "v1",
-                "kind": "Secret",
-                "metadata": {"name": "jobkit-store", "namespace": NAMESPACE},
-                "stringData": secret,
-            }
-        )
-        settings = {
-            "api_server": emulator.url,
-            "namespace": NAMESPACE,
-            "image": "python:3.11-slim",
-            "python": sys.executable,
-            "secret": "jobkit-store",
-            "pending_grace": 2,
-            **overrides,
-        }
-        with jobkit.use(kubernetes=settings) as configured:
-            try:
-                yield configured
-            finally:
-                if "kubernetes" in configured._backends:
-                    configured.backend("kubernetes").close()
 
 
 @pytest.fixture

@@ -8,11 +8,7 @@ receives in that namespace and that completes, or by what ``jobkit plan`` and
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,41 +16,11 @@ import helpers
 import pytest
 
 import jobkit
+from jobkit_testing.k8s_emulator.clients import kubernetes_client, put_store_secret
 
 pytest_plugins = ["s3_fixtures", "jobkit_testing.k8s_emulator.fixtures"]
 
 T = 60
-
-
-def namespace_with_secret(emulator: Any, namespace: str, key: bytes) -> None:
-    """A namespace holding the Secret the pods read the store credentials from."""
-    if namespace not in ("default", "jobkit"):
-        emulator.put({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
-    emulator.put(
-        {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": "jobkit-store", "namespace": namespace},
-            "stringData": {
-                "JOBKIT_KEY": key.hex(),
-                **{k: v for k, v in os.environ.items() if k.startswith("AWS_")},
-            },
-        }
-    )
-
-
-@contextlib.contextmanager
-def kubernetes_client(store: str, **settings: Any) -> Iterator[Any]:
-    """A client for the kubernetes backend with no namespace unless given."""
-    base = {"image": "python:3.11-slim", "python": sys.executable, "secret": "jobkit-store"}
-    with jobkit.use(
-        store=store, backend="kubernetes", poll_interval=0.2, kubernetes={**base, **settings}
-    ) as client:
-        try:
-            yield client
-        finally:
-            if "kubernetes" in client._backends:
-                client.backend("kubernetes").close()
 
 
 def job_namespaces(emulator: Any, job_id: str) -> list[str]:
@@ -82,7 +48,7 @@ def test_jobs_go_to_the_kubeconfig_contexts_namespace(
     k8s_emulator: Any, k8s_controller: Any, kubeconfig: Path, store: str, tmp_path: Path
 ) -> None:
     with kubernetes_client(store, namespace_file=str(tmp_path / "no-sa")) as client:
-        namespace_with_secret(k8s_emulator, "team-a", client.key)
+        put_store_secret(k8s_emulator, "team-a", client.key)
         job = jobkit.submit(helpers.square, 7)
         assert job.result(timeout=T) == 49
         assert job_namespaces(k8s_emulator, job.id) == ["team-a"]
@@ -94,7 +60,7 @@ def test_the_configured_namespace_overrides_the_context(
     k8s_emulator: Any, k8s_controller: Any, kubeconfig: Path, store: str
 ) -> None:
     with kubernetes_client(store, namespace="jobkit") as client:
-        namespace_with_secret(k8s_emulator, "jobkit", client.key)
+        put_store_secret(k8s_emulator, "jobkit", client.key)
         job = jobkit.submit(helpers.square, 8)
         assert job.result(timeout=T) == 64
         assert job_namespaces(k8s_emulator, job.id) == ["jobkit"]
@@ -108,7 +74,7 @@ def test_the_service_account_namespace_when_no_context_names_one(
     with kubernetes_client(
         store, api_server=k8s_emulator.url, namespace_file=str(sa_file)
     ) as client:
-        namespace_with_secret(k8s_emulator, "team-b", client.key)
+        put_store_secret(k8s_emulator, "team-b", client.key)
         job = jobkit.submit(helpers.square, 9)
         assert job.result(timeout=T) == 81
         assert job_namespaces(k8s_emulator, job.id) == ["team-b"]
@@ -120,7 +86,7 @@ def test_default_when_nothing_names_a_namespace(
     with kubernetes_client(
         store, api_server=k8s_emulator.url, namespace_file=str(tmp_path / "absent")
     ) as client:
-        namespace_with_secret(k8s_emulator, "default", client.key)
+        put_store_secret(k8s_emulator, "default", client.key)
         job = jobkit.submit(helpers.square, 10)
         assert job.result(timeout=T) == 100
         assert job_namespaces(k8s_emulator, job.id) == ["default"]

@@ -43,6 +43,7 @@ Modules, one concept each::
     faults      SimulatedFault: failures imposed on pods on request
     controller  JobController: kube-controller-manager and kubelet for Jobs
     fixtures    the pytest fixtures (imported by pytest, not by this package)
+    clients     jobkit clients of the emulated cluster (Secret, settings), for tests
 """
 
 from __future__ import annotations
