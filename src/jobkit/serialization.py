@@ -263,7 +263,6 @@ def dump_payload(
     *,
     key: bytes,
     job_id: str,
-    meta: Mapping[str, Any] | None = None,
 ) -> list[Buffer]:
     """Signed envelope of ``call``; SerializationError names what failed."""
     sources: dict[str, str] = {}
@@ -276,14 +275,13 @@ def dump_payload(
     except Exception as exc:
         raise _explain_unpicklable(call, exc) from exc
     sources.update(found)
-    header = {
+    header: dict[str, Any] = {
         "kind": "payload",
         "job": job_id,
         "python": PYTHON_VERSION,
         "jobkit": __version__,
         "sys_path": [p for p in sys.path if p],
         "cwd": os.getcwd(),
-        **(meta or {}),
     }
     if sources:
         header["linecache"] = sources
