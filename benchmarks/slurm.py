@@ -667,7 +667,7 @@ def run_queries(ctx: Context) -> WorkloadResult:
                 ids = [r.backend_id or "" for r in records]
                 assert all(ids) and not any(r.is_terminal for r in records)
                 before = backend.queries_made
-                seconds, _ = timed(backend.reconcile, records)
+                seconds, _ = timed(backend.observe, records)
                 watcher = SlurmInfoWatcher()
                 for slurm_id in ids:
                     watcher.register_job(slurm_id)
@@ -728,7 +728,7 @@ def run_queries(ctx: Context) -> WorkloadResult:
     ]
     notes = [
         f"slurm-queries: maps of {', '.join(map(str, sizes))} x sleep 60 s submitted, then "
-        f"one backend.reconcile() each with {queued} of this user's jobs in squeue "
+        f"one backend.observe() each with {queued} of this user's jobs in squeue "
         "(most PENDING on 8 CPUs); submitit column: its SlurmInfoWatcher.update() "
         "on the same Slurm ids (one sacct); jobs then cancelled with JobArray.cancel() "
         "in " + ", ".join(f"{v['cancel_s']:.2f} s" for v in per_size.values()),

@@ -14,6 +14,7 @@ import getpass
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -26,12 +27,13 @@ from jobkit.errors import (
 )
 from jobkit.ids import new_job_id
 from jobkit.monitor import Monitor
-from jobkit.reconcile import Failure, fail_all
+from jobkit.observation import Failure, Observation
+from jobkit.reconcile import accept, apply, fail_all
 from jobkit.states import ACTIVE_STATES, FailureReason, JobRecord, JobState
 from jobkit.stores.base import Store, outcome_key, payload_key
 
 if TYPE_CHECKING:
-    from jobkit.backends.base import Backend
+    from jobkit.backends.base import Backend, BackendServices
     from jobkit.config import Config
     from jobkit.job import Job, JobArray
     from jobkit.resources import Resources
@@ -68,9 +70,31 @@ class Client:
         with self._backends_lock:
             backend = self._backends.get(name)
             if backend is None:
-                backend = open_backend(name, self)
+                backend = open_backend(name, self.config, self._services(name))
                 self._backends[name] = backend
         return backend
+
+    def _services(self, name: str) -> BackendServices:
+        """What backend ``name`` may use of this client.  Through a weak
+        reference: a backend is the client's, and a cycle back to the client
+        would leave freeing it to the garbage collector, at any moment and in
+        any thread (the monitor's included)."""
+        from jobkit.backends.base import BackendServices
+
+        me = weakref.ref(self)
+
+        def client() -> Client:
+            alive = me()
+            if alive is None:
+                raise BackendError("the jobkit client that opened this backend is gone")
+            return alive
+
+        return BackendServices(
+            store=self.store,
+            key=lambda: client().key,
+            poke=self.monitor.poke,
+            report=lambda records, seen: client()._observed(name, records, seen),
+        )
 
     def open_backends(self) -> list[Backend]:
         """The backends this client has opened so far (the monitor asks how they report)."""
@@ -164,10 +188,11 @@ class Client:
         backend.prepare(records, res)
         self.store.create(records)
         try:
-            backend.submit(records, res)
+            accepted = backend.submit(records, res)
         except Exception as exc:  # recorded whatever it is: no job stays PENDING forever
             self._record_submit_error(records, exc)
             raise
+        accept(self.store, records, accepted, submitted_at=time.time())
         return [Job(self, r) for r in records]
 
     def _record_submit_error(self, records: Sequence[JobRecord], exc: Exception) -> None:
@@ -230,12 +255,24 @@ class Client:
         return [r.id for r in cancelled]
 
     def reconcile(self, records: Sequence[JobRecord]) -> None:
+        """Ask each backend what it sees of these jobs (one batched query each)
+        and let the reconciler record what their workers could not."""
         by_backend: dict[str, list[JobRecord]] = {}
         for record in records:
             by_backend.setdefault(record.backend, []).append(record)
         for name, group in by_backend.items():
             with contextlib.suppress(JobkitError):
-                self.backend(name).reconcile(group)
+                backend = self.backend(name)
+                observed = backend.observe(group)
+                if observed:
+                    apply(self.store, group, observed, reruns=backend.reruns_failed_attempts)
+
+    def _observed(
+        self, name: str, records: Sequence[JobRecord], observed: Mapping[str, Observation]
+    ) -> None:
+        """What a backend saw outside ``observe`` (a watch thread), to the reconciler."""
+        reruns = self.backend(name).reruns_failed_attempts
+        apply(self.store, records, observed, reruns=reruns)
 
     # -- outcomes and logs -----------------------------------------------------
     def load_outcome(self, record: JobRecord) -> Outcome:

@@ -138,8 +138,11 @@ class Monitor:
             if sweep:
                 # After a finish, sweep again soon only where finishes come in
                 # bursts we were told about (push); else keep a steady pace.
-                ceiling = self._ceiling(len(ids))
-                pushed = ceiling >= self._client.config.poll_interval
+                try:
+                    ceiling = self._ceiling(len(ids))
+                    pushed = ceiling >= self._client.config.poll_interval
+                except ReferenceError:
+                    return  # the client is gone
                 interval = shortest if finished and pushed else min(interval * 2, ceiling)
                 next_sweep = time.monotonic() + interval
 

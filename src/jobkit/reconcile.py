@@ -1,26 +1,30 @@
-"""The one place that decides how a job failed and whether it runs again.
+"""The one place that decides what happened to a job, and whether it runs again.
 
 Who writes which state (every arrow is the store's compare-and-set)::
 
     client.submit ──► PENDING ──(backend refused: submit_failed)──► FAILED/SUBMIT_ERROR
-    backend.submit ─► QUEUED
+    backend.submit ─► [Accepted] ──► accept ──► QUEUED (backend_id, extra)
     worker ─────────► RUNNING ──► SUCCEEDED
                          │
                          └─ the function raised ─► settle ─┬─► QUEUED, attempt + 1   (retry)
                                                            └─► FAILED/ERROR          (final)
-    agent / Slurm / Kubernetes observations
-      (the worker could not record: killed, OOM, time limit, node gone)
-                         └─────────────────────► settle ─┬─► QUEUED, attempt + 1
-                                                           └─► FAILED/TIMEOUT|OOM|LOST|PREEMPTED
+    backend.observe / a backend's report ──► {id: Observation} ──► apply
+      WAITING   ─► QUEUED (the scheduler requeued it)
+      ENDED, STUCK (the worker could not record: killed, OOM, time limit, node gone)
+                 ─► settle ─┬─► QUEUED, attempt + 1  (a backend that reruns attempts)
+                            └─► FAILED/TIMEOUT|OOM|LOST|PREEMPTED|SUBMIT_ERROR
+      CANCELLED ─► CANCELLED
+    the local agent (the local backend's scheduler) ──► settle, as above
     cancel ─────────► CANCELLED
 
 Nothing outside this module writes ``FAILED`` (a unit test greps ``src/`` for
 it): :func:`fail` is that write, :func:`retries_left` the one count of what is
-left, :func:`retry_allowed` the one policy, and :func:`settle` the decision
-between the two outcomes.  An observer hands :func:`settle` a :class:`Failure`
-(reason, message, exit code, native state): the shape a backend's future
-``observe()`` result is reduced to, so backends can stop writing states
-without this module changing.
+left, :func:`retry_allowed` the one policy, :func:`settle` the decision
+between the two outcomes, and :func:`apply` the one reading of a backend's
+:class:`~jobkit.observation.Observation` (:data:`REASONS` is the table from
+what a backend saw to a :class:`~jobkit.states.FailureReason`).  Backends
+never write states: they return observations and acceptances, and whoever
+opened them (the Client, for the monitor and the CLI) hands those here.
 
 The policy today retries every failure except ``SUBMIT_ERROR`` while
 ``resources["retries"]`` exceeds the attempts already made
@@ -30,30 +34,40 @@ The policy today retries every failure except ``SUBMIT_ERROR`` while
 
 from __future__ import annotations
 
-import dataclasses
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
-from jobkit.states import ACTIVE_STATES, FailureReason, JobRecord, JobState
+from jobkit.observation import Accepted, Failure, Observation, Phase
+from jobkit.states import (
+    ACTIVE_STATES,
+    LEGAL_TRANSITIONS,
+    FailureReason,
+    JobRecord,
+    JobState,
+)
 from jobkit.stores.base import Store
+
+__all__ = [
+    "REASONS",
+    "RETRIED_BY_DEFAULT",
+    "Failure",
+    "accept",
+    "apply",
+    "fail",
+    "fail_all",
+    "requeue",
+    "retries_left",
+    "retry_allowed",
+    "settle",
+    "vanished",
+]
 
 RETRIED_BY_DEFAULT: frozenset[FailureReason] = frozenset(FailureReason) - {
     FailureReason.SUBMIT_ERROR
 }
 """Failure classes a job's ``retries`` cover.  ``SUBMIT_ERROR`` never: the same
 payload or the same refusal would fail the same way again."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Failure:
-    """What went wrong with one attempt, as its observer saw it."""
-
-    reason: FailureReason
-    message: str
-    exit_code: int | None = None
-    native_state: str | None = None
-    """The scheduler's own word for the end (``OUT_OF_MEMORY``, ``Failed/OOM``)."""
 
 
 def retries_left(record: JobRecord) -> int:
@@ -78,8 +92,10 @@ def fail(
     *,
     expect: Collection[JobState] = ACTIVE_STATES,
     finished_at: float | None = None,
+    host: str | None = None,
 ) -> JobRecord | None:
-    """Record the job FAILED for ``failure``, if its state is still in ``expect``.
+    """Record the job FAILED for ``failure``, if its state is still in ``expect``
+    (``host``: where it ran, when the worker never got to record it).
 
     Returns the failed record, or None when the job had already moved on (a
     late observer must not overwrite what the worker or a cancel recorded).
@@ -92,6 +108,8 @@ def fail(
     }
     if failure.native_state is not None:
         fields["native_state"] = failure.native_state
+    if host is not None:
+        fields["host"] = host
     return store.transition(job_id, JobState.FAILED, expect=expect, **fields)
 
 
@@ -159,3 +177,115 @@ def vanished(detail: str, *, exit_code: int | None = None, native: str | None = 
     """A worker that ended without recording anything: LOST, in the words of
     whoever noticed (a reaped process, a scheduler's "completed", a gone pod)."""
     return Failure(FailureReason.LOST, detail, exit_code, native)
+
+
+# -- what backends accepted and saw ---------------------------------------------------
+
+
+def accept(
+    store: Store,
+    records: Sequence[JobRecord],
+    accepted: Sequence[Accepted],
+    *,
+    submitted_at: float,
+) -> None:
+    """Record what a backend took of ``records`` (as stored): QUEUED with its
+    backend id and extra, one write a job.
+
+    A job may already be RUNNING by the time ``submit`` returns (its worker
+    started fast): then the compare-and-set on PENDING is refused and only
+    the backend id and extra are added, so neither write undoes the other.
+    """
+    current = {r.id: r for r in records}
+    for item in accepted:
+        record = current.get(item.job_id)
+        extra = {**record.extra, **item.extra} if record is not None else dict(item.extra)
+        fields: dict[str, Any] = {"backend_id": item.backend_id} if item.backend_id else {}
+        if item.extra:
+            fields["extra"] = extra
+        moved = store.transition(
+            item.job_id,
+            JobState.QUEUED,
+            expect=(JobState.PENDING,),
+            submitted_at=submitted_at,
+            **fields,
+        )
+        if moved is None and fields:
+            store.update(item.job_id, **fields)
+
+
+REASONS: Mapping[Phase, FailureReason] = {
+    Phase.ENDED: FailureReason.LOST,
+    Phase.STUCK: FailureReason.SUBMIT_ERROR,
+}
+"""The failure class of an attempt that ended (or stalled) without its worker
+recording anything, when the backend gave no hint of its own."""
+
+
+def apply(
+    store: Store,
+    records: Sequence[JobRecord],
+    observations: Mapping[str, Observation],
+    *,
+    reruns: bool = False,
+    now: float | None = None,
+) -> None:
+    """Turn a backend's observations of ``records`` into transitions.
+
+    Each write is a compare-and-set against the record as read before the
+    backend looked, so a worker that recorded its own end meanwhile wins.
+    ``reruns``: the backend starts the next attempt itself once a job is back
+    in QUEUED (Kubernetes' ``backoffLimit``); otherwise an observed failure is
+    final, as the backend would not run it again.
+    """
+    now = time.time() if now is None else now
+    for record in records:
+        seen = observations.get(record.id)
+        if seen is None or record.state not in ACTIVE_STATES:
+            continue
+        if seen.phase in REASONS:
+            _failed(store, record, seen, reruns=reruns, now=now)
+        elif seen.phase is Phase.CANCELLED:
+            store.transition(
+                record.id,
+                JobState.CANCELLED,
+                expect=ACTIVE_STATES,
+                native_state=seen.native_state,
+                finished_at=seen.finished_at or now,
+            )
+        elif (
+            seen.phase is Phase.WAITING
+            and record.state is not JobState.QUEUED
+            and JobState.QUEUED in LEGAL_TRANSITIONS[record.state]
+        ):
+            # Only toward QUEUED (accepted, or requeued by the scheduler): RUNNING
+            # is the worker's to record, and a stale snapshot must not undo a requeue.
+            store.transition(
+                record.id, JobState.QUEUED, expect=(record.state,), native_state=seen.native_state
+            )
+        elif seen.message and seen.message != record.message:
+            store.update(record.id, native_state=seen.native_state, message=seen.message)
+        elif seen.phase is Phase.UNKNOWN and seen.native_state != record.native_state:
+            store.update(record.id, native_state=seen.native_state)
+
+
+def _failed(
+    store: Store, record: JobRecord, seen: Observation, *, reruns: bool, now: float
+) -> None:
+    reason = seen.hint or REASONS[seen.phase]
+    message = seen.message or f"{seen.native_state}: the worker recorded no outcome"
+    failure = Failure(reason, message, seen.exit_code, seen.native_state)
+    finished = seen.finished_at or now
+    if reruns:
+        settle(
+            store,
+            record,
+            failure,
+            expect=(record.state,),
+            requeue_from=(record.state,),
+            retry_message=f"retrying after {message}",
+            finished_at=finished,
+        )
+    else:
+        host = seen.host if record.host is None else None
+        fail(store, record.id, failure, expect=(record.state,), finished_at=finished, host=host)

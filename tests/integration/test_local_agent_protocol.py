@@ -30,7 +30,7 @@ def test_a_running_agent_ignores_junk_and_answers_ping(tmp_path: Path) -> None:
         status = json.loads(lines[0])
         assert status["pid"] == int(backend.paths.lock.read_text())
         assert status["running"] == []
-        assert status["machine"] == backend.settings.machine()
+        assert status["machine"] == backend.agent_settings.machine()
         assert status["machine"]["max_jobs"] == 3
         # Still serving after the junk.
         assert jobkit.submit(helpers.square, 5).result(timeout=T) == 25

@@ -183,10 +183,12 @@ def test_reattach_from_another_process(slurm: Any) -> None:
 def test_reconcile_is_one_query_per_cycle_whatever_the_number(slurm: Any) -> None:
     from jobkit.backends.slurm.backend import SlurmBackend
 
-    probe = SlurmBackend(slurm)  # its own counter: the client's monitor reconciles too
+    # Its own counter: the client's monitor observes too.
+    probe = SlurmBackend(SlurmBackend.settings_from(slurm.config), slurm.backend("slurm").services)
     jobs = jobkit.map(helpers.sleep_then, [30] * 40)
-    probe.reconcile([j.info for j in jobs])
+    seen = probe.observe([j.info for j in jobs])
     assert probe.queries_made == 1  # squeue only: every job is still in the queue
+    assert set(seen) == {j.id for j in jobs}
     jobs.cancel()
 
 

@@ -64,7 +64,7 @@ def test_controller_restart_and_unreachable_controller(restored: Path, tmp_path:
         assert failed.failure_reason is FailureReason.SUBMIT_ERROR and "\n" not in failed.message
         assert job.state is JobState.RUNNING  # reconcile errors do not touch the record
         with pytest.raises(jobkit.BackendError, match="squeue"):
-            client.backend("slurm").reconcile([job.info])
+            client.backend("slurm").observe([job.info])
 
         cluster("start")
         assert job.result(timeout=T) == "survived"
@@ -95,7 +95,7 @@ def test_accounting_disabled_mode(restored: Path, tmp_path: Path) -> None:
             created_at=time.time(),
         )
         client.store.create([ghost])
-        backend.reconcile([ghost])
+        client.reconcile([ghost])
         assert backend._accounting is False
         record = client.store.get(ghost.id)
         assert record.state is JobState.FAILED and "accounting is disabled" in (

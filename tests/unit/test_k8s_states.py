@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from jobkit.backends.kubernetes.states import jobkit_id, judge, worth_a_look
+from jobkit.observation import Phase
 from jobkit.states import FailureReason, JobRecord, JobState
 
 POD = "jk-abc-7xk2p"
@@ -70,27 +71,31 @@ NOW = 1_795_255_200.0 + 3600  # an hour after the pod was created (2026-11-21T10
     ],
 )
 def test_what_a_worker_cannot_record(the_pod: dict[str, Any], reason: FailureReason) -> None:
-    verdict = judge(the_pod, record(), now=NOW, grace=60)
-    assert (verdict.state, verdict.reason) == (JobState.FAILED, reason)
-    assert POD in (verdict.message or "")
+    seen = judge(the_pod, record(), now=NOW, grace=60)
+    assert seen is not None
+    assert (seen.phase, seen.hint, seen.host) == (Phase.ENDED, reason, POD)
+    assert POD in (seen.message or "")
 
 
 def test_a_pod_that_is_not_where_the_job_last_ran_is_not_its_to_report() -> None:
     failed = pod("Failed", terminated={"reason": "Error", "exitCode": 1})
     requeued = record(JobState.QUEUED, host=POD)  # the worker requeued itself for a retry
-    assert judge(failed, requeued, now=NOW, grace=60).state is None
+    assert judge(failed, requeued, now=NOW, grace=60) is None
     elsewhere = record(JobState.RUNNING, host="jk-abc-other")  # a newer pod runs it
-    assert judge(failed, elsewhere, now=NOW, grace=60).state is None
+    assert judge(failed, elsewhere, now=NOW, grace=60) is None
     never_started = record(JobState.QUEUED, host=None)  # killed before the worker ran
-    assert judge(failed, never_started, now=NOW, grace=60).state is JobState.FAILED
+    seen = judge(failed, never_started, now=NOW, grace=60)
+    assert seen is not None and seen.phase is Phase.ENDED
 
 
 def test_stuck_pending_pods_wait_out_the_grace_period_then_fail_with_the_message() -> None:
     stuck = pod("Pending", waiting={"reason": "ImagePullBackOff", "message": "no such image"})
     early = judge(stuck, record(JobState.QUEUED, None), now=NOW, grace=7200)
-    assert early.state is None and early.message == "ImagePullBackOff: no such image"
+    assert early is not None and early.phase is Phase.WAITING
+    assert early.message == "ImagePullBackOff: no such image"
     late = judge(stuck, record(JobState.QUEUED, None), now=NOW, grace=60)
-    assert (late.state, late.reason) == (JobState.FAILED, FailureReason.SUBMIT_ERROR)
+    assert late is not None
+    assert (late.phase, late.hint) == (Phase.STUCK, FailureReason.SUBMIT_ERROR)
     assert "no such image" in (late.message or "")
     unschedulable = pod(
         "Pending",
@@ -103,10 +108,11 @@ def test_stuck_pending_pods_wait_out_the_grace_period_then_fail_with_the_message
             }
         ],
     )
-    assert "Unschedulable: 0/3 nodes" in (
-        judge(unschedulable, record(JobState.QUEUED, None), now=NOW, grace=60).message or ""
-    )
-    assert judge(pod("Pending"), record(JobState.QUEUED, None), now=NOW, grace=0).state is None
+    unscheduled = judge(unschedulable, record(JobState.QUEUED, None), now=NOW, grace=60)
+    assert unscheduled is not None and "Unschedulable: 0/3 nodes" in (unscheduled.message or "")
+    assert judge(pod("Pending"), record(JobState.QUEUED, None), now=NOW, grace=0) is None
+    # A newer pod of a job that ran elsewhere is not a scheduler requeue.
+    assert judge(stuck, record(JobState.RUNNING, "jk-abc-old"), now=NOW, grace=7200) is None
 
 
 def test_which_events_need_the_record_and_which_job_a_pod_runs() -> None:

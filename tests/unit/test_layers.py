@@ -10,13 +10,10 @@ from __future__ import annotations
 import ast
 import subprocess
 import sys
-from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 
 import jobkit
 from jobkit.config import Config
-from jobkit.stores.base import Store
 
 SRC = Path(jobkit.__file__).resolve().parent
 BACKENDS = SRC / "backends"
@@ -141,28 +138,11 @@ def test_dead_backend_hooks_are_gone() -> None:
     assert not hasattr(jobkit.backends, "register_backend")
 
 
-class RecordingSink:
-    """Completions a backend reports, kept for the test to read."""
-
-    def __init__(self) -> None:
-        self.poked: list[list[str] | None] = []
-
-    def poke(self, job_ids: Iterable[str] | None = None) -> None:
-        self.poked.append(None if job_ids is None else list(job_ids))
-
-
-@dataclass
-class Host:
-    """A BackendHost that is not the Client: the contract is the protocol."""
-
-    store: Store
-    config: Config
-    key: bytes
-    monitor: RecordingSink
-
-
-def test_a_backend_is_built_from_any_host_not_only_the_client(tmp_path: Path) -> None:
-    from jobkit.backends import open_backend
+def test_a_backend_is_built_from_its_settings_and_services_not_the_client(
+    tmp_path: Path,
+) -> None:
+    from jobkit.backends import backend_class, open_backend
+    from jobkit.backends.base import BackendServices
     from jobkit.client import Client
     from jobkit.config import LocalConfig
     from jobkit.resources import parse_resources
@@ -170,14 +150,21 @@ def test_a_backend_is_built_from_any_host_not_only_the_client(tmp_path: Path) ->
 
     url = f"sqlite:///{tmp_path}/jobkit.db"
     config = Config(store=url, local=LocalConfig(cpus=3), slurm={"folder": str(tmp_path / "s")})
-    host = Host(open_store(url), config, b"k" * 32, RecordingSink())
+    poked: list[list[str] | None] = []
+    services = BackendServices(
+        store=open_store(url),
+        key=lambda: b"k" * 32,
+        poke=lambda ids=None: poked.append(None if ids is None else list(ids)),
+        report=lambda records, seen: None,
+    )
 
-    local = open_backend("local", host)
-    assert local.store is host.store
-    assert local.settings.cpus == 3  # type: ignore[attr-defined]
+    local = open_backend("local", config, services)
+    assert local.store is services.store
+    assert local.settings == LocalConfig(cpus=3)  # its own settings, from [local]
+    assert backend_class("local").settings_from(config) is config.local
 
     resources = parse_resources(cpus=2, mem="1GB", time="5m")
-    through_host = open_backend("slurm", host).plan(resources, name="train")
+    through_services = open_backend("slurm", config, services).plan(resources, name="train")
     through_client = Client(config).backend("slurm").plan(resources, name="train")
-    assert through_host == through_client
-    assert "train" in through_host
+    assert through_services == through_client
+    assert "train" in through_services

@@ -10,9 +10,12 @@ from typing import Any
 import pytest
 
 import jobkit
+from jobkit.observation import Accepted, Observation, Phase
 from jobkit.reconcile import (
     RETRIED_BY_DEFAULT,
     Failure,
+    accept,
+    apply,
     fail,
     requeue,
     retries_left,
@@ -256,3 +259,97 @@ def test_no_failed_transition_outside_the_reconciler() -> None:
             if (where, function) not in REPLAYS
         ]
     assert not offenders, f"write FAILED through jobkit.reconcile.fail/settle: {offenders}"
+
+
+# -- what backends accepted and saw ----------------------------------------------------
+
+
+def test_accept_records_queued_with_the_backend_id_and_keeps_a_fast_workers_running(
+    store: Store,
+) -> None:
+    waiting = put(store, JobState.PENDING, job_id="jk-waits")
+    fast = put(store, JobState.PENDING, job_id="jk-fast")
+    store.update(waiting.id, extra={"cwd": "/work"})
+    store.transition(fast.id, JobState.RUNNING, expect=(JobState.PENDING,))  # worker first
+    records = [store.get(waiting.id), store.get(fast.id)]
+    accept(
+        store,
+        records,
+        [Accepted(waiting.id, "41", {"stdout": "/o"}), Accepted(fast.id, "42")],
+        submitted_at=5.0,
+    )
+    got = store.get(waiting.id)
+    assert (got.state, got.backend_id, got.submitted_at) == (JobState.QUEUED, "41", 5.0)
+    assert got.extra == {"cwd": "/work", "stdout": "/o"}  # merged, not replaced
+    ran = store.get(fast.id)
+    assert (ran.state, ran.backend_id) == (JobState.RUNNING, "42")  # not undone
+
+
+@pytest.mark.parametrize(
+    ("seen", "reruns", "state", "reason", "attempt"),
+    [
+        (Observation("OUT_OF_MEMORY", Phase.ENDED, FailureReason.OOM), False, "FAILED", "OOM", 0),
+        (Observation("COMPLETED", Phase.ENDED), False, "FAILED", "LOST", 0),
+        (Observation("Failed/OOM", Phase.ENDED, FailureReason.OOM), True, "QUEUED", None, 1),
+        (Observation("Pending/Err", Phase.STUCK), True, "FAILED", "SUBMIT_ERROR", 0),
+        (Observation("CANCELLED by 0", Phase.CANCELLED), False, "CANCELLED", None, 0),
+        (Observation("REQUEUED", Phase.WAITING), False, "QUEUED", None, 0),
+        (Observation("RUNNING", Phase.RUNNING), False, "RUNNING", None, 0),
+    ],
+)
+def test_apply_reads_each_phase_once(
+    store: Store,
+    seen: Observation,
+    reruns: bool,
+    state: str,
+    reason: str | None,
+    attempt: int,
+) -> None:
+    record = put(store, JobState.RUNNING, retries=1)
+    apply(store, [record], {record.id: seen}, reruns=reruns, now=9.0)
+    got = store.get(record.id)
+    assert got.state is JobState(state) and got.attempt == attempt
+    assert (got.failure_reason.value if got.failure_reason else None) == reason
+    if got.state is JobState.FAILED:
+        assert got.native_state == seen.native_state and got.finished_at == 9.0
+        assert got.message  # the backend's words, or what the reconciler says it lacked
+
+
+def test_apply_never_overwrites_what_a_worker_recorded_meanwhile(store: Store) -> None:
+    record = put(store, JobState.RUNNING)
+    store.transition(record.id, JobState.SUCCEEDED)  # after the backend looked
+    apply(store, [record], {record.id: Observation("Failed/LOST", Phase.ENDED)})
+    assert store.get(record.id).state is JobState.SUCCEEDED
+
+
+def test_apply_keeps_messages_and_unknown_native_words_without_moving_the_job(
+    store: Store,
+) -> None:
+    record = put(store, JobState.QUEUED)
+    apply(store, [record], {record.id: Observation("Pending/X", Phase.WAITING, message="pull")})
+    got = store.get(record.id)
+    assert (got.state, got.message, got.native_state) == (JobState.QUEUED, "pull", "Pending/X")
+    apply(store, [got], {got.id: Observation("WEIRD_STATE", Phase.UNKNOWN)})
+    assert store.get(record.id).native_state == "WEIRD_STATE"
+
+
+def test_apply_records_where_a_lost_attempt_ran_if_the_worker_never_said(store: Store) -> None:
+    record = put(store, JobState.QUEUED)
+    apply(store, [record], {record.id: Observation("Failed", Phase.ENDED, host="pod-1")})
+    assert store.get(record.id).host == "pod-1"
+
+
+def test_backends_never_write_job_states() -> None:
+    """Backends return what they accepted and saw; only the reconciler writes."""
+    offenders = []
+    for path in sorted((SRC / "backends").rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr in {"transition", "transition_many", "create", "update"}
+                and "store" in ast.unparse(node.func.value)
+            ):
+                offenders.append(f"{path.relative_to(SRC)}:{node.lineno}")
+    assert not offenders, offenders

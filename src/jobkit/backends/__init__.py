@@ -20,7 +20,8 @@ from jobkit.errors import BackendError, ConfigError
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
-    from jobkit.backends.base import Backend, BackendHost
+    from jobkit.backends.base import Backend, BackendServices
+    from jobkit.config import Config
 
     SettingsT = TypeVar("SettingsT", bound=BaseModel)
 
@@ -95,7 +96,15 @@ def backend_settings(config: Any, name: str, model: type[SettingsT]) -> Settings
         ) from None
 
 
-def open_backend(name: str, host: BackendHost) -> Backend:
-    """The backend ``name`` built for ``host`` (the Client, seen only as a
-    :class:`~jobkit.backends.base.BackendHost`)."""
-    return backend_class(name)(host)
+def open_backend(name: str, config: Config, services: BackendServices) -> Backend:
+    """The backend ``name`` built from its own settings in ``config`` and ``services``."""
+    cls = backend_class(name)
+    return cls(cls.settings_from(config), services)
+
+
+def availability(name: str, config: Config) -> tuple[bool, str]:
+    """Whether backend ``name`` is usable with ``config``, and why not; a missing
+    extra or an invalid settings table raises (BackendError, ConfigError)."""
+    cls = backend_class(name)
+    ok, why = cls.available(cls.settings_from(config))
+    return bool(ok), str(why)

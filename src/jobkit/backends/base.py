@@ -1,32 +1,39 @@
-"""The backend contract: small and batched.
+"""The backend contract: small, batched, and blind to the Client.
 
-Modeled on Parsl's provider interface: submit many, reconcile many, cancel
-many.  A backend never owns the truth about a job (the store does); it
-accepts records the client has already stored as PENDING, and ``reconcile``
-maps native states onto :class:`~jobkit.states.JobState` for *all* given
-jobs in one query, writing transitions with the store's compare-and-set.
+Modeled on Parsl's provider interface (submit many, query many, cancel
+many) and drawn here as httpx draws its transports.  A backend never owns
+the truth about a job (the store does) and never writes a job's state: it
+says what it *accepted* and what it *saw*, and :mod:`jobkit.reconcile`
+decides::
 
-Only ``submit``, ``cancel`` and ``read_logs`` are required; a backend that
-forgets one fails at class creation with the method's name.
+    Backend.settings_from(config) ──► its own typed settings ([NAME] or [backends.NAME])
+    Backend(settings, services)       services: store (read payload refs, records),
+                                                key() (sign), poke(ids), report(records, seen)
 
-A backend is built from a :class:`BackendHost`, not the Client: the layers
-point one way (client -> backends -> store), so no module under
-``jobkit/backends`` imports ``jobkit.client``, not even for typing.  The
-host names exactly what backends use today; the Client satisfies it
-structurally, and so can a test harness or a future reconciler::
+    client ─ check_resources(res) ─ prepare(records) ─► store.create(PENDING)
+           ─ submit(records, res) ──► [Accepted(id, backend_id, extra)]  ─► reconcile.accept
+    monitor, CLI ─ observe(records) ─► {id: Observation}                 ─► reconcile.apply
+    a watch or event thread ────────► services.report(records, {id: Observation})
+    cancel(records)  (already CANCELLED in the store)   read_logs(record, stream)
+    plan(res) / plan_warnings(res)  (``jobkit plan``)   available(settings)
 
-    Client ──(is a)──► BackendHost: store, config, key, monitor.poke(ids)
-                              │
-                              ▼
-                          Backend(host) ──► its own settings from host.config
+Only ``submit``, ``observe``, ``cancel`` and ``read_logs`` are required; a
+backend that forgets one fails at class creation with the method's name.
+The worker that runs each job records what only it knows (RUNNING,
+SUCCEEDED, ERROR with the outcome) on every backend.
+
+No module under ``jobkit/backends`` imports ``jobkit.client``, not even for
+typing: the layers point one way (client -> backends -> store).
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+import dataclasses
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
 
+from jobkit.observation import Accepted, Observation
 from jobkit.states import JobRecord
 
 if TYPE_CHECKING:
@@ -34,34 +41,24 @@ if TYPE_CHECKING:
     from jobkit.resources import Resources
     from jobkit.stores.base import Store
 
-
-class CompletionSink(Protocol):
-    """Where a backend that learns of ended jobs first (the local agent's
-    "done" events) says so, so waiters need not wait for the next sweep."""
-
-    def poke(self, job_ids: Iterable[str] | None = None) -> None: ...
+__all__ = ["Accepted", "Backend", "BackendServices", "Observation"]
 
 
-class BackendHost(Protocol):
-    """What a backend may use of whoever opens it: the Client today.
+@dataclasses.dataclass(frozen=True)
+class BackendServices:
+    """The few things a backend may use of whoever opens it (the Client today).
 
-    Read-only on purpose: a backend reads its settings from ``config``,
-    payload references and records from ``store``, signs with ``key``
-    (only when it needs to; loading it may create the key file) and reports
-    completions to ``monitor``.  Anything more couples it to the client.
+    ``key`` is a function because loading the key may create the key file: a
+    backend asks only when it signs.  ``poke`` says which jobs just ended, so
+    waiters need not wait for the next sweep (the local agent's "done"
+    events); ``report`` hands observations made outside ``observe`` (a watch
+    thread) to the reconciler.
     """
 
-    @property
-    def store(self) -> Store: ...
-
-    @property
-    def config(self) -> Config: ...
-
-    @property
-    def key(self) -> bytes: ...
-
-    @property
-    def monitor(self) -> CompletionSink: ...
+    store: Store
+    key: Callable[[], bytes]
+    poke: Callable[[Iterable[str] | None], None]
+    report: Callable[[Sequence[JobRecord], Mapping[str, Observation]], None]
 
 
 class Backend(abc.ABC):
@@ -71,14 +68,24 @@ class Backend(abc.ABC):
     pushes_completions: ClassVar[bool] = False
     """True if the backend tells the monitor when jobs end (the local agent
     does); otherwise the monitor sweeps the store as often as it affords."""
+    reruns_failed_attempts: ClassVar[bool] = False
+    """True if the backend itself starts the next attempt of a job the
+    reconciler put back in QUEUED (Kubernetes' ``backoffLimit``); otherwise an
+    observed failure is final."""
 
-    def __init__(self, host: BackendHost) -> None:
-        self.host = host
-        self.store = host.store
+    def __init__(self, settings: Any, services: BackendServices) -> None:
+        self.settings = settings
+        self.services = services
+        self.store = services.store
 
     @classmethod
-    def available(cls, config: Any) -> tuple[bool, str]:
-        """Whether this backend is usable here, and why (not)."""
+    def settings_from(cls, config: Config) -> Any:
+        """This backend's settings, validated from ``config`` (ConfigError, one line)."""
+        return None
+
+    @classmethod
+    def available(cls, settings: Any) -> tuple[bool, str]:
+        """Whether this backend is usable here with ``settings``, and why (not)."""
         return True, "available"
 
     def check_resources(self, resources: Resources) -> None:  # noqa: B027 - optional
@@ -88,15 +95,22 @@ class Backend(abc.ABC):
         """Adjust records (``extra``) before they are stored."""
 
     @abc.abstractmethod
-    def submit(self, records: Sequence[JobRecord], resources: Resources) -> None:
-        """Hand stored PENDING jobs to the backend (one call for a whole map)."""
+    def submit(self, records: Sequence[JobRecord], resources: Resources) -> Sequence[Accepted]:
+        """Hand stored PENDING jobs to the backend (one call for a whole map).
+
+        Returns what it took, for the reconciler to record QUEUED; an empty
+        list when the backend's own scheduler records that (the local agent).
+        Raise (SubmitError) to refuse them all: they end FAILED/SUBMIT_ERROR.
+        """
+
+    @abc.abstractmethod
+    def observe(self, records: Sequence[JobRecord]) -> Mapping[str, Observation]:
+        """What the backend sees of these active jobs, in one batched query;
+        jobs it has nothing to say about are left out."""
 
     @abc.abstractmethod
     def cancel(self, records: Sequence[JobRecord]) -> None:
         """Stop jobs already marked CANCELLED in the store."""
-
-    def reconcile(self, records: Sequence[JobRecord]) -> None:  # noqa: B027
-        """Repair store states from the backend's view, one batched query."""
 
     def plan(
         self, resources: Resources, *, checkpointable: bool = False, name: str | None = None

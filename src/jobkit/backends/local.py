@@ -24,16 +24,17 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from jobkit.backends.base import Backend, BackendHost
+from jobkit.backends.base import Accepted, Backend, BackendServices, Observation
 from jobkit.errors import BackendError, ConfigError
 from jobkit.scheduler.protocol import AgentSettings, LineReader, Op, decode_event, encode_request
 from jobkit.states import JobRecord
 
 if TYPE_CHECKING:
+    from jobkit.config import Config, LocalConfig
     from jobkit.resources import Resources
     from jobkit.scheduler.daemon import AgentPaths
     from jobkit.scheduler.policy import Capacity
@@ -45,8 +46,8 @@ class LocalBackend(Backend):
     name = "local"
     pushes_completions = True
 
-    def __init__(self, host: BackendHost) -> None:
-        super().__init__(host)
+    def __init__(self, settings: LocalConfig, services: BackendServices) -> None:
+        super().__init__(settings, services)
         if not self.store.shared_across_processes:
             raise ConfigError(
                 f"store {self.store.url} lives in one process, but local jobs run in "
@@ -55,8 +56,8 @@ class LocalBackend(Backend):
         from jobkit.paths import home_dir
         from jobkit.scheduler.daemon import agent_paths
 
-        local = host.config.local
-        self.settings: AgentSettings = AgentSettings(
+        local = settings
+        self.agent_settings: AgentSettings = AgentSettings(
             store=self.store.url,
             cpus=local.cpus,
             mem=local.mem,
@@ -72,12 +73,16 @@ class LocalBackend(Backend):
         self._envs_written: set[str] = set()
         self._capacity: Capacity | None = None
 
+    @classmethod
+    def settings_from(cls, config: Config) -> LocalConfig:
+        return config.local
+
     # -- resources -------------------------------------------------------------
     def capacity(self) -> Capacity:
         from jobkit.scheduler.machine import machine_capacity
 
         if self._capacity is None:
-            s = self.settings
+            s = self.agent_settings
             self._capacity = machine_capacity(
                 cpus=s.cpus, mem=s.mem, gpus=s.gpus, max_jobs=s.max_jobs
             )
@@ -108,7 +113,9 @@ class LocalBackend(Backend):
     def prepare(self, records: Sequence[JobRecord], resources: Resources) -> None:
         # Before the jobs exist in the store: the agent must judge them by the
         # machine this client declared, not by the settings it started with.
-        self._send(encode_request(Op.CONFIGURE, machine=self.settings.machine(), pid=os.getpid()))
+        self._send(
+            encode_request(Op.CONFIGURE, machine=self.agent_settings.machine(), pid=os.getpid())
+        )
         env_ref = self._store_env()
         cwd = os.getcwd()
         machine = socket.gethostname()
@@ -126,28 +133,33 @@ class LocalBackend(Backend):
         ref = hashlib.sha256(blob).hexdigest()[:32]
         if ref not in self._envs_written:
             self.store.put_blob(
-                f"envs/{ref}", seal_json(env, key=self.host.key, kind="env", ident=ref)
+                f"envs/{ref}", seal_json(env, key=self.services.key(), kind="env", ident=ref)
             )
             self._envs_written.add(ref)
         return ref
 
     # -- talking to the agent ----------------------------------------------------
-    def submit(self, records: Sequence[JobRecord], resources: Resources) -> None:
+    def submit(self, records: Sequence[JobRecord], resources: Resources) -> list[Accepted]:
+        """Wake the agent: it takes PENDING jobs from the store and records them QUEUED."""
         self._send(encode_request(Op.WAKE))
+        return []
 
     def cancel(self, records: Sequence[JobRecord]) -> None:
         self._send(encode_request(Op.CANCEL, ids=[r.id for r in records]), start=False)
 
-    def reconcile(self, records: Sequence[JobRecord]) -> None:
-        """Jobs of this machine waiting with no agent alive (it idled out or
-        died): start one.  Other machines' local jobs in a shared store are
-        left to their own agents."""
+    def observe(self, records: Sequence[JobRecord]) -> Mapping[str, Observation]:
+        """Nothing to report: the agent, this backend's scheduler, watches its
+        workers and settles their ends through the reconciler itself.  What the
+        client can do is make sure one is alive: jobs of this machine waiting
+        with none (it idled out or died) start one.  Other machines' local jobs
+        in a shared store are left to their own agents."""
         from jobkit.scheduler.machine import submitted_here
 
         host, local = socket.gethostname(), self.store.local_dir is not None
         mine = [r for r in records if submitted_here(r.extra, host, store_is_local=local)]
         if mine and not self._agent_alive():
             self._send(encode_request(Op.WAKE))
+        return {}
 
     def _agent_alive(self) -> bool:
         with self._lock:
@@ -222,12 +234,12 @@ class LocalBackend(Backend):
 
     def _listen(self, conn: socket.socket) -> None:
         """Agent events ("done") poke the monitor; EOF means the agent left."""
-        monitor = self.host.monitor
+        poke = self.services.poke
         reader = LineReader()
         with contextlib.suppress(OSError):
             while data := conn.recv(65536):
                 ids = [decode_event(line) for line in reader.feed(data)]
-                monitor.poke([job_id for job_id in ids if job_id is not None])
+                poke([job_id for job_id in ids if job_id is not None])
         with self._lock:
             if self._conn is conn:
                 self._conn = None
@@ -235,11 +247,11 @@ class LocalBackend(Backend):
     def _start_agent(self) -> None:
         self.log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         env = dict(os.environ)
-        env["JOBKIT_KEY"] = self.host.key.hex()
+        env["JOBKIT_KEY"] = self.services.key().hex()
         with open(self.paths.log, "ab") as log:
             os.chmod(self.paths.log, 0o600)
             launcher = subprocess.Popen(
-                [sys.executable, "-m", "jobkit.scheduler.agent", self.settings.to_json()],
+                [sys.executable, "-m", "jobkit.scheduler.agent", self.agent_settings.to_json()],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
@@ -271,7 +283,7 @@ class LocalBackend(Backend):
             f"# machine: cpus={cap.cpus:g} mem={cap.mem} gpus={list(cap.gpus) or 'none'}"
             + (f" max_jobs={cap.max_jobs}" if cap.max_jobs else ""),
             f"# request: {resources.to_record()}",
-            f"# start method: {self.settings.start_method} "
+            f"# start method: {self.agent_settings.start_method} "
             "(own session and process group; stdout/stderr to the store's logs/)",
         ]
         if resources.time is not None:
@@ -279,7 +291,9 @@ class LocalBackend(Backend):
         if resources.mem:
             lines.append(f"# memory limit: killed (OOM) above {resources.mem} bytes of RSS")
         worker = f"{sys.executable} -m jobkit.worker --store {self.store.url} JOB_ID"
-        lines.append(worker if self.settings.start_method == "spawn" else f"fork() -> {worker}")
+        lines.append(
+            worker if self.agent_settings.start_method == "spawn" else f"fork() -> {worker}"
+        )
         return "\n".join(lines) + "\n"
 
     # -- logs ----------------------------------------------------------------------

@@ -476,14 +476,14 @@ def cancel(
 @app.command()
 def backends(ctx: typer.Context, as_json: JsonOption = False) -> None:
     """Show which backends are usable here, and why not."""
-    from jobkit.backends import backend_class, known_backends
+    from jobkit.backends import availability, known_backends
 
     config = session_of(ctx).config
     names = dict.fromkeys([*sorted(known_backends()), *_entry_point_backends()])
     rows = []
     for name in names:
         try:
-            ok, detail = backend_class(name).available(config)
+            ok, detail = availability(name, config)
         except (ImportError, JobkitError) as exc:  # the library's message has the install hint
             ok, detail = (
                 False,

@@ -6,17 +6,20 @@ can implement the Backend contract honestly and pass the conformance suite.
 Its settings come from the ``[backends.toy]`` config table, validated by
 :class:`ToySettings`.
 
+It never writes a job's state: like every backend it returns what it
+accepted and reports what it saw, and jobkit's reconciler records it.
 Data flow::
 
-    submit(records) ──► QUEUED (backend_id "toy-N") ──► launcher thread
+    submit(records) ──► [Accepted("toy-N")] (jobkit records QUEUED) ──► launcher thread
         launcher: at most ``max_parallel`` workers; a job cancelled meanwhile is skipped
         worker process: RUNNING → SUCCEEDED | FAILED/ERROR | QUEUED (retry)
-        watcher: past ``resources.time`` → kill, FAILED/TIMEOUT;
+        watcher: past ``resources.time`` → kill, report ENDED with hint TIMEOUT;
                  requeued by the worker → launch the next attempt;
-                 exited without a terminal state → FAILED/LOST
+                 exited without a terminal state → report ENDED (LOST)
+    observe(records) ──► RUNNING for the jobs it runs now
 
-Jobs live as long as the submitting process (it is a toy): ``reconcile``
-leaves jobs it did not launch alone, so another process may wait for them.
+Jobs live as long as the submitting process (it is a toy): ``observe``
+says nothing of jobs it did not launch, so another process may wait for them.
 """
 
 from __future__ import annotations
@@ -27,16 +30,16 @@ import os
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from jobkit.backends import backend_settings
-from jobkit.backends.base import Backend
+from jobkit.backends.base import Accepted, Backend, BackendServices, Observation
 from jobkit.errors import ConfigError
+from jobkit.observation import Phase
 from jobkit.states import FailureReason, JobRecord, JobState
 
 TERMINAL = (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
@@ -56,10 +59,10 @@ class ToyBackend(Backend):
     submissions: ClassVar[int] = 0
     """Calls of ``submit`` in this process, all instances: a map must add one."""
 
-    def __init__(self, client: Any) -> None:
-        super().__init__(client)
-        self.settings = backend_settings(client.config, "toy", ToySettings)
-        self.key_hex: str = client.key.hex()
+    settings: ToySettings
+
+    def __init__(self, settings: ToySettings, services: BackendServices) -> None:
+        super().__init__(settings, services)
         self.log_dir = Path(self.store.local_dir or os.environ.get("JOBKIT_HOME", "/tmp")) / "toy"
         self._queue: list[tuple[JobRecord, float | None, int]] = []
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
@@ -69,7 +72,11 @@ class ToyBackend(Backend):
         self._launcher: threading.Thread | None = None
 
     @classmethod
-    def available(cls, config: Any) -> tuple[bool, str]:
+    def settings_from(cls, config: Any) -> ToySettings:
+        return backend_settings(config, "toy", ToySettings)
+
+    @classmethod
+    def available(cls, settings: ToySettings) -> tuple[bool, str]:
         return True, "available (toy plugin: one worker process per job, on this machine)"
 
     def check_resources(self, resources: Any) -> None:
@@ -80,17 +87,10 @@ class ToyBackend(Backend):
                 "use backend='local', 'slurm' or 'kubernetes'"
             )
 
-    def submit(self, records: Sequence[JobRecord], resources: Any) -> None:
+    def submit(self, records: Sequence[JobRecord], resources: Any) -> list[Accepted]:
         type(self).submissions += 1
         limit = resources.time.total_seconds() if resources.time else None
-        for record in records:
-            self.store.transition(
-                record.id,
-                JobState.QUEUED,
-                expect=(JobState.PENDING,),
-                backend_id=f"toy-{os.getpid()}-{next(self._ids)}",
-                submitted_at=time.time(),
-            )
+        accepted = [Accepted(r.id, f"toy-{os.getpid()}-{next(self._ids)}") for r in records]
         with self._lock:
             self._queue.extend((r, limit, int(resources.retries or 0)) for r in records)
             self._lock.notify_all()
@@ -99,6 +99,12 @@ class ToyBackend(Backend):
                     target=self._launch_loop, name="jobkit-toy-launcher", daemon=True
                 )
                 self._launcher.start()
+        return accepted
+
+    def observe(self, records: Sequence[JobRecord]) -> Mapping[str, Observation]:
+        with self._lock:
+            running = set(self._procs)
+        return {r.id: Observation("running", Phase.RUNNING) for r in records if r.id in running}
 
     def _launch_loop(self) -> None:
         while True:
@@ -117,7 +123,7 @@ class ToyBackend(Backend):
         self.log_dir.mkdir(parents=True, exist_ok=True)
         env = {
             **os.environ,
-            "JOBKIT_KEY": self.key_hex,
+            "JOBKIT_KEY": self.services.key().hex(),
         }
         with (
             open(self._log(record, "stdout"), "ab") as out,
@@ -140,40 +146,39 @@ class ToyBackend(Backend):
     def _watch(
         self, record: JobRecord, proc: subprocess.Popen[bytes], limit: float | None, retries: int
     ) -> None:
+        timed_out = False
         try:
             proc.wait(timeout=limit)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-            self.store.transition(
-                record.id,
-                JobState.FAILED,
-                expect=(JobState.QUEUED, JobState.RUNNING),
-                failure_reason=FailureReason.TIMEOUT,
-                native_state="KILLED_AT_TIME_LIMIT",
-                message=f"ran past its time limit of {limit:g} s",
-                finished_at=time.time(),
-                exit_code=proc.returncode,
-            )
+            timed_out = True
         finally:
             with self._lock:
                 self._procs.pop(record.id, None)
                 self._lock.notify_all()
         after = self.store.get(record.id)
-        if after.state is JobState.QUEUED and after.attempt > record.attempt:
+        if after.state is JobState.QUEUED and after.attempt > record.attempt and not timed_out:
             with self._lock:  # the worker requeued a failed attempt: run the next one
                 self._queue.append((after, limit, retries))
                 self._lock.notify_all()
         elif after.state not in TERMINAL:
-            self.store.transition(
-                record.id,
-                JobState.FAILED,
-                expect=(JobState.QUEUED, JobState.RUNNING),
-                failure_reason=FailureReason.LOST,
-                message=f"the worker exited with {proc.returncode} without recording an end",
-                finished_at=time.time(),
-                exit_code=proc.returncode,
-            )
+            if timed_out:
+                seen = Observation(
+                    "KILLED_AT_TIME_LIMIT",
+                    Phase.ENDED,
+                    FailureReason.TIMEOUT,
+                    f"ran past its time limit of {limit:g} s",
+                    exit_code=proc.returncode,
+                )
+            else:
+                seen = Observation(
+                    f"EXITED_{proc.returncode}",
+                    Phase.ENDED,
+                    message=f"the worker exited with {proc.returncode} without recording an end",
+                    exit_code=proc.returncode,
+                )
+            self.services.report([after], {after.id: seen})
 
     def cancel(self, records: Sequence[JobRecord]) -> None:
         with self._lock:

@@ -3,11 +3,14 @@
 ::
 
     submit  ─► build_job (manifest.py) ─► POST one Job (a map: one Indexed Job)
-            ─► records PENDING → QUEUED (backend_id = Job name, [index] for a map)
+            ─► Accepted (backend_id = Job name, [index] for a map): QUEUED
     pod     ─► python -m jobkit.worker --store URL (reads payload, writes outcome,
-               records RUNNING / SUCCEEDED / FAILED like on every backend)
+               records RUNNING / SUCCEEDED / ERROR like on every backend)
     watch   ─► LIST + WATCH jobkit's Jobs and pods (watch.py) ─► judge each pod
                (states.py): OOM, TIMEOUT, PREEMPTED, LOST, stuck pending
+            ─► observe(records) for the monitor, services.report(...) on a pod
+               event: the reconciler records it (a failed attempt goes back to
+               QUEUED while retries remain: Kubernetes starts the next pod)
     cancel  ─► DELETE the Job, propagationPolicy=Background (its pods go with it);
                part of a map: DELETE those pods, whose replacements find the job
                CANCELLED in the store and exit at once
@@ -26,9 +29,9 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from jobkit.backends.base import Backend, BackendHost
+from jobkit.backends.base import Accepted, Backend, BackendServices, Observation
 from jobkit.errors import ConfigError, JobkitError
-from jobkit.reconcile import Failure, fail, settle, vanished
+from jobkit.observation import Phase
 from jobkit.states import ACTIVE_STATES, JobRecord, JobState
 
 from .manifest import INDEX_ANNOTATION, build_job, job_name, to_yaml, validate
@@ -36,6 +39,7 @@ from .settings import KubernetesSettings
 from .states import created, jobkit_id, judge, worth_a_look
 
 if TYPE_CHECKING:
+    from jobkit.config import Config
     from jobkit.resources import Resources
 
     from .api import KubeApi
@@ -54,10 +58,11 @@ SYNC_TIMEOUT = 5.0
 class KubernetesBackend(Backend):
     name = "kubernetes"
     pushes_completions = False
+    reruns_failed_attempts = True
+    settings: KubernetesSettings
 
-    def __init__(self, host: BackendHost) -> None:
-        super().__init__(host)
-        self.settings = KubernetesSettings.from_config(host.config.kubernetes)
+    def __init__(self, settings: KubernetesSettings, services: BackendServices) -> None:
+        super().__init__(settings, services)
         self._lock = threading.Lock()
         self._api: KubeApi | None = None
         self._watch: ClusterWatch | None = None
@@ -65,15 +70,15 @@ class KubernetesBackend(Backend):
         self._server_version: tuple[int, int] | None = None
 
     @classmethod
-    def available(cls, config: Any) -> tuple[bool, str]:
+    def settings_from(cls, config: Config) -> KubernetesSettings:
+        return KubernetesSettings.from_config(config.kubernetes)
+
+    @classmethod
+    def available(cls, settings: KubernetesSettings) -> tuple[bool, str]:
         try:
             import kubernetes  # noqa: F401
         except ImportError:
             return False, "the kubernetes client is not installed: pip install 'jobkit[kubernetes]'"
-        try:
-            settings = KubernetesSettings.from_config(getattr(config, "kubernetes", {}) or {})
-        except ConfigError as exc:
-            return False, str(exc)
         namespace = f"namespace {settings.namespace} (from {settings.namespace_source})"
         if settings.api_server:
             return True, f"API server {settings.api_server}, {namespace}"
@@ -142,7 +147,7 @@ class KubernetesBackend(Backend):
         for record in records:
             record.extra["namespace"] = self.settings.namespace
 
-    def submit(self, records: Sequence[JobRecord], resources: Resources) -> None:
+    def submit(self, records: Sequence[JobRecord], resources: Resources) -> list[Accepted]:
         first = records[0]
         array = first.array_id is not None
         job_id = first.array_id if first.array_id is not None else first.id
@@ -151,17 +156,11 @@ class KubernetesBackend(Backend):
         )
         self.api.create_job(manifest)
         name = job_name(job_id)
-        now = time.time()
-        for record in records:
-            backend_id = f"{name}[{record.array_index}]" if array else name
-            self.store.transition(
-                record.id,
-                JobState.QUEUED,
-                expect=(JobState.PENDING,),
-                backend_id=backend_id,
-                submitted_at=now,
-            )
         self._ensure_watch()
+        return [
+            Accepted(record.id, f"{name}[{record.array_index}]" if array else name)
+            for record in records
+        ]
 
     def _per_index_retries(self) -> bool:
         """``backoffLimitPerIndex`` where the cluster has it (beta in 1.29, GA in 1.33)."""
@@ -202,33 +201,36 @@ class KubernetesBackend(Backend):
             self._api = KubeApi(self.settings)
         return self._api
 
-    def reconcile(self, records: Sequence[JobRecord]) -> None:
-        """Judge each active job by its latest pod, from the watch's cache (a CLI
+    def observe(self, records: Sequence[JobRecord]) -> Mapping[str, Observation]:
+        """Each active job by its latest pod, from the watch's cache (a CLI
         without one lists jobs and pods once: two requests for any number)."""
         active = [r for r in records if r.state in ACTIVE_STATES]
         if not active:
-            return
+            return {}
         watch = self._ensure_watch()
         if not watch.synced(SYNC_TIMEOUT):
-            return
+            return {}
         pods = self._latest_pods(watch.snapshot("pods"))
         jobs = {str((j.get("metadata") or {}).get("name")) for j in watch.snapshot("jobs")}
         now = time.time()
+        seen: dict[str, Observation] = {}
         for record in active:
             pod = pods.get(record.id)
             if pod is not None:
-                self._apply(pod, record, now)
+                observed = judge(pod, record, now=now, grace=self.settings.pending_grace)
+                if observed is not None:
+                    seen[record.id] = observed
             elif record.backend_id and _job_of(record.backend_id) not in jobs:
-                self._record_failure(
-                    record,
-                    vanished(
-                        f"its Kubernetes Job {_job_of(record.backend_id)} is gone "
-                        "(deleted, or removed by ttlSecondsAfterFinished)"
-                    ),
+                seen[record.id] = Observation(
+                    "JobGone",
+                    Phase.ENDED,
+                    message=f"its Kubernetes Job {_job_of(record.backend_id)} is gone "
+                    "(deleted, or removed by ttlSecondsAfterFinished)",
                 )
+        return seen
 
     def _on_pod(self, pod: Mapping[str, Any]) -> None:
-        """A pod changed: record what its job's worker could not."""
+        """A pod changed: tell the reconciler what its job's worker could not record."""
         job_id = jobkit_id(pod)
         if job_id is None or not worth_a_look(pod):
             return
@@ -236,29 +238,11 @@ class KubernetesBackend(Backend):
             record = self.store.get(job_id)
         except JobkitError:
             return
-        if record.state in ACTIVE_STATES:
-            self._apply(pod, record, time.time())
-
-    def _apply(self, pod: Mapping[str, Any], record: JobRecord, now: float) -> None:
-        verdict = judge(pod, record, now=now, grace=self.settings.pending_grace)
-        failure = verdict.failure()
-        if failure is None:
-            if verdict.message and record.message != verdict.message:
-                self.store.update(record.id, native_state=verdict.native, message=verdict.message)
+        if record.state not in ACTIVE_STATES:
             return
-        # A requeued attempt is Kubernetes' to run again: backoffLimit starts another pod.
-        settle(
-            self.store,
-            record,
-            failure,
-            expect=(record.state,),
-            requeue_from=(record.state,),
-            retry_message=f"retrying after {verdict.message}",
-            finished_at=now,
-        )
-
-    def _record_failure(self, record: JobRecord, failure: Failure) -> None:
-        fail(self.store, record.id, failure, expect=(record.state,))
+        observed = judge(pod, record, now=time.time(), grace=self.settings.pending_grace)
+        if observed is not None:
+            self.services.report([record], {record.id: observed})
 
     @staticmethod
     def _latest_pods(pods: Sequence[Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:

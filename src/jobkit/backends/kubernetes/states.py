@@ -16,20 +16,20 @@ Kubernetes is asked only about what a worker cannot record::
 A failure is only the pod's to report if the pod is where the job last ran
 (the record's ``host`` is the pod's name, which is its hostname) or if the job
 never started anywhere; a worker that requeued its job for a retry has already
-recorded what happened.  A verdict is only an observation: the backend hands
-its :meth:`Verdict.failure` to :func:`jobkit.reconcile.settle`, which moves the
-job back to QUEUED while retries are left (Kubernetes starts a new pod, by
+recorded what happened.  The table yields an
+:class:`~jobkit.observation.Observation` (the FailureReason above as its
+hint), never a write: :func:`jobkit.reconcile.apply` moves the job back to
+QUEUED while retries are left (Kubernetes starts a new pod, by
 ``backoffLimit``/``backoffLimitPerIndex``) or records it FAILED.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 from collections.abc import Mapping
 from typing import Any
 
-from jobkit.reconcile import Failure
+from jobkit.observation import Observation, Phase
 from jobkit.states import FailureReason, JobRecord, JobState
 
 from .manifest import ARRAY_ID, INDEX_ANNOTATION, JOB_ID
@@ -46,23 +46,6 @@ WAITING_FAILURES = frozenset(
 )
 """Container waiting reasons that do not resolve by themselves (usually)."""
 PREEMPTED = frozenset({"Evicted", "Preempting", "Shutdown", "NodeShutdown", "Terminated"})
-
-
-@dataclasses.dataclass(frozen=True)
-class Verdict:
-    """What to record for a job, from its pod; ``state`` None: nothing to record yet."""
-
-    native: str
-    state: JobState | None = None
-    reason: FailureReason | None = None
-    message: str | None = None
-    exit_code: int | None = None
-
-    def failure(self) -> Failure | None:
-        """The failure to hand :func:`jobkit.reconcile.settle`; None: nothing to record yet."""
-        if self.state is not JobState.FAILED or self.reason is None:
-            return None
-        return Failure(self.reason, self.message or self.native, self.exit_code, self.native)
 
 
 def jobkit_id(pod: Mapping[str, Any]) -> str | None:
@@ -106,32 +89,38 @@ def worth_a_look(pod: Mapping[str, Any]) -> bool:
     )
 
 
-def judge(pod: Mapping[str, Any], record: JobRecord, *, now: float, grace: float) -> Verdict:
-    """The verdict on ``record`` from ``pod`` (its latest pod)."""
+def judge(
+    pod: Mapping[str, Any], record: JobRecord, *, now: float, grace: float
+) -> Observation | None:
+    """What ``pod`` (the job's latest) says about ``record``; None: nothing the
+    worker does not record itself."""
     status = pod.get("status") or {}
     phase = str(status.get("phase") or "Pending")
     name = str((pod.get("metadata") or {}).get("name") or "")
     terminated, waiting = _container_state(status)
-    if phase == "Pending":
-        return _pending(pod, status, waiting, now=now, grace=grace)
-    if phase == "Running":
-        return Verdict("Running")
-    ran_here = record.host == name
     never_ran = record.state in (JobState.PENDING, JobState.QUEUED) and record.host is None
+    if phase == "Pending":
+        return _pending(pod, status, waiting, now=now, grace=grace, never_ran=never_ran)
+    if phase == "Running":
+        return None
+    ran_here = record.host == name
     if not (ran_here and record.state is JobState.RUNNING) and not never_ran:
-        return Verdict(phase)  # the worker recorded this attempt's end (or a retry)
+        return None  # the worker recorded this attempt's end (or a retry)
     if phase == "Succeeded":
-        return Verdict(
+        return Observation(
             phase,
-            JobState.FAILED,
+            Phase.ENDED,
             FailureReason.LOST,
             f"pod {name} succeeded but its worker recorded no result",
-            0,
+            exit_code=0,
+            host=name,
         )
     code = terminated.get("exitCode") if terminated else None
     reason, text = _failure(status, terminated)
     message = f"pod {name}: {text}" + (f" (exit code {code})" if code is not None else "")
-    return Verdict(f"Failed/{reason.value}", JobState.FAILED, reason, message, code)
+    return Observation(
+        f"Failed/{reason.value}", Phase.ENDED, reason, message, exit_code=code, host=name
+    )
 
 
 def _pending(
@@ -141,7 +130,8 @@ def _pending(
     *,
     now: float,
     grace: float,
-) -> Verdict:
+    never_ran: bool,
+) -> Observation | None:
     stuck: str | None = None
     if waiting and waiting.get("reason") in WAITING_FAILURES:
         stuck = f"{waiting['reason']}: {waiting.get('message') or 'no message'}"
@@ -153,15 +143,17 @@ def _pending(
         ):
             stuck = f"Unschedulable: {condition.get('message') or 'no message'}"
     if stuck is None:
-        return Verdict("Pending")
+        return None
     since = created(pod)
     native = f"Pending/{stuck.split(':', 1)[0]}"
     if since is not None and now - since < grace:
-        return Verdict(native, message=stuck)
+        # Shown while it waits; only for a job that has not run (a RUNNING
+        # record's newer pod must not read as a scheduler requeue).
+        return Observation(native, Phase.WAITING, message=stuck) if never_ran else None
     name = (pod.get("metadata") or {}).get("name")
-    return Verdict(
+    return Observation(
         native,
-        JobState.FAILED,
+        Phase.STUCK,
         FailureReason.SUBMIT_ERROR,
         f"pod {name} could not start after {grace:g} s: {stuck}",
     )

@@ -7,46 +7,58 @@ states flow through the jobkit store like on every backend.
 
 Two-phase submission: the client records PENDING; ``submit`` calls sbatch
 (one call for a whole ``map``, split only above the cluster's
-``MaxArraySize``) and records the Slurm id.  ``reconcile`` repairs what the
-worker could not record itself (timeouts, OOM kills, node failures, an
-``scancel`` from outside) with one ``squeue`` per cycle for all jobs, plus
-one ``sacct`` for jobs the controller has already forgotten.
+``MaxArraySize``) and returns the Slurm ids.  ``observe`` says what Slurm
+sees of active jobs with one ``squeue`` per cycle for all of them, plus one
+``sacct`` for jobs the controller has already forgotten; the reconciler
+records from it what the worker could not (timeouts, OOM kills, node
+failures, an ``scancel`` from outside).
 """
 
 from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from jobkit.backends.base import Backend, BackendHost
+from jobkit.backends.base import Accepted, Backend, BackendServices, Observation
 from jobkit.backends.slurm import queries, submitit_adapter
 from jobkit.backends.slurm.submitit_adapter import Submitted
 from jobkit.backends.slurm.translate import SlurmSettings, sbatch_parameters, translate_state
 from jobkit.errors import BackendError, SubmitError
-from jobkit.reconcile import Failure, fail, vanished
-from jobkit.states import ACTIVE_STATES, LEGAL_TRANSITIONS, FailureReason, JobRecord, JobState
+from jobkit.observation import Phase
+from jobkit.states import FailureReason, JobRecord, JobState
 
 if TYPE_CHECKING:
+    from jobkit.config import Config
     from jobkit.resources import Resources
 
 SUBMIT_GRACE = 120.0
-"""Seconds a PENDING job may lack a Slurm id before reconcile calls it lost
+"""Seconds a PENDING job may lack a Slurm id before it is called stuck
 (the submitting process died between recording it and sbatch)."""
+
+PHASES = {
+    JobState.QUEUED: Phase.WAITING,
+    JobState.RUNNING: Phase.RUNNING,
+    JobState.SUCCEEDED: Phase.ENDED,
+    JobState.FAILED: Phase.ENDED,
+    JobState.CANCELLED: Phase.CANCELLED,
+}
+""":data:`~jobkit.backends.slurm.translate.STATES` read as phases of an attempt."""
 
 
 class SlurmBackend(Backend):
     name = "slurm"
 
-    def __init__(self, host: BackendHost) -> None:
-        super().__init__(host)
+    settings: SlurmSettings
+
+    def __init__(self, settings: SlurmSettings, services: BackendServices) -> None:
+        super().__init__(settings, services)
         from jobkit.paths import home_dir
 
         if submitit_adapter.missing():  # fail before anything is recorded
             raise BackendError(f"the slurm backend needs submitit: {submitit_adapter.INSTALL_HINT}")
-        self.settings = SlurmSettings.from_config(host.config.slurm)
         base = self.store.local_dir or home_dir()
         self.folder = (
             Path(self.settings.folder).expanduser() if self.settings.folder else base / "slurm"
@@ -54,10 +66,14 @@ class SlurmBackend(Backend):
         self._accounting: bool | None = {"on": True, "off": False}.get(self.settings.accounting)
         self._max_array: int | None = None
         self.queries_made = 0
-        """Scheduler commands issued by reconcile (for the benchmark's count)."""
+        """Scheduler commands issued by observe (for the benchmark's count)."""
 
     @classmethod
-    def available(cls, config: Any) -> tuple[bool, str]:
+    def settings_from(cls, config: Config) -> SlurmSettings:
+        return SlurmSettings.from_config(config.slurm)
+
+    @classmethod
+    def available(cls, settings: SlurmSettings) -> tuple[bool, str]:
         if shutil.which("sbatch") is None:
             return False, "sbatch not found: install the Slurm client tools (and set SLURM_CONF)"
         missing = submitit_adapter.missing()
@@ -96,7 +112,7 @@ class SlurmBackend(Backend):
             params["job_name"] = name[:128]
         return submitit_adapter.executor(self.folder, self.settings.max_num_timeout, params)
 
-    def submit(self, records: Sequence[JobRecord], resources: Resources) -> None:
+    def submit(self, records: Sequence[JobRecord], resources: Resources) -> list[Accepted]:
         """One sbatch for one job, one ``sbatch --array`` per ``MaxArraySize`` items.
 
         Jobs that need submitit's runtime (a checkpoint to requeue from, or
@@ -121,18 +137,14 @@ class SlurmBackend(Backend):
             if not submitit_adapter.is_failed_job_error(exc):
                 raise
             raise SubmitError(queries.explain(_first_line(str(exc)) or "sbatch failed")) from exc
-        now = time.time()
-        for record, job in zip(records, jobs, strict=True):
-            extra = {
-                **record.extra,
-                "stdout": str(job.stdout),
-                "stderr": str(job.stderr),
-            }
-            # The id first: the job may already run (and be RUNNING) by now.
-            self.store.update(record.id, backend_id=str(job.job_id), extra=extra)
-            self.store.transition(
-                record.id, JobState.QUEUED, expect=(JobState.PENDING,), submitted_at=now
+        return [
+            Accepted(
+                record.id,
+                str(job.job_id),
+                {"stdout": str(job.stdout), "stderr": str(job.stderr)},
             )
+            for record, job in zip(records, jobs, strict=True)
+        ]
 
     def _chunks(self, records: Sequence[JobRecord]) -> list[tuple[int, Sequence[JobRecord]]]:
         size = self.max_array_size()
@@ -206,12 +218,12 @@ class SlurmBackend(Backend):
         except FileNotFoundError:
             return ""
 
-    # -- reconciling -----------------------------------------------------------
-    def reconcile(self, records: Sequence[JobRecord]) -> None:
-        """Map Slurm's view of ``records`` onto the store: one squeue, at most one sacct."""
+    # -- observing -------------------------------------------------------------
+    def observe(self, records: Sequence[JobRecord]) -> Mapping[str, Observation]:
+        """Slurm's view of ``records``: one squeue, at most one sacct."""
         active = [r for r in records if not r.is_terminal]
         if not active:
-            return
+            return {}
         native = queries.squeue()
         self.queries_made += 1
         missing = [r.backend_id for r in active if r.backend_id and r.backend_id not in native]
@@ -225,63 +237,50 @@ class SlurmBackend(Backend):
                     raise
                 self._accounting = False
         now = time.time()
+        seen: dict[str, Observation] = {}
         for record in active:
             if record.backend_id is None:
                 if record.state is JobState.PENDING and now - record.created_at > SUBMIT_GRACE:
-                    never = "never reached Slurm (the submitting process stopped before sbatch)"
-                    fail(self.store, record.id, Failure(FailureReason.SUBMIT_ERROR, never))
-                continue
-            seen = native.get(record.backend_id)
-            if seen is None:
-                if self._accounting is False:
-                    gone = vanished(
-                        "left Slurm's queue without recording "
-                        "an outcome (accounting is disabled, so Slurm's reason is unknown)"
+                    seen[record.id] = Observation(
+                        "NOT_SUBMITTED",
+                        Phase.STUCK,
+                        FailureReason.SUBMIT_ERROR,
+                        "never reached Slurm (the submitting process stopped before sbatch)",
                     )
-                    fail(self.store, record.id, gone)
                 continue
-            self._apply(record, seen)
-
-    def _apply(self, record: JobRecord, seen: queries.NativeState) -> None:
-        mapped = translate_state(seen.state)
-        if mapped is None:  # a state we do not know: keep Slurm's word for it
-            if record.native_state != seen.state:
-                self.store.update(record.id, native_state=seen.state)
-            return
-        state, reason = mapped
-        if not state.is_terminal:
-            # Only toward QUEUED (accepted, or requeued by Slurm): RUNNING is the
-            # worker's to record, and a stale snapshot must not undo a requeue.
-            if (
-                state is JobState.QUEUED
-                and state is not record.state
-                and state in LEGAL_TRANSITIONS[record.state]
-            ):
-                self.store.transition(
-                    record.id, JobState.QUEUED, expect=(record.state,), native_state=seen.state
+            state = native.get(record.backend_id)
+            if state is not None:
+                seen[record.id] = _observation(state)
+            elif self._accounting is False:
+                seen[record.id] = Observation(
+                    "GONE",
+                    Phase.ENDED,
+                    message="left Slurm's queue without recording an outcome (accounting "
+                    "is disabled, so Slurm's reason is unknown)",
                 )
-            return
-        # The worker records the end itself; reaching here means it could not.
-        if state is JobState.CANCELLED:
-            self.store.transition(
-                record.id,
-                JobState.CANCELLED,
-                expect=ACTIVE_STATES,
-                native_state=seen.state,
-                finished_at=time.time(),
-            )
-            return
-        detail = f"Slurm says {seen.state}"
-        if seen.reason and seen.reason != "None":
-            detail += f" ({seen.reason})"
-        if seen.exit_code:
-            detail += f", exit code {seen.exit_code}"
-        if state is JobState.SUCCEEDED:
-            reason, detail = FailureReason.LOST, detail + " but the worker recorded no outcome"
-        failure = Failure(reason or FailureReason.ERROR, detail, seen.exit_code, seen.state)
-        # Final even with retries left: Slurm does not rerun a job by itself and
-        # this backend does not resubmit (the worker requeues what it sees fail).
-        fail(self.store, record.id, failure)
+        return seen
+
+
+def _observation(seen: queries.NativeState) -> Observation:
+    """One squeue or sacct row as an observation.  A job Slurm calls COMPLETED
+    whose worker recorded nothing ends with no hint: the reconciler calls it LOST.
+    Slurm does not rerun a job by itself and this backend does not resubmit,
+    so an observed failure is final (the worker requeues what it sees fail)."""
+    mapped = translate_state(seen.state)
+    if mapped is None:  # a state we do not know: keep Slurm's word for it
+        return Observation(seen.state, Phase.UNKNOWN)
+    state, reason = mapped
+    phase = PHASES[state]
+    if phase is not Phase.ENDED:
+        return Observation(seen.state, phase)
+    detail = f"Slurm says {seen.state}"
+    if seen.reason and seen.reason != "None":
+        detail += f" ({seen.reason})"
+    if seen.exit_code:
+        detail += f", exit code {seen.exit_code}"
+    if state is JobState.SUCCEEDED:
+        detail += " but the worker recorded no outcome"
+    return Observation(seen.state, phase, reason, detail, exit_code=seen.exit_code)
 
 
 def _first_line(text: str) -> str:
