@@ -17,18 +17,21 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import textwrap
 import time
+import traceback
 from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
 
 import jobkit
+from jobkit.serialization import RemoteTraceback
 from jobkit.states import FailureReason, JobState
 
 T = 120
@@ -74,6 +77,18 @@ def tick_until(path: str, limit: float) -> int:
     return count
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    with contextlib.suppress(OSError):  # a zombie has ended: only its parent has not reaped it
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    return True
+
+
 def wait_for(predicate: Any, timeout: float = T, interval: float = 0.05) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -105,33 +120,61 @@ class BackendConformance:
     # -- results and errors ----------------------------------------------------------
     def test_submit_then_result(self, client: Any) -> None:
         job = jobkit.submit(square, 12)
+        assert job.id.startswith("jk-")
         assert job.result(timeout=T) == 144
         info = job.info
         assert info.backend == self.backend_name and info.backend_id
-        assert info.state is JobState.SUCCEEDED
+        assert info.state is JobState.SUCCEEDED and info.exit_code == 0 and info.host
+        assert info.started_at is not None and info.finished_at is not None
+        assert info.created_at <= info.started_at <= info.finished_at
 
     def test_the_original_exception_with_the_remote_cause(self, client: Any) -> None:
         job = jobkit.submit(fail_with, 7)
         with pytest.raises(SuiteError) as caught:
             job.result(timeout=T)
         assert caught.value.code == 7
-        assert "fail_with" in str(caught.value.__cause__)
+        cause = caught.value.__cause__
+        assert isinstance(cause, RemoteTraceback)
+        assert "fail_with" in cause.text and "SuiteError" in cause.text
+        printed = "".join(traceback.format_exception(caught.value))
+        assert "fail_with" in printed  # the remote frames show when the error is printed
+        assert job.info.state is JobState.FAILED
         assert job.info.failure_reason is FailureReason.ERROR
+        assert "suite failure 7" in (job.info.message or "")
+        assert isinstance(job.exception(), SuiteError)
 
     def test_a_map_is_one_backend_submission(self, client: Any) -> None:
         before = self.submissions(client)
         jobs = jobkit.map(square, range(4))
         assert self.submissions(client) - before == 1
+        assert isinstance(jobs, jobkit.JobArray) and len(jobs) == 4
         assert jobs.results(timeout=T, progress=False) == [0, 1, 4, 9]
+        assert {job.info.array_id for job in jobs} == {jobs.id}
+        assert [job.info.array_index for job in jobs] == [0, 1, 2, 3]
+        again = jobkit.get(jobs.id)
+        assert isinstance(again, jobkit.JobArray)
+        assert [job.id for job in again] == [job.id for job in jobs]
+        assert set(again.states()) == {JobState.SUCCEEDED}
 
     # -- cancel ----------------------------------------------------------------------
+    def let_go(self, client: Any, job: Any) -> bool:
+        """Whether the backend no longer runs ``job`` natively; polled after a cancel.
+
+        By default: its worker process is gone, which holds because every
+        backend under test runs its workers on this machine.  Backends with
+        native objects (a Slurm job, a Kubernetes Job and its pods) check those.
+        """
+        return not _alive(job.info.pid)
+
     def test_cancel_a_running_job(self, client: Any) -> None:
         job = jobkit.submit(sleep_then, 60)
-        wait_for(lambda: job.info.state is JobState.RUNNING)
+        wait_for(lambda: job.info.state is JobState.RUNNING and job.info.pid)
         assert job.cancel()
         with pytest.raises(concurrent.futures.CancelledError):
             job.result(timeout=T)
         assert job.info.state is JobState.CANCELLED
+        wait_for(lambda: self.let_go(client, job))  # a record saying so is not enough
+        assert job.cancel() is False  # already ended
 
     def test_cancel_a_queued_job(self, client: Any) -> None:
         if self.queued_skip:
@@ -161,6 +204,8 @@ class BackendConformance:
         wait_for(lambda: "tick 0" in job.logs())
         assert not job.done()
         release.touch()
+        followed = [line.strip() for line in job.logs(follow=True) if line.startswith("tick")]
+        assert followed == ["tick 0", "tick 1 done"]  # from the start, until the job ends
         assert job.result(timeout=T) == 1
         wait_for(lambda: "tick 1 done" in job.logs())
 
@@ -184,8 +229,9 @@ class BackendConformance:
         if self.time_limit_skip:
             pytest.skip(self.time_limit_skip)
         job = jobkit.remote(time=self.time_limit)(sleep_then).submit(600)
-        with pytest.raises(jobkit.JobFailedError, match="TIMEOUT"):
+        with pytest.raises(jobkit.JobFailedError, match="TIMEOUT") as caught:
             job.result(timeout=T + 60)
+        assert caught.value.reason is FailureReason.TIMEOUT
         assert job.info.state is JobState.FAILED
         assert job.info.failure_reason is FailureReason.TIMEOUT
 

@@ -22,7 +22,7 @@ from backend_suite import BackendConformance
 
 import jobkit
 from conftest import local_env, slurm_env
-from jobkit_testing.k8s_emulator.clients import on_kubernetes
+from jobkit_testing.k8s_emulator.clients import NAMESPACE, on_kubernetes
 
 pytest_plugins = ["s3_fixtures", "jobkit_testing.k8s_emulator.fixtures"]
 
@@ -118,6 +118,15 @@ class TestSlurmBackend(BackendConformance):
             cls.blocker_options = {"cpus": _slurm_node_cpus()}
             yield client
 
+    def let_go(self, client: Any, job: Any) -> bool:
+        """Slurm's own queue shows the job ended (or has forgotten it)."""
+        out = subprocess.run(
+            ["squeue", "--me", "-h", "-t", "all", "-j", job.info.backend_id, "-o", "%T"],
+            capture_output=True,
+            text=True,
+        ).stdout
+        return out.strip() in ("CANCELLED", "")
+
     def submissions(self, client: Any) -> int:
         """One sbatch call makes one Slurm job id (an array's items share it)."""
         ids = {job.info.backend_id for job in jobkit.jobs(backend="slurm", limit=100_000)}
@@ -126,6 +135,8 @@ class TestSlurmBackend(BackendConformance):
     @pytest.mark.slow
     def test_a_time_limit_is_a_timeout(self, client: Any) -> None:
         super().test_a_time_limit_is_a_timeout(client)
+        (job,) = jobkit.jobs(name="sleep_then", state="FAILED", limit=1)  # the one just timed out
+        assert "TIMEOUT" in (job.info.native_state or "")  # Slurm's own word for it
 
 
 def _slurm_node_cpus() -> int:
@@ -152,6 +163,14 @@ class TestKubernetesBackend(BackendConformance):
         with on_kubernetes(k8s_emulator, f"s3://{s3_bucket}/k8s") as configured:
             self.emulator = k8s_emulator
             yield configured
+
+    def let_go(self, client: Any, job: Any) -> bool:
+        """The Kubernetes Job and its pods are deleted, not only marked."""
+        return not any(
+            obj["metadata"].get("labels", {}).get("jobkit.dev/job-id") == job.id
+            for kind in ("jobs", "pods")
+            for obj in self.emulator.objects(kind, NAMESPACE)
+        )
 
     def submissions(self, client: Any) -> int:
         """Job creates the emulated API server received."""

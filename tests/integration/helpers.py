@@ -46,27 +46,6 @@ def pid_and_sleep(path: str, seconds: float) -> int:
     return os.getpid()
 
 
-def chatty(lines: int) -> int:
-    for i in range(lines):
-        print(f"line {i}", flush=True)
-    return lines
-
-
-def fail_once(marker: str) -> str:
-    """Fails the first time (leaving ``marker``), succeeds the next."""
-    if not os.path.exists(marker):
-        open(marker, "w").close()
-        raise RuntimeError("first try fails")
-    return "second try"
-
-
-def chatty_slowly(lines: int, pause: float) -> int:
-    for i in range(lines):
-        print(f"tick {i}", flush=True)
-        time.sleep(pause)
-    return lines
-
-
 class Blob:
     """A large result that can be weakly referenced (bytes cannot)."""
 

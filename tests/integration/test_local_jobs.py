@@ -1,30 +1,21 @@
-"""The local backend through real agents and worker processes: results,
-exceptions, maps, logs, futures and asyncio interoperability."""
+"""The client's job API over the local backend (real agents and worker
+processes): closures and lambdas, the decorator and options, exceptions and
+results that cannot be pickled, done callbacks, FIRST_EXCEPTION, the Executor,
+listing, pickled handles, stderr logs.  What every backend does (result,
+exception, map, logs, futures, ...) is in tests/conformance/."""
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import traceback
 from typing import Any
 
 import helpers
 import pytest
 
 import jobkit
-from jobkit.serialization import RemoteTraceback
 
 T = 30  # generous per-job timeout on a loaded 2-core CI machine
-
-
-def test_result_of_module_function(local: Any) -> None:
-    job = jobkit.submit(helpers.square, 7)
-    assert job.id.startswith("jk-")
-    assert job.result(timeout=T) == 49
-    assert job.state is jobkit.JobState.SUCCEEDED
-    info = job.info
-    assert info.backend == "local" and info.exit_code == 0 and info.host
-    assert info.created_at <= info.started_at <= info.finished_at  # type: ignore[operator]
 
 
 def test_lambdas_and_closures_go_by_value(local: Any) -> None:
@@ -53,22 +44,6 @@ def test_decorator_bare_and_with_arguments(local: Any) -> None:
     assert job.info.name == "named-job"
     assert job.info.labels == {"team": "ml"}
     assert job.info.resources["mem"] == 64_000_000
-
-
-def test_original_exception_reraised_with_remote_traceback(local: Any) -> None:
-    job = jobkit.submit(helpers.fail_with, 42)
-    with pytest.raises(helpers.CustomError) as caught:
-        job.result(timeout=T)
-    assert caught.value.code == 42
-    cause = caught.value.__cause__
-    assert isinstance(cause, RemoteTraceback)
-    assert "fail_with" in cause.text and "CustomError" in cause.text
-    assert job.state is jobkit.JobState.FAILED
-    assert job.info.failure_reason is jobkit.FailureReason.ERROR
-    assert "custom failure 42" in (job.info.message or "")
-    assert isinstance(job.exception(), helpers.CustomError)
-    printed = "".join(traceback.format_exception(caught.value))
-    assert "fail_with" in printed  # the remote frames show when the error is printed
 
 
 def test_exception_defined_in_a_closure_is_rebuilt(local: Any) -> None:
@@ -107,18 +82,6 @@ def test_unpicklable_result_is_reported(local: Any) -> None:
         jobkit.submit(make_lock).result(timeout=T)
 
 
-def test_map_is_one_array_found_again_by_id(local: Any) -> None:
-    jobs = jobkit.map(helpers.square, range(12))
-    assert isinstance(jobs, jobkit.JobArray) and len(jobs) == 12
-    assert jobs.results(timeout=T, progress=False) == [i * i for i in range(12)]
-    assert {j.info.array_id for j in jobs} == {jobs.id}
-    assert [j.info.array_index for j in jobs] == list(range(12))
-    again = jobkit.get(jobs.id)
-    assert isinstance(again, jobkit.JobArray)
-    assert [j.id for j in again] == [j.id for j in jobs]
-    assert set(again.states()) == {jobkit.JobState.SUCCEEDED}
-
-
 def test_map_with_several_iterables_and_keywords(local: Any) -> None:
     @jobkit.remote
     def combine(a: int, b: str, *, sep: str) -> str:
@@ -138,18 +101,6 @@ def test_options_returns_a_new_function(local: Any) -> None:
     g = f.options(cpus=2, name="other")
     assert f.resources.cpus == 1 and g.resources.cpus == 2
     assert g.submit().info.name == "other"
-
-
-def test_futures_wait_and_as_completed(local: Any) -> None:
-    jobs = [jobkit.submit(helpers.sleep_then, 0.2 * i, i) for i in range(4)]
-    done, not_done = concurrent.futures.wait(jobs, timeout=T)
-    assert not not_done and len(done) == 4
-    assert sorted(j.result() for j in concurrent.futures.as_completed(jobs, timeout=T)) == [
-        0,
-        1,
-        2,
-        3,
-    ]
 
 
 def test_wait_first_exception(local: Any) -> None:
