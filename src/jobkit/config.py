@@ -1,92 +1,39 @@
-"""Configuration, resolved once per client or CLI command into one typed object.
+"""The typed configuration: :class:`Config` and :class:`LocalConfig`, and their validators.
 
-Constructors that each look up their own settings (dask-jobqueue's ``Job``)
-make it impossible to say where a value came from.  Here every source becomes
-a *layer*, each layer is validated on its own -- so an error names the exact
-file, profile table, environment variable or call that holds the bad key --
-and the layers then merge, nested tables key-wise, into a frozen
-:class:`Config`.  Lowest to highest::
+These models are what every client, backend and CLI command reads, so they
+live apart from the code that finds and merges configuration files
+(:mod:`jobkit.config_loading`): a backend that only needs the types does not
+need TOML discovery, and the rules for one value (what a store URL, a key or
+``local.max_jobs`` must look like) are stated once, here, for every layer.
 
-    defaults                      backend="local", store=sqlite:///$JOBKIT_HOME/jobkit.db
-    user file                     $XDG_CONFIG_HOME/jobkit/config.toml (~/.config/...)
-      [profiles.NAME]             ...applied on top of that file's base table
-    project file                  nearest jobkit.toml, or [tool.jobkit] in pyproject.toml
-      [profiles.NAME]             ([tool.jobkit.profiles.NAME] in pyproject.toml)
-    JOBKIT_* environment          JOBKIT_BACKEND, _STORE, _PROFILE, _KEY, _KEY_FILE, ...
-    overrides                     configure(), use(), call arguments -- the caller's
-                                  stack, lowest first; this module keeps no state
-
-Relative paths (``key_file``, ``sqlite://./rel.db``) are anchored to the file
-that names them, or to the working directory for the environment and
-overrides, so a project's ``jobkit.toml`` means the same from any subdirectory.
+The helpers below the models are shared with the loader, which validates each
+layer with these same models: anchoring relative paths and ``sqlite://`` URLs,
+and the default store.
 """
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 import sys
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
-from pydantic_core import ErrorDetails
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-from jobkit.errors import ConfigError
-from jobkit.numbers import to_number, whole_number, whole_number_help
-from jobkit.paths import expand, home_dir, user_home
+from jobkit.numbers import to_number, whole_number
+from jobkit.paths import expand, home_dir
 from jobkit.resources import Resources, parse_resources
 from jobkit.stores.sqlite_url import canonical_sqlite_url, is_sqlite_url
 from jobkit.units import parse_duration, parse_size
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on Python 3.10 only
-    import tomli as tomllib
+__all__ = ["Config", "LocalConfig"]
 
-__all__ = ["ENV_VARS", "Config", "LocalConfig", "Overrides", "home_dir", "load_config"]
-
-ENV_VARS: Mapping[str, str] = {
-    "JOBKIT_BACKEND": "backend",
-    "JOBKIT_STORE": "store",
-    "JOBKIT_PROFILE": "profile",
-    "JOBKIT_KEY": "key",
-    "JOBKIT_KEY_FILE": "key_file",
-    "JOBKIT_POLL_INTERVAL": "poll_interval",
-}
-"""Environment variables read as settings (``JOBKIT_HOME`` moves the default store).
-
-Other ``JOBKIT_*`` names are ignored: workers set some for their own use.
-"""
-
-_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
-_STORE_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
-
-_EXPECTED: Mapping[str, str] = {
-    "backend": "expected a backend name like 'local', 'slurm' or 'kubernetes'",
-    "store": "expected a store URL like 'sqlite:///path/jobkit.db', 'memory://' "
-    "or 's3://bucket/prefix'",
-    "profile": "expected a profile name (letters, digits, '_', '.', '-')",
-    "resources": "expected a table of resources like {cpus = 2, mem = '8GB'}",
-    "poll_interval": "expected a number of seconds > 0 (or a duration like '2s')",
-    "key": "expected a hex string of at least 32 characters (the value is not shown)",
-    "key_file": "expected a path to a file holding the hex signing key",
-    "local": "expected a table of local-backend settings",
-    "local.cpus": "expected a number of CPUs > 0 (leave unset to detect)",
-    "local.mem": "expected a size like '16GB', '512MiB' or a number of bytes "
-    "(leave unset to detect)",
-    "local.gpus": "expected a number of GPUs >= 0 or a list of GPU names "
-    "(leave unset to detect with nvidia-smi)",
-    "local.max_jobs": whole_number_help(1),
-    "local.idle_timeout": "expected a number of seconds >= 0 (or a duration like '5m')",
-    "local.start_method": "expected 'fork' or 'spawn' (leave unset for the platform default)",
-    "slurm": "expected a table of Slurm backend settings",
-    "kubernetes": "expected a table of Kubernetes backend settings",
-    "backends": "expected one table of settings per backend: [backends.NAME]",
-}
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
+"""A backend or profile name."""
+STORE_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+"""The start of a store URL: a scheme and ``://``."""
 
 
 class LocalConfig(BaseModel):
@@ -162,12 +109,16 @@ class LocalConfig(BaseModel):
 
 
 class Config(BaseModel):
-    """Everything a client needs, resolved from all layers; build with :func:`load_config`."""
+    """Everything a client needs, resolved from all layers.
+
+    Build it with :func:`jobkit.config_loading.load_config`, which says which
+    layer holds a bad value; constructing it directly checks values only.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     backend: str = "local"
-    store: str = Field(default_factory=lambda: _default_store(os.environ))
+    store: str = Field(default_factory=lambda: default_store(os.environ))
     """Store URL; ``sqlite://`` URLs in the canonical form ``sqlite:///abs/path.db``."""
     profile: str | None = None
     """The profile that was applied, if any."""
@@ -197,28 +148,28 @@ class Config(BaseModel):
     @field_validator("backend", mode="before")
     @classmethod
     def _check_backend(cls, value: Any) -> str:
-        if not isinstance(value, str) or not _NAME_RE.match(value.strip()):
+        if not isinstance(value, str) or not NAME_RE.match(value.strip()):
             raise ValueError("not a backend name")
         return value.strip().lower()
 
     @field_validator("store", mode="before")
     @classmethod
     def _check_store(cls, value: Any) -> str:
-        if not isinstance(value, str) or not _STORE_RE.match(value.strip()):
+        if not isinstance(value, str) or not STORE_RE.match(value.strip()):
             raise ValueError("not a store URL")
-        return _anchor_store(value.strip(), Path.cwd(), os.environ)
+        return anchor_store(value.strip(), Path.cwd(), os.environ)
 
     @field_validator("profile", mode="before")
     @classmethod
     def _check_profile(cls, value: Any) -> str | None:
-        if value is not None and not (isinstance(value, str) and _NAME_RE.match(value)):
+        if value is not None and not (isinstance(value, str) and NAME_RE.match(value)):
             raise ValueError("not a profile name")
         return value
 
     @field_validator("resources", mode="before")
     @classmethod
     def _check_resources(cls, value: Any) -> dict[str, Any]:
-        table = _resources_table(value)
+        table = resources_table(value)
         resources = parse_resources(**table)
         return {name: getattr(resources, name) for name in table}
 
@@ -251,7 +202,7 @@ class Config(BaseModel):
             return None
         if not isinstance(value, str | os.PathLike) or not os.fspath(value):
             raise ValueError("not a path")
-        return _anchor_path(os.fspath(value), Path.cwd(), os.environ)
+        return anchor_path(os.fspath(value), Path.cwd(), os.environ)
 
     @field_validator("slurm", "kubernetes", mode="before")
     @classmethod
@@ -267,7 +218,7 @@ class Config(BaseModel):
             raise ValueError("not a table")
         tables: dict[str, dict[str, Any]] = {}
         for name, table in value.items():
-            if not (isinstance(name, str) and _NAME_RE.match(name)):
+            if not (isinstance(name, str) and NAME_RE.match(name)):
                 raise ValueError("not a backend name")
             if not isinstance(table, Mapping) or not all(isinstance(k, str) for k in table):
                 raise ValueError("not a table")
@@ -275,293 +226,11 @@ class Config(BaseModel):
         return tables
 
 
-class Overrides(dict[str, Any]):
-    """Explicit settings that remember who gave them, for error messages.
-
-    A plain mapping in ``load_config(overrides=...)`` is reported as
-    ``configure()``; wrap call arguments as ``Overrides("remote()", cpus=2)``.
-    """
-
-    def __init__(self, source: str, /, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.source = source
-
-
-def load_config(
-    overrides: Sequence[Mapping[str, Any]] = (),
-    *,
-    cwd: Path | None = None,
-    environ: Mapping[str, str] | None = None,
-) -> Config:
-    """Resolve all layers into a :class:`Config`; raises one-line :class:`ConfigError`.
-
-    ``overrides`` is the caller's stack (``configure()``, ``use()``, call
-    arguments), lowest first.  ``None`` values in it mean "not given", and
-    resource names at its top level (``cpus=2``) go into ``resources``.
-    """
-    env = os.environ if environ is None else environ
-    here = (cwd or Path.cwd()).absolute()
-    files = [f for f in (_user_file(env), _project_file(here)) if f is not None]
-
-    layers = [_Layer("defaults", {"store": _default_store(env)}, here)]
-    layers += [_Layer(f.source, f.base, f.path.parent, file=f) for f in files]
-    for var, key in ENV_VARS.items():
-        raw = env.get(var, "").strip()
-        if raw:
-            layers.append(_Layer(f"{var} environment variable", {key: raw}, here))
-    for mapping in overrides:
-        source = str(getattr(mapping, "source", "configure()"))
-        layers.append(_Layer(source, _override_table(source, mapping), here, is_override=True))
-    for layer in layers:
-        layer.validate(env)
-
-    profile = _select_profile(layers, files)
-    merged: dict[str, Any] = {}
-    for layer in layers:
-        layer.merge_into(merged)
-        if profile is not None and layer.file is not None and profile in layer.file.profiles:
-            file = layer.file
-            source = (
-                f"{file.source.removesuffix(' [tool.jobkit]')} [{file.profiles_table}.{profile}]"
-            )
-            on_top = _Layer(source, file.profiles[profile], file.path.parent)
-            on_top.validate(env)
-            on_top.merge_into(merged)
-    merged["profile"] = profile
-    try:
-        return Config.model_validate(merged)
-    except ValidationError as exc:  # pragma: no cover - every layer passed on its own
-        raise ConfigError(f"configuration: {_describe(exc, _FILE_KEYS)}") from None
-
-
-# ------------------------------------------------------------------------- layers
-
-_CONFIG_KEYS = frozenset(Config.model_fields)
-_RESOURCE_KEYS = frozenset(Resources.model_fields) - _CONFIG_KEYS  # slurm/kubernetes: config
-_FILE_KEYS = sorted(_CONFIG_KEYS | {"profiles"})
-_OVERRIDE_KEYS = sorted(_CONFIG_KEYS | _RESOURCE_KEYS)
-
-
-@dataclass
-class _Layer:
-    """One source of settings: where it came from, its table, and its base directory."""
-
-    source: str
-    table: dict[str, Any]
-    base_dir: Path
-    is_override: bool = False
-    file: _File | None = None
-
-    def validate(self, environ: Mapping[str, str]) -> None:
-        """Check this layer alone, anchoring relative paths to ``base_dir``."""
-        table = self.table
-        if "key" in table and "key_file" in table:
-            raise ConfigError(f"{self.source}: set either key or key_file, not both")
-        if isinstance(table.get("store"), str) and _STORE_RE.match(table["store"].strip()):
-            try:
-                table["store"] = _anchor_store(table["store"].strip(), self.base_dir, environ)
-            except ConfigError as exc:
-                raise ConfigError(f"{self.source}: {exc}") from None
-        key_file = table.get("key_file")
-        if isinstance(key_file, str | os.PathLike) and os.fspath(key_file):
-            table["key_file"] = _anchor_path(os.fspath(key_file), self.base_dir, environ)
-        try:
-            Config.model_validate(table)
-        except ValidationError as exc:
-            valid = _OVERRIDE_KEYS if self.is_override else _FILE_KEYS
-            raise ConfigError(f"{self.source}: {_describe(exc, valid)}") from None
-
-    def merge_into(self, merged: dict[str, Any]) -> None:
-        """Key-wise merge; ``key`` and ``key_file`` replace each other."""
-        if "key" in self.table:
-            merged.pop("key_file", None)
-        if "key_file" in self.table:
-            merged.pop("key", None)
-        _deep_merge(merged, self.table)
-
-
-@dataclass
-class _File:
-    path: Path
-    source: str
-    base: dict[str, Any]
-    profiles: dict[str, dict[str, Any]]
-
-    @property
-    def profiles_table(self) -> str:
-        return "tool.jobkit.profiles" if self.path.name == "pyproject.toml" else "profiles"
-
-
-def _user_file(environ: Mapping[str, str]) -> _File | None:
-    xdg = environ.get("XDG_CONFIG_HOME", "")
-    root = Path(xdg) if xdg and os.path.isabs(xdg) else user_home(environ) / ".config"
-    path = root / "jobkit" / "config.toml"
-    return _file(path, str(path), _read_toml(path)) if _is_file(path) else None
-
-
-def _project_file(cwd: Path) -> _File | None:
-    """The nearest jobkit.toml or pyproject.toml with [tool.jobkit], from ``cwd`` up."""
-    for directory in (cwd, *cwd.parents):
-        path = directory / "jobkit.toml"
-        if _is_file(path):
-            return _file(path, str(path), _read_toml(path))
-        path = directory / "pyproject.toml"
-        if _is_file(path):
-            text = _read_text(path)
-            if "jobkit" not in text:  # cheap: most pyproject files never mention us
-                continue
-            tool = _parse_toml(path, text).get("tool", {})
-            table = tool.get("jobkit") if isinstance(tool, dict) else None
-            if table is not None:
-                return _file(path, f"{path} [tool.jobkit]", table)
-    return None
-
-
-def _file(path: Path, source: str, table: Any) -> _File:
-    if not isinstance(table, dict):
-        raise ConfigError(f"{source}: expected a table of jobkit settings")
-    base = dict(table)
-    profiles = base.pop("profiles", {})
-    if not isinstance(profiles, dict) or not all(isinstance(p, dict) for p in profiles.values()):
-        raise ConfigError(
-            f"{source}: 'profiles' must hold one table per profile, like [profiles.cluster]"
-        )
-    for name, profile in profiles.items():
-        if not _NAME_RE.match(name):
-            raise ConfigError(f"{source}: invalid profile name {name!r}: {_EXPECTED['profile']}")
-        nested = sorted({"profile", "profiles"} & profile.keys())
-        if nested:
-            raise ConfigError(
-                f"{source}: profile {name!r} cannot set {nested[0]!r}; "
-                "profiles are selected by configure(profile=...), JOBKIT_PROFILE or a "
-                "top-level 'profile' key"
-            )
-    return _File(path, source, base, profiles)
-
-
-def _is_file(path: Path) -> bool:
-    try:
-        return path.is_file()
-    except OSError as exc:  # e.g. a parent directory we may not search
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
-
-
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError:
-        raise ConfigError(f"invalid TOML in {path}: the file is not UTF-8 text") from None
-    except OSError as exc:
-        reason = exc.strerror or type(exc).__name__
-        raise ConfigError(
-            f"cannot read config file {path}: {reason}; fix its permissions or remove it"
-        ) from None
-
-
-def _parse_toml(path: Path, text: str) -> dict[str, Any]:
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"invalid TOML in {path}: {exc}") from None
-
-
-def _read_toml(path: Path) -> dict[str, Any]:
-    return _parse_toml(path, _read_text(path))
-
-
-def _override_table(source: str, mapping: Mapping[str, Any]) -> dict[str, Any]:
-    """Drop ``None`` values and move top-level resource names into ``resources``."""
-    if not isinstance(mapping, Mapping):
-        raise ConfigError(f"{source}: expected a mapping of settings, got {mapping!r}")
-    table: dict[str, Any] = {}
-    resources: dict[str, Any] = {}
-    for key, value in mapping.items():
-        if value is None:
-            continue
-        if key in _RESOURCE_KEYS:
-            resources[key] = value
-        else:
-            table[key] = value
-    if resources:
-        if "resources" in table:
-            try:
-                base = _resources_table(table["resources"])
-            except ValueError:
-                base = {}  # validation reports the bad table
-            else:
-                resources = {**base, **resources}
-        table["resources"] = resources
-    elif isinstance(table.get("resources"), Resources):
-        table["resources"] = _resources_table(table["resources"])
-    return table
-
-
-def _select_profile(layers: list[_Layer], files: list[_File]) -> str | None:
-    """Highest layer's ``profile`` wins; it must be defined in at least one file."""
-    chosen = next(
-        (
-            (lay.table["profile"], lay.source)
-            for lay in reversed(layers)
-            if lay.table.get("profile") is not None
-        ),
-        None,
-    )
-    if chosen is None:
-        return None
-    name, selector = chosen
-    defined: dict[str, list[str]] = {}
-    for file in files:
-        for known in file.profiles:
-            defined.setdefault(known, []).append(str(file.path))
-    if name in defined:
-        return str(name)
-    close = difflib.get_close_matches(name, sorted(defined), n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    if defined:
-        where = ", ".join(f"{p} ({', '.join(src)})" for p, src in sorted(defined.items()))
-        known = f"defined profiles are {where}"
-    else:
-        known = (
-            "no profiles are defined; add a [profiles.NAME] table to jobkit.toml or "
-            "~/.config/jobkit/config.toml, or [tool.jobkit.profiles.NAME] to "
-            "pyproject.toml"
-        )
-    raise ConfigError(f"{selector}: unknown profile {name!r}{hint}: {known}")
-
-
 # ------------------------------------------------------------------------ helpers
 
 
-def _describe(exc: ValidationError, valid_keys: Sequence[str]) -> str:
-    """One line for the first error: the key, the value and the expected form."""
-    error: ErrorDetails = exc.errors(include_url=False)[0]
-    loc = [str(part) for part in error["loc"]]
-    dotted = ".".join(loc)
-    if error["type"] == "extra_forbidden":
-        if len(loc) == 2 and loc[0] == "local":
-            return _unknown_key(dotted, loc[1], sorted(LocalConfig.model_fields))
-        return _unknown_key(dotted, loc[0], valid_keys)
-    cause = (error.get("ctx") or {}).get("error")
-    if loc[0] in ("resources", "store") and isinstance(cause, ConfigError):
-        return str(cause)  # already names the resource, value and fix
-    if loc[0] == "key":
-        return f"invalid key: {_EXPECTED['key']}"
-    field = ".".join(loc[:2]) if loc[0] == "local" and len(loc) > 1 else loc[0]
-    return f"invalid {field}={error['input']!r}: {_EXPECTED.get(field, 'invalid value')}"
-
-
-def _unknown_key(dotted: str, key: str, valid: Sequence[str]) -> str:
-    close = difflib.get_close_matches(key, valid, n=1)
-    if key in _RESOURCE_KEYS and "resources" in valid and key not in valid:
-        hint = f" (resources go under [resources]: {key} = ...)"
-    elif close:
-        hint = f" (did you mean {close[0]!r}?)"
-    else:
-        hint = ""
-    return f"unknown key {dotted!r}{hint}: valid keys are {', '.join(valid)}"
-
-
-def _resources_table(value: Any) -> dict[str, Any]:
+def resources_table(value: Any) -> dict[str, Any]:
+    """The keys set in a resources table or :class:`Resources`, as a plain dict."""
     if isinstance(value, Resources):
         return {name: getattr(value, name) for name in value.model_fields_set}
     if not isinstance(value, Mapping):
@@ -569,26 +238,13 @@ def _resources_table(value: Any) -> dict[str, Any]:
     return dict(value)
 
 
-def _deep_merge(into: dict[str, Any], table: Mapping[str, Any]) -> None:
-    for key, value in table.items():
-        if isinstance(value, Mapping) and isinstance(into.get(key), dict):
-            _deep_merge(into[key], value)
-        else:
-            into[key] = _copy_tables(value)
-
-
-def _copy_tables(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {key: _copy_tables(item) for key, item in value.items()}
-    return value
-
-
-def _anchor_path(path: str, base_dir: Path, environ: Mapping[str, str]) -> Path:
+def anchor_path(path: str, base_dir: Path, environ: Mapping[str, str]) -> Path:
+    """``path`` with ``~`` expanded, relative to ``base_dir`` (the file that names it)."""
     expanded = expand(path, environ)
     return expanded if expanded.is_absolute() else base_dir / expanded
 
 
-def _anchor_store(url: str, base_dir: Path, environ: Mapping[str, str]) -> str:
+def anchor_store(url: str, base_dir: Path, environ: Mapping[str, str]) -> str:
     """A ``sqlite://`` URL in its canonical absolute form, ``./`` paths anchored to
     ``base_dir`` (see :mod:`jobkit.stores.sqlite_url`); other URLs unchanged."""
     if not is_sqlite_url(url):
@@ -596,5 +252,6 @@ def _anchor_store(url: str, base_dir: Path, environ: Mapping[str, str]) -> str:
     return canonical_sqlite_url(url, base_dir, environ)
 
 
-def _default_store(environ: Mapping[str, str]) -> str:
+def default_store(environ: Mapping[str, str]) -> str:
+    """The lowest layer's store; here because :class:`Config`'s default needs it too."""
     return f"sqlite://{os.path.abspath(home_dir(environ) / 'jobkit.db')}"

@@ -68,7 +68,7 @@ def _overrides() -> tuple[Mapping[str, Any], ...]:
 def current_client() -> Client:
     """The client for the configuration in force here (shared by every thread)."""
     from jobkit.client import Client
-    from jobkit.config import load_config
+    from jobkit.config_loading import load_config
 
     overrides = _overrides()
     key = (_freeze(overrides), os.getcwd(), _freeze(_env_key()))
@@ -99,7 +99,7 @@ def configure(**settings: Any) -> None:
     blocks layer on top of it, and call arguments on top of both.  Settings
     accumulate: a later ``configure()`` overrides only the keys it names.
     """
-    from jobkit.config import load_config
+    from jobkit.config_loading import load_config
 
     global _configured
     with _config_lock:
@@ -116,7 +116,7 @@ def use(**settings: Any) -> Iterator[Client]:
     Context-scoped: it applies in this thread or task (and the tasks it
     starts) only, layered on top of :func:`configure`'s process-wide settings.
     """
-    from jobkit.config import load_config
+    from jobkit.config_loading import load_config
 
     new = (*_scoped.get(), settings)
     load_config((*_overrides(), settings))

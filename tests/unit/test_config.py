@@ -8,9 +8,11 @@ from typing import Any
 
 import pytest
 
-import jobkit.config as config_module
-from jobkit.config import Config, LocalConfig, Overrides, home_dir, load_config
+import jobkit.config_loading as loading_module
+from jobkit.config import Config, LocalConfig
+from jobkit.config_loading import Overrides, load_config
 from jobkit.errors import ConfigError
+from jobkit.paths import home_dir
 from jobkit.resources import Resources
 
 KEY = "ab" * 16
@@ -53,7 +55,7 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Env:
     sandbox = Env(tmp_path)
     monkeypatch.setenv("HOME", str(sandbox.home))
     monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
-    for name in [*config_module.ENV_VARS, "JOBKIT_HOME"]:
+    for name in [*loading_module.ENV_VARS, "JOBKIT_HOME"]:
         monkeypatch.delenv(name, raising=False)
     return sandbox
 
@@ -349,13 +351,13 @@ def test_each_file_is_parsed_once_per_call(env: Env, monkeypatch: pytest.MonkeyP
     env.write(env.project / "pyproject.toml", "[tool.jobkit]\n[tool.jobkit.profiles.p]\n")
     env.write(env.cwd / "pyproject.toml", '[project]\nname = "other"\n')
     calls: list[Path] = []
-    real = config_module._parse_toml
+    real = loading_module._parse_toml
 
     def counting(path: Path, text: str) -> dict[str, Any]:
         calls.append(path)
         return real(path, text)
 
-    monkeypatch.setattr(config_module, "_parse_toml", counting)
+    monkeypatch.setattr(loading_module, "_parse_toml", counting)
     assert env.load().backend == "u"
     assert sorted(calls) == sorted([env.user_file, env.project / "pyproject.toml"])
 

@@ -18,7 +18,7 @@ import pytest
 
 from jobkit.cancelling import cancel_ids
 from jobkit.client import Client
-from jobkit.config import load_config
+from jobkit.config_loading import load_config
 from jobkit.errors import ConfigError, JobNotFoundError
 from jobkit.job import Job
 from jobkit.lookup import ArrayIdError, array_members, find, find_job

@@ -21,7 +21,8 @@ import pytest
 from jobkit.errors import ConfigError, StoreError
 from jobkit.states import JobRecord, JobState
 from jobkit.stores.base import outcome_key, payload_key
-from jobkit.stores.sqlite import SCHEMA_VERSION, SQLiteStore, build_query, path_from_url
+from jobkit.stores.sqlite import SQLiteStore, path_from_url
+from jobkit.stores.sqlite_sql import SCHEMA_VERSION, build_query
 
 
 def record(job_id: str, **fields: Any) -> JobRecord:

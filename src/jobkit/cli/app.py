@@ -5,117 +5,26 @@ arguments, calls the library (through :class:`~jobkit.cli.session.Session`,
 which loads config, store and client only when asked) and renders the answer
 with :mod:`jobkit.cli.render`.  No job logic lives here.
 
-Errors are handled at one edge, :class:`JobkitGroup.main`, so a command body
-never needs ``try``: a library :class:`~jobkit.errors.JobkitError` becomes one
-``Error: ...`` line on stderr and exit code 1; a usage error (bad option
-value, missing argument) one line and exit 2; Ctrl-C exits 130 quietly.
-Nothing ever prints a Python traceback (set ``JOBKIT_DEBUG=1`` to see one for
-an unexpected internal error).
-
-Exit codes: 0 success, 1 error (unknown job, store unreachable, job failed or
-not finished for ``result``), 2 usage, 130 interrupted.
+Errors become one line and an exit code at one edge,
+:class:`~jobkit.cli.errors.JobkitGroup` (see :mod:`jobkit.cli.errors` for the
+exit codes); ``result``'s waiting and loading live in :mod:`jobkit.cli.outcomes`.
 """
 
 from __future__ import annotations
 
-import os
 import sys
 import time
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
-from typer.core import TyperGroup
 
 from jobkit.cli import render
+from jobkit.cli.errors import EXIT_ERROR, JobkitGroup, fail, print_error
+from jobkit.cli.outcomes import failure_line, load_outcome, wait_for
 from jobkit.cli.session import Session
 from jobkit.cli.store import store_app
 from jobkit.errors import JobkitError
-from jobkit.states import TERMINAL_STATES, FailureReason, JobRecord, JobState
-
-if TYPE_CHECKING:
-    from jobkit.client import Client
-
-EXIT_ERROR = 1
-EXIT_INTERRUPTED = 130
-
-
-class JobkitGroup(TyperGroup):
-    """The root command; its ``main`` is the one place errors become exit codes."""
-
-    def main(
-        self,
-        args: Sequence[str] | None = None,
-        prog_name: str | None = None,
-        complete_var: str | None = None,
-        standalone_mode: bool = True,
-        windows_expand_args: bool = True,
-        **extra: Any,
-    ) -> Any:
-        try:
-            rv = super().main(
-                args,
-                prog_name,
-                complete_var,
-                standalone_mode=False,
-                windows_expand_args=windows_expand_args,
-                **extra,
-            )
-        except JobkitError as exc:
-            code = _print_error(render.first_line(str(exc)) or type(exc).__name__)
-        except typer.Abort as exc:  # older typers turn Ctrl-C into Abort
-            interrupted = isinstance(exc.__cause__ or exc.__context__, KeyboardInterrupt)
-            code = EXIT_INTERRUPTED if interrupted else _print_error("aborted")
-        except KeyboardInterrupt:
-            code = EXIT_INTERRUPTED
-        except Exception as exc:
-            if isinstance(exc, _CLICK_ERROR):  # usage errors (exit 2) and friends
-                code = _print_click_error(exc)
-            elif os.environ.get("JOBKIT_DEBUG"):
-                raise
-            else:
-                code = _print_error(
-                    f"internal error: {type(exc).__name__}: {render.first_line(str(exc))} "
-                    "(a bug in jobkit: please report it; run with JOBKIT_DEBUG=1 for the "
-                    "traceback)"
-                )
-        else:
-            code = rv if isinstance(rv, int) else 0
-        if not standalone_mode:
-            return code
-        sys.exit(code)
-
-
-# click's ClickException: typer.TyperException in typers that vendor click, the
-# external click.ClickException before; BadParameter derives from it in both.
-_CLICK_ERROR: type[Exception] = next(
-    c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException"
-)
-
-
-def _print_click_error(exc: Exception) -> int:
-    """One line for a usage error, with where to find help; returns the exit code."""
-    code = int(getattr(exc, "exit_code", 2))
-    message = render.first_line(str(getattr(exc, "format_message", exc.__str__)()))
-    if not message:  # click's NoArgsIsHelpError: the help was the message
-        return code
-    usage_ctx = getattr(exc, "ctx", None)
-    if code == 2 and usage_ctx is not None:
-        message += f" (see '{usage_ctx.command_path} --help')"
-    typer.echo(f"Error: {message}", err=True)
-    return code
-
-
-def _print_error(message: str) -> int:
-    typer.echo(f"Error: {message}", err=True)
-    return EXIT_ERROR
-
-
-def fail(message: str) -> NoReturn:
-    """Stop the command with one error line and exit code 1."""
-    _print_error(message)
-    raise typer.Exit(EXIT_ERROR)
-
+from jobkit.states import TERMINAL_STATES, FailureReason, JobState
 
 app = typer.Typer(
     cls=JobkitGroup,
@@ -365,15 +274,15 @@ def result(
                 f"job {job_id} is {record.state.value} and has no result yet; "
                 f"wait for it with `jobkit result {job_id} --wait`"
             )
-        record = _wait_for(client, record, timeout)
+        record = wait_for(client, record, timeout)
     if record.state is JobState.CANCELLED:
         fail(f"job {job_id} was cancelled; it has no result")
     if record.state is JobState.FAILED and record.failure_reason not in (None, FailureReason.ERROR):
         detail = f": {render.first_line(record.message)}" if record.message else ""
         fail(f"job {job_id} failed: {record.failure_reason}{detail}")
-    outcome = _load_outcome(client, record)
+    outcome = load_outcome(client, record)
     if not outcome.ok:
-        fail(_failure_line(job_id, outcome.error))
+        fail(failure_line(job_id, outcome.error))
     value = outcome.value
     if as_json:
         import json
@@ -388,58 +297,6 @@ def result(
         typer.echo(text)
     else:
         typer.echo(repr(value))
-
-
-def _wait_for(client: Client, record: JobRecord, timeout: float | None) -> JobRecord:
-    import concurrent.futures
-
-    from jobkit.job import Job
-
-    job: Job[Any] = Job(client, record)
-    typer.echo(f"waiting for job {record.id} ({record.state.value})...", err=True)
-    done, _ = concurrent.futures.wait([job], timeout=timeout)
-    if not done:
-        fail(
-            f"job {record.id} did not finish within {timeout:g} s (it is {job.state.value}); "
-            "try again later or raise --timeout"
-        )
-    return client.store.get(record.id)
-
-
-def _load_outcome(client: Client, record: JobRecord) -> Any:
-    from jobkit.errors import BlobNotFoundError
-
-    try:
-        return client.load_outcome(record)
-    except BlobNotFoundError as exc:
-        fail(
-            f"job {record.id} is {record.state.value} but its outcome is missing "
-            f"from the store ({exc})"
-        )
-
-
-def _failure_line(job_id: str, error: BaseException | None) -> str:
-    """``job X failed: ValueError: bad input``: the original exception in one line."""
-    from jobkit.errors import JobFailedError
-
-    if error is None:
-        return f"job {job_id} failed"
-    message = render.first_line(_safe_str(error))
-    if isinstance(error, JobFailedError) and message.startswith(f"job {job_id} "):
-        return message  # already says which job and what it raised
-    cls = type(error)
-    module = cls.__module__
-    kind = (
-        cls.__qualname__ if module in ("builtins", "__main__") else f"{module}.{cls.__qualname__}"
-    )
-    return f"job {job_id} failed: {kind}: {message}" if message else f"job {job_id} failed: {kind}"
-
-
-def _safe_str(error: BaseException) -> str:
-    try:
-        return str(error)
-    except Exception:
-        return f"<{type(error).__name__} with unprintable message>"
 
 
 @app.command()
@@ -468,7 +325,7 @@ def cancel(
                 f"({len(target.ended)} had already ended)"
             )
     for message in [*report.problems, *report.unknown]:
-        _print_error(message)
+        print_error(message)
     if not report.ok:
         raise typer.Exit(EXIT_ERROR)
 

@@ -39,7 +39,7 @@ class Session:
     @property
     def config(self) -> Config:
         if self._config is None:
-            from jobkit.config import Overrides, load_config
+            from jobkit.config_loading import Overrides, load_config
 
             given = {"store": self.store_url, "profile": self.profile}
             overrides = Overrides(self.OPTIONS_SOURCE, {k: v for k, v in given.items() if v})

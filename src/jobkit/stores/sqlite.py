@@ -8,7 +8,7 @@ the read-modify-write of :meth:`SQLiteStore.transition` a true
 compare-and-set across processes, and avoids the lock-upgrade deadlock that
 deferred transactions answer with an immediate "database is locked".
 
-Layout on disk::
+The SQL and the row codec are in :mod:`jobkit.stores.sqlite_sql`.  Layout on disk::
 
     jobkit.db            table ``jobs``: indexed columns + the record's JSON
     jobkit.db-wal/-shm   SQLite's write-ahead log (same owner-only mode)
@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import json
 import logging
 import os
 import sqlite3
@@ -44,48 +43,28 @@ from jobkit.errors import JobNotFoundError, StoreError, StoreUnavailableError
 from jobkit.states import TERMINAL_STATES, JobRecord, JobState
 
 from ._common import (
-    SQL_ID_ORDER,
     apply_fields,
     byte_views,
     check_limit,
     expected_sources,
-    glob_to_sql,
     normalised,
 )
 from ._files import FILE_MODE, BlobFiles, make_private_dirs
 from .base import Buffer, Store, outcome_key, payload_key
+from .sqlite_sql import (
+    CHUNK,
+    INSERT,
+    SCHEMA,
+    SCHEMA_VERSION,
+    UPDATE,
+    build_query,
+    decode,
+    existing_ids,
+    row_values,
+)
 from .sqlite_url import sqlite_path
 
 logger = logging.getLogger(__name__)
-
-SCHEMA_VERSION = 1
-_SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS jobs (
-        id TEXT PRIMARY KEY NOT NULL,
-        name TEXT NOT NULL,
-        backend TEXT NOT NULL,
-        state TEXT NOT NULL,
-        created_at REAL NOT NULL,
-        array_id TEXT,
-        priority INTEGER NOT NULL,
-        owner TEXT NOT NULL,
-        data TEXT NOT NULL
-    )""",
-    # Each index ends in (created_at, id): the listing order up to ties of
-    # equal time, so a page of 50 is read off the index; only a run of equal
-    # times (a map's items) is sorted, by index (see build_query).
-    "CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, created_at, id)",
-    "CREATE INDEX IF NOT EXISTS jobs_by_time ON jobs (created_at, id)",
-    "CREATE INDEX IF NOT EXISTS jobs_by_backend ON jobs (backend, state, created_at, id)",
-    "CREATE INDEX IF NOT EXISTS jobs_by_array ON jobs (array_id, created_at, id)",
-)
-_COLUMNS = "id, name, backend, state, created_at, array_id, priority, owner, data"
-_INSERT = f"INSERT INTO jobs ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-_UPDATE = (
-    "UPDATE jobs SET name = ?, backend = ?, state = ?, created_at = ?, array_id = ?,"
-    " priority = ?, owner = ?, data = ? WHERE id = ? AND state = ?"
-)
-_CHUNK = 500  # ids per IN (...) list, well under SQLite's variable limit
 
 
 def path_from_url(url: str) -> Path:
@@ -195,7 +174,7 @@ class SQLiteStore(Store):
         try:
             version = self._user_version(conn)
             if version == 0:
-                for statement in _SCHEMA:
+                for statement in SCHEMA:
                     conn.execute(statement)
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             elif version != SCHEMA_VERSION:
@@ -263,11 +242,11 @@ class SQLiteStore(Store):
             return
         with self._transaction(write=True) as conn:
             try:
-                conn.executemany(_INSERT, [_row(r, text) for r, text in fresh])
+                conn.executemany(INSERT, [row_values(r, text) for r, text in fresh])
             except sqlite3.IntegrityError:
                 ids = [r.id for r, _ in fresh]
                 clashes = {i for i, n in collections.Counter(ids).items() if n > 1}
-                clashes.update(_existing_ids(conn, ids))
+                clashes.update(existing_ids(conn, ids))
                 raise StoreError(
                     f"job id(s) already exist in {self.url}: {', '.join(sorted(clashes))}"
                 ) from None
@@ -297,8 +276,8 @@ class SQLiteStore(Store):
         ids = list(dict.fromkeys(job_ids))
         rows = []
         with self._transaction(write=False) as conn:
-            for start in range(0, len(ids), _CHUNK):
-                chunk = ids[start : start + _CHUNK]
+            for start in range(0, len(ids), CHUNK):
+                chunk = ids[start : start + CHUNK]
                 marks = ",".join("?" * len(chunk))
                 rows += conn.execute(
                     f"SELECT id, state, data FROM jobs WHERE id IN ({marks}){condition}",
@@ -367,8 +346,8 @@ class SQLiteStore(Store):
         ids = list(dict.fromkeys(job_ids))
         existed = 0
         with self._transaction(write=True) as conn:
-            for start in range(0, len(ids), _CHUNK):
-                chunk = ids[start : start + _CHUNK]
+            for start in range(0, len(ids), CHUNK):
+                chunk = ids[start : start + CHUNK]
                 marks = ",".join("?" * len(chunk))
                 existed += conn.execute(f"DELETE FROM jobs WHERE id IN ({marks})", chunk).rowcount
         self._blobs.delete(key for i in ids for key in (payload_key(i), outcome_key(i)))
@@ -413,7 +392,7 @@ class SQLiteStore(Store):
         return self._parse(row)
 
     def _rewrite(self, conn: sqlite3.Connection, old: JobRecord, new: JobRecord, text: str) -> None:
-        cursor = conn.execute(_UPDATE, (*_row(new, text)[1:], old.id, old.state.value))
+        cursor = conn.execute(UPDATE, (*row_values(new, text)[1:], old.id, old.state.value))
         if cursor.rowcount != 1:  # impossible under BEGIN IMMEDIATE; never write blind
             raise StoreError(f"job {old.id!r} changed during an update in {self.url}")
 
@@ -421,7 +400,7 @@ class SQLiteStore(Store):
         """The record in a row, or StoreError naming the job, the problem and the fix."""
         job_id, state, data = row
         try:
-            return _decode(job_id, state, data)
+            return decode(job_id, state, data)
         except StoreError as exc:
             raise StoreError(
                 f"corrupted job record {job_id!r} in {self.path}: {exc}; remove it with "
@@ -440,112 +419,3 @@ class SQLiteStore(Store):
                     self._warned.add(job_id)
                     logger.warning("skipped a job record: %s", exc)
         return records
-
-
-def build_query(
-    *,
-    states: Collection[JobState] | None,
-    backend: str | None,
-    name: str | None,
-    array_id: str | None,
-    created_before: float | None,
-    oldest_first: bool,
-) -> tuple[str, list[Any]]:
-    """The SELECT behind :meth:`SQLiteStore.query`; bind ``[*params, limit, offset]``.
-
-    The indexes give ``created_at`` order; only runs of equal times (a map's
-    items) are sorted further, by :func:`._common.id_order` -- SQLite's
-    partial "RIGHT PART OF ORDER BY" sort.  Several states are one query per
-    state, each reading its index and keeping ``limit + offset`` rows, merged:
-    ``state IN (...)`` would sort every matching row to find the first page.
-    Separate so tests can ``EXPLAIN QUERY PLAN`` exactly what runs.
-    """
-    where: list[str] = []
-    params: list[Any] = []
-
-    def bind(condition: str, value: Any) -> None:
-        params.append(value)
-        where.append(condition.replace("?", f"?{len(params)}"))
-
-    values = None if states is None else sorted({JobState(s).value for s in states})
-    if values is not None and len(values) <= 1:
-        if values:
-            bind("state = ?", values[0])
-        else:
-            where.append("0")
-    if backend is not None:
-        bind("backend = ?", backend)
-    if name is not None:
-        bind("name GLOB ?", glob_to_sql(name))
-    if array_id is not None:
-        bind("array_id = ?", array_id)
-    if created_before is not None:
-        bind("created_at < ?", created_before)
-    order = "ASC" if oldest_first else "DESC"
-    order_by = ", ".join(f"{term} {order}" for term in ("created_at", *SQL_ID_ORDER))
-    if values is None or len(values) <= 1:
-        clause = f" WHERE {' AND '.join(where)}" if where else ""
-        limit, offset = f"?{len(params) + 1}", f"?{len(params) + 2}"
-        sql = f"SELECT id, state, data FROM jobs{clause} ORDER BY {order_by}"
-        return f"{sql} LIMIT {limit} OFFSET {offset}", params
-    first_state = len(params) + 1
-    limit, offset = f"?{first_state + len(values)}", f"?{first_state + len(values) + 1}"
-    keep = f"CASE WHEN {limit} < 0 THEN -1 ELSE {limit} + {offset} END"
-    branches = [
-        "SELECT * FROM (SELECT id, state, data, created_at FROM jobs WHERE "
-        f"{' AND '.join([f'state = ?{first_state + i}', *where])} "
-        f"ORDER BY {order_by} LIMIT {keep})"
-        for i in range(len(values))
-    ]
-    sql = (
-        f"SELECT id, state, data FROM ({' UNION ALL '.join(branches)}) "
-        f"ORDER BY {order_by} LIMIT {limit} OFFSET {offset}"
-    )
-    return sql, [*params, *values]
-
-
-def _row(record: JobRecord, text: str) -> tuple[Any, ...]:
-    """The column values of ``record``, whose JSON is ``text``: always written together."""
-    return (
-        record.id,
-        record.name,
-        record.backend,
-        record.state.value,
-        record.created_at,
-        record.array_id,
-        record.priority,
-        record.owner,
-        text,
-    )
-
-
-def _decode(job_id: object, state: object, data: object) -> JobRecord:
-    if not isinstance(data, (str, bytes)):
-        raise StoreError(f"data is {type(data).__name__}, not JSON text")
-    try:
-        values = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise StoreError(f"data is not JSON ({exc})") from exc
-    if not isinstance(values, dict):
-        raise StoreError(f"data is a JSON {type(values).__name__}, not an object")
-    try:
-        record = JobRecord.from_dict(values)
-    except StoreError as exc:
-        raise StoreError(str(exc.__cause__ or exc)) from exc
-    if record.id != job_id or record.state.value != state:
-        raise StoreError(
-            f"columns (id={job_id!r}, state={state!r}) disagree with its JSON "
-            f"(id={record.id!r}, state={record.state.value!r})"
-        )
-    return record
-
-
-def _existing_ids(conn: sqlite3.Connection, ids: list[str]) -> set[str]:
-    found: set[str] = set()
-    for start in range(0, len(ids), _CHUNK):
-        chunk = ids[start : start + _CHUNK]
-        marks = ",".join("?" * len(chunk))
-        found.update(
-            r[0] for r in conn.execute(f"SELECT id FROM jobs WHERE id IN ({marks})", chunk)
-        )
-    return found

@@ -1,0 +1,162 @@
+"""The SQL of the SQLite store and its row codec: what is on disk, apart from how it is reached.
+
+:mod:`jobkit.stores.sqlite` owns the connection, its transactions and the
+fork rules; this module owns the text that runs inside them -- the schema and
+its version, the statements, the listing query -- and the two directions of
+one row (:func:`row_values` for writing, :func:`decode` for reading).  A
+schema change is one file to read; tests ``EXPLAIN QUERY PLAN`` the exact SQL
+:func:`build_query` builds without opening a store.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Collection
+from typing import Any
+
+from jobkit.errors import StoreError
+from jobkit.states import JobRecord, JobState
+
+from ._common import SQL_ID_ORDER, glob_to_sql
+
+SCHEMA_VERSION = 1
+SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS jobs (
+        id TEXT PRIMARY KEY NOT NULL,
+        name TEXT NOT NULL,
+        backend TEXT NOT NULL,
+        state TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        array_id TEXT,
+        priority INTEGER NOT NULL,
+        owner TEXT NOT NULL,
+        data TEXT NOT NULL
+    )""",
+    # Each index ends in (created_at, id): the listing order up to ties of
+    # equal time, so a page of 50 is read off the index; only a run of equal
+    # times (a map's items) is sorted, by index (see build_query).
+    "CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, created_at, id)",
+    "CREATE INDEX IF NOT EXISTS jobs_by_time ON jobs (created_at, id)",
+    "CREATE INDEX IF NOT EXISTS jobs_by_backend ON jobs (backend, state, created_at, id)",
+    "CREATE INDEX IF NOT EXISTS jobs_by_array ON jobs (array_id, created_at, id)",
+)
+COLUMNS = "id, name, backend, state, created_at, array_id, priority, owner, data"
+INSERT = f"INSERT INTO jobs ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+UPDATE = (
+    "UPDATE jobs SET name = ?, backend = ?, state = ?, created_at = ?, array_id = ?,"
+    " priority = ?, owner = ?, data = ? WHERE id = ? AND state = ?"
+)
+CHUNK = 500  # ids per IN (...) list, well under SQLite's variable limit
+
+
+def build_query(
+    *,
+    states: Collection[JobState] | None,
+    backend: str | None,
+    name: str | None,
+    array_id: str | None,
+    created_before: float | None,
+    oldest_first: bool,
+) -> tuple[str, list[Any]]:
+    """The SELECT behind :meth:`SQLiteStore.query`; bind ``[*params, limit, offset]``.
+
+    The indexes give ``created_at`` order; only runs of equal times (a map's
+    items) are sorted further, by :func:`._common.id_order` -- SQLite's
+    partial "RIGHT PART OF ORDER BY" sort.  Several states are one query per
+    state, each reading its index and keeping ``limit + offset`` rows, merged:
+    ``state IN (...)`` would sort every matching row to find the first page.
+    Separate so tests can ``EXPLAIN QUERY PLAN`` exactly what runs.
+    """
+    where: list[str] = []
+    params: list[Any] = []
+
+    def bind(condition: str, value: Any) -> None:
+        params.append(value)
+        where.append(condition.replace("?", f"?{len(params)}"))
+
+    values = None if states is None else sorted({JobState(s).value for s in states})
+    if values is not None and len(values) <= 1:
+        if values:
+            bind("state = ?", values[0])
+        else:
+            where.append("0")
+    if backend is not None:
+        bind("backend = ?", backend)
+    if name is not None:
+        bind("name GLOB ?", glob_to_sql(name))
+    if array_id is not None:
+        bind("array_id = ?", array_id)
+    if created_before is not None:
+        bind("created_at < ?", created_before)
+    order = "ASC" if oldest_first else "DESC"
+    order_by = ", ".join(f"{term} {order}" for term in ("created_at", *SQL_ID_ORDER))
+    if values is None or len(values) <= 1:
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        limit, offset = f"?{len(params) + 1}", f"?{len(params) + 2}"
+        sql = f"SELECT id, state, data FROM jobs{clause} ORDER BY {order_by}"
+        return f"{sql} LIMIT {limit} OFFSET {offset}", params
+    first_state = len(params) + 1
+    limit, offset = f"?{first_state + len(values)}", f"?{first_state + len(values) + 1}"
+    keep = f"CASE WHEN {limit} < 0 THEN -1 ELSE {limit} + {offset} END"
+    branches = [
+        "SELECT * FROM (SELECT id, state, data, created_at FROM jobs WHERE "
+        f"{' AND '.join([f'state = ?{first_state + i}', *where])} "
+        f"ORDER BY {order_by} LIMIT {keep})"
+        for i in range(len(values))
+    ]
+    sql = (
+        f"SELECT id, state, data FROM ({' UNION ALL '.join(branches)}) "
+        f"ORDER BY {order_by} LIMIT {limit} OFFSET {offset}"
+    )
+    return sql, [*params, *values]
+
+
+def row_values(record: JobRecord, text: str) -> tuple[Any, ...]:
+    """The column values of ``record``, whose JSON is ``text``: always written together."""
+    return (
+        record.id,
+        record.name,
+        record.backend,
+        record.state.value,
+        record.created_at,
+        record.array_id,
+        record.priority,
+        record.owner,
+        text,
+    )
+
+
+def decode(job_id: object, state: object, data: object) -> JobRecord:
+    """The record in a row's ``data``; StoreError if it does not parse or disagrees
+    with the row's ``id``/``state`` columns (the caller adds which store and the fix)."""
+    if not isinstance(data, (str, bytes)):
+        raise StoreError(f"data is {type(data).__name__}, not JSON text")
+    try:
+        values = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise StoreError(f"data is not JSON ({exc})") from exc
+    if not isinstance(values, dict):
+        raise StoreError(f"data is a JSON {type(values).__name__}, not an object")
+    try:
+        record = JobRecord.from_dict(values)
+    except StoreError as exc:
+        raise StoreError(str(exc.__cause__ or exc)) from exc
+    if record.id != job_id or record.state.value != state:
+        raise StoreError(
+            f"columns (id={job_id!r}, state={state!r}) disagree with its JSON "
+            f"(id={record.id!r}, state={record.state.value!r})"
+        )
+    return record
+
+
+def existing_ids(conn: sqlite3.Connection, ids: list[str]) -> set[str]:
+    """Which of ``ids`` have a row: to name the clashes when an insert fails."""
+    found: set[str] = set()
+    for start in range(0, len(ids), CHUNK):
+        chunk = ids[start : start + CHUNK]
+        marks = ",".join("?" * len(chunk))
+        found.update(
+            r[0] for r in conn.execute(f"SELECT id FROM jobs WHERE id IN ({marks})", chunk)
+        )
+    return found
