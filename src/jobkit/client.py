@@ -103,9 +103,7 @@ class Client:
 
     # -- submitting ----------------------------------------------------------
     def resolve_resources(self, resources: Resources | None) -> Resources:
-        from jobkit.resources import parse_resources
-
-        defaults = parse_resources(**self.config.resources)
+        defaults = self.config.default_resources
         if resources is None:
             return defaults
         return defaults.merged(**resources.model_dump(exclude_unset=True))
