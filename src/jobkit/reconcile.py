@@ -60,6 +60,7 @@ __all__ = [
     "retries_left",
     "retry_allowed",
     "settle",
+    "settle_from_outcome",
     "vanished",
 ]
 
@@ -171,6 +172,36 @@ def settle(
         if requeued is not None:
             return requeued
     return fail(store, record.id, failure, expect=expect, finished_at=finished_at)
+
+
+def settle_from_outcome(
+    store: Store,
+    record: JobRecord,
+    header: Mapping[str, Any],
+    note: str,
+    *,
+    exit_code: int | None = None,
+) -> JobRecord | None:
+    """Record the end a worker wrote but could not record: its outcome is the truth.
+
+    The worker writes the outcome blob before the terminal state (and only on
+    its last attempt: a retried failure writes none), so a job still RUNNING
+    whose verified outcome (``header``) exists finished: SUCCEEDED, or
+    FAILED/ERROR with the function's error.  Never LOST, never retried.
+    ``note`` says who found it and why the worker did not record it.
+    """
+    if header.get("ok"):
+        return store.transition(
+            record.id,
+            JobState.SUCCEEDED,
+            expect=(JobState.RUNNING,),
+            finished_at=time.time(),
+            exit_code=0 if exit_code is None else exit_code,
+            message=note,
+        )
+    error = f"{header.get('error_type') or 'error'}: {header.get('error') or ''}".strip()
+    failure = Failure(FailureReason.ERROR, f"{error} ({note})"[:1000], exit_code)
+    return fail(store, record.id, failure, expect=(JobState.RUNNING,))
 
 
 def vanished(detail: str, *, exit_code: int | None = None, native: str | None = None) -> Failure:

@@ -425,6 +425,13 @@ def _safe_str(error: BaseException) -> str:
         return f"<{type(error).__name__} with unprintable message>"
 
 
+def read_outcome_header(data: Buffer, *, key: bytes, job_id: str) -> dict[str, Any]:
+    """Verify an outcome and return its header (``ok``, ``error_type``, ``error``)
+    without unpickling: enough for the agent to record how a job ended when
+    its worker wrote the outcome but died before recording the state."""
+    return _open(key, data, kind="outcome", job_id=job_id).header
+
+
 def load_outcome(data: Buffer, *, key: bytes, job_id: str) -> Outcome:
     """Verify and unpickle an outcome, rebuilding the original exception.
 

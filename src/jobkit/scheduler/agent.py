@@ -63,7 +63,7 @@ from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
-from jobkit.reconcile import Failure, fail, settle
+from jobkit.reconcile import Failure, fail, settle, settle_from_outcome
 from jobkit.scheduler.daemon import (
     AgentPaths,
     acquire_lock,
@@ -74,8 +74,10 @@ from jobkit.scheduler.daemon import (
     open_listener,
     release_lock,
 )
-from jobkit.scheduler.launch import WorkerIO, fork_worker, spawn_worker
+from jobkit.scheduler.forkserver import ForkServer, become_subreaper
+from jobkit.scheduler.launch import WorkerIO, spawn_worker
 from jobkit.scheduler.machine import group_rss, machine_capacity, oom_kill_count, submitted_here
+from jobkit.scheduler.pidfile import read_pidfile, same_process, write_pidfile
 from jobkit.scheduler.policy import Allocation, Capacity, Ledger, Request, never_fits, plan
 from jobkit.scheduler.protocol import (
     MACHINE_FIELDS,
@@ -88,7 +90,7 @@ from jobkit.scheduler.protocol import (
     encode_status,
 )
 from jobkit.states import FailureReason, JobRecord, JobState
-from jobkit.stores.base import Store
+from jobkit.stores.base import Store, outcome_key
 
 QUEUE_STATES = (JobState.PENDING, JobState.QUEUED)
 RELOAD_INTERVAL = 30.0  # seconds between full re-reads of the waiting queue
@@ -159,6 +161,7 @@ class Agent:
         self.log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.env_cache: dict[str, dict[str, str]] = {}
         self.lock_fd = -1
+        self.forkserver: ForkServer | None = None
 
     # -- lifecycle -------------------------------------------------------------
     def serve(self) -> None:
@@ -425,11 +428,17 @@ class Agent:
             cwd = None
         oom_before = oom_kill_count()
         popen = None
-        if self.settings.start_method == "spawn":
+        pid = 0
+        if self.settings.start_method != "spawn" and self.forkserver is not None:
+            try:
+                pid = self._fork(claimed, env, cwd, out, err)
+            except OSError as exc:
+                print(f"agent: fork server failed ({exc}); spawning instead", file=sys.stderr)
+                self.forkserver = None
+        if not pid:
             popen = self._spawn(claimed, env, cwd, out, err)
             pid = popen.pid
-        else:
-            pid = self._fork(claimed, env, cwd, out, err)
+            write_pidfile(self._pidfile(record.id), pid)
         limit = claimed.resources.get("time")
         run = Running(
             record=claimed,
@@ -477,27 +486,15 @@ class Agent:
     def _fork(
         self, record: JobRecord, env: dict[str, str], cwd: str | None, out: Path, err: Path
     ) -> int:
-        return fork_worker(
-            self.store,
-            self.key,
-            record.id,
-            WorkerIO(env=env, cwd=cwd, stdout=out, stderr=err),
-            before_run=self._close_inherited,
+        """Through the fork server: a worker never inherits this process's store."""
+        if self.forkserver is None:
+            raise OSError("no fork server")
+        return self.forkserver.fork(
+            record.id, WorkerIO(env=env, cwd=cwd, stdout=out, stderr=err), self._pidfile(record.id)
         )
 
-    def _close_inherited(self) -> None:
-        """In the child: drop the agent's sockets, pidfds and lock."""
-        fds = [c.fileno() for c in self.conns]
-        if self.listener is not None:
-            fds.append(self.listener.fileno())
-        fds += [r.pidfd for r in self.running.values() if r.pidfd is not None]
-        fds.append(self.lock_fd)
-        with contextlib.suppress(OSError):
-            self.sel.close()
-        for fd in fds:
-            if fd >= 0:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
+    def _pidfile(self, job_id: str) -> Path:
+        return self.log_dir / f"{job_id}.pid"
 
     def _spawn(
         self, record: JobRecord, env: dict[str, str], cwd: str | None, out: Path, err: Path
@@ -540,7 +537,25 @@ class Agent:
             self._check_memory()
         if now >= self.next_rescan:
             self.next_rescan = now + self.settings.rescan_interval
+            self._reap_strays()
             self._rescan()
+
+    def _reap_strays(self) -> None:
+        """Reap descendants re-parented to us (we are a subreaper) that are not
+        workers: a job's own children that outlived it.  Peek first
+        (``WNOWAIT``) so a worker's exit status stays for :meth:`_reap`."""
+        workers = {r.pid for r in self.running.values()}
+        if self.forkserver is not None:
+            workers.add(self.forkserver.pid)
+        for _ in range(64):
+            try:
+                info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            except ChildProcessError:
+                return
+            if info is None or info.si_pid in workers:
+                return
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(info.si_pid, 0)
 
     def _exited(self, run: Running) -> bool:
         try:
@@ -624,6 +639,8 @@ class Agent:
             os.killpg(run.pid, signal.SIGKILL)
         self.ledger.release(run.record.id)
         self.last_activity = time.monotonic()
+        with contextlib.suppress(OSError):
+            self._pidfile(run.record.id).unlink()
         reason, message = self._why(run, code)
         self._finish(run.record.id, reason, message, code)
 
@@ -631,7 +648,10 @@ class Agent:
         if run.kill_reason is not None:
             return run.kill_reason, run.kill_message or run.kill_reason.value
         if run.adopted or code is None:
-            return FailureReason.LOST, "worker vanished while the agent was not watching it"
+            return FailureReason.LOST, (
+                "worker ended without recording an outcome (adopted from a previous agent, "
+                "so its exit status is unknown)"
+            )
         if code < 0:
             sig = -code
             name = (
@@ -658,7 +678,18 @@ class Agent:
             self._broadcast(encode_event(Event.REQUEUED, job_id))
             self.dirty = True
             return
-        settled = settle(self.store, record, Failure(reason, message, code))
+        header = self._written_outcome(record) if record.state is JobState.RUNNING else None
+        if header is not None:
+            settled = settle_from_outcome(
+                self.store,
+                record,
+                header,
+                "recorded by the agent from the outcome the worker wrote before it ended "
+                f"({message})",
+                exit_code=code,
+            )
+        else:
+            settled = settle(self.store, record, Failure(reason, message, code))
         if settled is not None and settled.state is JobState.QUEUED:
             self._enqueue([settled])
             self.dirty = True
@@ -667,47 +698,69 @@ class Agent:
         self.dirty = True
 
     # -- recovery --------------------------------------------------------------
+    def _written_outcome(self, record: JobRecord) -> dict[str, Any] | None:
+        """The verified header of the outcome this job's worker wrote, if any."""
+        from jobkit.errors import JobkitError
+        from jobkit.serialization import read_outcome_header
+
+        try:
+            data = self.store.get_blob(outcome_key(record.id))
+            return read_outcome_header(data, key=self.key, job_id=record.id)
+        except (JobkitError, OSError):
+            return None
+
     def _recover(self) -> None:
-        """Adopt or fail RUNNING jobs a previous agent left behind."""
+        """Adopt RUNNING jobs a previous agent left behind whose worker still
+        runs (the same process: pid and start time from its pid file), settle
+        the others from the outcome they wrote, and only then call them LOST."""
         for record in self.store.query(states=(JobState.RUNNING,), backend="local"):
             if record.host != self.host:
                 continue
-            alive = record.pid is not None and _alive(record.pid)
-            if not alive:
+            recorded = read_pidfile(self._pidfile(record.id))
+            if recorded is None or not same_process(*recorded):
                 self._finish(
-                    record.id, FailureReason.LOST, "worker vanished (agent restarted)", None
+                    record.id,
+                    FailureReason.LOST,
+                    "worker vanished while no agent watched it (agent restarted)",
+                    None,
                 )
                 continue
-            assert record.pid is not None
-            gpus = record.extra.get("gpus") or []
-            share = float(record.resources.get("gpus") or 0)
-            alloc = Allocation(
-                record.id,
-                record.owner,
-                float(record.resources.get("cpus", 1)),
-                int(record.resources.get("mem") or 0),
-                tuple((g, min(1.0, share) if share < 1 else 1.0) for g in gpus),
-            )
-            self.ledger.allocate(alloc)
-            run = Running(
-                record=record, pid=record.pid, alloc=alloc, started=time.monotonic(), adopted=True
-            )
-            self.running[record.id] = run
-            self._watch(run)
+            self._adopt(record, recorded[0])
+
+    def _adopt(self, record: JobRecord, pid: int) -> None:
+        """Supervise a worker we did not start: its allocation, time limit
+        (counted from when it started) and memory limit; cancel kills its group."""
+        gpus = record.extra.get("gpus") or []
+        share = float(record.resources.get("gpus") or 0)
+        alloc = Allocation(
+            record.id,
+            record.owner,
+            float(record.resources.get("cpus", 1)),
+            int(record.resources.get("mem") or 0),
+            tuple((g, min(1.0, share) if share < 1 else 1.0) for g in gpus),
+        )
+        self.ledger.allocate(alloc)
+        limit = record.resources.get("time")
+        deadline = None
+        if limit:
+            ran = time.time() - (record.started_at or time.time())
+            deadline = time.monotonic() + max(0.0, float(limit) - ran)
+        run = Running(
+            record=record,
+            pid=pid,
+            alloc=alloc,
+            started=time.monotonic(),
+            adopted=True,
+            deadline=deadline,
+            mem_limit=int(record.resources.get("mem") or 0),
+        )
+        self.running[record.id] = run
+        self._watch(run)
+        print(f"agent: adopted job {record.id} (worker pid {pid})", file=sys.stderr, flush=True)
 
 
 def _describe(machine: dict[str, Any]) -> str:
     return " ".join(f"{name}={machine.get(name)!r}" for name in MACHINE_FIELDS)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -720,8 +773,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = AgentSettings.from_json(args.settings)
     from jobkit.signing import load_key
     from jobkit.stores import open_store
+    from jobkit.stores.patient import patient
 
-    store = open_store(settings.store)
+    key = load_key()
+    # Preload what every worker needs, so a forked worker starts warm, then
+    # start the fork server *before* opening the store (see forkserver).
+    import cloudpickle  # noqa: F401
+
+    import jobkit.stores.sqlite
+    import jobkit.worker  # noqa: F401
+
+    forkserver = None
+    if settings.start_method != "spawn" and become_subreaper():
+        forkserver = ForkServer(settings.store, key)
+        forkserver.start()
+    # Patient like its workers: a store outage stalls the agent, never kills it.
+    store = patient(open_store(settings.store))
     log_dir = store.local_dir or Path(os.environ.get("JOBKIT_HOME", "."))
     paths = agent_paths(store.identity, log_dir)
     lock_fd = acquire_lock(paths.lock, paths.socket)
@@ -731,12 +798,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     capacity = machine_capacity(
         cpus=settings.cpus, mem=settings.mem, gpus=settings.gpus, max_jobs=settings.max_jobs
     )
-    # Preload what every worker needs, so a forked worker starts warm.
-    import cloudpickle  # noqa: F401
-
-    import jobkit.worker  # noqa: F401
-
-    agent = Agent(store, load_key(), settings, paths, capacity)
+    agent = Agent(store, key, settings, paths, capacity)
+    agent.forkserver = forkserver
     agent.lock_fd = lock_fd
     # SIGTERM stops the agent cleanly (socket and lock file removed); its jobs
     # run on in their own sessions and record their own outcomes.
@@ -749,6 +812,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         agent._close_listener()
         release_lock(paths.lock, lock_fd)
+        if forkserver is not None:
+            forkserver.close()
     return 0
 
 

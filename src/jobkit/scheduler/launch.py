@@ -1,43 +1,34 @@
-"""Starting one worker process for a claimed job: fork or spawn.
+"""Starting one worker process for a claimed job: what both start methods share.
 
-Apart from the agent's scheduling loop because what happens in a forked
-child (new session, signals reset, descriptors closed, stdio redirected,
-environment replaced) has nothing to do with deciding which job runs.
+Apart from the agent's scheduling loop because what happens in a new worker
+(new session, stdio redirected, environment replaced) has nothing to do with
+deciding which job runs.
 
 Data flow::
 
-    agent (one thread)                 child, own session and process group
-      │ fork_worker ── os.fork() ──►  setsid, SIG_DFL, before_run() closes the
-      │                               agent's sockets/pidfds/lock, stdin=/dev/null,
-      │                               stdout/stderr → log files, env, cwd
-      │                               worker.run_job(store, id, key) ─► os._exit(code)
-      │ spawn_worker ── Popen ─────►  python -m jobkit.worker --store URL ID
-      │                               (key in JOBKIT_KEY; fresh interpreter)
+    agent (one thread)
+      │ "fork" (default): ForkServer.fork ─► :mod:`jobkit.scheduler.forkserver`
+      │                   (a process that never opened the store) forks the worker,
+      │                   which calls redirect_stdio() and worker.run_job
+      │ "spawn": spawn_worker ── Popen ──► python -m jobkit.worker --store URL ID
+      │                   (key in JOBKIT_KEY; fresh interpreter; own session)
       ▼
     pid / Popen: the agent watches it with a pidfd and reaps it
 
-Forking an interpreter that already imported jobkit is what makes a trivial
-job start in milliseconds; it is safe only because the agent is one thread.
+The agent never forks a worker from itself: its open SQLite connection must
+not be carried across fork (see :mod:`jobkit.scheduler.forkserver`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import io
 import os
-import signal
 import subprocess
 import sys
-import traceback
-from collections.abc import Callable
 from pathlib import Path
 
-from jobkit.stores.base import Store
-
-__all__ = ["WorkerIO", "fork_worker", "spawn_worker"]
-
-_EXIT_SOFTWARE = 70  # EX_SOFTWARE: the child failed before the worker decided a code
+__all__ = ["WorkerIO", "redirect_stdio", "spawn_worker"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,50 +41,7 @@ class WorkerIO:
     stderr: Path
 
 
-def fork_worker(
-    store: Store,
-    key: bytes,
-    job_id: str,
-    io_: WorkerIO,
-    *,
-    before_run: Callable[[], None],
-) -> int:
-    """Fork a child that runs ``job_id``; its pid.  Never returns in the child.
-
-    ``before_run`` runs first in the child, to close what the parent holds
-    (listening socket, client connections, lock) so jobs cannot keep them open.
-    """
-    sys.stdout.flush()
-    sys.stderr.flush()
-    pid = os.fork()
-    if pid:
-        return pid
-    code = _EXIT_SOFTWARE
-    try:
-        os.setsid()
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
-            signal.signal(sig, signal.SIG_DFL)
-        before_run()
-        _redirect_stdio(io_.stdout, io_.stderr)
-        os.environ.clear()
-        os.environ.update(io_.env)
-        if io_.cwd:
-            os.chdir(io_.cwd)
-        sys.argv = ["jobkit-worker", job_id]
-        from jobkit.worker import run_job
-
-        code = run_job(store, job_id, key)
-    except BaseException:
-        with contextlib.suppress(Exception):
-            traceback.print_exc()
-    finally:
-        with contextlib.suppress(Exception):
-            sys.stdout.flush()
-            sys.stderr.flush()
-        os._exit(code)
-
-
-def _redirect_stdio(out: Path, err: Path) -> None:
+def redirect_stdio(out: Path, err: Path) -> None:
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
     for fd, path in ((1, out), (2, err)):
