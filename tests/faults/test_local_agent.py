@@ -1,0 +1,226 @@
+"""Faults of the local agent: kill -9 with jobs running and queued, SIGSTOP
+longer than a run, two agents racing for one store.
+
+Ground truth comes from the SQLite file (raw rows), the marker files each
+execution writes, and /proc; each scenario prints its figures (lost,
+duplicated, stuck, time to settle) and appends them to $JOBKIT_FAULTS_REPORT.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import jobkit
+from jobkit.scheduler.protocol import AgentSettings
+from jobkit_testing.faults.local import (
+    Figures,
+    agent_pid,
+    alive,
+    cli,
+    markers,
+    raw_states,
+    report,
+    submit_elsewhere,
+    wait_until,
+)
+
+LOCAL: dict[str, Any] = {"cpus": 2, "max_jobs": 2, "idle_timeout": 30}
+
+
+def _paths(tmp_path: Path) -> tuple[Path, Path]:
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    return tmp_path / "jobkit.db", marks
+
+
+def _wait_all(db: Path, ids: list[str], timeout: float) -> float:
+    """A client that waits on ``ids`` (it must bring a dead agent back); seconds."""
+    start = time.monotonic()
+    with jobkit.use(store=f"sqlite:///{db}", backend="local", local=LOCAL) as client:
+        try:
+            for job_id in ids:
+                jobkit.get(job_id).exception(timeout=timeout)
+        finally:
+            client.backend("local").stop_agent()
+    return time.monotonic() - start
+
+
+@pytest.mark.slow
+def test_agent_kill9_with_jobs_running_then_store_closed_keeps_their_results(
+    tmp_path: Path,
+) -> None:
+    """40 jobs of 2 s on 2 slots; kill -9 the agent with 2 running; `jobkit list`
+    opens and closes the store while no agent lives; a waiting client brings
+    an agent back.  Every job ends SUCCEEDED exactly once, the two orphaned
+    workers' results included."""
+    db, marks = _paths(tmp_path)
+    tags = submit_elsewhere(db, marks, [f"t{i}" for i in range(40)], 2.0, LOCAL)
+    wait_until(lambda: len(markers(marks, "start")) >= 2, 30)
+    pid = agent_pid(db)
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: agent_pid(db) is None, 10)
+    orphans = [p for pids in markers(marks, "start").values() for p in pids]
+    listed = cli(db, "list")  # a process that opens and closes the store, no agent alive
+    assert listed.returncode == 0, listed.stderr
+    assert agent_pid(db) is None
+    wait_until(lambda: not any(alive(p) for p in orphans), 30)  # they finish on their own
+    waited = _wait_all(db, list(tags), 180)
+    figures = Figures("agent kill -9, jobs running, store closed", db, marks, tags).count()
+    report(
+        "agent kill -9 with 2 running, 38 queued, `jobkit list` while down",
+        orphans=len(orphans),
+        settle_s=round(waited, 1),
+        **figures,
+    )
+    rows = raw_states(db)
+    orphan_tags = {t for t, pids in markers(marks, "start").items() if set(pids) & set(orphans)}
+    for job_id, tag in tags.items():
+        if tag in orphan_tags:
+            assert rows[job_id][0] == "SUCCEEDED", rows[job_id]
+    assert figures["lost"] == 0 and figures["duplicated"] == 0 and figures["stuck"] == 0
+    assert figures["states"] == {"SUCCEEDED": 40}
+
+
+def test_waiting_client_restarts_a_dead_agent_for_queued_jobs(tmp_path: Path) -> None:
+    """Queued jobs and a dead agent: a client waiting on them starts one promptly
+    (its monitor's reconcile of local jobs wakes an agent when none listens)."""
+    db, marks = _paths(tmp_path)
+    tags = submit_elsewhere(db, marks, [f"q{i}" for i in range(8)], 0.5, LOCAL)
+    wait_until(lambda: markers(marks, "start"), 30)
+    pid = agent_pid(db)
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: agent_pid(db) is None, 10)
+    start = time.monotonic()
+    restarted: list[float] = []
+    with jobkit.use(store=f"sqlite:///{db}", backend="local", local=LOCAL) as client:
+        try:
+            last = sorted(tags, key=lambda i: int(tags[i][1:]))[-1]
+            job = jobkit.get(last)
+            while not job.done() and time.monotonic() - start < 60:
+                if not restarted and agent_pid(db) is not None:
+                    restarted.append(time.monotonic() - start)
+                time.sleep(0.05)
+            job.exception(timeout=60)
+            for job_id in tags:
+                jobkit.get(job_id).exception(timeout=60)
+        finally:
+            client.backend("local").stop_agent()
+    figures = Figures("dead agent, client waiting", db, marks, tags).count()
+    report(
+        "agent kill -9 with queued jobs, a client waiting",
+        agent_back_s=round(restarted[0], 2) if restarted else None,
+        settle_s=round(time.monotonic() - start, 1),
+        **figures,
+    )
+    assert restarted and restarted[0] < 15, "no agent was started for the waiting client"
+    assert figures["stuck"] == 0 and figures["duplicated"] == 0
+
+
+def test_orphaned_worker_still_alive_is_adopted_with_its_limits(tmp_path: Path) -> None:
+    """kill -9 the agent while three workers run; the next agent adopts them
+    (pid + start time): the short one's result is kept, the time limit of the
+    second still applies (FAILED/TIMEOUT), and cancelling the third kills it."""
+    db, marks = _paths(tmp_path)
+    local = {**LOCAL, "max_jobs": 3, "cpus": 3}
+    short = submit_elsewhere(db, marks, ["short"], 3.0, local)
+    limited = submit_elsewhere(db, marks, ["limited"], 60.0, local, time=4)
+    endless = submit_elsewhere(db, marks, ["endless"], 60.0, local)
+    tags = {**short, **limited, **endless}
+    wait_until(lambda: len(markers(marks, "start")) == 3, 30)
+    workers = {t: pids[0] for t, pids in markers(marks, "start").items()}
+    pid = agent_pid(db)
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: agent_pid(db) is None, 10)
+    assert all(alive(p) for p in workers.values())
+    start = time.monotonic()
+    with jobkit.use(store=f"sqlite:///{db}", backend="local", local=local) as client:
+        try:
+            (endless_id,) = endless
+            (short_id,) = short
+            (limited_id,) = limited
+            assert jobkit.get(short_id).result(timeout=30) == "short"
+            wait_until(lambda: agent_pid(db) is not None, 15)
+            assert jobkit.get(endless_id).cancel() is True
+            jobkit.get(limited_id).exception(timeout=30)
+            wait_until(lambda: not alive(workers["endless"]), 15)
+            wait_until(lambda: not alive(workers["limited"]), 15)
+        finally:
+            client.backend("local").stop_agent()
+    rows = raw_states(db)
+    report(
+        "agent kill -9, live workers adopted",
+        settle_s=round(time.monotonic() - start, 1),
+        short=rows[short_id][0],
+        limited=f"{rows[limited_id][0]}/{rows[limited_id][1].get('failure_reason')}",
+        endless=rows[endless_id][0],
+        **Figures("adopt", db, marks, tags).count(),
+    )
+    assert rows[short_id][0] == "SUCCEEDED"
+    assert rows[limited_id][0] == "FAILED"
+    assert rows[limited_id][1]["failure_reason"] == "TIMEOUT"
+    assert rows[endless_id][0] == "CANCELLED"
+    assert len(markers(marks, "start")["short"]) == 1  # adopted, not rerun
+
+
+def test_agent_sigstop_longer_than_a_run(tmp_path: Path) -> None:
+    """SIGSTOP the agent for longer than its workers run, then SIGCONT:
+    nothing runs twice, nothing is lost, nothing stays stuck."""
+    db, marks = _paths(tmp_path)
+    tags = submit_elsewhere(db, marks, [f"s{i}" for i in range(6)], 1.0, LOCAL)
+    wait_until(lambda: markers(marks, "start"), 30)
+    pid = agent_pid(db)
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        time.sleep(3.0)  # the running workers end while their agent cannot reap them
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    waited = _wait_all(db, list(tags), 60)
+    figures = Figures("sigstop", db, marks, tags).count()
+    report("agent SIGSTOP 3 s (runs of 1 s), then SIGCONT", settle_s=round(waited, 1), **figures)
+    assert figures["states"] == {"SUCCEEDED": 6}
+    assert figures["lost"] == figures["duplicated"] == figures["stuck"] == 0
+
+
+def test_two_agents_racing_for_one_store(tmp_path: Path) -> None:
+    """Start two more agents directly while one serves: they find the lock
+    taken and exit; each job still runs exactly once."""
+    db, marks = _paths(tmp_path)
+    tags = submit_elsewhere(db, marks, [f"r{i}" for i in range(8)], 0.5, LOCAL)
+    first = agent_pid(db)
+    assert first is not None
+    settings = AgentSettings(store=f"sqlite://{db}", cpus=2, max_jobs=2, idle_timeout=30)
+    rivals = [
+        subprocess.Popen(
+            [sys.executable, "-m", "jobkit.scheduler.agent", settings.to_json(), "--foreground"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        for _ in range(2)
+    ]
+    codes = [r.wait(timeout=60) for r in rivals]
+    for rival in rivals:
+        assert rival.stdout is not None
+        rival.stdout.close()
+    waited = _wait_all(db, list(tags), 60)
+    figures = Figures("race", db, marks, tags).count()
+    report(
+        "two more agents started directly while one serves",
+        rival_exit_codes=codes,
+        settle_s=round(waited, 1),
+        **figures,
+    )
+    assert codes == [0, 0]
+    assert figures["states"] == {"SUCCEEDED": 8}
+    assert figures["duplicated"] == 0
