@@ -10,6 +10,7 @@ line and appends one JSON line to ``$JOBKIT_FAULTS_REPORT`` when it is set.
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import os
 import signal
@@ -17,7 +18,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,21 +29,32 @@ __all__ = [
     "cli",
     "mark_and_sleep",
     "markers",
+    "outcome_file",
     "raw_states",
     "report",
     "submit_elsewhere",
     "wait_until",
+    "write_lock",
 ]
 
 TERMINAL = {"SUCCEEDED", "FAILED", "CANCELLED"}
 
 
-def mark_and_sleep(directory: str, tag: str, seconds: float) -> str:
-    """A job: marker at start, sleep, marker at end; returns ``tag``."""
+def mark_and_sleep(
+    directory: str, tag: str, seconds: float, first_only: bool = False, fail: bool = False
+) -> str:
+    """A job: marker at start, sleep, marker at end; returns ``tag``.
+
+    ``first_only``: only the first execution of ``tag`` sleeps (a retry ends
+    at once); ``fail``: raise RuntimeError after the end marker."""
     pid = os.getpid()
+    ran_before = any(Path(directory).glob(f"{tag}.*.start"))
     Path(directory, f"{tag}.{pid}.start").write_text(os.environ.get("JOBKIT_JOB_ID", ""))
-    time.sleep(seconds)
+    if not (first_only and ran_before):
+        time.sleep(seconds)
     Path(directory, f"{tag}.{pid}.end").write_text(os.environ.get("JOBKIT_JOB_ID", ""))
+    if fail:
+        raise RuntimeError(f"job {tag} failed on purpose")
     return tag
 
 
@@ -159,10 +171,10 @@ _SUBMIT = """
 import json, sys
 import jobkit
 from jobkit_testing.faults.local import mark_and_sleep
-db, marks, tags, seconds, local, resources = json.loads(sys.argv[1])
+db, marks, tags, seconds, local, resources, kw = json.loads(sys.argv[1])
 with jobkit.use(store=f"sqlite:///{db}", backend="local", local=local):
     fn = jobkit.remote(**resources)(mark_and_sleep)
-    jobs = fn.map([marks] * len(tags), tags, [seconds] * len(tags))
+    jobs = fn.map([marks] * len(tags), tags, [seconds] * len(tags), **kw)
     print(json.dumps({job.id: tag for job, tag in zip(jobs, tags)}))
 """
 
@@ -173,11 +185,14 @@ def submit_elsewhere(
     tags: list[str],
     seconds: float,
     local: dict[str, Any],
+    *,
+    kw: dict[str, Any] | None = None,
     **resources: Any,
 ) -> dict[str, str]:
     """Submit ``mark_and_sleep`` jobs from a separate client process that then
-    exits (so nothing in the test process watches them); {job id: tag}."""
-    arg = json.dumps([str(db), str(marks), tags, seconds, local, resources])
+    exits (so nothing in the test process watches them); {job id: tag}.
+    ``kw``: keyword arguments for every call (``first_only``, ``fail``)."""
+    arg = json.dumps([str(db), str(marks), tags, seconds, local, resources, kw or {}])
     done = subprocess.run(
         [sys.executable, "-c", _SUBMIT, arg], capture_output=True, text=True, timeout=120
     )
@@ -194,3 +209,21 @@ def alive(pid: int) -> bool:
     except OSError:
         return False
     return text[text.rfind(")") + 2 :].split()[0] != "Z"
+
+
+@contextlib.contextmanager
+def write_lock(db: Path) -> Iterator[None]:
+    """Hold SQLite's write lock on ``db`` (another writer, as a user's script would)."""
+    conn = sqlite3.connect(db, timeout=60, isolation_level=None)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        yield
+        conn.execute("ROLLBACK")
+    finally:
+        conn.close()
+
+
+def outcome_file(db: Path, job_id: str) -> Path | None:
+    """The outcome blob a worker wrote for ``job_id``, if it exists."""
+    path = Path(f"{db}.d", "blobs", "outcomes", job_id)
+    return path if path.is_file() else None
