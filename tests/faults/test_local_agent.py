@@ -224,3 +224,38 @@ def test_two_agents_racing_for_one_store(tmp_path: Path) -> None:
     assert codes == [0, 0]
     assert figures["states"] == {"SUCCEEDED": 8}
     assert figures["duplicated"] == 0
+
+
+def test_reused_pid_is_not_adopted(tmp_path: Path) -> None:
+    """Agent and worker killed; the job's pid now names another process (an
+    unrelated `sleep`, recorded start time differs): the next agent must call
+    the job LOST at once, neither wait for nor signal that process."""
+    db, marks = _paths(tmp_path)
+    tags = submit_elsewhere(db, marks, ["p"], 60.0, LOCAL)
+    (job_id,) = tags
+    wait_until(lambda: markers(marks, "start").get("p"), 30)
+    (worker,) = markers(marks, "start")["p"]
+    agent = agent_pid(db)
+    assert agent is not None
+    os.kill(agent, signal.SIGKILL)
+    os.kill(worker, signal.SIGKILL)
+    wait_until(lambda: not alive(worker), 10)
+    stranger = subprocess.Popen(["sleep", "60"])
+    try:
+        pidfile = Path(f"{db}.d", "logs", f"{job_id}.pid")
+        assert pidfile.exists()
+        start = int(Path(f"/proc/{stranger.pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+        pidfile.write_text(f"{stranger.pid} {start - 1}\n")  # same pid, another process
+        waited = _wait_all(db, [job_id], 30)
+        state, data = raw_states(db)[job_id]
+        report(
+            "reused pid after agent + worker kill -9",
+            settle_s=round(waited, 2),
+            state=f"{state}/{data.get('failure_reason')}",
+            stranger_alive=stranger.poll() is None,
+        )
+        assert state == "FAILED" and data["failure_reason"] == "LOST"
+        assert stranger.poll() is None
+    finally:
+        stranger.kill()
+        stranger.wait()
