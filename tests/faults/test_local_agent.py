@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -41,14 +42,29 @@ def _paths(tmp_path: Path) -> tuple[Path, Path]:
     return tmp_path / "jobkit.db", marks
 
 
-def _wait_all(db: Path, ids: list[str], timeout: float) -> float:
-    """A client that waits on ``ids`` (it must bring a dead agent back); seconds."""
+def _wait_all(db: Path, ids: list[str], timeout: float, back: list[float] | None = None) -> float:
+    """A client that waits on ``ids`` (it must bring a dead agent back); seconds.
+    ``back`` receives the seconds until an agent served the store again."""
     start = time.monotonic()
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            if agent_pid(db) is not None:
+                if back is not None:
+                    back.append(time.monotonic() - start)
+                return
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
     with jobkit.use(store=f"sqlite:///{db}", backend="local", local=LOCAL) as client:
         try:
             for job_id in ids:
                 jobkit.get(job_id).exception(timeout=timeout)
         finally:
+            stop.set()
+            watcher.join()
             client.backend("local").stop_agent()
     return time.monotonic() - start
 
@@ -73,11 +89,13 @@ def test_agent_kill9_with_jobs_running_then_store_closed_keeps_their_results(
     assert listed.returncode == 0, listed.stderr
     assert agent_pid(db) is None
     wait_until(lambda: not any(alive(p) for p in orphans), 30)  # they finish on their own
-    waited = _wait_all(db, list(tags), 180)
+    back: list[float] = []
+    waited = _wait_all(db, list(tags), 100, back)
     figures = Figures("agent kill -9, jobs running, store closed", db, marks, tags).count()
     report(
         "agent kill -9 with 2 running, 38 queued, `jobkit list` while down",
         orphans=len(orphans),
+        agent_back_s=round(back[0], 2) if back else None,
         settle_s=round(waited, 1),
         **figures,
     )
