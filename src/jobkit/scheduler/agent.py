@@ -13,13 +13,14 @@ Data flow::
                                               │ policy.plan(): priority, DRF, fit, GPUs
                                               │ CAS → RUNNING (claim)
                                               ▼                  │
-                            fork (or spawn) a worker in its own session
-                            (own process group; CUDA_VISIBLE_DEVICES;
-                             stdout/stderr to log files)         │
+                   the fork server forks a worker (or spawn) │
+                            (own session and process group;      │
+                             CUDA_VISIBLE_DEVICES; logs; pid file)│
                                               │ worker.run_job ──┘ outcome, terminal state
                                               ▼
                   pidfd readable ─► waitpid ─► release resources
-                         │   no terminal state? record TIMEOUT / OOM / LOST
+                         │   no terminal state? outcome written: record it;
+                         │   else record TIMEOUT / OOM / LOST
                          └─► "done" event to every connected client
 
 Machine settings (cpus, mem, gpus, max_jobs) come from the client that
@@ -32,9 +33,18 @@ that can never fit it fails (SUBMIT_ERROR) rather than wait forever.
 One thread, one selector: the listening socket, client connections and a
 pidfd per child.  Timers (time limits, SIGTERM→SIGKILL escalation, memory
 checks, a periodic rescan that catches missed pokes and cancels made while
-the agent was busy) run between selects.  A single thread is what makes
-``os.fork()`` safe here, and forking an interpreter that already imported
-jobkit is what puts a trivial job's latency well under a fresh interpreter's.
+the agent was busy) run between selects.  Workers are forked by a fork server
+(:mod:`~jobkit.scheduler.forkserver`) that was started before the agent
+opened the store, so no worker inherits the agent's SQLite state; forking an
+interpreter that already imported jobkit is what puts a trivial job's
+latency well under a fresh interpreter's.  The agent is a child subreaper,
+so those workers are its children all the same (exit codes, pidfds).
+
+If the agent dies, its workers run on.  The next agent adopts those still
+alive (pid and start time in ``logs/<job>.pid``: a reused pid is not
+mistaken), records the outcome a dead worker wrote but could not record
+(:func:`jobkit.reconcile.settle_from_outcome`), and calls LOST only a job
+whose worker is gone without one.
 
 Around this module: :mod:`~jobkit.scheduler.protocol` (the messages on the
 socket, shared with the client), :mod:`~jobkit.scheduler.launch` (fork or
