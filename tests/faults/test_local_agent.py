@@ -149,16 +149,20 @@ def test_waiting_client_restarts_a_dead_agent_for_queued_jobs(tmp_path: Path) ->
 
 
 def test_orphaned_worker_still_alive_is_adopted_with_its_limits(tmp_path: Path) -> None:
-    """kill -9 the agent while three workers run; the next agent adopts them
+    """kill -9 the agent while four workers run; the next agent adopts them
     (pid + start time): the short one's result is kept, the time limit of the
-    second still applies (FAILED/TIMEOUT), and cancelling the third kills it."""
+    second and the memory limit of the third still apply (FAILED/TIMEOUT,
+    FAILED/OOM), and cancelling the fourth kills it."""
     db, marks = _paths(tmp_path)
-    local = {**LOCAL, "max_jobs": 3, "cpus": 3}
+    local = {**LOCAL, "max_jobs": 4, "cpus": 4}
     short = submit_elsewhere(db, marks, ["short"], 3.0, local)
     limited = submit_elsewhere(db, marks, ["limited"], 60.0, local, time=4)
+    hog = submit_elsewhere(
+        db, marks, ["hog"], 3.0, local, kw={"function": "sleep_then_hog", "mib": 300}, mem="100MiB"
+    )
     endless = submit_elsewhere(db, marks, ["endless"], 60.0, local)
-    tags = {**short, **limited, **endless}
-    wait_until(lambda: len(markers(marks, "start")) == 3, 30)
+    tags = {**short, **limited, **hog, **endless}
+    wait_until(lambda: len(markers(marks, "start")) == 4, 30)
     workers = {t: pids[0] for t, pids in markers(marks, "start").items()}
     pid = agent_pid(db)
     assert pid is not None
@@ -166,31 +170,41 @@ def test_orphaned_worker_still_alive_is_adopted_with_its_limits(tmp_path: Path) 
     wait_until(lambda: agent_pid(db) is None, 10)
     assert all(alive(p) for p in workers.values())
     start = time.monotonic()
+    (endless_id,), (short_id,), (limited_id,), (hog_id,) = endless, short, limited, hog
+    problem = None
     with jobkit.use(store=f"sqlite:///{db}", backend="local", local=local) as client:
         try:
-            (endless_id,) = endless
-            (short_id,) = short
-            (limited_id,) = limited
             assert jobkit.get(short_id).result(timeout=30) == "short"
             wait_until(lambda: agent_pid(db) is not None, 15)
             assert jobkit.get(endless_id).cancel() is True
             jobkit.get(limited_id).exception(timeout=30)
-            wait_until(lambda: not alive(workers["endless"]), 15)
-            wait_until(lambda: not alive(workers["limited"]), 15)
+            jobkit.get(hog_id).exception(timeout=30)
+            for tag in ("endless", "limited", "hog"):
+                wait_until(lambda tag=tag: not alive(workers[tag]), 15)
+        except (AssertionError, TimeoutError) as exc:
+            problem = f"{type(exc).__name__}: {exc}"  # reported with the figures
         finally:
             client.backend("local").stop_agent()
     rows = raw_states(db)
+
+    def shown(job_id: str) -> str:
+        state, data = rows[job_id]
+        return f"{state}/{data.get('failure_reason')}"
+
     report(
         "agent kill -9, live workers adopted",
         settle_s=round(time.monotonic() - start, 1),
-        short=rows[short_id][0],
-        limited=f"{rows[limited_id][0]}/{rows[limited_id][1].get('failure_reason')}",
-        endless=rows[endless_id][0],
+        short=shown(short_id),
+        limited=shown(limited_id),
+        hog=shown(hog_id),
+        endless=shown(endless_id),
+        problem=problem,
         **Figures("adopt", db, marks, tags).count(),
     )
-    assert rows[short_id][0] == "SUCCEEDED"
-    assert rows[limited_id][0] == "FAILED"
-    assert rows[limited_id][1]["failure_reason"] == "TIMEOUT"
+    assert problem is None, problem
+    assert shown(short_id) == "SUCCEEDED/None"
+    assert shown(limited_id) == "FAILED/TIMEOUT"
+    assert shown(hog_id) == "FAILED/OOM"
     assert rows[endless_id][0] == "CANCELLED"
     assert len(markers(marks, "start")["short"]) == 1  # adopted, not rerun
 

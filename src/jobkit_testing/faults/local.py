@@ -32,6 +32,7 @@ __all__ = [
     "outcome_file",
     "raw_states",
     "report",
+    "sleep_then_hog",
     "submit_elsewhere",
     "wait_until",
     "write_lock",
@@ -56,6 +57,15 @@ def mark_and_sleep(
     if fail:
         raise RuntimeError(f"job {tag} failed on purpose")
     return tag
+
+
+def sleep_then_hog(directory: str, tag: str, seconds: float, mib: int) -> int:
+    """A job: start marker, sleep, then hold ``mib`` MiB of touched memory for a minute."""
+    Path(directory, f"{tag}.{os.getpid()}.start").write_text(os.environ.get("JOBKIT_JOB_ID", ""))
+    time.sleep(seconds)
+    blocks = [bytearray(2**20) for _ in range(mib)]
+    time.sleep(60)
+    return len(blocks)
 
 
 def markers(directory: Path, phase: str = "end") -> dict[str, list[int]]:
@@ -170,10 +180,10 @@ def report(scenario: str, **figures: Any) -> None:
 _SUBMIT = """
 import json, sys
 import jobkit
-from jobkit_testing.faults.local import mark_and_sleep
+from jobkit_testing.faults import local as faults
 db, marks, tags, seconds, local, resources, kw = json.loads(sys.argv[1])
 with jobkit.use(store=f"sqlite:///{db}", backend="local", local=local):
-    fn = jobkit.remote(**resources)(mark_and_sleep)
+    fn = jobkit.remote(**resources)(getattr(faults, kw.pop("function", "mark_and_sleep")))
     jobs = fn.map([marks] * len(tags), tags, [seconds] * len(tags), **kw)
     print(json.dumps({job.id: tag for job, tag in zip(jobs, tags)}))
 """
@@ -191,7 +201,8 @@ def submit_elsewhere(
 ) -> dict[str, str]:
     """Submit ``mark_and_sleep`` jobs from a separate client process that then
     exits (so nothing in the test process watches them); {job id: tag}.
-    ``kw``: keyword arguments for every call (``first_only``, ``fail``)."""
+    ``kw``: keyword arguments for every call (``first_only``, ``fail``; ``mib``
+    with ``function="sleep_then_hog"``)."""
     arg = json.dumps([str(db), str(marks), tags, seconds, local, resources, kw or {}])
     done = subprocess.run(
         [sys.executable, "-c", _SUBMIT, arg], capture_output=True, text=True, timeout=120
