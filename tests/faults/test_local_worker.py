@@ -151,3 +151,60 @@ def test_store_write_lock_held_40s_while_jobs_finish(tmp_path: Path) -> None:
         (r[0], r[1].get("message")) for r in raw_states(db).values()
     ]
     assert figures["lost"] == figures["duplicated"] == figures["stuck"] == 0
+
+
+_FORKING_PARENT = """
+import os, sys, time
+from pathlib import Path
+from jobkit.states import JobRecord, JobState
+from jobkit.stores.sqlite import SQLiteStore
+db, done = sys.argv[1], Path(sys.argv[2])
+store = SQLiteStore(db)
+store.create([JobRecord(id="jk-forked", name="f", backend="local", created_at=1.0,
+                        state=JobState.RUNNING)])
+store.get("jk-forked")  # the parent's connection is open and used
+pid = os.fork()
+if pid == 0:
+    store.get("jk-forked")  # the child's own connection, opened while the parent lives
+    done.with_suffix(".open").write_text("open")
+    time.sleep(2.0)  # the parent is killed and another process closes the store meanwhile
+    store.transition("jk-forked", JobState.SUCCEEDED, host="child")
+    done.write_text("committed")
+    os._exit(0)
+print(pid, flush=True)
+time.sleep(120)
+"""
+
+
+def test_forked_child_of_a_killed_parent_keeps_its_commit(tmp_path: Path) -> None:
+    """Any process that forks with a SQLite store open (not only the agent):
+    the parent is killed -9, `jobkit list` opens and closes the store, then
+    the child commits: its commit must be in the file."""
+    import subprocess
+    import sys
+
+    from jobkit_testing.faults.local import cli
+
+    db, done = tmp_path / "jobkit.db", tmp_path / "done"
+    parent = subprocess.Popen(
+        [sys.executable, "-c", _FORKING_PARENT, str(db), str(done)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert parent.stdout is not None
+    child = int(parent.stdout.readline())
+    wait_until(lambda: done.with_suffix(".open").exists(), 30)
+    parent.kill()
+    parent.wait()
+    parent.stdout.close()
+    listed = cli(db, "list")
+    assert listed.returncode == 0, listed.stderr
+    wait_until(lambda: done.exists() and not alive(child), 30)
+    cli(db, "list")  # and once more after the child's commit
+    state, data = raw_states(db)["jk-forked"]
+    report(
+        "forked child commits after its parent was killed and the store closed",
+        state=state,
+        lost=int(state != "SUCCEEDED"),
+    )
+    assert state == "SUCCEEDED" and data["host"] == "child"

@@ -35,6 +35,7 @@ import os
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -93,7 +94,9 @@ class SQLiteStore(Store):
         self._pid = os.getpid()
         self._inherited: list[sqlite3.Connection] = []
         self._warned: set[str] = set()  # corrupted ids already reported
+        self._closed_for_fork = False
         self._conn: sqlite3.Connection | None = self._connect()
+        _close_across_fork(self)
 
     @classmethod
     def from_url(cls, url: str) -> SQLiteStore:
@@ -226,14 +229,46 @@ class SQLiteStore(Store):
     def _reopen_after_fork(self) -> None:
         """Never use a connection across fork: the child gets its own.
 
-        The inherited connection is kept referenced and never closed here,
-        since closing it could checkpoint the parent's WAL from the child.
+        Normally the connection was closed just before the fork (see
+        :func:`_close_across_fork`), so the child inherits no SQLite state and
+        opens a clean connection.  If it could not be (the forking thread was
+        inside a transaction), the inherited connection is kept referenced
+        and never used or closed here, since closing it could checkpoint the
+        parent's WAL from the child; the child's own connection then shares
+        the inherited in-memory lock records, which is what the close before
+        fork exists to avoid.
         """
         self._lock = threading.Lock()  # may have been held by a thread that is gone
         if self._conn is not None:
             self._inherited.append(self._conn)
             self._conn = self._connect()
+        elif self._closed_for_fork:
+            self._closed_for_fork = False
+            self._conn = self._connect()
         self._pid = os.getpid()
+
+    def _before_fork(self) -> None:
+        if self._pid != os.getpid() or self._conn is None:
+            return
+        if not self._lock.acquire(timeout=self._timeout):
+            return  # a transaction is in progress: fall back to _reopen_after_fork
+        conn, self._conn = self._conn, None
+        self._closed_for_fork = True
+        with contextlib.suppress(sqlite3.Error):
+            conn.close()
+
+    def _after_fork_in_child(self) -> None:
+        if self._closed_for_fork:
+            self._lock = threading.Lock()  # held by the parent's forking thread
+
+    def _after_fork_in_parent(self) -> None:
+        if not self._closed_for_fork or self._pid != os.getpid():
+            return
+        self._closed_for_fork = False
+        try:
+            self._conn = self._connect()
+        finally:
+            self._lock.release()
 
     # -- records -----------------------------------------------------------
     def create(self, records: Sequence[JobRecord]) -> None:
@@ -419,3 +454,43 @@ class SQLiteStore(Store):
                     self._warned.add(job_id)
                     logger.warning("skipped a job record: %s", exc)
         return records
+
+
+def _close_across_fork(store: SQLiteStore) -> None:
+    """Close ``store``'s connection just before this process forks, and reopen
+    it in the parent right after; the child opens its own when first used.
+
+    Why: SQLite's POSIX advisory locks belong to a process and "are not
+    inherited by a child created via fork(2)" (fcntl(2)), but SQLite's
+    in-memory records of them (the unix VFS's per-inode and shared-memory
+    objects) are copied into the child.  A connection the child opens to the
+    same file reuses those records and so never takes the shared lock on the
+    WAL index that tells other processes "a connection is open"; once the
+    parent is gone, the next process to close the store thinks it is the
+    last one, checkpoints and deletes the WAL, and the child's commits go
+    into the deleted file (SQLite's "How To Corrupt", section 2.6: do not
+    carry an open connection across fork).  With no connection open at fork
+    time, SQLite has freed those records and the child starts clean.
+    A weak reference: registering must not keep a store alive.
+    """
+    ref = weakref.ref(store)
+
+    def before() -> None:
+        target = ref()
+        if target is not None:
+            target._before_fork()
+
+    def after_in_parent() -> None:
+        target = ref()
+        if target is not None:
+            target._after_fork_in_parent()
+
+    def after_in_child() -> None:
+        target = ref()
+        if target is not None:
+            target._after_fork_in_child()
+
+    if hasattr(os, "register_at_fork"):
+        os.register_at_fork(
+            before=before, after_in_parent=after_in_parent, after_in_child=after_in_child
+        )
