@@ -69,7 +69,6 @@ class ForkServer:
         self.store_url = store_url
         self.key = key
         self._sock: socket.socket | None = None
-        self._reader: object = None
         self.pid = 0
 
     def start(self) -> None:
@@ -89,10 +88,6 @@ class ForkServer:
         theirs.close()
         self._sock = ours
         self.pid = pid
-
-    @property
-    def fileno(self) -> int:
-        return -1 if self._sock is None else self._sock.fileno()
 
     def fork(self, job_id: str, io_: WorkerIO, pidfile: Path) -> int:
         """Start a worker for ``job_id``; its pid (it is this process's child
@@ -167,9 +162,9 @@ def _run_worker(request: dict[str, object], store_url: str, key: bytes) -> None:
         write_pidfile(Path(str(request["pidfile"])), os.getpid())
         redirect_stdio(Path(str(request["stdout"])), Path(str(request["stderr"])))
         env = request["env"]
-        assert isinstance(env, dict)
         os.environ.clear()
-        os.environ.update({str(k): str(v) for k, v in env.items()})
+        if isinstance(env, dict):
+            os.environ.update({str(k): str(v) for k, v in env.items()})
         cwd = request.get("cwd")
         if cwd:
             os.chdir(str(cwd))
