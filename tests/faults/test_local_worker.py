@@ -43,8 +43,9 @@ def _wait_all(db: Path, ids: list[str], timeout: float) -> float:
     start = time.monotonic()
     with jobkit.use(store=f"sqlite:///{db}", backend="local", local=LOCAL) as client:
         try:
+            deadline = start + timeout  # one bound for all, not per job
             for job_id in ids:
-                jobkit.get(job_id).exception(timeout=timeout)
+                jobkit.get(job_id).exception(timeout=max(0.1, deadline - time.monotonic()))
         finally:
             client.backend("local").stop_agent()
     return time.monotonic() - start
@@ -136,6 +137,7 @@ def test_worker_killed_after_writing_its_outcome(
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(240)
 def test_store_write_lock_held_40s_while_jobs_finish(tmp_path: Path) -> None:
     """Another process holds the write lock for 40 s while jobs finish: the
     workers (and the agent) wait it out; no finished job becomes FAILED."""
