@@ -189,6 +189,7 @@ def _enum_field(kind: type[_E], field: str, value: Any) -> _E:
         choices = ", ".join(member.value for member in kind)
         raise ValueError(f"field {field!r} is {value!r}, expected one of {choices}") from None
 
+
 _NUMBER = (int, float)
 _FIELD_TYPES: dict[str, tuple[tuple[type, ...], bool, str]] = {
     # field: (accepted types, None allowed, what to call it in the message)

@@ -239,5 +239,6 @@ def _problem(record: JobRecord) -> str | None:
         return f"state {record.state!r} is not one of {', '.join(s.value for s in JobState)}"
     reason = record.failure_reason
     if reason is not None and not isinstance(reason, FailureReason):
-        return f"failure_reason {reason!r} is not one of {', '.join(r.value for r in FailureReason)}"
+        choices = ", ".join(r.value for r in FailureReason)
+        return f"failure_reason {reason!r} is not one of {choices}"
     return field_problem(record)
