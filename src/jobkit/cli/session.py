@@ -85,12 +85,14 @@ class Session:
     def fresh(self, records: list[JobRecord]) -> list[JobRecord]:
         """``records`` after asking their backends about the active ones.
 
-        The local agent keeps its own jobs' states current, but a Slurm job
-        whose worker was killed is only repaired by a reconcile; a CLI in a
-        fresh shell must not show it RUNNING forever.  Finished records and
-        local ones cost nothing here, so ``jobkit list`` stays fast.
+        A Slurm job whose worker was killed is only repaired by a reconcile,
+        and a dead submitter's PENDING jobs only by a hand-over; a CLI in a
+        fresh shell must not show them RUNNING or PENDING forever.  Local jobs
+        are included: their backend makes sure an agent runs while jobs of
+        this machine wait (one socket connect when it does).  Finished records
+        cost nothing here, so ``jobkit list`` stays fast.
         """
-        stale = [r for r in records if not r.is_terminal and r.backend != "local"]
+        stale = [r for r in records if not r.is_terminal]
         if not stale:
             return records
         client = self.client
@@ -100,8 +102,8 @@ class Session:
         return [updated.get(r.id, r) for r in records]
 
     def fresh_rows(self, rows: list[JobRow]) -> list[JobRow]:
-        """:meth:`fresh` for list rows: only the active non-local jobs' records are read."""
-        stale = [r.id for r in rows if not r.is_terminal and r.backend != "local"]
+        """:meth:`fresh` for list rows: only the active jobs' records are read."""
+        stale = [r.id for r in rows if not r.is_terminal]
         if not stale:
             return rows
         records = self.fresh(list(self.store.get_many(stale).values()))
