@@ -1,0 +1,178 @@
+"""Ground truth for the submitter and store fault scenarios, read without jobkit.
+
+The scenarios judge jobkit by what is on disk and in the process table, not
+by what its API says: the raw rows of the SQLite file (the ``sqlite3`` module,
+the row's own JSON), the marker files job functions write (one file per
+execution, so a duplicate run is a second file), and ``/proc``.  Each
+scenario reports its figures as one printed line and, when
+``JOBKIT_FAULTS_REPORT`` names a file, one JSON line appended to it::
+
+    scenario ──► raw_rows(db) ─┐
+    job fn ──► markers/<i>.<pid>┼─► Figures(lost, duplicated, stuck, settle_s) ─► report()
+    /proc ──► pids_running(...) ┘
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "Figures",
+    "executions",
+    "pids_running",
+    "raw_rows",
+    "report",
+    "row_counts",
+    "wait_until",
+]
+
+TERMINAL = frozenset({"SUCCEEDED", "FAILED", "CANCELLED"})
+
+
+def raw_rows(db: Path) -> list[dict[str, Any]]:
+    """Every row's JSON (plus the ``state`` column), straight from the file."""
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+    try:
+        rows = conn.execute("SELECT id, state, data FROM jobs").fetchall()
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return []
+        raise
+    finally:
+        conn.close()
+    out = []
+    for job_id, state, data in rows:
+        try:
+            values = json.loads(data)
+        except ValueError:
+            values = {}
+        values["id"], values["column_state"] = job_id, state
+        out.append(values)
+    return out
+
+
+def row_counts(db: Path) -> tuple[int, int]:
+    """(rows, rows whose ``submitted_at`` is null): cheap enough to poll every ms."""
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+    try:
+        total, unsubmitted = conn.execute(
+            "SELECT count(*), coalesce(sum(json_extract(data, '$.submitted_at') IS NULL), 0) "
+            "FROM jobs"
+        ).fetchone()
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return 0, 0
+        raise
+    finally:
+        conn.close()
+    return int(total), int(unsubmitted)
+
+
+def executions(markers: Path) -> collections.Counter[str]:
+    """How many times each item ran: job functions write ``<item>.<pid>`` files."""
+    counts: collections.Counter[str] = collections.Counter()
+    if markers.is_dir():
+        for entry in os.scandir(markers):
+            counts[entry.name.split(".", 1)[0]] += 1
+    return counts
+
+
+def pids_running(*words: str) -> list[int]:
+    """Processes whose command line contains every one of ``words`` (from /proc)."""
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/cmdline", "rb") as f:
+                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
+            with open(f"/proc/{entry.name}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        if stat[stat.rfind(b")") + 2 :][:1] == b"Z":
+            continue
+        if all(word in cmdline for word in words):
+            found.append(int(entry.name))
+    return found
+
+
+def wait_until(
+    predicate: Callable[[], Any], timeout: float, interval: float = 0.05
+) -> float | None:
+    """Seconds until ``predicate()`` held, or None if it did not within ``timeout``."""
+    start = time.monotonic()
+    while True:
+        if predicate():
+            return time.monotonic() - start
+        if time.monotonic() - start > timeout:
+            return None
+        time.sleep(interval)
+
+
+@dataclasses.dataclass
+class Figures:
+    """One scenario's outcome, counted from ground truth."""
+
+    scenario: str
+    backend: str
+    jobs: int
+    lost: int
+    """Jobs that never ran and are not FAILED with a message saying why."""
+    duplicated: int
+    """Executions beyond one per job (no scenario here has retries)."""
+    stuck: int
+    """Jobs still PENDING/QUEUED/RUNNING at the end of the wait."""
+    settle_s: float | None
+    """Seconds from the fault until every job was terminal (None: not within the wait)."""
+    note: str = ""
+
+    @classmethod
+    def count(
+        cls,
+        scenario: str,
+        backend: str,
+        rows: Iterable[dict[str, Any]],
+        runs: collections.Counter[str],
+        settle_s: float | None,
+        *,
+        item: Callable[[dict[str, Any]], str] = lambda row: str(row.get("array_index")),
+        note: str = "",
+    ) -> Figures:
+        rows = list(rows)
+        lost = stuck = 0
+        for row in rows:
+            state = row.get("column_state")
+            if state not in TERMINAL:
+                stuck += 1
+            ran = runs.get(item(row), 0) > 0
+            explained = state == "FAILED" and bool(row.get("message"))
+            if not ran and not explained and state != "CANCELLED":
+                lost += 1
+        duplicated = sum(n - 1 for n in runs.values() if n > 1)
+        return cls(scenario, backend, len(rows), lost, duplicated, stuck, settle_s, note)
+
+    def line(self) -> str:
+        settle = "-" if self.settle_s is None else f"{self.settle_s:.2f}s"
+        return (
+            f"[faults] {self.scenario} ({self.backend}): jobs={self.jobs} lost={self.lost} "
+            f"duplicated={self.duplicated} stuck={self.stuck} settle={settle}"
+            + (f" ({self.note})" if self.note else "")
+        )
+
+
+def report(figures: Figures) -> None:
+    """Print the one-line summary; append a JSON line to ``$JOBKIT_FAULTS_REPORT``."""
+    print(figures.line(), flush=True)
+    target = os.environ.get("JOBKIT_FAULTS_REPORT")
+    if target:
+        with open(target, "a", encoding="utf-8") as out:
+            out.write(json.dumps(dataclasses.asdict(figures), sort_keys=True) + "\n")
