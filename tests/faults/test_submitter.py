@@ -133,7 +133,7 @@ def test_local_map_killed_after_records_is_handed_over_by_jobkit_list(
     rows = raw_rows(db)
     runs = executions(root / "markers")
     figures = Figures.count(
-        "submitter killed after records (map of %d)" % ITEMS,
+        f"submitter killed after records (map of {ITEMS})",
         "local" + ("" if agent_alive else ", agent gone"),
         rows,
         runs,
