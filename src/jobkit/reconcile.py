@@ -58,7 +58,6 @@ import time
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
-from jobkit import submitter as submitters
 from jobkit.observation import Accepted, Failure, Observation, Phase
 from jobkit.states import (
     ACTIVE_STATES,
@@ -68,6 +67,7 @@ from jobkit.states import (
     JobState,
 )
 from jobkit.stores.base import Store
+from jobkit.submitter import alive as submitter_alive
 
 __all__ = [
     "HANDOVER_GRACE",
@@ -223,7 +223,7 @@ def submitter_gone(record: JobRecord, *, now: float | None = None, host: str | N
     now = time.time() if now is None else now
     who = record.extra.get("submitter")
     if isinstance(who, dict) and who.get("host") == (host or socket.gethostname()):
-        return not submitters.alive(who)
+        return not submitter_alive(who)
     return now - record.created_at > HANDOVER_GRACE
 
 
