@@ -25,6 +25,7 @@ import pytest
 
 from jobkit_testing.faults.store import (
     Figures,
+    child_commands,
     executions,
     pids_running,
     raw_rows,
@@ -34,6 +35,7 @@ from jobkit_testing.faults.store import (
 )
 
 ITEMS = int(os.environ.get("JOBKIT_FAULTS_MAP_ITEMS", "1000"))
+TERMINAL = ("SUCCEEDED", "FAILED", "CANCELLED")
 SETTLE = 60.0
 
 SUBMITTER = textwrap.dedent(
@@ -64,11 +66,18 @@ def _env(tmp_path: Path, backend: str) -> dict[str, str]:
     return env
 
 
-def kill_after_records(tmp_path: Path, backend: str, tries: int = 5) -> Path:
-    """Run the submitter until it is killed with all records committed and none
-    handed over; returns the directory of that try (its store, markers, home).
-    A try that misses the window (the hand-over already began) is left behind
-    (its agent stopped) and repeated in a fresh directory."""
+def kill_submitter(
+    tmp_path: Path, backend: str, items: int, moment: str = "records", tries: int = 5
+) -> Path:
+    """Run the submitter until it is killed at ``moment``; returns that try's
+    directory (its store, markers, home).
+
+    ``records``: all ``items`` records committed, none with ``submitted_at``,
+    and no sbatch started.  ``sbatch``: while its sbatch child runs (the
+    submitter is stopped, sbatch finishes, then the submitter is killed, so
+    the Slurm job exists and its id was never recorded).  A try that misses
+    its moment is left behind (its agent stopped) and repeated afresh.
+    """
     for attempt in range(tries):
         root = tmp_path / f"try{attempt}"
         db, markers = root / "jobkit.db", root / "markers"
@@ -76,7 +85,7 @@ def kill_after_records(tmp_path: Path, backend: str, tries: int = 5) -> Path:
         script = root / "submit_map.py"
         script.write_text(SUBMITTER)
         proc = subprocess.Popen(
-            [sys.executable, str(script), str(markers), str(ITEMS)],
+            [sys.executable, str(script), str(markers), str(items)],
             env=_env(root, backend),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -85,10 +94,16 @@ def kill_after_records(tmp_path: Path, backend: str, tries: int = 5) -> Path:
         deadline = time.monotonic() + 60
         while proc.poll() is None and time.monotonic() < deadline:
             total, unsubmitted = row_counts(db) if db.exists() else (0, 0)
-            if total >= ITEMS:
+            in_sbatch = moment == "sbatch" and total >= items and _in_sbatch(proc.pid)
+            if (moment == "records" and total >= items) or in_sbatch:
                 os.kill(proc.pid, signal.SIGSTOP)  # freeze it where it is, then look
+                if moment == "sbatch":  # let sbatch itself finish: the job exists
+                    pid = proc.pid
+                    wait_until(lambda pid=pid: not _in_sbatch(pid), 30, 0.005)
                 total, unsubmitted = row_counts(db)
-                hit = total == ITEMS and unsubmitted == ITEMS
+                hit = total == items and unsubmitted == items
+                if moment == "records":
+                    hit = hit and not _in_sbatch(proc.pid)
                 os.kill(proc.pid, signal.SIGKILL)
                 break
             time.sleep(0.001)
@@ -96,7 +111,24 @@ def kill_after_records(tmp_path: Path, backend: str, tries: int = 5) -> Path:
         if hit:
             return root
         _stop_agents(db)
-    pytest.fail(f"never caught the submitter between recording and handing over in {tries} tries")
+    pytest.fail(f"never caught the submitter at {moment!r} in {tries} tries")
+
+
+def _in_sbatch(pid: int) -> bool:
+    return any(cmd.split(" ", 1)[0].endswith("sbatch") for cmd in child_commands(pid))
+
+
+def _jobkit_list(root: Path, backend: str) -> None:
+    """One ``jobkit list`` in a fresh process: the reconciling process here."""
+    listed = subprocess.run(
+        [sys.executable, "-m", "jobkit", "list", "--limit", "5"],
+        env=_env(root, backend),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert "internal error" not in listed.stderr
 
 
 def _stop_agents(db: Path) -> None:
@@ -113,20 +145,12 @@ def test_local_map_killed_after_records_is_handed_over_by_jobkit_list(
     """Local: the dead client's 1,000 PENDING jobs run exactly once.  With the
     agent gone too (killed with the client: nothing left on the machine),
     only a reconciling process can start one: here one ``jobkit list``."""
-    root = kill_after_records(tmp_path, "local")
+    root = kill_submitter(tmp_path, "local", ITEMS)
     db = root / "jobkit.db"
     if not agent_alive:
         _stop_agents(db)
     killed_at = time.monotonic()
-    listed = subprocess.run(
-        [sys.executable, "-m", "jobkit", "list", "--state", "PENDING", "--limit", "5"],
-        env=_env(root, "local"),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert listed.returncode == 0, listed.stderr
-    assert "internal error" not in listed.stderr
+    _jobkit_list(root, "local")
     settled = wait_until(
         lambda: all(r["column_state"] in ("SUCCEEDED", "FAILED") for r in raw_rows(db)), SETTLE
     )
@@ -143,3 +167,46 @@ def test_local_map_killed_after_records_is_handed_over_by_jobkit_list(
     _stop_agents(db)
     assert len(rows) == ITEMS
     assert (figures.lost, figures.duplicated, figures.stuck) == (0, 0, 0), figures.line()
+
+
+SLURM_ITEMS = int(os.environ.get("JOBKIT_FAULTS_SLURM_ITEMS", "50"))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("moment", ["records", "sbatch"])
+def test_slurm_map_killed_mid_submission_is_settled_by_jobkit_list(
+    slurm_cluster: str, tmp_path: Path, moment: str
+) -> None:
+    """Slurm: killed before sbatch, every job fails SUBMIT_ERROR saying the
+    submitter stopped; killed while sbatch ran, every job is found by its
+    ``--comment`` mark, gets its Slurm id, and runs exactly once."""
+    root = kill_submitter(tmp_path, "slurm", SLURM_ITEMS, moment)
+    db = root / "jobkit.db"
+    killed_at = time.monotonic()
+    _jobkit_list(root, "slurm")
+    expected = "FAILED" if moment == "records" else "SUCCEEDED"
+
+    def settled() -> bool:
+        rows = raw_rows(db)
+        if moment == "sbatch" and any(r["column_state"] not in TERMINAL for r in rows):
+            _jobkit_list(root, "slurm")  # a reconcile now and then, as a watcher would
+        return all(r["column_state"] in TERMINAL for r in rows)
+
+    took = wait_until(settled, SETTLE, 0.5)
+    rows = raw_rows(db)
+    figures = Figures.count(
+        f"submitter killed at {moment} (map of {SLURM_ITEMS})",
+        "slurm",
+        rows,
+        executions(root / "markers"),
+        None if took is None else time.monotonic() - killed_at,
+    )
+    report(figures)
+    assert (figures.lost, figures.duplicated, figures.stuck) == (0, 0, 0), figures.line()
+    assert {r["column_state"] for r in rows} == {expected}
+    if moment == "records":
+        assert all("submitting process" in r["message"] for r in rows), rows[0]["message"]
+        assert {r["failure_reason"] for r in rows} == {"SUBMIT_ERROR"}
+    else:
+        assert all(r["backend_id"] for r in rows), "the Slurm ids were not recovered"

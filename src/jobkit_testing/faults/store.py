@@ -26,6 +26,7 @@ from typing import Any
 
 __all__ = [
     "Figures",
+    "child_commands",
     "executions",
     "pids_running",
     "raw_rows",
@@ -102,6 +103,25 @@ def pids_running(*words: str) -> list[int]:
             continue
         if all(word in cmdline for word in words):
             found.append(int(entry.name))
+    return found
+
+
+def child_commands(pid: int) -> list[str]:
+    """Command lines of ``pid``'s live children (from /proc): is it in sbatch now?"""
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as f:
+                stat = f.read()
+            fields = stat[stat.rfind(b")") + 2 :].split()
+            if int(fields[1]) != pid or fields[0] == b"Z":
+                continue
+            with open(f"/proc/{entry.name}/cmdline", "rb") as f:
+                found.append(f.read().replace(b"\0", b" ").decode(errors="replace").strip())
+        except (OSError, IndexError, ValueError):
+            continue
     return found
 
 
