@@ -581,3 +581,41 @@ class StoreConformance:
         assert store.delete(list(problems)) == 1
         assert store.find_corrupted() == {}
         assert [r.id for r in store.query()] == [good.id]
+
+    # -- payloads without records (a submitter killed before it recorded them) -----
+    def test_payload_blobs_lists_every_payload_with_its_write_time(self, store: Store) -> None:
+        import time
+
+        recorded = make_record()
+        store.create([recorded])
+        before = time.time()
+        for job_id in (recorded.id, "jk-orphan-1", "jk-orphan-2"):
+            store.put_blob(payload_key(job_id), b"payload")
+        store.put_blob(outcome_key("jk-orphan-3"), b"not a payload")
+        store.put_blob("payloads/jk-x/nested", b"not a payload either")
+        found = store.payload_blobs()
+        assert sorted(found) == sorted([recorded.id, "jk-orphan-1", "jk-orphan-2"])
+        assert all(before - 5 <= t <= time.time() + 5 for t in found.values()), found
+        store.delete_blobs([payload_key("jk-orphan-1")])
+        assert "jk-orphan-1" not in store.payload_blobs()
+
+    def test_prune_plans_orphan_payloads_only_past_the_grace(self, store: Store) -> None:
+        import time
+
+        from jobkit import pruning
+
+        recorded, corrupted = make_record(), make_record()
+        store.create([recorded, corrupted])
+        for job_id in (recorded.id, corrupted.id, "jk-orphan"):
+            store.put_blob(payload_key(job_id), b"payload")
+        self.corrupt(store, corrupted.id, "created_at", "yesterday")  # still its record
+        now = time.time()
+        plan = pruning.plan(store, states=[], age=None, corrupted=False, now=now)
+        assert plan.orphans == []  # younger than the default grace (an hour)
+        plan = pruning.plan(
+            store, states=[], age=None, corrupted=False, now=now + 10, orphan_grace=5
+        )
+        assert plan.orphans == ["jk-orphan"]
+        pruning.execute(store, plan)
+        assert sorted(store.payload_blobs()) == sorted([recorded.id, corrupted.id])
+        assert store.get_blob(payload_key(recorded.id)) == b"payload"

@@ -110,6 +110,27 @@ class BlobFiles:
                 done += count
         return data
 
+    def modified(self, folder: str) -> dict[str, float]:
+        """Name -> modification time of the blobs directly under ``folder``
+        (temporary files of writes in progress left out)."""
+        found: dict[str, float] = {}
+        try:
+            entries = list(os.scandir(self.root / folder))
+        except (FileNotFoundError, NotADirectoryError):
+            return found
+        except OSError as exc:
+            raise StoreError(f"cannot list blobs in {self.root / folder}: {exc.strerror}") from exc
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            try:
+                info = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            if stat.S_ISREG(info.st_mode):
+                found[entry.name] = info.st_mtime
+        return found
+
     def delete(self, keys: Iterable[str]) -> None:
         paths = [self.path_of(k) for k in keys]
         for path in paths:

@@ -13,6 +13,7 @@ import copy
 import dataclasses
 import logging
 import threading
+import time
 from collections.abc import Collection, Iterable, Sequence
 from typing import Any, ClassVar
 
@@ -46,6 +47,7 @@ class MemoryStore(Store):
         self._lock = threading.Lock()
         self._records: dict[str, JobRecord] = {}
         self._blobs: dict[str, bytes] = {}
+        self._blob_times: dict[str, float] = {}
         self._closed = False
         self._warned: set[str] = set()  # corrupted ids already reported
 
@@ -194,6 +196,7 @@ class MemoryStore(Store):
         with self._lock:
             self._check_open()
             self._blobs[key] = joined
+            self._blob_times[key] = time.time()
 
     def get_blob(self, key: str) -> bytearray:
         check_blob_key(key)
@@ -203,6 +206,15 @@ class MemoryStore(Store):
         if blob is None:
             raise BlobNotFoundError(f"no blob {key!r} in {self.url}")
         return bytearray(blob)
+
+    def payload_blobs(self) -> dict[str, float]:
+        with self._lock:
+            self._check_open()
+            return {
+                key.partition("/")[2]: self._blob_times.get(key, 0.0)
+                for key in self._blobs
+                if key.startswith("payloads/") and key.count("/") == 1
+            }
 
     def delete_blobs(self, keys: Iterable[str]) -> None:
         checked = [check_blob_key(k) for k in keys]

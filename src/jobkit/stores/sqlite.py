@@ -365,6 +365,9 @@ class SQLiteStore(Store):
                 problems[str(row[0])] = str(exc)
         return problems
 
+    def payload_blobs(self) -> dict[str, float]:
+        return self._blobs.modified("payloads")
+
     # -- blobs -------------------------------------------------------------
     def put_blob(self, key: str, data: Buffer | Sequence[Buffer]) -> None:
         self._blobs.write(key, byte_views(data))
