@@ -216,7 +216,7 @@ class SQLiteStore(Store):
                         f"sqlite store {self.path}: {exc} (another process held the write "
                         f"lock for {self._timeout:g} s); retry later"
                     ) from exc
-                raise StoreError(f"sqlite store {self.path}: {exc}") from exc
+                raise StoreError(f"sqlite store {self.path}: {exc}{_fix_for(exc)}") from exc
 
     @property
     def identity(self) -> str:
@@ -422,3 +422,16 @@ class SQLiteStore(Store):
                     self._warned.add(job_id)
                     logger.warning("skipped a job record: %s", exc)
         return records
+
+
+def _fix_for(exc: sqlite3.Error) -> str:
+    """What to do about an error SQLite reports on a damaged file or a full disk."""
+    text = str(exc)
+    if "malformed" in text or "not a database" in text:
+        return (
+            "; the database file is damaged: restore it from a backup, or recover what "
+            "is readable with `sqlite3 FILE .recover | sqlite3 NEW` and point the store at NEW"
+        )
+    if "full" in text:
+        return "; free space on its disk and retry (this write was not recorded)"
+    return ""

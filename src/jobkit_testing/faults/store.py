@@ -55,6 +55,8 @@ def raw_rows(db: Path) -> list[dict[str, Any]]:
             values = json.loads(data)
         except ValueError:
             values = {}
+        if not isinstance(values, dict):
+            values = {}
         values["id"], values["column_state"] = job_id, state
         out.append(values)
     return out
