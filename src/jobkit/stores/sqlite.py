@@ -138,12 +138,29 @@ class SQLiteStore(Store):
         except BaseException as exc:
             conn.close()
             if isinstance(exc, sqlite3.Error):
-                raise StoreError(
-                    f"cannot use sqlite store {self.path}: {exc}; if it is not a jobkit "
-                    "database, point JOBKIT_STORE at another file"
-                ) from exc
+                full = self._disk_full()
+                if full is not None:
+                    raise StoreError(
+                        f"cannot use sqlite store {self.path}: {exc}: its disk is full "
+                        f"({full}); free space there and retry"
+                    ) from exc
+                fix = _fix_for(exc) or (
+                    "; if it is not a jobkit database, point JOBKIT_STORE at another file"
+                )
+                raise StoreError(f"cannot use sqlite store {self.path}: {exc}{fix}") from exc
             raise
         return conn
+
+    def _disk_full(self) -> str | None:
+        """Where and how little room is left, if the store's disk is (nearly) full:
+        SQLite calls a full disk a "disk I/O error" when it cannot create its WAL
+        index, which would send users looking for a hardware fault."""
+        try:
+            info = os.statvfs(self.path.parent)
+        except OSError:
+            return None
+        free = info.f_bavail * info.f_frsize
+        return f"{free} bytes free in {self.path.parent}" if free < 64 * 1024 else None
 
     def _enable_wal(self, conn: sqlite3.Connection) -> None:
         """Switch to WAL (persistent in the file), waiting out concurrent openers.
@@ -216,7 +233,9 @@ class SQLiteStore(Store):
                         f"sqlite store {self.path}: {exc} (another process held the write "
                         f"lock for {self._timeout:g} s); retry later"
                     ) from exc
-                raise StoreError(f"sqlite store {self.path}: {exc}{_fix_for(exc)}") from exc
+                full = self._disk_full() if "I/O" in str(exc) else None
+                hint = f": its disk is full ({full}); free space there" if full else _fix_for(exc)
+                raise StoreError(f"sqlite store {self.path}: {exc}{hint}") from exc
 
     @property
     def identity(self) -> str:

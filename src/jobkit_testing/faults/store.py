@@ -38,17 +38,29 @@ __all__ = [
 TERMINAL = frozenset({"SUCCEEDED", "FAILED", "CANCELLED"})
 
 
+def _select(db: Path, sql: str) -> list[Any]:
+    """``sql``'s rows, read-only: this reader never checkpoints or deletes a WAL.
+
+    On a full disk a read-only open cannot create the ``-shm`` index it needs;
+    then the file is read as immutable, which is only right while nobody
+    writes (the writers are failing for the same reason)."""
+    for params in ("mode=ro", "mode=ro&immutable=1"):
+        conn = sqlite3.connect(f"file:{db}?{params}", uri=True, timeout=30)
+        try:
+            return conn.execute(sql).fetchall()
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                return []
+            if "disk I/O error" not in str(exc) or "immutable" in params:
+                raise
+        finally:
+            conn.close()
+    return []
+
+
 def raw_rows(db: Path) -> list[dict[str, Any]]:
     """Every row's JSON (plus the ``state`` column), straight from the file."""
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
-    try:
-        rows = conn.execute("SELECT id, state, data FROM jobs").fetchall()
-    except sqlite3.OperationalError as exc:
-        if "no such table" in str(exc):
-            return []
-        raise
-    finally:
-        conn.close()
+    rows = _select(db, "SELECT id, state, data FROM jobs")
     out = []
     for job_id, state, data in rows:
         try:
@@ -64,18 +76,13 @@ def raw_rows(db: Path) -> list[dict[str, Any]]:
 
 def row_counts(db: Path) -> tuple[int, int]:
     """(rows, rows whose ``submitted_at`` is null): cheap enough to poll every ms."""
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
-    try:
-        total, unsubmitted = conn.execute(
-            "SELECT count(*), coalesce(sum(json_extract(data, '$.submitted_at') IS NULL), 0) "
-            "FROM jobs"
-        ).fetchone()
-    except sqlite3.OperationalError as exc:
-        if "no such table" in str(exc):
-            return 0, 0
-        raise
-    finally:
-        conn.close()
+    found = _select(
+        db,
+        "SELECT count(*), coalesce(sum(json_extract(data, '$.submitted_at') IS NULL), 0) FROM jobs",
+    )
+    if not found:
+        return 0, 0
+    total, unsubmitted = found[0]
     return int(total), int(unsubmitted)
 
 
