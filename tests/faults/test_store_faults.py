@@ -338,6 +338,13 @@ def tiny_disk(tmp_path: Path) -> object:
         subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
+def _orphans_pruned(done: subprocess.CompletedProcess[str]) -> object:
+    try:
+        return json.loads(done.stdout)["orphan_payloads"]
+    except (ValueError, KeyError):
+        return f"prune failed: {done.stderr.strip()[:80]}"
+
+
 def _fill_when_payloads_written(
     mount: Path, db: Path, command: list[str], env: dict[str, str], items: int
 ) -> subprocess.CompletedProcess[str]:
@@ -418,7 +425,7 @@ def test_a_submit_on_a_full_disk_fails_clearly_and_records_nothing_half(
         settle_s=None,
         note=(
             f"submit rc={mapper.returncode} rows={len(new)} error=...{tail!r} "
-            f"orphan_payloads_pruned={json.loads(orphans.stdout)['orphan_payloads']}"
+            f"orphan_payloads_pruned={_orphans_pruned(orphans)}"
         ),
     )
     report(figures)
