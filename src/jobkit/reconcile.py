@@ -83,6 +83,7 @@ __all__ = [
     "retries_left",
     "retry_allowed",
     "settle",
+    "submitter_dead",
     "submitter_gone",
     "vanished",
 ]
@@ -213,18 +214,25 @@ a slow Kubernetes API needs; on the submitter's own host no wait is needed,
 as a dead or reused pid is proof."""
 
 
-def submitter_gone(record: JobRecord, *, now: float | None = None, host: str | None = None) -> bool:
-    """Whether ``record`` is PENDING with no backend id and nobody left to submit it.
+def submitter_dead(record: JobRecord, *, now: float | None = None, host: str | None = None) -> bool:
+    """Whether the process that submitted ``record`` is gone (whatever the job's state).
 
-    ``host``: this machine's name (default: ``socket.gethostname()``).
+    On the submitter's host (``host``: this machine, default
+    ``socket.gethostname()``) a dead or reused pid is proof; elsewhere, or for
+    a record without ``extra["submitter"]``, an age past HANDOVER_GRACE is.
     """
-    if record.state is not JobState.PENDING or record.backend_id:
-        return False
     now = time.time() if now is None else now
     who = record.extra.get("submitter")
     if isinstance(who, dict) and who.get("host") == (host or socket.gethostname()):
         return not submitter_alive(who)
     return now - record.created_at > HANDOVER_GRACE
+
+
+def submitter_gone(record: JobRecord, *, now: float | None = None, host: str | None = None) -> bool:
+    """Whether ``record`` is PENDING with no backend id and nobody left to submit it."""
+    if record.state is not JobState.PENDING or record.backend_id:
+        return False
+    return submitter_dead(record, now=now, host=host)
 
 
 def observable(

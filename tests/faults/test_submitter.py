@@ -20,6 +20,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,8 +32,11 @@ from jobkit_testing.faults.store import (
     raw_rows,
     report,
     row_counts,
+    s3_raw_rows,
     wait_until,
 )
+
+pytest_plugins = ["s3_fixtures", "jobkit_testing.k8s_emulator.fixtures"]
 
 ITEMS = int(os.environ.get("JOBKIT_FAULTS_MAP_ITEMS", "1000"))
 TERMINAL = ("SUCCEEDED", "FAILED", "CANCELLED")
@@ -40,14 +44,16 @@ SETTLE = 60.0
 
 SUBMITTER = textwrap.dedent(
     """
-    import os, sys
+    import os, sys, time
     import jobkit
 
     markers = sys.argv[1]
+    pause = float(sys.argv[3]) if len(sys.argv) > 3 else 0.0
 
     def mark(i):
         with open(os.path.join(markers, f"{i}.{os.getpid()}"), "w") as out:
             out.write(os.environ.get("JOBKIT_ATTEMPT", ""))
+        time.sleep(pause)  # still running when the first reconcile looks
         return i
 
     jobkit.map(mark, range(int(sys.argv[2])))
@@ -67,7 +73,12 @@ def _env(tmp_path: Path, backend: str) -> dict[str, str]:
 
 
 def kill_submitter(
-    tmp_path: Path, backend: str, items: int, moment: str = "records", tries: int = 5
+    tmp_path: Path,
+    backend: str,
+    items: int,
+    moment: str = "records",
+    tries: int = 5,
+    pause: float = 0.0,
 ) -> Path:
     """Run the submitter until it is killed at ``moment``; returns that try's
     directory (its store, markers, home).
@@ -85,7 +96,7 @@ def kill_submitter(
         script = root / "submit_map.py"
         script.write_text(SUBMITTER)
         proc = subprocess.Popen(
-            [sys.executable, str(script), str(markers), str(items)],
+            [sys.executable, str(script), str(markers), str(items), str(pause)],
             env=_env(root, backend),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -181,7 +192,7 @@ def test_slurm_map_killed_mid_submission_is_settled_by_jobkit_list(
     """Slurm: killed before sbatch, every job fails SUBMIT_ERROR saying the
     submitter stopped; killed while sbatch ran, every job is found by its
     ``--comment`` mark, gets its Slurm id, and runs exactly once."""
-    root = kill_submitter(tmp_path, "slurm", SLURM_ITEMS, moment)
+    root = kill_submitter(tmp_path, "slurm", SLURM_ITEMS, moment, pause=2.0)
     db = root / "jobkit.db"
     killed_at = time.monotonic()
     _jobkit_list(root, "slurm")
@@ -201,6 +212,7 @@ def test_slurm_map_killed_mid_submission_is_settled_by_jobkit_list(
         rows,
         executions(root / "markers"),
         None if took is None else time.monotonic() - killed_at,
+        note=f"ids_recovered={sum(bool(r.get('backend_id')) for r in rows)}",
     )
     report(figures)
     assert (figures.lost, figures.duplicated, figures.stuck) == (0, 0, 0), figures.line()
@@ -208,5 +220,122 @@ def test_slurm_map_killed_mid_submission_is_settled_by_jobkit_list(
     if moment == "records":
         assert all("submitting process" in r["message"] for r in rows), rows[0]["message"]
         assert {r["failure_reason"] for r in rows} == {"SUBMIT_ERROR"}
+    else:  # ids are recovered for jobs still active when a reconcile saw them
+        assert all(r["column_state"] == "SUCCEEDED" for r in rows)
+
+
+K8S_ITEMS = int(os.environ.get("JOBKIT_FAULTS_K8S_ITEMS", "20"))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("moment", ["records", "job-created"])
+def test_kubernetes_map_killed_mid_submission_is_settled_by_jobkit_list(
+    k8s_emulator: Any,
+    k8s_controller: Any,
+    s3_bucket: str,
+    s3_client: Any,
+    tmp_path: Path,
+    moment: str,
+) -> None:
+    """Kubernetes (the emulator over HTTP, S3 on moto): killed before the Job
+    was created, every job fails SUBMIT_ERROR saying the submitter stopped;
+    killed after, every job is found by its Job's name and runs once."""
+    from jobkit_testing.k8s_emulator.clients import NAMESPACE, SECRET, on_kubernetes
+
+    env = {k: v for k, v in os.environ.items() if k not in ("JOBKIT_STORE", "JOBKIT_BACKEND")}
+
+    def records(prefix: str) -> int:  # one LIST, no GET: fast enough to poll
+        listed = s3_client.list_objects_v2(Bucket=s3_bucket, Prefix=f"{prefix}jobs/")
+        return int(listed.get("KeyCount", 0))
+
+    with on_kubernetes(k8s_emulator, f"s3://{s3_bucket}/k8s"):  # the Secret: the store's key
+        pass
+    for attempt in range(5):  # a missed moment: again, in a fresh store and directory
+        root, prefix = tmp_path / f"try{attempt}", f"k8s{attempt}/"
+        store = f"s3://{s3_bucket}/{prefix.rstrip('/')}"
+        markers = root / "markers"
+        markers.mkdir(parents=True)
+        (root / "submit_map.py").write_text(SUBMITTER)
+        (root / "jobkit.toml").write_text(
+            textwrap.dedent(
+                f"""
+                backend = "kubernetes"
+                store = "{store}"
+                [kubernetes]
+                api_server = "{k8s_emulator.url}"
+                namespace = "{NAMESPACE}"
+                pending_grace = 2
+                image = "python:3.11-slim"
+                python = "{sys.executable}"
+                secret = "{SECRET}"
+                """
+            )
+        )
+
+        def rows(prefix: str = prefix) -> list[dict[str, Any]]:
+            return s3_raw_rows(s3_client, s3_bucket, prefix)
+
+        jobs_before = len(k8s_emulator.objects("jobs", NAMESPACE))
+        proc = subprocess.Popen(
+            [sys.executable, "submit_map.py", str(markers), str(K8S_ITEMS), "3"],
+            cwd=root,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        hit = False
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and time.monotonic() < deadline:
+            created = len(k8s_emulator.objects("jobs", NAMESPACE)) > jobs_before
+            ready = created if moment == "job-created" else records(prefix) >= K8S_ITEMS
+            if ready:
+                os.kill(proc.pid, signal.SIGSTOP)
+                now = rows()
+                created = len(k8s_emulator.objects("jobs", NAMESPACE)) > jobs_before
+                hit = (
+                    len(now) == K8S_ITEMS
+                    and not any(r.get("backend_id") for r in now)
+                    and created == (moment == "job-created")
+                )
+                os.kill(proc.pid, signal.SIGKILL)
+                break
+            time.sleep(0.001)
+        proc.wait(timeout=30)
+        if hit:
+            break
     else:
-        assert all(r["backend_id"] for r in rows), "the Slurm ids were not recovered"
+        pytest.fail(f"never caught the submitter at {moment!r} in 5 tries")
+    killed_at = time.monotonic()
+
+    def listed_and_settled() -> bool:
+        done = subprocess.run(
+            [sys.executable, "-m", "jobkit", "list", "--limit", "5"],
+            cwd=root,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0 and "internal error" not in done.stderr, done.stderr
+        return all(r["column_state"] in TERMINAL for r in rows())
+
+    took = wait_until(listed_and_settled, SETTLE, 0.5)
+    final = rows()
+    figures = Figures.count(
+        f"submitter killed at {moment} (map of {K8S_ITEMS})",
+        "kubernetes",
+        final,
+        executions(markers),
+        None if took is None else time.monotonic() - killed_at,
+        note=f"ids_recovered={sum(bool(r.get('backend_id')) for r in final)}",
+    )
+    report(figures)
+    assert (figures.lost, figures.duplicated, figures.stuck) == (0, 0, 0), figures.line()
+    if moment == "records":
+        assert {r["failure_reason"] for r in final} == {"SUBMIT_ERROR"}
+        assert all("submitting process" in r["message"] for r in final), final[0]["message"]
+    else:
+        # Ids are recovered for jobs still active when a reconcile saw them; a
+        # worker that finished first needs none (figures: ids_recovered).
+        assert {r["column_state"] for r in final} == {"SUCCEEDED"}

@@ -15,7 +15,7 @@ import contextlib
 from typing import TYPE_CHECKING
 
 from jobkit.errors import JobkitError
-from jobkit.states import JobRow
+from jobkit.states import ACTIVE_STATES, JobRow
 
 if TYPE_CHECKING:
     from jobkit.client import Client
@@ -97,9 +97,25 @@ class Session:
             return records
         client = self.client
         with contextlib.suppress(JobkitError):  # an unreachable scheduler: show what we have
-            client.reconcile(stale)
+            client.reconcile(stale + self._abandoned_siblings(stale))
         updated = client.store.get_many([r.id for r in stale])
         return [updated.get(r.id, r) for r in records]
+
+    def _abandoned_siblings(self, records: list[JobRecord]) -> list[JobRecord]:
+        """The other active items without a backend id of maps whose submitter
+        died: a hand-over is of the whole map, not only of the page of it this
+        command shows."""
+        from jobkit.reconcile import submitter_dead
+
+        shown = {r.id for r in records}
+        arrays = {
+            r.array_id for r in records if r.array_id and not r.backend_id and submitter_dead(r)
+        }
+        siblings: list[JobRecord] = []
+        for array_id in sorted(arrays):
+            found = self.store.query(array_id=array_id, states=sorted(ACTIVE_STATES))
+            siblings += [r for r in found if r.id not in shown and not r.backend_id]
+        return siblings
 
     def fresh_rows(self, rows: list[JobRow]) -> list[JobRow]:
         """:meth:`fresh` for list rows: only the active jobs' records are read."""

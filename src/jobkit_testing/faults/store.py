@@ -32,6 +32,7 @@ __all__ = [
     "raw_rows",
     "report",
     "row_counts",
+    "s3_raw_rows",
     "wait_until",
 ]
 
@@ -72,6 +73,30 @@ def raw_rows(db: Path) -> list[dict[str, Any]]:
         values["id"], values["column_state"] = job_id, state
         out.append(values)
     return out
+
+
+def s3_raw_rows(client: Any, bucket: str, prefix: str) -> list[dict[str, Any]]:
+    """Every record object's JSON under ``prefix`` (``jobs/<id>.json``), read with
+    plain boto3; ``column_state`` is the record's own state (S3 has no column)."""
+    out = []
+    token: str | None = None
+    while True:
+        params: dict[str, Any] = {"Bucket": bucket, "Prefix": f"{prefix}jobs/"}
+        if token:
+            params["ContinuationToken"] = token
+        listed = client.list_objects_v2(**params)
+        for item in listed.get("Contents") or ():
+            body = client.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
+            try:
+                values = json.loads(body)
+            except ValueError:
+                values = {}
+            if isinstance(values, dict):
+                values["column_state"] = values.get("state")
+                out.append(values)
+        if not listed.get("IsTruncated"):
+            return out
+        token = listed["NextContinuationToken"]
 
 
 def row_counts(db: Path) -> tuple[int, int]:
