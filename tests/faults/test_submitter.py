@@ -339,3 +339,38 @@ def test_kubernetes_map_killed_mid_submission_is_settled_by_jobkit_list(
         # Ids are recovered for jobs still active when a reconcile saw them; a
         # worker that finished first needs none (figures: ids_recovered).
         assert {r["column_state"] for r in final} == {"SUCCEEDED"}
+
+
+def test_the_hand_over_rule_reads_the_submitter_from_the_process_table() -> None:
+    """Alive, killed (a zombie not yet reaped counts as gone), pid reused by
+    another process, another host within and past the grace period."""
+    from jobkit.reconcile import HANDOVER_GRACE, submitter_gone
+    from jobkit.states import JobRecord
+    from jobkit.submitter import process_start
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    host = "this-host"
+    who = {"host": host, "pid": child.pid, "started": process_start(child.pid)}
+    now = time.time()
+    record = JobRecord(
+        id="jk-1", name="f", backend="slurm", created_at=now, extra={"submitter": who}
+    )
+    assert not submitter_gone(record, now=now, host=host)
+    reused = {**who, "started": (who["started"] or 0) - 1}  # same pid, another process
+    assert submitter_gone(
+        JobRecord(
+            id="jk-2", name="f", backend="slurm", created_at=now, extra={"submitter": reused}
+        ),
+        now=now,
+        host=host,
+    )
+    os.kill(child.pid, signal.SIGKILL)
+    wait_until(lambda: submitter_gone(record, now=now, host=host), 10)
+    assert submitter_gone(record, now=now, host=host)  # a zombie: killed, not yet reaped
+    child.wait()
+    assert submitter_gone(record, now=now, host=host)
+    # From another host the pid means nothing: only the record's age counts.
+    assert not submitter_gone(record, now=now + HANDOVER_GRACE - 1, host="elsewhere")
+    assert submitter_gone(record, now=now + HANDOVER_GRACE + 1, host="elsewhere")
+    accepted = JobRecord(id="jk-3", name="f", backend="slurm", created_at=now, backend_id="7")
+    assert not submitter_gone(accepted, now=now + 10 * HANDOVER_GRACE, host=host)
