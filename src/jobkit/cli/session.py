@@ -15,7 +15,7 @@ import contextlib
 from typing import TYPE_CHECKING
 
 from jobkit.errors import JobkitError
-from jobkit.states import ACTIVE_STATES, JobRow
+from jobkit.states import ACTIVE_STATES, JobRow, JobState
 
 if TYPE_CHECKING:
     from jobkit.client import Client
@@ -88,11 +88,12 @@ class Session:
         A Slurm job whose worker was killed is only repaired by a reconcile,
         and a dead submitter's PENDING jobs only by a hand-over; a CLI in a
         fresh shell must not show them RUNNING or PENDING forever.  Local jobs
-        are included: their backend makes sure an agent runs while jobs of
-        this machine wait (one socket connect when it does).  Finished records
-        cost nothing here, so ``jobkit list`` stays fast.
+        waiting to run (PENDING, QUEUED) are included: their backend makes sure
+        an agent runs while jobs of this machine wait (one socket connect when
+        it does); a running local job is its agent's to watch.  Finished
+        records cost nothing here, so ``jobkit list`` stays fast.
         """
-        stale = [r for r in records if not r.is_terminal]
+        stale = [r for r in records if _worth_reconciling(r.state, r.backend)]
         if not stale:
             return records
         client = self.client
@@ -119,9 +120,16 @@ class Session:
 
     def fresh_rows(self, rows: list[JobRow]) -> list[JobRow]:
         """:meth:`fresh` for list rows: only the active jobs' records are read."""
-        stale = [r.id for r in rows if not r.is_terminal]
+        stale = [r.id for r in rows if _worth_reconciling(r.state, r.backend)]
         if not stale:
             return rows
         records = self.fresh(list(self.store.get_many(stale).values()))
         updated = {r.id: JobRow.of(r) for r in records}
         return [updated.get(r.id, r) for r in rows]
+
+
+def _worth_reconciling(state: JobState, backend: str) -> bool:
+    """Active, and for local jobs waiting to run (what only an agent starts)."""
+    if backend == "local":
+        return state in (JobState.PENDING, JobState.QUEUED)
+    return state in ACTIVE_STATES
