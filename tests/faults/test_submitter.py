@@ -222,6 +222,7 @@ def test_slurm_map_killed_mid_submission_is_settled_by_jobkit_list(
         assert {r["failure_reason"] for r in rows} == {"SUBMIT_ERROR"}
     else:  # ids are recovered for jobs still active when a reconcile saw them
         assert all(r["column_state"] == "SUCCEEDED" for r in rows)
+        assert any(r.get("backend_id") for r in rows), "no Slurm id was recovered"
 
 
 K8S_ITEMS = int(os.environ.get("JOBKIT_FAULTS_K8S_ITEMS", "20"))
@@ -339,6 +340,7 @@ def test_kubernetes_map_killed_mid_submission_is_settled_by_jobkit_list(
         # Ids are recovered for jobs still active when a reconcile saw them; a
         # worker that finished first needs none (figures: ids_recovered).
         assert {r["column_state"] for r in final} == {"SUCCEEDED"}
+        assert any(r.get("backend_id") for r in final), "no Job id was recovered"
 
 
 def test_the_hand_over_rule_reads_the_submitter_from_the_process_table() -> None:
