@@ -58,6 +58,19 @@ class TestSQLiteStore(StoreConformance):
         assert isinstance(store, SQLiteStore)
         corrupt_sqlite_row(store.path, job_id, field, value)
 
+    def test_a_killed_writers_temporary_payload_is_an_orphan_and_pruned(self, store: Store) -> None:
+        assert isinstance(store, SQLiteStore)
+        store.put_blob("payloads/jk-kept.1", b"payload")
+        folder = store.local_dir / "blobs" / "payloads"
+        (folder / ".jk-gone.3.0123456789ab.tmp").write_bytes(b"half a payl")
+        (folder / ".jk-kept.1.ba9876543210.tmp").write_bytes(b"half")
+        assert sorted(store.payload_blobs()) == ["jk-gone.3", "jk-kept.1"]
+        store.delete_blobs(["payloads/jk-gone.3"])
+        assert sorted(p.name for p in folder.iterdir()) == [
+            ".jk-kept.1.ba9876543210.tmp",
+            "jk-kept.1",
+        ]
+
 
 class TestPatientStore(StoreConformance):
     """What workers talk to: SQLite with every call retried while it is unreachable."""

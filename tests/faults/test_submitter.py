@@ -13,6 +13,7 @@ process that will move it on, and none runs twice.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -376,3 +377,102 @@ def test_the_hand_over_rule_reads_the_submitter_from_the_process_table() -> None
     assert submitter_gone(record, now=now + HANDOVER_GRACE + 1, host="elsewhere")
     accepted = JobRecord(id="jk-3", name="f", backend="slurm", created_at=now, backend_id="7")
     assert not submitter_gone(accepted, now=now + 10 * HANDOVER_GRACE, host=host)
+
+
+# -- killed before its records were written: payloads nobody points to -----------------
+
+
+def _kill_while_writing_payloads(
+    command: list[str], env: dict[str, str], cwd: Path, payloads: Any, records: Any
+) -> int:
+    """Kill the submitter once some payloads exist and no record does; returns
+    how many payloads it left."""
+    proc = subprocess.Popen(
+        command, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    left = 0
+    deadline = time.monotonic() + 60
+    while proc.poll() is None and time.monotonic() < deadline:
+        if payloads() >= 50:
+            os.kill(proc.pid, signal.SIGSTOP)
+            if records() == 0:
+                left = payloads()
+            os.kill(proc.pid, signal.SIGKILL)
+            break
+        time.sleep(0.002)
+    proc.wait(timeout=30)
+    return left
+
+
+def _prune_orphans(env: dict[str, str], cwd: Path, *args: str) -> dict[str, Any]:
+    done = subprocess.run(
+        [sys.executable, "-m", "jobkit", "prune", "--orphans", "--json", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+@pytest.mark.parametrize("store_kind", ["sqlite", "s3"])
+def test_payloads_of_a_submitter_killed_before_its_records_are_pruned(
+    tmp_path: Path, store_kind: str, request: pytest.FixtureRequest
+) -> None:
+    """``jobkit prune`` finds payloads no record points to, leaves them alone
+    within the grace period (default 1h), and removes them after it."""
+    (tmp_path / "submit_map.py").write_text(SUBMITTER)
+    (tmp_path / "markers").mkdir()
+    env = _env(tmp_path, "local")
+    if store_kind == "sqlite":
+        folder = tmp_path / "jobkit.db.d" / "blobs" / "payloads"
+
+        def payloads() -> int:
+            return len(os.listdir(folder)) if folder.is_dir() else 0
+
+        db = tmp_path / "jobkit.db"
+
+        def records() -> int:
+            return row_counts(db)[0] if db.exists() else 0
+
+    else:
+        bucket, client = request.getfixturevalue("s3_bucket"), request.getfixturevalue("s3_client")
+        env.update({k: v for k, v in os.environ.items() if k.startswith("AWS_")})
+        env["JOBKIT_STORE"] = f"s3://{bucket}/orphans"
+
+        def count(prefix: str) -> int:
+            listed = client.list_objects_v2(Bucket=bucket, Prefix=f"orphans/{prefix}")
+            return int(listed.get("KeyCount", 0))
+
+        def payloads() -> int:
+            return count("blobs/payloads/")
+
+        def records() -> int:
+            return count("jobs/")
+
+    command = [sys.executable, "submit_map.py", str(tmp_path / "markers"), str(ITEMS)]
+    left = _kill_while_writing_payloads(command, env, tmp_path, payloads, records)
+    for pid in pids_running("jobkit.scheduler.agent", env["JOBKIT_STORE"].split("//")[-1]):
+        os.kill(pid, signal.SIGKILL)
+    assert left > 0, "never caught the submitter between its payloads and its records"
+    within_grace = _prune_orphans(env, tmp_path, "--dry-run")
+    pruned = _prune_orphans(env, tmp_path, "--orphan-grace", "0s")
+    remaining = payloads()
+    report(
+        Figures(
+            f"submitter killed before its records ({store_kind}): orphan payloads",
+            store_kind,
+            jobs=0,
+            lost=0,
+            duplicated=0,
+            stuck=0,
+            settle_s=None,
+            note=f"left={left} pruned={pruned['orphan_payloads']} remaining={remaining}",
+        )
+    )
+    assert within_grace["orphan_payloads"] == 0  # younger than the 1h grace
+    assert pruned["orphan_payloads"] == left and remaining == 0
+    assert records() == 0
