@@ -28,9 +28,10 @@ from jobkit.errors import (
 from jobkit.ids import new_job_id
 from jobkit.monitor import Monitor
 from jobkit.observation import Failure, Observation
-from jobkit.reconcile import accept, apply, fail_all
+from jobkit.reconcile import accept, apply, fail_all, observable
 from jobkit.states import ACTIVE_STATES, FailureReason, JobRecord, JobState
 from jobkit.stores.base import Store, outcome_key, payload_key
+from jobkit.submitter import current as current_submitter
 
 if TYPE_CHECKING:
     from jobkit.backends.base import Backend, BackendServices
@@ -159,6 +160,10 @@ class Client:
         fn_pickle = pickle_function(fn) if array else None
         # Backends that warn before a time limit (Slurm) do so only for jobs that can resume.
         checkpointable = callable(getattr(fn, "checkpoint", None))
+        checkpoint = {"checkpointable": True} if checkpointable else {}
+        # Who submits: lets any reconciling process tell, should this process die
+        # before the backend is told, that these PENDING jobs are abandoned.
+        submitter = current_submitter()
         records: list[JobRecord] = []
         for index, (args, kwargs) in enumerate(calls):
             job_id = f"{array_id}.{index}" if array_id else base_id
@@ -178,7 +183,7 @@ class Client:
                     array_index=index if array_id else None,
                     resources=res.to_record(),
                     labels=dict(res.labels),
-                    extra={"checkpointable": True} if checkpointable else {},
+                    extra={"submitter": dict(submitter), **checkpoint},
                 )
             )
         if not records:
@@ -254,9 +259,14 @@ class Client:
 
     def reconcile(self, records: Sequence[JobRecord]) -> None:
         """Ask each backend what it sees of these jobs (one batched query each)
-        and let the reconciler record what their workers could not."""
+        and let the reconciler record what their workers could not.
+
+        PENDING jobs still in their submitter's hands are not asked about
+        (:func:`jobkit.reconcile.observable`); those of a dead submitter are,
+        so that their backend takes them or the reconciler fails them.
+        """
         by_backend: dict[str, list[JobRecord]] = {}
-        for record in records:
+        for record in observable(records):
             by_backend.setdefault(record.backend, []).append(record)
         for name, group in by_backend.items():
             with contextlib.suppress(JobkitError):

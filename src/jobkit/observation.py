@@ -64,6 +64,10 @@ class Observation:
     host: str | None = None
     """Where the attempt ran, when the backend knows it."""
     finished_at: float | None = None
+    backend_id: str | None = None
+    """The backend's id for a job it found without one in the record: a PENDING
+    job whose submitter died after handing it over but before recording the
+    id (the reconciler accepts it with this id)."""
 
 
 @dataclasses.dataclass(frozen=True)

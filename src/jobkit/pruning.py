@@ -8,6 +8,12 @@ come back to life between the query and the delete.  Deleting a record
 removes its payload and outcome blobs (the store does that); the log files a
 backend listed in ``record.extra["stdout"/"stderr"]`` are removed here.
 The ``jobkit prune`` command only parses its options and renders these.
+
+Orphan payloads: a client writes each job's payload blob *before* its
+record, so one killed in between leaves payloads that no record points to.
+Every prune finds them (``Store.payload_blobs`` less the ids that have a
+record, readable or corrupted) and removes those older than
+:data:`ORPHAN_GRACE`, which no live submission can still be writing.
 """
 
 from __future__ import annotations
@@ -21,11 +27,16 @@ from datetime import timedelta
 from typing import Any
 
 from jobkit.states import JobRecord, JobState
-from jobkit.stores.base import Store
+from jobkit.stores.base import Store, payload_key
 
 __all__ = ["PrunePlan", "execute", "plan"]
 
 _LOG_KEYS = ("stdout", "stderr")
+
+ORPHAN_GRACE = 3600.0
+"""Seconds a payload must be older than to be pruned without a record: far
+more than writing the payloads of the largest map to S3 takes, before its
+records are created."""
 
 
 @dataclasses.dataclass
@@ -36,6 +47,8 @@ class PrunePlan:
     log_files: list[str]
     cutoff: float | None
     """Jobs created before this time (epoch seconds) are planned; None: none by age."""
+    orphans: list[str] = dataclasses.field(default_factory=list)
+    """Job ids whose payload blob has no record (their submitter died first)."""
 
     @property
     def job_ids(self) -> list[str]:
@@ -53,6 +66,7 @@ class PrunePlan:
             "jobs": [r.id for r in self.records],
             "states": self.state_counts(),
             "corrupted": sorted(self.corrupted),
+            "orphan_payloads": len(self.orphans),
             "log_files": self.log_files,
         }
 
@@ -64,6 +78,7 @@ def plan(
     age: timedelta | None,
     corrupted: bool,
     now: float,
+    orphan_grace: float = ORPHAN_GRACE,
 ) -> PrunePlan:
     """What a prune would delete; reads the store, changes nothing."""
     records: list[JobRecord] = []
@@ -82,13 +97,42 @@ def plan(
         for key in _LOG_KEYS
         if isinstance(path := r.extra.get(key), str) and path
     ]
-    return PrunePlan(records, bad, list(dict.fromkeys(logs)), cutoff)
+    orphans = orphan_payloads(
+        store, now=now, grace=orphan_grace, known_bad=bad if corrupted else None
+    )
+    return PrunePlan(records, bad, list(dict.fromkeys(logs)), cutoff, orphans)
+
+
+def orphan_payloads(
+    store: Store,
+    *,
+    now: float,
+    grace: float = ORPHAN_GRACE,
+    known_bad: dict[str, str] | None = None,
+) -> list[str]:
+    """Ids of payloads older than ``grace`` seconds that no record points to.
+
+    A corrupted record still points to its payload (``find_corrupted`` is
+    asked, once, only when there are candidates); ``known_bad`` saves that
+    scan when the caller already made it.
+    """
+    old = [i for i, written in store.payload_blobs().items() if now - written >= grace]
+    if not old:
+        return []
+    readable = store.get_many(old)
+    unknown = [i for i in old if i not in readable]
+    if not unknown:
+        return []
+    bad = store.find_corrupted() if known_bad is None else known_bad
+    return sorted(i for i in unknown if i not in bad)
 
 
 def execute(store: Store, planned: PrunePlan) -> list[str]:
     """Delete the planned records, then their log files; returns files not removed."""
     if planned.job_ids:
         store.delete(planned.job_ids)
+    if planned.orphans:
+        store.delete_blobs(payload_key(i) for i in planned.orphans)
     failures = []
     for path in planned.log_files:
         try:

@@ -17,6 +17,25 @@ Who writes which state (every arrow is the store's compare-and-set)::
     the local agent (the local backend's scheduler) ──► settle, as above
     cancel ─────────► CANCELLED
 
+Hand-over: a submitter killed between ``store.create`` and the backend's
+answer leaves PENDING records with no backend id.  Every reconciling process
+(a client's monitor, ``jobkit list``/``status``) sends its active records
+through :func:`observable` before asking backends, which holds back the
+PENDING ones still in their submitter's hands::
+
+    PENDING, no backend_id ──submitter_gone?──no──► left alone (it is still submitting)
+                                   │ yes: same host and its pid is dead or reused,
+                                   │      or another host / no submitter and older
+                                   │      than HANDOVER_GRACE
+                                   ▼
+                      backend.observe(records) ──► apply
+      local:      the agent is woken (it takes PENDING jobs itself; so does any
+                  agent at start-up and on its sweeps)
+      Slurm, k8s: found by its mark (sbatch --comment / the Job's name)
+                  ─► WAITING + backend_id ─► QUEUED with that id
+                  not found ─► STUCK ─► FAILED/SUBMIT_ERROR "the submitting
+                  process stopped before handing it to ..."
+
 Nothing outside this module writes ``FAILED`` (a unit test greps ``src/`` for
 it): :func:`fail` is that write, :func:`retries_left` the one count of what is
 left, :func:`retry_allowed` the one policy, :func:`settle` the decision
@@ -34,6 +53,7 @@ The policy today retries every failure except ``SUBMIT_ERROR`` while
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
@@ -47,8 +67,10 @@ from jobkit.states import (
     JobState,
 )
 from jobkit.stores.base import Store
+from jobkit.submitter import alive as submitter_alive
 
 __all__ = [
+    "HANDOVER_GRACE",
     "REASONS",
     "RETRIED_BY_DEFAULT",
     "Failure",
@@ -56,11 +78,14 @@ __all__ = [
     "apply",
     "fail",
     "fail_all",
+    "observable",
     "requeue",
     "retries_left",
     "retry_allowed",
     "settle",
     "settle_from_outcome",
+    "submitter_dead",
+    "submitter_gone",
     "vanished",
 ]
 
@@ -210,6 +235,58 @@ def vanished(detail: str, *, exit_code: int | None = None, native: str | None = 
     return Failure(FailureReason.LOST, detail, exit_code, native)
 
 
+# -- hand-over of a dead submitter's PENDING jobs -----------------------------------
+
+HANDOVER_GRACE = 120.0
+"""Seconds after which a PENDING job without a backend id counts as abandoned
+when its submitter cannot be checked (it ran on another host, or the record
+predates ``extra["submitter"]``).  Longer than any sbatch of a large array or
+a slow Kubernetes API needs; on the submitter's own host no wait is needed,
+as a dead or reused pid is proof."""
+
+
+def submitter_dead(record: JobRecord, *, now: float | None = None, host: str | None = None) -> bool:
+    """Whether the process that submitted ``record`` is gone (whatever the job's state).
+
+    On the submitter's host (``host``: this machine, default
+    ``socket.gethostname()``) a dead or reused pid is proof; elsewhere, or for
+    a record without ``extra["submitter"]``, an age past HANDOVER_GRACE is.
+    """
+    now = time.time() if now is None else now
+    who = record.extra.get("submitter")
+    if isinstance(who, dict) and who.get("host") == (host or socket.gethostname()):
+        return not submitter_alive(who)
+    return now - record.created_at > HANDOVER_GRACE
+
+
+def submitter_gone(record: JobRecord, *, now: float | None = None, host: str | None = None) -> bool:
+    """Whether ``record`` is PENDING with no backend id and nobody left to submit it."""
+    if record.state is not JobState.PENDING or record.backend_id:
+        return False
+    return submitter_dead(record, now=now, host=host)
+
+
+def observable(
+    records: Sequence[JobRecord], *, now: float | None = None, host: str | None = None
+) -> list[JobRecord]:
+    """``records`` less the PENDING ones still in their submitter's hands: a
+    backend asked about those would find nothing and call them stuck."""
+    now = time.time() if now is None else now
+    host = host or socket.gethostname()
+    return [
+        r
+        for r in records
+        if r.state is not JobState.PENDING or r.backend_id or submitter_gone(r, now=now, host=host)
+    ]
+
+
+def abandoned_message(record: JobRecord, backend: str) -> str:
+    """Why a dead submitter's job failed, in words that name who stopped."""
+    who = record.extra.get("submitter")
+    where = f" (pid {who.get('pid')} on {who.get('host')})" if isinstance(who, dict) else ""
+    return f"the submitting process{where} stopped before handing it to {backend}"
+
+
 # -- what backends accepted and saw ---------------------------------------------------
 
 
@@ -291,9 +368,22 @@ def apply(
         ):
             # Only toward QUEUED (accepted, or requeued by the scheduler): RUNNING
             # is the worker's to record, and a stale snapshot must not undo a requeue.
+            found: dict[str, Any] = {}
+            if record.state is JobState.PENDING and seen.backend_id and not record.backend_id:
+                # Handed over by a submitter that died before recording the id.
+                found = {"backend_id": seen.backend_id, "submitted_at": now}
+                found["message"] = seen.message or "found in the backend after its submitter died"
             store.transition(
-                record.id, JobState.QUEUED, expect=(record.state,), native_state=seen.native_state
+                record.id,
+                JobState.QUEUED,
+                expect=(record.state,),
+                native_state=seen.native_state,
+                **found,
             )
+        elif seen.backend_id and not record.backend_id:
+            # Found by its mark, already past waiting: keep the id (the worker
+            # records RUNNING and its end), so later observations can find it.
+            store.update(record.id, backend_id=seen.backend_id, submitted_at=now)
         elif seen.message and seen.message != record.message:
             store.update(record.id, native_state=seen.native_state, message=seen.message)
         elif seen.phase is Phase.UNKNOWN and seen.native_state != record.native_state:
@@ -304,7 +394,12 @@ def _failed(
     store: Store, record: JobRecord, seen: Observation, *, reruns: bool, now: float
 ) -> None:
     reason = seen.hint or REASONS[seen.phase]
-    message = seen.message or f"{seen.native_state}: the worker recorded no outcome"
+    if seen.message:
+        message = seen.message
+    elif seen.phase is Phase.STUCK and record.state is JobState.PENDING:
+        message = abandoned_message(record, record.backend)
+    else:
+        message = f"{seen.native_state}: the worker recorded no outcome"
     failure = Failure(reason, message, seen.exit_code, seen.native_state)
     finished = seen.finished_at or now
     if reruns:

@@ -18,8 +18,9 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
+import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from jobkit.errors import StoreError
 
@@ -142,9 +143,11 @@ class JobRecord:
         try:
             known = {f.name for f in dataclasses.fields(cls)}
             values = {k: v for k, v in data.items() if k in known}
-            values["state"] = JobState(values["state"])
+            values["state"] = _enum_field(JobState, "state", values["state"])
             reason = values.get("failure_reason")
-            values["failure_reason"] = FailureReason(reason) if reason else None
+            values["failure_reason"] = (
+                _enum_field(FailureReason, "failure_reason", reason) if reason else None
+            )
             record = cls(**values)
         except (KeyError, TypeError, ValueError) as exc:
             ident = data.get("id", "?") if isinstance(data, Mapping) else "?"
@@ -154,6 +157,12 @@ class JobRecord:
             ) from exc
         if not isinstance(record.id, str) or not record.id:
             raise StoreError("corrupted job record: missing id")
+        problem = field_problem(record)
+        if problem is not None:
+            raise StoreError(
+                f"corrupted job record {record.id!r}: {problem}; "
+                "remove it with `jobkit prune --corrupted` or restore the store from a backup"
+            ) from ValueError(problem)
         return record
 
     @classmethod
@@ -168,6 +177,64 @@ class JobRecord:
 
 
 _FIELD_NAMES = tuple(f.name for f in dataclasses.fields(JobRecord))
+
+_E = TypeVar("_E", JobState, FailureReason)
+
+
+def _enum_field(kind: type[_E], field: str, value: Any) -> _E:
+    """``kind(value)``, or a ValueError naming the field, the value and the choices."""
+    try:
+        return kind(value)
+    except (TypeError, ValueError):
+        choices = ", ".join(member.value for member in kind)
+        raise ValueError(f"field {field!r} is {value!r}, expected one of {choices}") from None
+
+
+_NUMBER = (int, float)
+_FIELD_TYPES: dict[str, tuple[tuple[type, ...], bool, str]] = {
+    # field: (accepted types, None allowed, what to call it in the message)
+    "name": ((str,), False, "a string"),
+    "backend": ((str,), False, "a string"),
+    "owner": ((str,), False, "a string"),
+    "created_at": (_NUMBER, False, "a timestamp (seconds since the epoch)"),
+    "submitted_at": (_NUMBER, True, "a timestamp (seconds since the epoch) or null"),
+    "started_at": (_NUMBER, True, "a timestamp (seconds since the epoch) or null"),
+    "finished_at": (_NUMBER, True, "a timestamp (seconds since the epoch) or null"),
+    "backend_id": ((str,), True, "a string or null"),
+    "native_state": ((str,), True, "a string or null"),
+    "message": ((str,), True, "a string or null"),
+    "host": ((str,), True, "a string or null"),
+    "array_id": ((str,), True, "a string or null"),
+    "exit_code": ((int,), True, "an integer or null"),
+    "pid": ((int,), True, "an integer or null"),
+    "array_index": ((int,), True, "an integer or null"),
+    "priority": ((int,), False, "an integer"),
+    "attempt": ((int,), False, "an integer"),
+    "resources": ((dict,), False, "an object"),
+    "labels": ((dict,), False, "an object"),
+    "extra": ((dict,), False, "an object"),
+}
+"""What each field of a stored record must hold.  Checked on every read, so a
+record written by hand, by an old version or by a bad copy is reported as
+corrupted (and skipped by listings) instead of failing later, far from the
+store, with a TypeError in whoever did arithmetic on it."""
+
+
+def field_problem(record: JobRecord) -> str | None:
+    """What is wrong with ``record``'s field types (None: nothing).
+
+    ``bool`` is refused where a number belongs: JSON ``true`` is not a time.
+    Non-finite timestamps are refused too (``NaN`` breaks every ordering).
+    """
+    for name, (types, nullable, wanted) in _FIELD_TYPES.items():
+        value = getattr(record, name)
+        if value is None and nullable:
+            continue
+        if isinstance(value, bool) or not isinstance(value, types):
+            return f"field {name!r} is {value!r} ({type(value).__name__}), expected {wanted}"
+        if isinstance(value, float) and not math.isfinite(value):
+            return f"field {name!r} is {value!r}, expected a finite number"
+    return None
 
 
 @dataclasses.dataclass(frozen=True)

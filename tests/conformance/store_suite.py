@@ -533,3 +533,89 @@ class StoreConformance:
         store.close()
         with pytest.raises(StoreError, match="closed"):
             store.query()
+
+    # -- corrupted records ------------------------------------------------------
+    def corrupt(self, store: Store, job_id: str, field: str, value: object) -> None:
+        """Set ``field`` of the stored record to ``value`` behind the store's back
+        (raw SQL, a raw object write): subclasses provide it for their store."""
+        pytest.skip(f"{type(self).__name__} cannot corrupt a stored record")
+
+    CORRUPTIONS = [
+        ("created_at", "2026-12-05"),
+        ("created_at", None),
+        ("started_at", "noon"),
+        ("finished_at", True),
+        ("exit_code", "1"),
+        ("attempt", 1.5),
+        ("priority", None),
+        ("pid", [1]),
+        ("name", 5),
+        ("host", {"a": 1}),
+        ("resources", []),
+        ("extra", "x"),
+        ("state", "BOGUS"),
+        ("failure_reason", "MELTED"),
+    ]
+
+    @pytest.mark.parametrize(("field", "value"), CORRUPTIONS)
+    def test_a_corrupted_record_is_skipped_named_and_prunable(
+        self, store: Store, field: str, value: object, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        bad, good = make_record(started_at=1001.0), make_record(started_at=1001.0)
+        store.create([bad, good])
+        self.corrupt(store, bad.id, field, value)
+        with pytest.raises(StoreError, match=rf"corrupted job record '{bad.id}'.*{field}"):
+            store.get(bad.id)
+        assert store.get_many([bad.id, good.id]) == {good.id: good}
+        assert [r.id for r in store.query()] == [good.id]
+        # Stores whose rows come from an index (S3) may still list it, from the
+        # index's own well-typed fields; none may hand on the corrupted values.
+        rows = store.rows()
+        assert [r.id for r in rows if r.id != bad.id] == [good.id]
+        assert all(isinstance(r.created_at, (int, float)) for r in rows)
+        assert all(isinstance(r.state, JobState) for r in rows)
+        warned = [r.getMessage() for r in caplog.records if bad.id in r.getMessage()]
+        assert len(warned) == 1 and field in warned[0], warned
+        problems = store.find_corrupted()
+        assert list(problems) == [bad.id] and field in problems[bad.id]
+        assert store.delete(list(problems)) == 1
+        assert store.find_corrupted() == {}
+        assert [r.id for r in store.query()] == [good.id]
+
+    # -- payloads without records (a submitter killed before it recorded them) -----
+    def test_payload_blobs_lists_every_payload_with_its_write_time(self, store: Store) -> None:
+        import time
+
+        recorded = make_record()
+        store.create([recorded])
+        before = time.time()
+        for job_id in (recorded.id, "jk-orphan-1", "jk-orphan-2"):
+            store.put_blob(payload_key(job_id), b"payload")
+        store.put_blob(outcome_key("jk-orphan-3"), b"not a payload")
+        store.put_blob("payloads/jk-x/nested", b"not a payload either")
+        found = store.payload_blobs()
+        assert sorted(found) == sorted([recorded.id, "jk-orphan-1", "jk-orphan-2"])
+        assert all(before - 5 <= t <= time.time() + 5 for t in found.values()), found
+        store.delete_blobs([payload_key("jk-orphan-1")])
+        assert "jk-orphan-1" not in store.payload_blobs()
+
+    def test_prune_plans_orphan_payloads_only_past_the_grace(self, store: Store) -> None:
+        import time
+
+        from jobkit import pruning
+
+        recorded, corrupted = make_record(), make_record()
+        store.create([recorded, corrupted])
+        for job_id in (recorded.id, corrupted.id, "jk-orphan"):
+            store.put_blob(payload_key(job_id), b"payload")
+        self.corrupt(store, corrupted.id, "created_at", "yesterday")  # still its record
+        now = time.time()
+        plan = pruning.plan(store, states=[], age=None, corrupted=False, now=now)
+        assert plan.orphans == []  # younger than the default grace (an hour)
+        plan = pruning.plan(
+            store, states=[], age=None, corrupted=False, now=now + 10, orphan_grace=5
+        )
+        assert plan.orphans == ["jk-orphan"]
+        pruning.execute(store, plan)
+        assert sorted(store.payload_blobs()) == sorted([recorded.id, corrupted.id])
+        assert store.get_blob(payload_key(recorded.id)) == b"payload"

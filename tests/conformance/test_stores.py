@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from store_suite import StoreConformance
@@ -19,6 +22,17 @@ from jobkit.stores.sqlite import SQLiteStore
 pytest_plugins = ["s3_fixtures"]
 
 
+def corrupt_sqlite_row(path: Path, job_id: str, field: str, value: object) -> None:
+    """Rewrite one field of a row's JSON with the sqlite3 module, as a bad tool would."""
+    conn = sqlite3.connect(path)
+    with conn:
+        (data,) = conn.execute("SELECT data FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        values = json.loads(data)
+        values[field] = value
+        conn.execute("UPDATE jobs SET data = ? WHERE id = ?", (json.dumps(values), job_id))
+    conn.close()
+
+
 class TestMemoryStore(StoreConformance):
     @pytest.fixture
     def store(self) -> Iterator[Store]:
@@ -26,6 +40,10 @@ class TestMemoryStore(StoreConformance):
         assert isinstance(store, MemoryStore)
         yield store
         store.close()
+
+    def corrupt(self, store: Store, job_id: str, field: str, value: object) -> None:
+        assert isinstance(store, MemoryStore)
+        setattr(store._records[job_id], field, value)
 
 
 class TestSQLiteStore(StoreConformance):
@@ -36,6 +54,23 @@ class TestSQLiteStore(StoreConformance):
         yield store
         store.close()
 
+    def corrupt(self, store: Store, job_id: str, field: str, value: object) -> None:
+        assert isinstance(store, SQLiteStore)
+        corrupt_sqlite_row(store.path, job_id, field, value)
+
+    def test_a_killed_writers_temporary_payload_is_an_orphan_and_pruned(self, store: Store) -> None:
+        assert isinstance(store, SQLiteStore)
+        store.put_blob("payloads/jk-kept.1", b"payload")
+        folder = store.local_dir / "blobs" / "payloads"
+        (folder / ".jk-gone.3.0123456789ab.tmp").write_bytes(b"half a payl")
+        (folder / ".jk-kept.1.ba9876543210.tmp").write_bytes(b"half")
+        assert sorted(store.payload_blobs()) == ["jk-gone.3", "jk-kept.1"]
+        store.delete_blobs(["payloads/jk-gone.3"])
+        assert sorted(p.name for p in folder.iterdir()) == [
+            ".jk-kept.1.ba9876543210.tmp",
+            "jk-kept.1",
+        ]
+
 
 class TestPatientStore(StoreConformance):
     """What workers talk to: SQLite with every call retried while it is unreachable."""
@@ -45,6 +80,10 @@ class TestPatientStore(StoreConformance):
         store = PatientStore(open_store(f"sqlite://{tmp_path}/jobkit.db"), patience=5)
         yield store
         store.close()
+
+    def corrupt(self, store: Store, job_id: str, field: str, value: object) -> None:
+        assert isinstance(store, PatientStore) and isinstance(store.wrapped, SQLiteStore)
+        corrupt_sqlite_row(store.wrapped.path, job_id, field, value)
 
 
 def test_a_patient_store_is_a_store_with_the_wrapped_stores_hints(
@@ -83,3 +122,17 @@ class TestS3Store(StoreConformance):
         assert isinstance(store, S3Store)
         yield store
         store.close()
+
+    def corrupt(self, store: Store, job_id: str, field: str, value: object) -> None:
+        assert isinstance(store, S3Store)
+        key = store.layout.record(job_id)
+        client: Any = store.client
+        obj = client.get_object(Bucket=store.bucket, Key=key)
+        values = json.loads(obj["Body"].read())
+        values[field] = value
+        client.put_object(
+            Bucket=store.bucket,
+            Key=key,
+            Body=json.dumps(values).encode(),
+            Metadata=obj.get("Metadata") or {},
+        )

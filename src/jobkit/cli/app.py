@@ -410,24 +410,50 @@ def prune(
         bool,
         typer.Option("--corrupted", help="Also delete records the store can no longer read."),
     ] = False,
+    orphans: Annotated[
+        bool,
+        typer.Option(
+            "--orphans",
+            help="Only delete payloads no record points to (every prune deletes those too).",
+        ),
+    ] = False,
+    orphan_grace: Annotated[
+        str,
+        typer.Option(
+            "--orphan-grace",
+            metavar="DURATION",
+            help="How old a payload without a record must be to go (default 1h).",
+        ),
+    ] = "1h",
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Show what would be deleted; delete nothing.")
     ] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Delete old ended jobs: records, results and log files. Never touches live jobs."""
+    """Delete old ended jobs: records, results and log files. Never touches live jobs.
+
+    Also deletes payloads that no record points to (their submitter died
+    before recording its jobs) once older than --orphan-grace."""
     from jobkit import pruning
     from jobkit.cli.prune import parse_age, show
 
-    if older_than is None and not corrupted:
+    if older_than is None and not corrupted and not orphans:
         raise typer.BadParameter(
-            "give how old a job must be to go, e.g. --older-than 7d (or --corrupted)",
+            "give how old a job must be to go, e.g. --older-than 7d (or --corrupted, or --orphans)",
             param_hint="'--older-than'",
         )
+    grace = parse_age(orphan_grace, option="--orphan-grace").total_seconds()
     states = parse_state_option(state, terminal_only=True) if state else sorted(TERMINAL_STATES)
     age = parse_age(older_than) if older_than is not None else None
     store = session_of(ctx).store
-    plan = pruning.plan(store, states=states, age=age, corrupted=corrupted, now=time.time())
+    plan = pruning.plan(
+        store,
+        states=states,
+        age=age,
+        corrupted=corrupted,
+        now=time.time(),
+        orphan_grace=grace,
+    )
     report = plan.to_dict(dry_run=dry_run)
     if not dry_run:
         failures = pruning.execute(store, plan)

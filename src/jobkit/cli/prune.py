@@ -14,14 +14,14 @@ from jobkit.states import JobRow
 SHOWN_IN_DRY_RUN = 50
 
 
-def parse_age(text: str) -> timedelta:
-    """``--older-than`` as a duration; a usage error names the value and the forms."""
+def parse_age(text: str, option: str = "--older-than") -> timedelta:
+    """A duration option; a usage error names the option, the value and the forms."""
     from jobkit.resources import parse_duration
 
     try:
         return parse_duration(text)
     except JobkitError as exc:
-        raise typer.BadParameter(str(exc), param_hint="'--older-than'") from None
+        raise typer.BadParameter(str(exc), param_hint=f"'{option}'") from None
 
 
 def show(planned: PrunePlan, *, dry_run: bool) -> None:
@@ -43,4 +43,5 @@ def show(planned: PrunePlan, *, dry_run: bool) -> None:
     if planned.corrupted:
         summary += f" and {len(planned.corrupted)} corrupted record(s)"
     summary += f", {len(planned.log_files)} log file(s)"
+    summary += f", {len(planned.orphans)} orphan payload(s)"
     typer.echo(summary)

@@ -15,7 +15,7 @@ import contextlib
 from typing import TYPE_CHECKING
 
 from jobkit.errors import JobkitError
-from jobkit.states import JobRow
+from jobkit.states import ACTIVE_STATES, JobRow, JobState
 
 if TYPE_CHECKING:
     from jobkit.client import Client
@@ -85,25 +85,51 @@ class Session:
     def fresh(self, records: list[JobRecord]) -> list[JobRecord]:
         """``records`` after asking their backends about the active ones.
 
-        The local agent keeps its own jobs' states current, but a Slurm job
-        whose worker was killed is only repaired by a reconcile; a CLI in a
-        fresh shell must not show it RUNNING forever.  Finished records and
-        local ones cost nothing here, so ``jobkit list`` stays fast.
+        A Slurm job whose worker was killed is only repaired by a reconcile,
+        and a dead submitter's PENDING jobs only by a hand-over; a CLI in a
+        fresh shell must not show them RUNNING or PENDING forever.  Local jobs
+        waiting to run (PENDING, QUEUED) are included: their backend makes sure
+        an agent runs while jobs of this machine wait (one socket connect when
+        it does); a running local job is its agent's to watch.  Finished
+        records cost nothing here, so ``jobkit list`` stays fast.
         """
-        stale = [r for r in records if not r.is_terminal and r.backend != "local"]
+        stale = [r for r in records if _worth_reconciling(r.state, r.backend)]
         if not stale:
             return records
         client = self.client
         with contextlib.suppress(JobkitError):  # an unreachable scheduler: show what we have
-            client.reconcile(stale)
+            client.reconcile(stale + self._abandoned_siblings(stale))
         updated = client.store.get_many([r.id for r in stale])
         return [updated.get(r.id, r) for r in records]
 
+    def _abandoned_siblings(self, records: list[JobRecord]) -> list[JobRecord]:
+        """The other active items without a backend id of maps whose submitter
+        died: a hand-over is of the whole map, not only of the page of it this
+        command shows."""
+        from jobkit.reconcile import submitter_dead
+
+        shown = {r.id for r in records}
+        arrays = {
+            r.array_id for r in records if r.array_id and not r.backend_id and submitter_dead(r)
+        }
+        siblings: list[JobRecord] = []
+        for array_id in sorted(arrays):
+            found = self.store.query(array_id=array_id, states=sorted(ACTIVE_STATES))
+            siblings += [r for r in found if r.id not in shown and not r.backend_id]
+        return siblings
+
     def fresh_rows(self, rows: list[JobRow]) -> list[JobRow]:
-        """:meth:`fresh` for list rows: only the active non-local jobs' records are read."""
-        stale = [r.id for r in rows if not r.is_terminal and r.backend != "local"]
+        """:meth:`fresh` for list rows: only the active jobs' records are read."""
+        stale = [r.id for r in rows if _worth_reconciling(r.state, r.backend)]
         if not stale:
             return rows
         records = self.fresh(list(self.store.get_many(stale).values()))
         updated = {r.id: JobRow.of(r) for r in records}
         return [updated.get(r.id, r) for r in rows]
+
+
+def _worth_reconciling(state: JobState, backend: str) -> bool:
+    """Active, and for local jobs waiting to run (what only an agent starts)."""
+    if backend == "local":
+        return state in (JobState.PENDING, JobState.QUEUED)
+    return state in ACTIVE_STATES

@@ -110,12 +110,58 @@ class BlobFiles:
                 done += count
         return data
 
+    def modified(self, folder: str) -> dict[str, float]:
+        """Name -> modification time of the blobs directly under ``folder``
+        (temporary files of writes in progress left out)."""
+        found: dict[str, float] = {}
+        try:
+            entries = list(os.scandir(self.root / folder))
+        except (FileNotFoundError, NotADirectoryError):
+            return found
+        except OSError as exc:
+            raise StoreError(f"cannot list blobs in {self.root / folder}: {exc.strerror}") from exc
+        for entry in entries:
+            name = entry.name
+            if name.startswith("."):  # a write in progress, or one a kill interrupted
+                if not name.endswith(".tmp") or name.count(".") < 3:
+                    continue
+                name = name[1:].rsplit(".", 2)[0]
+            try:
+                info = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            if stat.S_ISREG(info.st_mode):
+                found[name] = max(found.get(name, 0.0), info.st_mtime)
+        return found
+
     def delete(self, keys: Iterable[str]) -> None:
+        """Remove blobs, with the temporary files of writes to them that a kill
+        interrupted (``.NAME.RANDOM.tmp``); missing files are ignored."""
         paths = [self.path_of(k) for k in keys]
-        for path in paths:
+        for path in [*paths, *_temp_files(paths)]:
             try:
                 os.unlink(path)
             except (FileNotFoundError, NotADirectoryError):
                 pass
             except OSError as exc:
                 raise StoreError(f"cannot delete blob file {path}: {exc.strerror}") from exc
+
+
+def _temp_files(paths: list[Path]) -> list[Path]:
+    """Temporary files that writes to ``paths`` left (a killed writer's): one
+    directory scan per folder, looking only at names that start with a dot."""
+    wanted: dict[Path, set[str]] = {}
+    for path in paths:
+        wanted.setdefault(path.parent, set()).add(path.name)
+    found = []
+    for folder, names in wanted.items():
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue
+        for entry in entries:
+            name = entry.name
+            temp = name.startswith(".") and name.endswith(".tmp") and name.count(".") >= 3
+            if temp and name[1:].rsplit(".", 2)[0] in names:
+                found.append(Path(entry.path))
+    return found

@@ -177,6 +177,13 @@ class Store(abc.ABC):
         """Ids of records that cannot be read, with why (for ``jobkit prune``)."""
         return {}
 
+    def payload_blobs(self) -> dict[str, float]:
+        """Job id -> when its payload blob was written (epoch seconds), for every
+        payload in the store, with or without a record: ``jobkit prune`` finds
+        those of submitters that died before recording their jobs.  A store
+        that cannot list its blobs returns {} (it has nothing to prune)."""
+        return {}
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections; the store may not be used afterwards."""
 

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import logging
 import threading
+import time
 from collections.abc import Collection, Iterable, Sequence
 from typing import Any, ClassVar
 
 from jobkit.errors import BlobNotFoundError, ConfigError, JobNotFoundError, StoreError
-from jobkit.states import JobRecord, JobState
+from jobkit.states import FailureReason, JobRecord, JobState, field_problem
 
 from ._common import (
     apply_fields,
@@ -29,6 +31,8 @@ from ._common import (
     normalised,
 )
 from .base import Buffer, Store, outcome_key, payload_key
+
+logger = logging.getLogger("jobkit.stores")
 
 
 class MemoryStore(Store):
@@ -43,7 +47,9 @@ class MemoryStore(Store):
         self._lock = threading.Lock()
         self._records: dict[str, JobRecord] = {}
         self._blobs: dict[str, bytes] = {}
+        self._blob_times: dict[str, float] = {}
         self._closed = False
+        self._warned: set[str] = set()  # corrupted ids already reported
 
     @classmethod
     def from_url(cls, url: str) -> MemoryStore:
@@ -79,12 +85,16 @@ class MemoryStore(Store):
             record = self._records.get(job_id)
             if record is None:
                 raise JobNotFoundError(job_id, self.url)
+            problem = _problem(record)
+            if problem is not None:
+                raise StoreError(self._corrupted(job_id, problem))
             return _copy(record)
 
     def get_many(self, job_ids: Collection[str]) -> dict[str, JobRecord]:
         with self._lock:
             self._check_open()
-            return {i: _copy(self._records[i]) for i in job_ids if i in self._records}
+            found = [self._records[i] for i in job_ids if i in self._records]
+            return {r.id: _copy(r) for r in self._readable(found)}
 
     def transition(
         self,
@@ -133,7 +143,7 @@ class MemoryStore(Store):
             self._check_open()
             matches = [
                 r
-                for r in self._records.values()
+                for r in self._readable(self._records.values())
                 if (wanted is None or r.state in wanted)
                 and (backend is None or r.backend == backend)
                 and (name is None or glob_matches(r.name, name))
@@ -142,6 +152,31 @@ class MemoryStore(Store):
             ]
             matches.sort(key=lambda r: (r.created_at, id_order(r.id)), reverse=not oldest_first)
             return [_copy(r) for r in matches[:limit]]
+
+    def find_corrupted(self) -> dict[str, str]:
+        """Records that fail validation (set behind the store's back), with why."""
+        with self._lock:
+            self._check_open()
+            problems = {i: _problem(r) for i, r in self._records.items()}
+        return {i: self._corrupted(i, p) for i, p in problems.items() if p is not None}
+
+    def _readable(self, records: Iterable[JobRecord]) -> list[JobRecord]:
+        """``records`` less the corrupted ones, each reported once, as other stores do."""
+        good = []
+        for record in records:
+            problem = _problem(record)
+            if problem is None:
+                good.append(record)
+            elif record.id not in self._warned:
+                self._warned.add(record.id)
+                logger.warning("skipped a job record: %s", self._corrupted(record.id, problem))
+        return good
+
+    def _corrupted(self, job_id: str, problem: str) -> str:
+        return (
+            f"corrupted job record {job_id!r} in {self.url}: {problem}; remove it with "
+            f"store.delete([{job_id!r}]) (`jobkit prune --corrupted`)"
+        )
 
     def delete(self, job_ids: Collection[str]) -> int:
         with self._lock:
@@ -161,6 +196,7 @@ class MemoryStore(Store):
         with self._lock:
             self._check_open()
             self._blobs[key] = joined
+            self._blob_times[key] = time.time()
 
     def get_blob(self, key: str) -> bytearray:
         check_blob_key(key)
@@ -170,6 +206,15 @@ class MemoryStore(Store):
         if blob is None:
             raise BlobNotFoundError(f"no blob {key!r} in {self.url}")
         return bytearray(blob)
+
+    def payload_blobs(self) -> dict[str, float]:
+        with self._lock:
+            self._check_open()
+            return {
+                key.partition("/")[2]: self._blob_times.get(key, 0.0)
+                for key in self._blobs
+                if key.startswith("payloads/") and key.count("/") == 1
+            }
 
     def delete_blobs(self, keys: Iterable[str]) -> None:
         checked = [check_blob_key(k) for k in keys]
@@ -197,3 +242,15 @@ def _copy(record: JobRecord) -> JobRecord:
         labels=dict(record.labels),
         extra=copy.deepcopy(record.extra),
     )
+
+
+def _problem(record: JobRecord) -> str | None:
+    """What is wrong with a record kept here; only code that reaches into the
+    dictionary (a test, a debugger) can make one wrong, but reads still check."""
+    if not isinstance(record.state, JobState):
+        return f"state {record.state!r} is not one of {', '.join(s.value for s in JobState)}"
+    reason = record.failure_reason
+    if reason is not None and not isinstance(reason, FailureReason):
+        choices = ", ".join(r.value for r in FailureReason)
+        return f"failure_reason {reason!r} is not one of {choices}"
+    return field_problem(record)

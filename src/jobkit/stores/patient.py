@@ -189,6 +189,9 @@ class PatientStore(Store):
     def find_corrupted(self) -> dict[str, str]:
         return self._call("find_corrupted", self._store.find_corrupted)
 
+    def payload_blobs(self) -> dict[str, float]:
+        return self._call("payload_blobs", self._store.payload_blobs)
+
     # -- blobs -------------------------------------------------------------
     def put_blob(self, key: str, data: Buffer | Sequence[Buffer]) -> None:
         self._call("put_blob", self._store.put_blob, key, data)

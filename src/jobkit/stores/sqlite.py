@@ -141,12 +141,29 @@ class SQLiteStore(Store):
         except BaseException as exc:
             conn.close()
             if isinstance(exc, sqlite3.Error):
-                raise StoreError(
-                    f"cannot use sqlite store {self.path}: {exc}; if it is not a jobkit "
-                    "database, point JOBKIT_STORE at another file"
-                ) from exc
+                full = self._disk_full()
+                if full is not None:
+                    raise StoreError(
+                        f"cannot use sqlite store {self.path}: {exc}: its disk is full "
+                        f"({full}); free space there and retry"
+                    ) from exc
+                fix = _fix_for(exc) or (
+                    "; if it is not a jobkit database, point JOBKIT_STORE at another file"
+                )
+                raise StoreError(f"cannot use sqlite store {self.path}: {exc}{fix}") from exc
             raise
         return conn
+
+    def _disk_full(self) -> str | None:
+        """Where and how little room is left, if the store's disk is (nearly) full:
+        SQLite calls a full disk a "disk I/O error" when it cannot create its WAL
+        index, which would send users looking for a hardware fault."""
+        try:
+            info = os.statvfs(self.path.parent)
+        except OSError:
+            return None
+        free = info.f_bavail * info.f_frsize
+        return f"{free} bytes free in {self.path.parent}" if free < 64 * 1024 else None
 
     def _enable_wal(self, conn: sqlite3.Connection) -> None:
         """Switch to WAL (persistent in the file), waiting out concurrent openers.
@@ -219,7 +236,9 @@ class SQLiteStore(Store):
                         f"sqlite store {self.path}: {exc} (another process held the write "
                         f"lock for {self._timeout:g} s); retry later"
                     ) from exc
-                raise StoreError(f"sqlite store {self.path}: {exc}") from exc
+                full = self._disk_full() if "I/O" in str(exc) else None
+                hint = f": its disk is full ({full}); free space there" if full else _fix_for(exc)
+                raise StoreError(f"sqlite store {self.path}: {exc}{hint}") from exc
 
     @property
     def identity(self) -> str:
@@ -400,6 +419,9 @@ class SQLiteStore(Store):
                 problems[str(row[0])] = str(exc)
         return problems
 
+    def payload_blobs(self) -> dict[str, float]:
+        return self._blobs.modified("payloads")
+
     # -- blobs -------------------------------------------------------------
     def put_blob(self, key: str, data: Buffer | Sequence[Buffer]) -> None:
         self._blobs.write(key, byte_views(data))
@@ -494,3 +516,16 @@ def _close_across_fork(store: SQLiteStore) -> None:
         os.register_at_fork(
             before=before, after_in_parent=after_in_parent, after_in_child=after_in_child
         )
+
+
+def _fix_for(exc: sqlite3.Error) -> str:
+    """What to do about an error SQLite reports on a damaged file or a full disk."""
+    text = str(exc)
+    if "malformed" in text or "not a database" in text:
+        return (
+            "; the database file is damaged: restore it from a backup, or recover what "
+            "is readable with `sqlite3 FILE .recover | sqlite3 NEW` and point the store at NEW"
+        )
+    if "full" in text:
+        return "; free space on its disk and retry (this write was not recorded)"
+    return ""

@@ -15,6 +15,9 @@
                part of a map: DELETE those pods, whose replacements find the job
                CANCELLED in the store and exit at once
     logs    ─► GET pods/<pod>/log of the job's latest pod
+    hand-over: a PENDING record with no backend id whose submitter died (the
+               reconciler decides) ─► its Job looked up by job_name(id): found,
+               accepted with that id; absent, STUCK ─► FAILED/SUBMIT_ERROR
 
 Everything a pod needs comes from the store URL in its command and the
 Secret named in ``[kubernetes] secret`` (store credentials, ``JOBKIT_KEY``):
@@ -23,6 +26,7 @@ nothing secret is in the manifest.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 import time
@@ -32,7 +36,8 @@ from typing import TYPE_CHECKING, Any
 from jobkit.backends.base import Accepted, Backend, BackendServices, Observation
 from jobkit.errors import ConfigError, JobkitError
 from jobkit.observation import Phase
-from jobkit.states import ACTIVE_STATES, JobRecord, JobState
+from jobkit.reconcile import abandoned_message, submitter_gone
+from jobkit.states import ACTIVE_STATES, FailureReason, JobRecord, JobState
 
 from .manifest import INDEX_ANNOTATION, build_job, job_name, to_yaml, validate
 from .settings import KubernetesSettings
@@ -216,11 +221,15 @@ class KubernetesBackend(Backend):
         seen: dict[str, Observation] = {}
         for record in active:
             pod = pods.get(record.id)
-            if pod is not None:
+            if record.backend_id is None:
+                found = _handover(record, jobs, pod, now=now, grace=self.settings.pending_grace)
+                if found is not None:
+                    seen[record.id] = found
+            elif pod is not None:
                 observed = judge(pod, record, now=now, grace=self.settings.pending_grace)
                 if observed is not None:
                     seen[record.id] = observed
-            elif record.backend_id and _job_of(record.backend_id) not in jobs:
+            elif _job_of(record.backend_id) not in jobs:
                 seen[record.id] = Observation(
                     "JobGone",
                     Phase.ENDED,
@@ -303,3 +312,35 @@ class KubernetesBackend(Backend):
 def _job_of(backend_id: str) -> str:
     """``jk-abc[3]`` -> ``jk-abc``: the Job a map item's pod belongs to."""
     return backend_id.split("[", 1)[0]
+
+
+def _handover(
+    record: JobRecord,
+    jobs: set[str],
+    pod: Mapping[str, Any] | None,
+    *,
+    now: float,
+    grace: float,
+) -> Observation | None:
+    """A record without a backend id (its submitter died around ``create_job``):
+    its Job, found by the deterministic name, or stuck if its submitter is gone."""
+    array = record.array_id is not None
+    name = job_name(record.array_id if record.array_id is not None else record.id)
+    if name in jobs:
+        backend_id = f"{name}[{record.array_index}]" if array else name
+        observed = judge(pod, record, now=now, grace=grace) if pod is not None else None
+        if observed is None:
+            observed = Observation(
+                "Found",
+                Phase.WAITING,
+                message=f"its Kubernetes Job {name} was found after its submitter stopped",
+            )
+        return dataclasses.replace(observed, backend_id=backend_id)
+    if record.state is JobState.PENDING and submitter_gone(record, now=now):
+        return Observation(
+            "NotSubmitted",
+            Phase.STUCK,
+            FailureReason.SUBMIT_ERROR,
+            abandoned_message(record, "Kubernetes") + f" (no Job named {name})",
+        )
+    return None

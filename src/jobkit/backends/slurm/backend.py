@@ -7,7 +7,10 @@ states flow through the jobkit store like on every backend.
 
 Two-phase submission: the client records PENDING; ``submit`` calls sbatch
 (one call for a whole ``map``, split only above the cluster's
-``MaxArraySize``) and returns the Slurm ids.  ``observe`` says what Slurm
+``MaxArraySize``, each marked with a ``--comment``) and returns the Slurm
+ids.  A dead submitter's PENDING jobs (the reconciler decides which) are
+looked up by that mark: found, they are accepted with their Slurm id; not
+found, they are stuck (FAILED/SUBMIT_ERROR).  ``observe`` says what Slurm
 sees of active jobs with one ``squeue`` per cycle for all of them, plus one
 ``sacct`` for jobs the controller has already forgotten; the reconciler
 records from it what the worker could not (timeouts, OOM kills, node
@@ -16,6 +19,7 @@ failures, an ``scancel`` from outside).
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import time
 from collections.abc import Mapping, Sequence
@@ -28,15 +32,17 @@ from jobkit.backends.slurm.submitit_adapter import Submitted
 from jobkit.backends.slurm.translate import SlurmSettings, sbatch_parameters, translate_state
 from jobkit.errors import BackendError, SubmitError
 from jobkit.observation import Phase
+from jobkit.reconcile import abandoned_message, submitter_gone
 from jobkit.states import FailureReason, JobRecord, JobState
 
 if TYPE_CHECKING:
     from jobkit.config import Config
     from jobkit.resources import Resources
 
-SUBMIT_GRACE = 120.0
-"""Seconds a PENDING job may lack a Slurm id before it is called stuck
-(the submitting process died between recording it and sbatch)."""
+MARK = "jobkit:"
+"""Every sbatch carries ``--comment=jobkit:<job id>`` (one job) or
+``jobkit:<array id>:<offset>`` (one chunk of a map): a job whose submitter
+died after sbatch but before recording the Slurm id is found by it."""
 
 PHASES = {
     JobState.QUEUED: Phase.WAITING,
@@ -155,9 +161,11 @@ class SlurmBackend(Backend):
 
         entry, url = SlurmEntry(), self.store.url
         if len(records) == 1 and records[0].array_id is None:
+            executor.update_parameters(comment=_mark(records[0], 0))
             return [submitit_adapter.submit_call(executor, entry, url, records[0].id)]
         jobs: list[Submitted] = []
-        for _start, chunk in self._chunks(records):
+        for start, chunk in self._chunks(records):
+            executor.update_parameters(comment=_mark(chunk[0], start))
             jobs += submitit_adapter.submit_call_array(
                 executor, entry, [url] * len(chunk), [r.id for r in chunk]
             )
@@ -170,10 +178,12 @@ class SlurmBackend(Backend):
         if len(records) == 1 and records[0].array_id is None:
             # submitit's own script writer and sbatch call, with our command.
             command = f"{worker} {shlex.quote(records[0].id)}"
+            executor.update_parameters(comment=_mark(records[0], 0))
             return [submitit_adapter.submit_command(executor, command)]
         jobs: list[Submitted] = []
         array_id = shlex.quote(str(records[0].array_id))
         for start, chunk in self._chunks(records):
+            executor.update_parameters(comment=_mark(chunk[0], start))
             command = f"{worker} --array {array_id} --offset {start}"
             jobs += submitit_adapter.submit_command_array(executor, command, len(chunk))
         return jobs
@@ -238,14 +248,25 @@ class SlurmBackend(Backend):
                 self._accounting = False
         now = time.time()
         seen: dict[str, Observation] = {}
+        marked: dict[str, str] | None = None
         for record in active:
             if record.backend_id is None:
-                if record.state is JobState.PENDING and now - record.created_at > SUBMIT_GRACE:
+                marked = _marked(native) if marked is None else marked
+                found = marked.get(record.id)
+                if found is not None:  # sbatch ran; its submitter did not record the id
+                    observed = _observation(native[found])
+                    seen[record.id] = dataclasses.replace(
+                        observed,
+                        backend_id=found,
+                        message=observed.message
+                        or "found in Slurm's queue by its mark after its submitter stopped",
+                    )
+                elif submitter_gone(record, now=now):
                     seen[record.id] = Observation(
                         "NOT_SUBMITTED",
                         Phase.STUCK,
                         FailureReason.SUBMIT_ERROR,
-                        "never reached Slurm (the submitting process stopped before sbatch)",
+                        abandoned_message(record, "Slurm") + " (no Slurm job carries its mark)",
                     )
                 continue
             state = native.get(record.backend_id)
@@ -287,3 +308,27 @@ def _first_line(text: str) -> str:
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     errors = [line for line in lines if "error" in line.lower()]
     return (errors or lines or [""])[0]
+
+
+def _mark(first: JobRecord, offset: int) -> str:
+    """The ``--comment`` of a submission whose first job is ``first``."""
+    if first.array_id is None:
+        return f"{MARK}{first.id}"
+    return f"{MARK}{first.array_id}:{offset}"
+
+
+def _marked(native: Mapping[str, queries.NativeState]) -> dict[str, str]:
+    """jobkit job id -> Slurm id, for every job in squeue that carries a mark."""
+    found: dict[str, str] = {}
+    for slurm_id, state in native.items():
+        if not state.comment.startswith(MARK):
+            continue
+        body = state.comment[len(MARK) :]
+        base, colon, offset = body.rpartition(":")
+        _job, underscore, task = slurm_id.partition("_")
+        if colon and offset.isdigit():
+            if underscore and task.isdigit():
+                found[f"{base}.{int(offset) + int(task)}"] = slurm_id
+        else:
+            found[body] = slurm_id
+    return found

@@ -133,6 +133,7 @@ INTERNALS: Mapping[str, tuple[str, ...] | None] = {
 SBATCH_KEYWORDS = frozenset(
     {
         "job_name",
+        "comment",
         "partition",
         "time",
         "nodes",

@@ -682,6 +682,26 @@ class S3Store(Store):
             )
         return data
 
+    def payload_blobs(self) -> dict[str, float]:
+        """One LIST page per 1,000 payloads; the times are S3's LastModified."""
+        self._check_open()
+        base = self.layout.blob("payloads/")
+        found: dict[str, float] = {}
+        token: str | None = None
+        while True:
+            params: dict[str, Any] = {"Bucket": self.bucket, "Prefix": base}
+            if token is not None:
+                params["ContinuationToken"] = token
+            with self._translating("list", base):
+                response = self.client.list_objects_v2(**params)
+            for item in response.get("Contents") or ():
+                name = str(item["Key"])[len(base) :]
+                if name and "/" not in name:
+                    found[name] = item["LastModified"].timestamp()
+            if not response.get("IsTruncated"):
+                return found
+            token = response["NextContinuationToken"]
+
     def blob_location(self, key: str) -> str:
         return f"s3://{self.bucket}/{self.layout.blob(key)}"
 
