@@ -139,6 +139,7 @@ def local_config(tmp_path: Path) -> dict[str, Any]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)
 @pytest.mark.parametrize("seed", [11, 12, 13])
 def test_local_client_killed_at_a_random_point_of_a_map(
     seed: int, local_config: dict[str, Any], tmp_path: Path
@@ -159,6 +160,8 @@ def test_local_client_killed_at_a_random_point_of_a_map(
     assert result.succeeded == result.recorded
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_local_client_killed_after_the_agent_was_told(
     local_config: dict[str, Any], tmp_path: Path
 ) -> None:
@@ -215,6 +218,7 @@ def slurm_config(slurm_cluster: str, tmp_path: Path) -> dict[str, Any]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_slurm_client_killed_after_sbatch_before_the_ids_were_recorded(
     slurm_config: dict[str, Any], tmp_path: Path
 ) -> None:
@@ -258,6 +262,7 @@ def test_slurm_client_killed_after_sbatch_before_the_ids_were_recorded(
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_slurm_client_killed_at_a_random_point_of_a_map(
     slurm_config: dict[str, Any], tmp_path: Path
 ) -> None:
@@ -301,6 +306,7 @@ def k8s_config(k8s_emulator: Any, k8s_controller: Any, tmp_path: Path) -> Iterat
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_kubernetes_client_killed_after_the_job_was_created(
     k8s_config: dict[str, Any], k8s_emulator: Any, tmp_path: Path
 ) -> None:
@@ -334,6 +340,7 @@ def test_kubernetes_client_killed_after_the_job_was_created(
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_kubernetes_client_killed_at_a_random_point_of_a_map(
     k8s_config: dict[str, Any], k8s_emulator: Any, tmp_path: Path
 ) -> None:

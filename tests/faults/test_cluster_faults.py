@@ -79,6 +79,7 @@ def start_controller() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_slurmctld_restart_while_jobs_run(run_dir: Path, tmp_path: Path) -> None:
     items, markers, db = 24, tmp_path / "markers", tmp_path / "jobkit.db"
     markers.mkdir()
@@ -108,6 +109,7 @@ def test_slurmctld_restart_while_jobs_run(run_dir: Path, tmp_path: Path) -> None
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_slurmctld_down_while_a_map_is_submitted(run_dir: Path, tmp_path: Path) -> None:
     """The controller goes away as soon as the map's records are committed: sbatch
     either got through (every job runs once after the restart) or the submission
@@ -163,6 +165,7 @@ def test_slurmctld_down_while_a_map_is_submitted(run_dir: Path, tmp_path: Path) 
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_kubernetes_watch_dropped_and_expired_mid_map(
     k8s_emulator: Any, k8s_controller: Any, tmp_path: Path
 ) -> None:
@@ -223,6 +226,7 @@ def flaky_gate(s3_endpoint: str, s3_bucket: str) -> Iterator[FlakyGate]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_s3_slowdown_and_dropped_connections_for_10s_mid_map(
     flaky_gate: FlakyGate, s3_client: Any, s3_bucket: str, tmp_path: Path
 ) -> None:

@@ -304,8 +304,28 @@ def submit_map(config: Mapping[str, Any], markers: str, items: int, seconds: flo
         time.sleep(600)
 
 
+def table(report: Path) -> str:
+    """The figures of a ``$JOBKIT_FAULTS_REPORT`` file as a Markdown table (for CI logs
+    and the issue's closing note)."""
+    head = "| scenario | backend | items | lost | duplicated | stuck | settle s | notes |"
+    lines = [head, "|---|---|---|---|---|---|---|---|"]
+    for line in report.read_text().splitlines():
+        f = json.loads(line)
+        settle = "never" if f["settle_s"] is None else f"{f['settle_s']:.1f}"
+        notes = ", ".join(f"{k}={v}" for k, v in f["notes"].items())
+        lines.append(
+            f"| {f['scenario']} | {f['backend']} | {f['items']} | {f['lost']} | "
+            f"{f['duplicated']} | {f['stuck']} | {settle} | {notes} |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: list[str]) -> int:
-    """``python -m jobkit_testing.faults.cluster CONFIG_JSON MARKERS ITEMS SECONDS``."""
+    """``python -m jobkit_testing.faults.cluster CONFIG_JSON MARKERS ITEMS SECONDS`` (the
+    client to kill), or ``... table REPORT`` (print a report's figures)."""
+    if argv[:1] == ["table"]:
+        print(table(Path(argv[1])))
+        return 0
     config, markers, items, seconds = argv
     submit_map(json.loads(config), markers, int(items), float(seconds))
     return 0
