@@ -35,8 +35,14 @@ if TYPE_CHECKING:
     from jobkit.resources import Resources
 
 SUBMIT_GRACE = 120.0
-"""Seconds a PENDING job may lack a Slurm id before it is called stuck
-(the submitting process died between recording it and sbatch)."""
+"""Seconds a PENDING job may lack a Slurm id, and be missing from squeue,
+before it is called stuck (the submitting process died before sbatch)."""
+
+TAG = "jobkit:"
+"""Every submission carries ``--comment=jobkit:<array or job id>``: a
+submitter killed after sbatch but before it recorded the Slurm ids leaves
+jobs that ``observe`` still finds in squeue by this tag, instead of calling
+them "never reached Slurm" while they wait in the queue."""
 
 PHASES = {
     JobState.QUEUED: Phase.WAITING,
@@ -101,15 +107,23 @@ class SlurmBackend(Backend):
         sbatch_parameters(resources, self.settings)
 
     def _executor(
-        self, resources: Resources, *, checkpointable: bool = False, name: str | None = None
+        self,
+        resources: Resources,
+        *,
+        checkpointable: bool = False,
+        name: str | None = None,
+        tag: str | None = None,
     ) -> Any:
         """An executor set up for ``resources``; ``name`` (the function's) names the
         Slurm job unless ``resources.name`` does, so squeue and sacct show what
-        ``jobkit list`` shows."""
+        ``jobkit list`` shows; ``tag`` (the jobkit id) becomes its comment
+        unless the user's ``slurm={"comment": ...}`` took it (see :data:`TAG`)."""
         self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         params = sbatch_parameters(resources, self.settings, checkpointable=checkpointable)
         if name and not resources.name:
             params["job_name"] = name[:128]
+        if tag and not params.get("comment"):
+            params["comment"] = TAG + tag
         return submitit_adapter.executor(self.folder, self.settings.max_num_timeout, params)
 
     def submit(self, records: Sequence[JobRecord], resources: Resources) -> list[Accepted]:
@@ -122,7 +136,13 @@ class SlurmBackend(Backend):
         submitit start-up and pickle round trip (~0.1 s of CPU).
         """
         checkpointable = bool(records[0].extra.get("checkpointable"))
-        executor = self._executor(resources, checkpointable=checkpointable, name=records[0].name)
+        first = records[0]
+        executor = self._executor(
+            resources,
+            checkpointable=checkpointable,
+            name=first.name,
+            tag=first.array_id or first.id,
+        )
         direct = not checkpointable and resources.nodes * resources.tasks_per_node == 1
         try:
             if direct:
@@ -238,9 +258,14 @@ class SlurmBackend(Backend):
                 self._accounting = False
         now = time.time()
         seen: dict[str, Observation] = {}
+        untracked = [r for r in active if r.backend_id is None]
+        tagged = self._tagged(untracked, native) if untracked else {}
         for record in active:
             if record.backend_id is None:
-                if record.state is JobState.PENDING and now - record.created_at > SUBMIT_GRACE:
+                found = tagged.get(record.id)
+                if found is not None:  # sbatch got through; its ids were never recorded
+                    seen[record.id] = _observation(found)
+                elif record.state is JobState.PENDING and now - record.created_at > SUBMIT_GRACE:
                     seen[record.id] = Observation(
                         "NOT_SUBMITTED",
                         Phase.STUCK,
@@ -259,6 +284,31 @@ class SlurmBackend(Backend):
                     "is disabled, so Slurm's reason is unknown)",
                 )
         return seen
+
+    def _tagged(
+        self, records: Sequence[JobRecord], native: Mapping[str, queries.NativeState]
+    ) -> dict[str, queries.NativeState]:
+        """Records without a Slurm id found in squeue by their submission's tag
+        (an array's task ``i`` is in chunk ``i // MaxArraySize``, as submit split it)."""
+        bases: dict[str, set[str]] = {}
+        for slurm_id, state in native.items():
+            if state.comment.startswith(TAG):
+                bases.setdefault(state.comment[len(TAG) :], set()).add(slurm_id.split("_")[0])
+        found: dict[str, queries.NativeState] = {}
+        for record in records:
+            if record.array_id is None or record.array_index is None:
+                for base in bases.get(record.id, ()):
+                    found[record.id] = native[base]
+                continue
+            chunks = sorted(bases.get(record.array_id, ()), key=int)
+            if not chunks:
+                continue
+            size = self.max_array_size() if len(chunks) > 1 else record.array_index + 1
+            chunk, task = divmod(record.array_index, size)
+            task_state = native.get(f"{chunks[chunk]}_{task}") if chunk < len(chunks) else None
+            if task_state is not None:
+                found[record.id] = task_state
+        return found
 
 
 def _observation(seen: queries.NativeState) -> Observation:

@@ -26,6 +26,8 @@ class NativeState:
     state: str
     reason: str = ""
     exit_code: int | None = None
+    comment: str = ""
+    """The job's ``--comment``: jobkit tags its submissions with the jobkit id."""
 
 
 def run(command: Sequence[str], *, timeout: float = TIMEOUT) -> str:
@@ -101,12 +103,14 @@ def config_problem() -> str | None:
 
 def squeue() -> dict[str, NativeState]:
     """States of this user's jobs the controller still holds, by Slurm id."""
-    out = run(["squeue", "--me", "--noheader", "--array", "--states=all", "--format=%i|%T|%r"])
+    out = run(["squeue", "--me", "--noheader", "--array", "--states=all", "--format=%i|%T|%r|%k"])
     states = {}
     for line in out.splitlines():
-        parts = line.strip().split("|")
+        parts = line.strip().split("|", 3)
         if len(parts) >= 2:
-            states[parts[0]] = NativeState(parts[1], parts[2] if len(parts) > 2 else "")
+            reason = parts[2] if len(parts) > 2 else ""
+            comment = parts[3] if len(parts) > 3 and parts[3] != "(null)" else ""
+            states[parts[0]] = NativeState(parts[1], reason, comment=comment)
     return states
 
 
