@@ -23,6 +23,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -365,3 +366,45 @@ def test_kubernetes_client_killed_at_a_random_point_of_a_map(
         kube_jobs=len(k8s_emulator.objects("jobs", NAMESPACE)),
     )
     check(result, executions(markers))
+
+
+def test_slurm_finds_queued_jobs_whose_ids_were_never_recorded(
+    slurm_config: dict[str, Any], tmp_path: Path
+) -> None:
+    """A record past the submit grace with no Slurm id, whose job waits in Slurm's
+    queue (held here, as a long queue would keep it): it is Slurm's, not "never
+    reached Slurm", so the reconciler leaves it QUEUED for its worker."""
+    from jobkit.reconcile import apply
+    from jobkit.states import JobRecord
+
+    with jobkit.use(**slurm_config) as client:
+        array_id = f"jk-held{uuid.uuid4().hex[:12]}"
+        records = [
+            JobRecord(
+                id=f"{array_id}.{i}",
+                name="held",
+                backend="slurm",
+                created_at=time.time() - 600,
+                array_id=array_id,
+                array_index=i,
+            )
+            for i in range(3)
+        ]
+        client.store.create(records)
+        held = subprocess.run(
+            [
+                *("sbatch", "--parsable", "--hold", f"--comment=jobkit:{array_id}"),
+                *("--array=0-2", "-o", "/dev/null", "--wrap", "true"),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        try:
+            backend = client.backend("slurm")
+            seen = backend.observe(records)
+            apply(client.store, records, seen)
+        finally:
+            subprocess.run(["scancel", held], check=True)
+    rows = raw_rows(tmp_path / "jobkit.db", array_id)
+    assert [r.state for r in rows] == ["QUEUED"] * 3, rows
