@@ -38,7 +38,8 @@ from jobkit_testing.k8s_emulator.clients import NAMESPACE, on_kubernetes, put_st
 pytest_plugins = ["jobkit_testing.k8s_emulator.fixtures"]
 
 HAND_OVER = "issue 11 failure 2 hand-over"
-SETTLE = 240.0  # a wait bound, not a pass/fail timing
+SETTLE = 240.0  # wait bounds, not pass/fail timings
+STALLED = 30.0  # no record became terminal for this long: call the rest stuck
 
 
 def start_client(
@@ -94,11 +95,29 @@ def wait_fresh(
         try:
             array = jobkit.get(array_id)
             assert isinstance(array, jobkit.JobArray)
-            settled = array.wait(timeout=SETTLE, progress=False)
+            settled = wait_or_stall(array, db, array_id)
         finally:
             if "local" in client._backends:
                 client.backend("local").stop_agent()
     return array_id, (time.monotonic() - fault_at) if settled else None
+
+
+def wait_or_stall(array: jobkit.JobArray[Any], db: Path, array_id: str) -> bool:
+    """Wait on the array until every job ended (True), or until no record
+    became terminal for :data:`STALLED` s or :data:`SETTLE` s passed (False)."""
+    start = progress_at = time.monotonic()
+    ended = -1
+    while time.monotonic() - start < SETTLE:
+        if array.wait(timeout=2, progress=False):
+            return True
+        now_ended = sum(
+            r.state in ("SUCCEEDED", "FAILED", "CANCELLED") for r in raw_rows(db, array_id)
+        )
+        if now_ended != ended:
+            ended, progress_at = now_ended, time.monotonic()
+        elif time.monotonic() - progress_at > STALLED:
+            return False
+    return False
 
 
 def figures(
