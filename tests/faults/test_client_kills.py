@@ -288,7 +288,7 @@ def test_slurm_client_killed_at_a_random_point_of_a_map(
 ) -> None:
     items, markers, db = 200, tmp_path / "markers", tmp_path / "jobkit.db"
     markers.mkdir()
-    delay = random.Random(21).uniform(0.0, 1.5)
+    delay = random.Random(25).uniform(0.0, 1.5)
     proc = start_client(slurm_config, markers, items)
     wait_started(proc)
     time.sleep(delay)
@@ -366,7 +366,7 @@ def test_kubernetes_client_killed_at_a_random_point_of_a_map(
 ) -> None:
     items, markers, db = 200, tmp_path / "markers", tmp_path / "jobkit.db"
     markers.mkdir()
-    delay = random.Random(31).uniform(0.0, 1.5)
+    delay = random.Random(36).uniform(0.0, 1.5)
     proc = start_client(k8s_config, markers, items)
     wait_started(proc)
     time.sleep(delay)
