@@ -33,7 +33,7 @@ import pytest
 import jobkit
 from conftest import wait_for
 from jobkit_testing.faults.cluster import Figures, array_ids, count, executions, raw_rows
-from jobkit_testing.k8s_emulator.clients import NAMESPACE, on_kubernetes, put_store_secret
+from jobkit_testing.k8s_emulator.clients import NAMESPACE, on_kubernetes
 
 pytest_plugins = ["jobkit_testing.k8s_emulator.fixtures"]
 
@@ -307,8 +307,8 @@ def test_slurm_client_killed_at_a_random_point_of_a_map(
 @pytest.fixture
 def k8s_config(k8s_emulator: Any, k8s_controller: Any, tmp_path: Path) -> Iterator[dict[str, Any]]:
     store = f"sqlite:///{tmp_path}/jobkit.db"
-    with on_kubernetes(k8s_emulator, store) as client:
-        put_store_secret(k8s_emulator, NAMESPACE, client.key)
+    with on_kubernetes(k8s_emulator, store):  # puts the Secret its pods read the key from
+        pass
     yield {
         "store": store,
         "backend": "kubernetes",
@@ -366,7 +366,7 @@ def test_kubernetes_client_killed_at_a_random_point_of_a_map(
 ) -> None:
     items, markers, db = 200, tmp_path / "markers", tmp_path / "jobkit.db"
     markers.mkdir()
-    delay = random.Random(36).uniform(0.0, 1.5)
+    delay = random.Random(36).uniform(0.5, 3.0)
     proc = start_client(k8s_config, markers, items)
     wait_started(proc)
     time.sleep(delay)
