@@ -32,7 +32,15 @@ import pytest
 
 import jobkit
 from conftest import wait_for
-from jobkit_testing.faults.cluster import Figures, array_ids, count, executions, raw_rows
+from jobkit_testing.faults.cluster import (
+    TERMINAL,
+    Figures,
+    array_ids,
+    count,
+    executions,
+    raw_rows,
+    wait_or_stall,
+)
 from jobkit_testing.k8s_emulator.clients import NAMESPACE, on_kubernetes
 
 pytest_plugins = ["jobkit_testing.k8s_emulator.fixtures"]
@@ -95,29 +103,16 @@ def wait_fresh(
         try:
             array = jobkit.get(array_id)
             assert isinstance(array, jobkit.JobArray)
-            settled = wait_or_stall(array, db, array_id)
+            settled = wait_or_stall(
+                array,
+                lambda: sum(r.state in TERMINAL for r in raw_rows(db, array_id)),
+                bound=SETTLE,
+                stalled=STALLED,
+            )
         finally:
             if "local" in client._backends:
                 client.backend("local").stop_agent()
     return array_id, (time.monotonic() - fault_at) if settled else None
-
-
-def wait_or_stall(array: jobkit.JobArray[Any], db: Path, array_id: str) -> bool:
-    """Wait on the array until every job ended (True), or until no record
-    became terminal for :data:`STALLED` s or :data:`SETTLE` s passed (False)."""
-    start = progress_at = time.monotonic()
-    ended = -1
-    while time.monotonic() - start < SETTLE:
-        if array.wait(timeout=2, progress=False):
-            return True
-        now_ended = sum(
-            r.state in ("SUCCEEDED", "FAILED", "CANCELLED") for r in raw_rows(db, array_id)
-        )
-        if now_ended != ended:
-            ended, progress_at = now_ended, time.monotonic()
-        elif time.monotonic() - progress_at > STALLED:
-            return False
-    return False
 
 
 def figures(

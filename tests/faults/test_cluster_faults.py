@@ -28,12 +28,14 @@ import pytest
 import jobkit
 from conftest import slurm_env, wait_for
 from jobkit_testing.faults.cluster import (
+    TERMINAL,
     FlakyGate,
     count,
     executions,
     mark,
     raw_rows,
     s3_rows,
+    wait_or_stall,
 )
 from jobkit_testing.k8s_emulator.clients import NAMESPACE, on_kubernetes
 
@@ -227,6 +229,12 @@ def flaky_gate(s3_endpoint: str, s3_bucket: str) -> Iterator[FlakyGate]:
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 11: the local agent dies on the outage (an untranslated urllib3 "
+    "ProtocolError from S3Store._load in its rescan, scheduler/agent.py _rescan) and no "
+    "waiter restarts it; queued jobs stay QUEUED (fixes belong to stores/s3 and scheduler)",
+)
 def test_s3_slowdown_and_dropped_connections_for_10s_mid_map(
     flaky_gate: FlakyGate, s3_client: Any, s3_bucket: str, tmp_path: Path
 ) -> None:
@@ -241,7 +249,11 @@ def test_s3_slowdown_and_dropped_connections_for_10s_mid_map(
             time.sleep(10)
             flaky_gate.end_outage()
             fault_at = time.monotonic()
-            settled = array.wait(timeout=SETTLE, progress=False)
+            settled = wait_or_stall(
+                array,
+                lambda: sum(r.state in TERMINAL for r in s3_rows(s3_client, s3_bucket, "faults")),
+                bound=SETTLE,
+            )
             settle_s = time.monotonic() - fault_at if settled else None
         finally:
             client.backend("local").stop_agent()

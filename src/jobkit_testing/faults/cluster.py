@@ -24,11 +24,12 @@ import struct
 import threading
 import time
 from collections import Counter
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "TERMINAL",
     "Figures",
     "FlakyGate",
     "Row",
@@ -38,6 +39,7 @@ __all__ = [
     "mark",
     "raw_rows",
     "s3_rows",
+    "wait_or_stall",
 ]
 
 TERMINAL = frozenset({"SUCCEEDED", "FAILED", "CANCELLED"})
@@ -173,7 +175,7 @@ def count(
         duplicated=sum(1 for n in ran.values() if n > 1),
         stuck=sum(r.state not in TERMINAL for r in rows),
         settle_s=settle_s,
-        notes=dict(notes),
+        notes={"states": dict(Counter(r.state for r in rows)), **notes},
     )
 
 
@@ -195,6 +197,25 @@ def s3_rows(s3: Any, bucket: str, prefix: str) -> list[Row]:
                 )
             )
     return rows
+
+
+def wait_or_stall(
+    array: Any, ended: Callable[[], int], *, bound: float = 240.0, stalled: float = 30.0
+) -> bool:
+    """Wait on a ``JobArray`` until every job ended (True), or until ``ended()``
+    (a ground-truth count of terminal records) stopped growing for ``stalled``
+    seconds, or ``bound`` seconds passed (False).  Wait bounds, not pass/fail timings."""
+    start = progress_at = time.monotonic()
+    seen = -1
+    while time.monotonic() - start < bound:
+        if array.wait(timeout=2, progress=False):
+            return True
+        now_ended = ended()
+        if now_ended != seen:
+            seen, progress_at = now_ended, time.monotonic()
+        elif time.monotonic() - progress_at > stalled:
+            return False
+    return False
 
 
 # -- an S3 endpoint that misbehaves -------------------------------------------------------
