@@ -108,8 +108,8 @@ def array_ids(db: Path) -> list[str]:
 class Figures:
     """What a scenario did to the jobs it handed over, from ground truth.
 
-    lost: handed-over items that never succeeded and whose record does not say
-    why (no message); duplicated: items whose function ran more than once;
+    lost: handed-over items whose record vanished, or that ended without success
+    and without saying why (no message); duplicated: items whose function ran more than once;
     stuck: records still in a non-terminal state at the end; settle_s: seconds
     from the fault to the last record becoming terminal (None: never).
     """
@@ -161,7 +161,10 @@ def count(
     told = set(by_index) if handed_over is None else set(handed_over)
     succeeded = {i for i, r in by_index.items() if r.state == "SUCCEEDED"}
     lost = {
-        i for i in told if i not in succeeded and (i not in by_index or not by_index[i].message)
+        i
+        for i in told
+        if i not in by_index
+        or (by_index[i].state in TERMINAL - {"SUCCEEDED"} and not by_index[i].message)
     }
     return Figures(
         scenario=scenario,
