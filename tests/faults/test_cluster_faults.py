@@ -119,9 +119,12 @@ def test_slurmctld_down_while_a_map_is_submitted(run_dir: Path, tmp_path: Path) 
     items, markers, db = 50, tmp_path / "markers", tmp_path / "jobkit.db"
     markers.mkdir()
 
+    stopped = threading.Event()
+
     def stop_once_recorded() -> None:
-        wait_for(lambda: db.exists() and raw_rows(db), timeout=120, interval=0.002)
+        wait_for(lambda: raw_rows(db), timeout=120, interval=0.002)
         stop_controller(run_dir)
+        stopped.set()
 
     stopper = threading.Thread(target=stop_once_recorded)
     stopper.start()
@@ -132,6 +135,7 @@ def test_slurmctld_down_while_a_map_is_submitted(run_dir: Path, tmp_path: Path) 
         except jobkit.SubmitError as exc:
             error = exc
         stopper.join()
+        assert stopped.is_set(), "the controller was never stopped: the scenario did not happen"
         start_controller()
         fault_at = time.monotonic()
         if error is None:

@@ -72,15 +72,28 @@ class Row:
     backend_id: str | None
 
 
+def _select(db: Path, query: str, args: tuple[str, ...] = ()) -> list[tuple[Any, ...]]:
+    """Rows of ``query``; none while the file or its table is not there yet
+    (a client killed before, or while, it created the store)."""
+    if not db.exists():
+        return []
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30) as conn:
+        try:
+            return conn.execute(query, args).fetchall()
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                return []
+            raise
+
+
 def raw_rows(db: Path, array_id: str | None = None) -> list[Row]:
     """Every record of the store file (of one array), read with sqlite3 directly."""
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30) as conn:
-        query = "SELECT id, state, data FROM jobs"
-        args: tuple[str, ...] = ()
-        if array_id is not None:
-            query += " WHERE array_id = ?"
-            args = (array_id,)
-        found = conn.execute(query, args).fetchall()
+    query = "SELECT id, state, data FROM jobs"
+    args: tuple[str, ...] = ()
+    if array_id is not None:
+        query += " WHERE array_id = ?"
+        args = (array_id,)
+    found = _select(db, query, args)
     rows = []
     for job_id, state, data in found:
         fields: Mapping[str, Any] = json.loads(data)
@@ -99,9 +112,8 @@ def raw_rows(db: Path, array_id: str | None = None) -> list[Row]:
 
 def array_ids(db: Path) -> list[str]:
     """The arrays recorded in the store file (a killed client may have left none)."""
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30) as conn:
-        found = conn.execute("SELECT DISTINCT array_id FROM jobs WHERE array_id IS NOT NULL")
-        return [str(a) for (a,) in found]
+    found = _select(db, "SELECT DISTINCT array_id FROM jobs WHERE array_id IS NOT NULL")
+    return [str(a) for (a,) in found]
 
 
 @dataclasses.dataclass
