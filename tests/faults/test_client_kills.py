@@ -169,7 +169,14 @@ def test_local_client_killed_at_a_random_point_of_a_map(
     fault_at = time.monotonic()
     array_id, settle_s = wait_fresh(local_config, db, fault_at)
     result = figures(
-        "client kill -9 at random", "local", items, db, markers, array_id, settle_s, delay=delay
+        "client kill -9 at random",
+        "local",
+        items,
+        db,
+        markers,
+        array_id,
+        settle_s,
+        delay=round(delay, 3),
     )
     check(result, executions(markers))
     assert result.succeeded == result.recorded
@@ -291,7 +298,14 @@ def test_slurm_client_killed_at_a_random_point_of_a_map(
     fault_at = time.monotonic()
     array_id, settle_s = wait_fresh(slurm_config, db, fault_at)
     result = figures(
-        "client kill -9 at random", "slurm", items, db, markers, array_id, settle_s, delay=delay
+        "client kill -9 at random",
+        "slurm",
+        items,
+        db,
+        markers,
+        array_id,
+        settle_s,
+        delay=round(delay, 3),
     )
     check(result, executions(markers))
 
@@ -376,7 +390,7 @@ def test_kubernetes_client_killed_at_a_random_point_of_a_map(
         markers,
         array_id,
         settle_s,
-        delay=delay,
+        delay=round(delay, 3),
         kube_jobs=len(k8s_emulator.objects("jobs", NAMESPACE)),
     )
     check(result, executions(markers))

@@ -178,6 +178,9 @@ def count(
         if i not in by_index
         or (by_index[i].state in TERMINAL - {"SUCCEEDED"} and not by_index[i].message)
     }
+    failures = Counter(
+        f"{r.reason}: {(r.message or '')[:100]}" for r in rows if r.state == "FAILED"
+    )
     return Figures(
         scenario=scenario,
         backend=backend,
@@ -190,7 +193,11 @@ def count(
         duplicated=sum(1 for n in ran.values() if n > 1),
         stuck=sum(r.state not in TERMINAL for r in rows),
         settle_s=settle_s,
-        notes={"states": dict(Counter(r.state for r in rows)), **notes},
+        notes={
+            "states": dict(Counter(r.state for r in rows)),
+            **notes,
+            **({"failures": dict(failures)} if failures else {}),
+        },
     )
 
 
@@ -235,11 +242,14 @@ def wait_or_stall(
 
 # -- an S3 endpoint that misbehaves -------------------------------------------------------
 
-SLOW_DOWN = (
-    b"HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nConnection: close\r\n"
-    b"Content-Length: 137\r\n\r\n"
+_SLOW_DOWN_BODY = (
     b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code>'
     b"<Message>Please reduce your request rate.</Message></Error>\n"
+)
+SLOW_DOWN = (
+    b"HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nConnection: close\r\n"
+    + f"Content-Length: {len(_SLOW_DOWN_BODY)}\r\n\r\n".encode()
+    + _SLOW_DOWN_BODY
 )
 
 
