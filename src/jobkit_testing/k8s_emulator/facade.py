@@ -136,6 +136,15 @@ class K8sEmulator:
         own timeout) or, with ``abort``, by resetting the TCP connection."""
         self.call(self.server.drop_streams, abort)
 
+    def stall_creates(self, seconds: float) -> None:
+        """Store each client's create at once but answer it ``seconds`` later (0: at once),
+        so a test can kill the client after the cluster was told, before it knew."""
+
+        def stall() -> None:
+            self.server.stall_creates = seconds
+
+        self.call(stall)
+
     def compact(self) -> None:
         """Forget the watch history (etcd compaction): resuming from an older
         resourceVersion answers an ERROR event with 410 Expired."""

@@ -84,6 +84,9 @@ class ApiServer(kmock.KubernetesScaffold):
     _drops: int = attrs.field(default=0, init=False)
     _abort_drops: bool = attrs.field(default=False, init=False)
     _gc_handle: asyncio.TimerHandle | None = attrs.field(default=None, init=False)
+    stall_creates: float = attrs.field(default=0.0, init=False)
+    """Seconds a client's create waits for its answer after the object was stored
+    (a slow API server: the caller may die before it learns what it created)."""
     api_requests: list[ApiRequest] = attrs.field(factory=list, init=False)
     internal_errors: list[str] = attrs.field(factory=list, init=False)  # bugs of the emulator
 
@@ -124,6 +127,7 @@ class ApiServer(kmock.KubernetesScaffold):
         self._compacted_rv = self._rv
         self._logs.clear()
         self._faults.clear()
+        self.stall_creates = 0.0
         self.api_requests.clear()
         self.internal_errors.clear()
         self.token = None
@@ -399,6 +403,8 @@ class ApiServer(kmock.KubernetesScaffold):
                     405, "the server does not allow this method on the requested resource"
                 )
             obj = self._create(kind, route.namespace, data, params, dry_run=dry_run)
+            if self.stall_creates and not controller:
+                await asyncio.sleep(self.stall_creates)
             return aiohttp.web.json_response(obj, status=201)
         if verb in ("update", "patch"):
             current = self.read_object(kind, route.namespace, str(route.name))

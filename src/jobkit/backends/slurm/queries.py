@@ -109,7 +109,7 @@ def squeue() -> dict[str, NativeState]:
         parts = line.strip().split("|", 3)
         if len(parts) >= 2:
             reason = parts[2] if len(parts) > 2 else ""
-            comment = parts[3] if len(parts) > 3 else ""
+            comment = parts[3] if len(parts) > 3 and parts[3] != "(null)" else ""
             states[parts[0]] = NativeState(parts[1], reason, comment=comment)
     return states
 
