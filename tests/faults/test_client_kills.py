@@ -421,7 +421,7 @@ def test_slurm_finds_queued_jobs_whose_ids_were_never_recorded(
         client.store.create(records)
         held = subprocess.run(
             [
-                *("sbatch", "--parsable", "--hold", f"--comment=jobkit:{array_id}"),
+                *("sbatch", "--parsable", "--hold", f"--comment=jobkit:{array_id}:0"),
                 *("--array=0-2", "-o", "/dev/null", "--wrap", "true"),
             ],
             capture_output=True,

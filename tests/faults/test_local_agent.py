@@ -71,14 +71,23 @@ def _wait_all(db: Path, ids: list[str], timeout: float, back: list[float] | None
     return time.monotonic() - start
 
 
+OPEN_AND_CLOSE = """
+import sys
+from jobkit.stores import open_store
+store = open_store(sys.argv[1])
+store.query(limit=5)
+store.close()
+"""
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_agent_kill9_with_jobs_running_then_store_closed_keeps_their_results(
     tmp_path: Path,
 ) -> None:
-    """40 jobs of 2 s on 2 slots; kill -9 the agent with 2 running; `jobkit list`
-    opens and closes the store while no agent lives; a waiting client brings
-    an agent back.  Every job ends SUCCEEDED exactly once, the two orphaned
+    """40 jobs of 2 s on 2 slots; kill -9 the agent with 2 running; another
+    process opens and closes the store while no agent lives; `jobkit list` and a
+    waiting client bring an agent back.  Every job ends SUCCEEDED exactly once, the two orphaned
     workers' results included."""
     db, marks = _paths(tmp_path)
     tags = submit_elsewhere(db, marks, [f"t{i}" for i in range(40)], 2.0, LOCAL)
@@ -88,10 +97,16 @@ def test_agent_kill9_with_jobs_running_then_store_closed_keeps_their_results(
     os.kill(pid, signal.SIGKILL)
     wait_until(lambda: agent_pid(db) is None, 10)
     orphans = [p for pids in markers(marks, "start").values() for p in pids]
-    listed = cli(db, "list")  # a process that opens and closes the store, no agent alive
-    assert listed.returncode == 0, listed.stderr
+    # A process that opens, reads and closes the store while no agent lives (the
+    # last connection as SQLite sees it, were the orphans' locks not their own).
+    opened = subprocess.run(
+        [sys.executable, "-c", OPEN_AND_CLOSE, f"sqlite:///{db}"], capture_output=True, text=True
+    )
+    assert opened.returncode == 0, opened.stderr
     assert agent_pid(db) is None
     wait_until(lambda: not any(alive(p) for p in orphans), 30)  # they finish on their own
+    listed = cli(db, "list")  # lists, and brings an agent back for the queued jobs
+    assert listed.returncode == 0, listed.stderr
     back: list[float] = []
     try:
         waited = _wait_all(db, list(tags), 90, back)
@@ -99,7 +114,7 @@ def test_agent_kill9_with_jobs_running_then_store_closed_keeps_their_results(
         waited = float("inf")  # reported as stuck below
     figures = Figures("agent kill -9, jobs running, store closed", db, marks, tags).count()
     report(
-        "agent kill -9 with 2 running, 38 queued, `jobkit list` while down",
+        "agent kill -9 with 2 running, 38 queued, store opened and closed while down",
         orphans=len(orphans),
         agent_back_s=round(back[0], 2) if back else None,
         settle_s=round(waited, 1),
