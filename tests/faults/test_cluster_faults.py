@@ -233,15 +233,6 @@ def flaky_gate(s3_endpoint: str, s3_bucket: str) -> Iterator[FlakyGate]:
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 11: the local agent dies on the outage: StoreUnavailableError (503 "
-    "SlowDown after boto's retries), or an untranslated urllib3 ProtocolError (reset "
-    "mid-body, S3Store._load), escapes its rescan (scheduler/agent.py _rescan) and no "
-    "waiter restarts it: queued jobs stay QUEUED, or a restarted agent fails a job "
-    "'LOST: worker vanished while the agent was not watching it' that never ran to its "
-    "end (fixes belong to scheduler and stores/s3)",
-)
 def test_s3_slowdown_and_dropped_connections_for_10s_mid_map(
     flaky_gate: FlakyGate, s3_client: Any, s3_bucket: str, tmp_path: Path
 ) -> None:

@@ -85,9 +85,37 @@ def translate(exc: Exception, *, action: str, where: str, bucket: str, endpoint:
         )
     if isinstance(exc, boto.HTTPClientError):  # timeouts, dropped connections
         return StoreUnavailableError(f"S3 request to {action} {where} failed: {_line(exc)}")
+    if _dropped_mid_body(exc):
+        return StoreUnavailableError(
+            f"S3 dropped the connection while sending {where} (to {action}): {_line(exc)}"
+        )
     if isinstance(exc, boto.BotoCoreError):
         return StoreError(f"S3 request to {action} {where} failed: {_line(exc)}")
     return exc
+
+
+def _dropped_mid_body(exc: BaseException) -> bool:
+    """A connection reset or cut short while a response body was being read.
+
+    botocore retries a request only until its headers arrive; ``Body.read()``
+    afterwards raises urllib3's or http.client's own errors (``ProtocolError``,
+    ``ReadTimeoutError``, ``IncompleteRead``) or botocore's wrappers of them
+    (``ResponseStreamingError``, ``IncompleteReadError``): an outage like any
+    other, which callers wait out (the patient store), not a bug to crash on.
+    """
+    import http.client
+
+    import botocore.exceptions as boto
+    import urllib3.exceptions
+
+    cut = tuple(
+        getattr(boto, name)
+        for name in ("ResponseStreamingError", "IncompleteReadError")
+        if hasattr(boto, name)
+    )
+    return isinstance(
+        exc, (urllib3.exceptions.HTTPError, http.client.IncompleteRead, ConnectionError, *cut)
+    )
 
 
 def _client_error(exc: Any, *, action: str, where: str, bucket: str, endpoint: str) -> Exception:

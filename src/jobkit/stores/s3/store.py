@@ -85,6 +85,7 @@ from jobkit.errors import (
     JobkitError,
     JobNotFoundError,
     StoreError,
+    StoreUnavailableError,
 )
 from jobkit.states import TERMINAL_STATES, JobRecord, JobRow, JobState
 
@@ -675,8 +676,8 @@ class S3Store(Store):
             raise BlobNotFoundError(
                 f"no blob {key!r} in {self.url} (looked for s3://{self.bucket}/{target})"
             ) from None
-        if done < len(data) or extra:
-            raise StoreError(
+        if done < len(data) or extra:  # an outage to wait out (the patient store retries)
+            raise StoreUnavailableError(
                 f"blob s3://{self.bucket}/{target} did not match its announced length of "
                 f"{len(data)} bytes (the connection broke, or the object changed); read it again"
             )
