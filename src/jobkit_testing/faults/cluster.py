@@ -28,6 +28,8 @@ from collections.abc import Callable, Collection, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from jobkit_testing.faults.report import emit, table
+
 __all__ = [
     "TERMINAL",
     "Figures",
@@ -141,18 +143,8 @@ class Figures:
 
     def report(self) -> None:
         """One line for ``pytest -s``; a JSON line in ``$JOBKIT_FAULTS_REPORT`` if set."""
-        settle = "never" if self.settle_s is None else f"{self.settle_s:.1f}s"
-        extra = " ".join(f"{k}={v}" for k, v in self.notes.items())
-        print(
-            f"\n[faults] {self.scenario} on {self.backend}: items={self.items} "
-            f"recorded={self.recorded} handed_over={self.handed_over} "
-            f"succeeded={self.succeeded} failed={self.failed} lost={self.lost} "
-            f"duplicated={self.duplicated} stuck={self.stuck} settle={settle} {extra}".rstrip()
-        )
-        target = os.environ.get("JOBKIT_FAULTS_REPORT")
-        if target:
-            with open(target, "a") as out:
-                out.write(json.dumps(dataclasses.asdict(self)) + "\n")
+        figures = dataclasses.asdict(self)
+        emit(figures.pop("scenario"), figures.pop("backend"), **figures)
 
 
 def count(
@@ -348,22 +340,6 @@ def submit_map(config: Mapping[str, Any], markers: str, items: int, seconds: flo
         array = jobkit.map(mark, [markers] * items, range(items), [seconds] * items)
         print(f"SUBMITTED {array.id}", flush=True)
         time.sleep(600)
-
-
-def table(report: Path) -> str:
-    """The figures of a ``$JOBKIT_FAULTS_REPORT`` file as a Markdown table (for CI logs
-    and the issue's closing note)."""
-    head = "| scenario | backend | items | lost | duplicated | stuck | settle s | notes |"
-    lines = [head, "|---|---|---|---|---|---|---|---|"]
-    for line in report.read_text().splitlines():
-        f = json.loads(line)
-        settle = "never" if f["settle_s"] is None else f"{f['settle_s']:.1f}"
-        notes = ", ".join(f"{k}={v}" for k, v in f["notes"].items())
-        lines.append(
-            f"| {f['scenario']} | {f['backend']} | {f['items']} | {f['lost']} | "
-            f"{f['duplicated']} | {f['stuck']} | {settle} | {notes} |"
-        )
-    return "\n".join(lines)
 
 
 def main(argv: list[str]) -> int:

@@ -22,6 +22,8 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from jobkit_testing.faults.report import emit
+
 __all__ = [
     "Figures",
     "agent_pid",
@@ -169,12 +171,7 @@ class Figures:
 
 def report(scenario: str, **figures: Any) -> None:
     """One summary line on stdout (``pytest -s``), one JSON line to the report file."""
-    line = {"scenario": scenario, "backend": "local", **figures}
-    print(f"\n[faults] {scenario}: " + " ".join(f"{k}={v}" for k, v in figures.items()))
-    target = os.environ.get("JOBKIT_FAULTS_REPORT")
-    if target:
-        with open(target, "a") as handle:
-            handle.write(json.dumps(line, default=str) + "\n")
+    emit(scenario, str(figures.pop("backend", "local")), **figures)
 
 
 _SUBMIT = """

@@ -24,6 +24,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from jobkit_testing.faults.report import emit
+
 __all__ = [
     "Figures",
     "child_commands",
@@ -225,8 +227,5 @@ class Figures:
 
 def report(figures: Figures) -> None:
     """Print the one-line summary; append a JSON line to ``$JOBKIT_FAULTS_REPORT``."""
-    print(figures.line(), flush=True)
-    target = os.environ.get("JOBKIT_FAULTS_REPORT")
-    if target:
-        with open(target, "a", encoding="utf-8") as out:
-            out.write(json.dumps(dataclasses.asdict(figures), sort_keys=True) + "\n")
+    fields = dataclasses.asdict(figures)
+    emit(fields.pop("scenario"), fields.pop("backend"), **fields)
