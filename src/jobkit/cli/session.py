@@ -99,7 +99,11 @@ class Session:
         client = self.client
         with contextlib.suppress(JobkitError):  # an unreachable scheduler: show what we have
             client.reconcile(stale + self._abandoned_siblings(stale))
-        updated = client.store.get_many([r.id for r in stale])
+        # Local jobs come back as they were: their backend only wakes an agent
+        # (which moves them later), so reading them again would be requests for
+        # nothing on a store billed per request.
+        moved = [r.id for r in stale if r.backend != "local"]
+        updated = client.store.get_many(moved) if moved else {}
         return [updated.get(r.id, r) for r in records]
 
     def _abandoned_siblings(self, records: list[JobRecord]) -> list[JobRecord]:
