@@ -17,28 +17,12 @@ import os
 import socket
 from typing import Any
 
-__all__ = ["Submitter", "alive", "current", "process_start"]
+from jobkit.processes import process_start
+
+__all__ = ["Submitter", "alive", "current"]
 
 Submitter = dict[str, Any]
 """``{"host": str, "pid": int, "started": int | None}``, as kept in a record's extra."""
-
-
-def process_start(pid: int) -> int | None:
-    """When ``pid`` started, in clock ticks since boot; None if unknown or not running
-    (a zombie, killed and not yet reaped by its parent, is not running)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            text = stat.read()
-    except OSError:
-        return None
-    # The command name (field 2) may hold spaces and parentheses: split after its end.
-    fields = text[text.rfind(b")") + 2 :].split()
-    try:
-        if fields[0] in (b"Z", b"X"):
-            return None
-        return int(fields[19])  # field 22 of the whole line
-    except (IndexError, ValueError):
-        return None
 
 
 def current() -> Submitter:

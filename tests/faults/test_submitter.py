@@ -347,9 +347,9 @@ def test_kubernetes_map_killed_mid_submission_is_settled_by_jobkit_list(
 def test_the_hand_over_rule_reads_the_submitter_from_the_process_table() -> None:
     """Alive, killed (a zombie not yet reaped counts as gone), pid reused by
     another process, another host within and past the grace period."""
+    from jobkit.processes import process_start
     from jobkit.reconcile import HANDOVER_GRACE, submitter_gone
     from jobkit.states import JobRecord
-    from jobkit.submitter import process_start
 
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     host = "this-host"

@@ -16,23 +16,9 @@ import contextlib
 import os
 from pathlib import Path
 
-__all__ = ["process_start", "read_pidfile", "same_process", "write_pidfile"]
+from jobkit.processes import process_start
 
-
-def process_start(pid: int) -> int | None:
-    """Start time of ``pid`` in clock ticks since boot; None if no such process."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # The command name (field 2) is in parentheses and may contain spaces.
-    fields = text[text.rfind(")") + 2 :].split()
-    try:
-        if fields[0] == "Z":  # a zombie has finished: its job is over
-            return None
-        return int(fields[19])
-    except (IndexError, ValueError):
-        return None
+__all__ = ["read_pidfile", "same_process", "write_pidfile"]
 
 
 def write_pidfile(path: Path, pid: int) -> None:
