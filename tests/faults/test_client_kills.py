@@ -283,33 +283,6 @@ def test_slurm_client_killed_after_sbatch_before_the_ids_were_recorded(
     assert result.succeeded == items
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(600)
-def test_slurm_client_killed_at_a_random_point_of_a_map(
-    slurm_config: dict[str, Any], tmp_path: Path
-) -> None:
-    items, markers, db = 200, tmp_path / "markers", tmp_path / "jobkit.db"
-    markers.mkdir()
-    delay = random.Random(25).uniform(0.0, 1.5)
-    proc = start_client(slurm_config, markers, items)
-    wait_started(proc)
-    time.sleep(delay)
-    sigkill(proc)
-    fault_at = time.monotonic()
-    array_id, settle_s = wait_fresh(slurm_config, db, fault_at)
-    result = figures(
-        "client kill -9 at random",
-        "slurm",
-        items,
-        db,
-        markers,
-        array_id,
-        settle_s,
-        delay=round(delay, 3),
-    )
-    check(result, executions(markers))
-
-
 # -- Kubernetes (the emulator) -------------------------------------------------------------
 
 
@@ -370,28 +343,41 @@ def test_kubernetes_client_killed_after_the_job_was_created(
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_kubernetes_client_killed_at_a_random_point_of_a_map(
-    k8s_config: dict[str, Any], k8s_emulator: Any, tmp_path: Path
+@pytest.mark.parametrize(
+    ("backend", "seed", "low", "high"), [("slurm", 25, 0.0, 1.5), ("kubernetes", 36, 0.5, 3.0)]
+)
+def test_cluster_client_killed_at_a_random_point_of_a_map(
+    backend: str, seed: int, low: float, high: float, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
+    """Kill -9 the submitting client after a seeded random delay; a fresh process
+    then waits on the map.  Slurm's and the emulated Kubernetes' own objects are
+    checked too: every item handed over ran once."""
+    config: dict[str, Any] = request.getfixturevalue(
+        "slurm_config" if backend == "slurm" else "k8s_config"
+    )
     items, markers, db = 200, tmp_path / "markers", tmp_path / "jobkit.db"
     markers.mkdir()
-    delay = random.Random(36).uniform(0.5, 3.0)
-    proc = start_client(k8s_config, markers, items)
+    delay = random.Random(seed).uniform(low, high)
+    proc = start_client(config, markers, items)
     wait_started(proc)
     time.sleep(delay)
     sigkill(proc)
     fault_at = time.monotonic()
-    array_id, settle_s = wait_fresh(k8s_config, db, fault_at)
+    array_id, settle_s = wait_fresh(config, db, fault_at)
+    extra: dict[str, Any] = {}
+    if backend == "kubernetes":
+        emulator = request.getfixturevalue("k8s_emulator")
+        extra["kube_jobs"] = len(emulator.objects("jobs", NAMESPACE))
     result = figures(
         "client kill -9 at random",
-        "kubernetes",
+        backend,
         items,
         db,
         markers,
         array_id,
         settle_s,
         delay=round(delay, 3),
-        kube_jobs=len(k8s_emulator.objects("jobs", NAMESPACE)),
+        **extra,
     )
     check(result, executions(markers))
 

@@ -16,31 +16,24 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 import jobkit
 from jobkit.scheduler.protocol import AgentSettings
 from jobkit_testing.faults.local import (
+    LOCAL,
     Figures,
     agent_pid,
     alive,
     cli,
     markers,
+    paths,
     raw_states,
     report,
     submit_elsewhere,
     wait_until,
 )
-
-LOCAL: dict[str, Any] = {"cpus": 2, "max_jobs": 2, "idle_timeout": 30}
-
-
-def _paths(tmp_path: Path) -> tuple[Path, Path]:
-    marks = tmp_path / "marks"
-    marks.mkdir()
-    return tmp_path / "jobkit.db", marks
 
 
 def _wait_all(db: Path, ids: list[str], timeout: float, back: list[float] | None = None) -> float:
@@ -89,7 +82,7 @@ def test_agent_kill9_with_jobs_running_then_store_closed_keeps_their_results(
     process opens and closes the store while no agent lives; `jobkit list` and a
     waiting client bring an agent back.  Every job ends SUCCEEDED exactly once, the two orphaned
     workers' results included."""
-    db, marks = _paths(tmp_path)
+    db, marks = paths(tmp_path)
     tags = submit_elsewhere(db, marks, [f"t{i}" for i in range(40)], 2.0, LOCAL)
     wait_until(lambda: len(markers(marks, "start")) >= 2, 30)
     pid = agent_pid(db)
@@ -132,7 +125,7 @@ def test_agent_kill9_with_jobs_running_then_store_closed_keeps_their_results(
 def test_waiting_client_restarts_a_dead_agent_for_queued_jobs(tmp_path: Path) -> None:
     """Queued jobs and a dead agent: a client waiting on them starts one promptly
     (its monitor's reconcile of local jobs wakes an agent when none listens)."""
-    db, marks = _paths(tmp_path)
+    db, marks = paths(tmp_path)
     tags = submit_elsewhere(db, marks, [f"q{i}" for i in range(8)], 0.5, LOCAL)
     wait_until(lambda: markers(marks, "start"), 30)
     pid = agent_pid(db)
@@ -170,7 +163,7 @@ def test_orphaned_worker_still_alive_is_adopted_with_its_limits(tmp_path: Path) 
     (pid + start time): the short one's result is kept, the time limit of the
     second and the memory limit of the third still apply (FAILED/TIMEOUT,
     FAILED/OOM), and cancelling the fourth kills it."""
-    db, marks = _paths(tmp_path)
+    db, marks = paths(tmp_path)
     local = {**LOCAL, "max_jobs": 4, "cpus": 4}
     short = submit_elsewhere(db, marks, ["short"], 3.0, local)
     limited = submit_elsewhere(db, marks, ["limited"], 60.0, local, time=4)
@@ -229,7 +222,7 @@ def test_orphaned_worker_still_alive_is_adopted_with_its_limits(tmp_path: Path) 
 def test_agent_sigstop_longer_than_a_run(tmp_path: Path) -> None:
     """SIGSTOP the agent for longer than its workers run, then SIGCONT:
     nothing runs twice, nothing is lost, nothing stays stuck."""
-    db, marks = _paths(tmp_path)
+    db, marks = paths(tmp_path)
     tags = submit_elsewhere(db, marks, [f"s{i}" for i in range(6)], 1.0, LOCAL)
     wait_until(lambda: markers(marks, "start"), 30)
     pid = agent_pid(db)
@@ -249,7 +242,7 @@ def test_agent_sigstop_longer_than_a_run(tmp_path: Path) -> None:
 def test_two_agents_racing_for_one_store(tmp_path: Path) -> None:
     """Start two more agents directly while one serves: they find the lock
     taken and exit; each job still runs exactly once."""
-    db, marks = _paths(tmp_path)
+    db, marks = paths(tmp_path)
     tags = submit_elsewhere(db, marks, [f"r{i}" for i in range(8)], 0.5, LOCAL)
     first = agent_pid(db)
     assert first is not None
@@ -283,7 +276,7 @@ def test_reused_pid_is_not_adopted(tmp_path: Path) -> None:
     """Agent and worker killed; the job's pid now names another process (an
     unrelated `sleep`, recorded start time differs): the next agent must call
     the job LOST at once, neither wait for nor signal that process."""
-    db, marks = _paths(tmp_path)
+    db, marks = paths(tmp_path)
     tags = submit_elsewhere(db, marks, ["p"], 60.0, LOCAL)
     (job_id,) = tags
     wait_until(lambda: markers(marks, "start").get("p"), 30)

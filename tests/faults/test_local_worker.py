@@ -12,31 +12,24 @@ import os
 import signal
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 import jobkit
 from jobkit_testing.faults.local import (
+    LOCAL,
     Figures,
     agent_pid,
     alive,
     markers,
     outcome_file,
+    paths,
     raw_states,
     report,
     submit_elsewhere,
     wait_until,
     write_lock,
 )
-
-LOCAL: dict[str, Any] = {"cpus": 2, "max_jobs": 2, "idle_timeout": 30}
-
-
-def _paths(tmp_path: Path) -> tuple[Path, Path]:
-    marks = tmp_path / "marks"
-    marks.mkdir()
-    return tmp_path / "jobkit.db", marks
 
 
 def _wait_all(db: Path, ids: list[str], timeout: float) -> float:
@@ -58,7 +51,7 @@ def _terminal(db: Path, job_id: str) -> bool:
 @pytest.mark.parametrize("retries", [0, 1])
 def test_worker_kill9(tmp_path: Path, retries: int) -> None:
     """No retries: FAILED/LOST naming the signal.  retries=1: run once more, SUCCEEDED."""
-    db, marks = _paths(tmp_path)
+    db, marks = paths(tmp_path)
     tags = submit_elsewhere(db, marks, ["w"], 30.0, LOCAL, kw={"first_only": True}, retries=retries)
     (job_id,) = tags
     wait_until(lambda: markers(marks, "start").get("w"), 30)
@@ -92,7 +85,7 @@ def test_worker_killed_after_writing_its_outcome(
     """The worker wrote its outcome and is blocked recording the end (another
     process holds the write lock) when it is killed -9 (and the agent too):
     the outcome is recorded (SUCCEEDED or FAILED/ERROR), never LOST, never rerun."""
-    db, marks = _paths(tmp_path)
+    db, marks = paths(tmp_path)
     # retries=1 where the function returns: a written outcome must not be rerun either
     # (a raising function with retries left requeues itself and writes no outcome).
     retries = 0 if fails else 1
@@ -141,7 +134,7 @@ def test_worker_killed_after_writing_its_outcome(
 def test_store_write_lock_held_40s_while_jobs_finish(tmp_path: Path) -> None:
     """Another process holds the write lock for 40 s while jobs finish: the
     workers (and the agent) wait it out; no finished job becomes FAILED."""
-    db, marks = _paths(tmp_path)
+    db, marks = paths(tmp_path)
     tags = submit_elsewhere(db, marks, [f"l{i}" for i in range(4)], 1.0, LOCAL)
     wait_until(lambda: len(markers(marks, "start")) >= 2, 30)
     with write_lock(db):

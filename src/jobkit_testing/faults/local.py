@@ -111,6 +111,17 @@ def kill(pid: int, sig: int = signal.SIGKILL) -> None:
     os.kill(pid, sig)
 
 
+LOCAL: dict[str, Any] = {"cpus": 2, "max_jobs": 2, "idle_timeout": 30}
+"""``[local]`` settings of the scenarios: two slots, an agent that idles out."""
+
+
+def paths(tmp_path: Path) -> tuple[Path, Path]:
+    """A scenario's store file and its (new) marker folder."""
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    return tmp_path / "jobkit.db", marks
+
+
 def cli(db: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     """``python -m jobkit ARGS`` against ``db`` as a separate process."""
     env = {**os.environ, "JOBKIT_STORE": f"sqlite:///{db}", "JOBKIT_BACKEND": "local"}
