@@ -338,10 +338,11 @@ def test_kubernetes_map_killed_mid_submission_is_settled_by_jobkit_list(
         assert {r["failure_reason"] for r in final} == {"SUBMIT_ERROR"}
         assert all("submitting process" in r["message"] for r in final), final[0]["message"]
     else:
-        # Ids are recovered for jobs still active when a reconcile saw them; a
-        # worker that finished first needs none (figures: ids_recovered).
+        # Every job the Job ran succeeded once.  Ids are recovered only for jobs
+        # no pod had started when a reconcile looked (a started worker records
+        # its own run, and the Kubernetes observe then judges its pod, which
+        # carries no id): a figure (ids_recovered), not a condition.
         assert {r["column_state"] for r in final} == {"SUCCEEDED"}
-        assert any(r.get("backend_id") for r in final), "no Job id was recovered"
 
 
 def test_the_hand_over_rule_reads_the_submitter_from_the_process_table() -> None:
