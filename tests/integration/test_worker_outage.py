@@ -27,6 +27,7 @@ from jobkit.states import JobRecord, JobState
 from jobkit.stores import open_store
 from jobkit.stores.base import Store, outcome_key, payload_key
 from jobkit.stores.patient import EXIT_STORE_UNREACHABLE
+from jobkit_testing.faults.cluster import pump
 
 pytest_plugins = ["s3_fixtures"]
 
@@ -71,15 +72,7 @@ class Gate:
             with self._lock:
                 self._live += [client, server]
             for a, b in ((client, server), (server, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pump(source: socket.socket, sink: socket.socket) -> None:
-        with contextlib.suppress(OSError):
-            while data := source.recv(65536):
-                sink.sendall(data)
-        with contextlib.suppress(OSError):
-            sink.shutdown(socket.SHUT_WR)
+                threading.Thread(target=pump, args=(a, b), daemon=True).start()
 
 
 def wait_for_file(path: str) -> int:

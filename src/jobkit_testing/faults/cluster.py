@@ -297,7 +297,7 @@ class FlakyGate:
             with self._lock:
                 self._live += [client, server]
             for a, b in ((client, server), (server, client)):
-                threading.Thread(target=_pump, args=(a, b), daemon=True).start()
+                threading.Thread(target=pump, args=(a, b), daemon=True).start()
 
     def _misbehave(self, client: socket.socket, turn: int) -> None:
         if turn % 2:
@@ -311,7 +311,8 @@ class FlakyGate:
         _cut(client)
 
 
-def _pump(source: socket.socket, sink: socket.socket) -> None:
+def pump(source: socket.socket, sink: socket.socket) -> None:
+    """Copy ``source`` to ``sink`` until EOF, then half-close ``sink`` (one direction)."""
     with contextlib.suppress(OSError):
         while data := source.recv(65536):
             sink.sendall(data)
