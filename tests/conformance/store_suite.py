@@ -16,7 +16,7 @@ import pytest
 
 from jobkit.errors import BlobNotFoundError, IllegalTransitionError, JobNotFoundError, StoreError
 from jobkit.states import LEGAL_TRANSITIONS, FailureReason, JobRecord, JobRow, JobState
-from jobkit.stores.base import Store, outcome_key, payload_key
+from jobkit.stores.base import Change, Store, outcome_key, payload_key
 
 _ids = itertools.count()
 
@@ -174,6 +174,60 @@ class StoreConformance:
             else:
                 assert result is None, f"{source} -> {target} should be refused"
                 assert store.get(record.id) == record
+
+    def test_transition_many_applies_each_change_as_transition_would(self, store: Store) -> None:
+        queued, cancelled, running = (
+            make_record(state=JobState.QUEUED),
+            make_record(state=JobState.CANCELLED),
+            make_record(state=JobState.RUNNING),
+        )
+        store.create([queued, cancelled, running])
+        results = store.transition_many(
+            [
+                Change(queued.id, JobState.RUNNING, fields={"host": "n1", "pid": 7}),
+                Change(cancelled.id, JobState.RUNNING),  # refused: it stays cancelled
+                Change("jk-absent", JobState.RUNNING),  # pruned meanwhile: None, not an error
+                Change(
+                    running.id,
+                    JobState.SUCCEEDED,
+                    expect={JobState.RUNNING},
+                    fields={"exit_code": 0},
+                    blobs={outcome_key(running.id): b"the outcome"},
+                ),
+            ]
+        )
+        assert [r.state if r else None for r in results] == [
+            JobState.RUNNING,
+            None,
+            None,
+            JobState.SUCCEEDED,
+        ]
+        assert results[0] is not None and (results[0].host, results[0].pid) == ("n1", 7)
+        assert store.get(queued.id) == results[0]
+        assert store.get(cancelled.id) == cancelled
+        assert store.get(running.id).exit_code == 0
+        assert store.get_blob(outcome_key(running.id)) == b"the outcome"
+        assert store.transition_many([]) == []
+
+    def test_transition_many_refuses_an_illegal_move_before_writing(self, store: Store) -> None:
+        done, queued = make_record(state=JobState.SUCCEEDED), make_record(state=JobState.QUEUED)
+        store.create([done, queued])
+        with pytest.raises(IllegalTransitionError):
+            store.transition_many(
+                [
+                    Change(queued.id, JobState.RUNNING),
+                    Change(done.id, JobState.RUNNING, expect={JobState.SUCCEEDED}),
+                ]
+            )
+        assert store.get(queued.id) == queued
+
+    def test_put_blobs_and_get_blobs(self, store: Store) -> None:
+        blobs = {payload_key(f"jk-b{i}"): f"payload {i}".encode() for i in range(3)}
+        store.put_blobs({**blobs, outcome_key("jk-b0"): [b"out", b"come"]})
+        assert store.get_blob(outcome_key("jk-b0")) == b"outcome"
+        found = store.get_blobs([*blobs, payload_key("jk-absent")])
+        assert found == {k: bytearray(v) for k, v in blobs.items()}
+        assert all(isinstance(v, bytearray) for v in found.values())
 
     def test_succeeded_job_never_runs_again(self, store: Store) -> None:
         record = make_record(state=JobState.RUNNING)

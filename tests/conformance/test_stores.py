@@ -18,6 +18,7 @@ from jobkit.stores.memory import MemoryStore
 from jobkit.stores.patient import PatientStore
 from jobkit.stores.s3 import S3Store
 from jobkit.stores.sqlite import SQLiteStore
+from jobkit.stores.sqlite_sql import INLINE_MAX
 
 pytest_plugins = ["s3_fixtures"]
 
@@ -60,7 +61,7 @@ class TestSQLiteStore(StoreConformance):
 
     def test_a_killed_writers_temporary_payload_is_an_orphan_and_pruned(self, store: Store) -> None:
         assert isinstance(store, SQLiteStore)
-        store.put_blob("payloads/jk-kept.1", b"payload")
+        store.put_blob("payloads/jk-kept.1", b"p" * (INLINE_MAX + 1))  # a file, not a row
         folder = store.local_dir / "blobs" / "payloads"
         (folder / ".jk-gone.3.0123456789ab.tmp").write_bytes(b"half a payl")
         (folder / ".jk-kept.1.ba9876543210.tmp").write_bytes(b"half")

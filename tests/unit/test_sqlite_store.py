@@ -22,7 +22,7 @@ from jobkit.errors import ConfigError, StoreError
 from jobkit.states import JobRecord, JobState
 from jobkit.stores.base import outcome_key, payload_key
 from jobkit.stores.sqlite import SQLiteStore, path_from_url
-from jobkit.stores.sqlite_sql import SCHEMA_VERSION, build_query
+from jobkit.stores.sqlite_sql import INLINE_MAX, SCHEMA_VERSION, build_query
 
 
 def record(job_id: str, **fields: Any) -> JobRecord:
@@ -61,8 +61,9 @@ def test_everything_created_is_owner_only_whatever_the_umask(tmp_path: Path) -> 
     try:
         store = SQLiteStore(db)
         store.create([record("jk-1")])
-        store.put_blob(payload_key("jk-1"), b"secret")
-        store.put_blob("logs/jk-1/stdout", [b"a", b"b"])
+        big = b"s" * (INLINE_MAX + 1)  # small blobs live in the database file
+        store.put_blob(payload_key("jk-1"), big)
+        store.put_blob("logs/jk-1/stdout", [big, b"b"])
         assert mode(db.parent) == mode(db.parent.parent) == 0o700
         assert mode(db) == 0o600
         for suffix in ("-wal", "-shm"):
@@ -412,3 +413,36 @@ def test_identity_is_the_resolved_file(tmp_path: Path) -> None:
     one = SQLiteStore(tmp_path / "real" / "jobs.db")
     two = SQLiteStore(tmp_path / "link" / "jobs.db")
     assert one.url != two.url and one.identity == two.identity
+
+
+def test_a_version_1_database_is_migrated_and_keeps_its_jobs(tmp_path: Path) -> None:
+    db = tmp_path / "jobkit.db"
+    store = SQLiteStore(db)
+    store.create([record("jk-old")])
+    store.close()
+    conn = raw(db)  # as jobkit 0.x left it: no blobs table, version 1
+    conn.execute("DROP TABLE blobs")
+    conn.execute("PRAGMA user_version = 1")
+    conn.close()
+    reopened = SQLiteStore(db)
+    assert reopened.get("jk-old").id == "jk-old"
+    reopened.put_blob(payload_key("jk-old"), b"inline")
+    assert reopened.get_blob(payload_key("jk-old")) == b"inline"
+    assert raw(db).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    reopened.close()
+
+
+def test_small_blobs_are_rows_large_ones_files_and_a_rewrite_moves_between_them(
+    store: SQLiteStore, db: Path
+) -> None:
+    key = outcome_key("jk-1")
+    store.put_blob(key, b"small")
+    assert raw(db).execute("SELECT data FROM blobs WHERE key = ?", (key,)).fetchone()[0] == b"small"
+    big = b"b" * (INLINE_MAX + 1)
+    store.put_blob(key, big)  # a retried attempt's larger outcome replaces the row
+    assert raw(db).execute("SELECT 1 FROM blobs WHERE key = ?", (key,)).fetchone() is None
+    assert store.get_blob(key) == big and store.blob_location(key).endswith("outcomes/jk-1")
+    store.put_blob(key, b"small again")  # and a smaller one replaces the file
+    assert store.get_blob(key) == b"small again"
+    assert not (store.local_dir / "blobs" / "outcomes" / "jk-1").exists()
+    assert store.get_blobs([key, "outcomes/absent"]) == {key: bytearray(b"small again")}

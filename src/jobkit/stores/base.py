@@ -15,7 +15,8 @@ out-of-band reaches the disk without being joined into one copy first.
 from __future__ import annotations
 
 import abc
-from collections.abc import Collection, Iterable, Sequence
+import dataclasses
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -30,6 +31,23 @@ def payload_key(job_id: str) -> str:
 
 def outcome_key(job_id: str) -> str:
     return f"outcomes/{job_id}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Change:
+    """One compare-and-set of :meth:`Store.transition_many`.
+
+    ``blobs`` are written with it (an outcome with its terminal state): a
+    reader that sees the new state finds them.  They are written whether or
+    not the move is allowed, as a worker writes its outcome before it asks
+    to record the end.
+    """
+
+    job_id: str
+    state: JobState
+    expect: Collection[JobState] | None = None
+    fields: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    blobs: Mapping[str, Buffer] = dataclasses.field(default_factory=dict)
 
 
 class Store(abc.ABC):
@@ -113,6 +131,34 @@ class Store(abc.ABC):
         allow the move (the record is unchanged).  JobNotFoundError if absent.
         """
 
+    def transition_many(self, changes: Sequence[Change]) -> list[JobRecord | None]:
+        """Apply many compare-and-sets, each as :meth:`transition` would, in order.
+
+        The batched form of the agent's claims and its workers' ends: a store
+        that can (SQLite) applies them in one transaction, so starting or
+        finishing a hundred jobs costs one commit, not a hundred.  Each change
+        stands alone: one refused move (``None`` in its place) does not undo
+        the others.  A job that no longer exists also answers ``None``.
+        """
+        from jobkit.errors import JobNotFoundError
+
+        from ._common import expected_sources
+
+        for change in changes:  # an illegal move raises before anything is written
+            expected_sources(change.state, change.expect)
+        results: list[JobRecord | None] = []
+        for change in changes:
+            if change.blobs:
+                self.put_blobs(change.blobs)
+            try:
+                moved = self.transition(
+                    change.job_id, change.state, expect=change.expect, **dict(change.fields)
+                )
+            except JobNotFoundError:
+                moved = None
+            results.append(moved)
+        return results
+
     @abc.abstractmethod
     def update(self, job_id: str, **fields: Any) -> JobRecord:
         """Set non-state fields (backend_id, extra, ...); ``state`` is refused."""
@@ -164,6 +210,25 @@ class Store(abc.ABC):
     def get_blob(self, key: str) -> bytearray:
         """The blob's bytes (writable, so arrays unpickled from it are too);
         BlobNotFoundError if absent."""
+
+    def put_blobs(self, blobs: Mapping[str, Buffer | Sequence[Buffer]]) -> None:
+        """Write many blobs; each atomically, all of them before returning.
+        Stores that can batch (SQLite: one transaction for small blobs) do."""
+        for key, data in blobs.items():
+            self.put_blob(key, data)
+
+    def get_blobs(self, keys: Collection[str]) -> dict[str, bytearray]:
+        """Many blobs by key in as few round trips as the store allows;
+        absent keys are left out."""
+        from jobkit.errors import BlobNotFoundError
+
+        found: dict[str, bytearray] = {}
+        for key in keys:
+            try:
+                found[key] = self.get_blob(key)
+            except BlobNotFoundError:
+                continue
+        return found
 
     def blob_location(self, key: str) -> str:
         """Where blob ``key`` lives, for error messages (a file, an S3 URL)."""

@@ -24,13 +24,13 @@ import os
 import random
 import sys
 import time
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any, TextIO, TypeVar
 
 from jobkit.errors import ConfigError, StoreUnavailableError
 from jobkit.states import JobRecord, JobRow, JobState
 
-from .base import Buffer, Store
+from .base import Buffer, Change, Store
 
 R = TypeVar("R")
 
@@ -145,6 +145,9 @@ class PatientStore(Store):
             "transition", self._store.transition, job_id, state, expect=expect, **fields
         )
 
+    def transition_many(self, changes: Sequence[Change]) -> list[JobRecord | None]:
+        return self._call("transition_many", self._store.transition_many, changes)
+
     def update(self, job_id: str, **fields: Any) -> JobRecord:
         return self._call("update", self._store.update, job_id, **fields)
 
@@ -198,6 +201,12 @@ class PatientStore(Store):
 
     def get_blob(self, key: str) -> bytearray:
         return self._call("get_blob", self._store.get_blob, key)
+
+    def put_blobs(self, blobs: Mapping[str, Buffer | Sequence[Buffer]]) -> None:
+        self._call("put_blobs", self._store.put_blobs, blobs)
+
+    def get_blobs(self, keys: Collection[str]) -> dict[str, bytearray]:
+        return self._call("get_blobs", self._store.get_blobs, keys)
 
     def blob_location(self, key: str) -> str:
         return self._store.blob_location(key)

@@ -11,9 +11,14 @@ deferred transactions answer with an immediate "database is locked".
 The SQL and the row codec are in :mod:`jobkit.stores.sqlite_sql`.  Layout on disk::
 
     jobkit.db            table ``jobs``: indexed columns + the record's JSON
+                         table ``blobs``: payloads and outcomes up to 128 KiB
     jobkit.db-wal/-shm   SQLite's write-ahead log (same owner-only mode)
     jobkit.db.d/         ``local_dir`` (0o700): logs, agent sockets, ...
-    jobkit.db.d/blobs/   payloads and outcomes as files (see ``_files``)
+    jobkit.db.d/blobs/   larger payloads and outcomes as files (see ``_files``)
+
+A blob is in one place or the other: writing it inline removes a file of
+the same key, and writing a file removes the inline row, so a reader that
+looks inline first and then on disk sees the newest.
 
 The JSON in ``data`` is the truth; the columns copy the fields that
 ``query`` filters and sorts on, and are rewritten with it on every write.
@@ -36,25 +41,29 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from jobkit.errors import JobNotFoundError, StoreError, StoreUnavailableError
+from jobkit.errors import BlobNotFoundError, JobNotFoundError, StoreError, StoreUnavailableError
 from jobkit.states import TERMINAL_STATES, JobRecord, JobState
 
 from ._common import (
     apply_fields,
     byte_views,
+    check_blob_key,
     check_limit,
     expected_sources,
     normalised,
 )
 from ._files import FILE_MODE, BlobFiles, make_private_dirs
-from .base import Buffer, Store, outcome_key, payload_key
+from .base import Buffer, Change, Store, outcome_key, payload_key
 from .sqlite_sql import (
     CHUNK,
+    INLINE_MAX,
     INSERT,
+    MIGRATIONS,
+    PUT_BLOB,
     SCHEMA,
     SCHEMA_VERSION,
     UPDATE,
@@ -196,6 +205,12 @@ class SQLiteStore(Store):
             if version == 0:
                 for statement in SCHEMA:
                     conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            elif version in MIGRATIONS:
+                while version < SCHEMA_VERSION:
+                    for statement in MIGRATIONS[version]:
+                        conn.execute(statement)
+                    version += 1
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             elif version != SCHEMA_VERSION:
                 raise StoreError(
@@ -356,6 +371,37 @@ class SQLiteStore(Store):
             self._rewrite(conn, current, updated, text)
         return updated
 
+    def transition_many(self, changes: Sequence[Change]) -> list[JobRecord | None]:
+        """Every change in one transaction: one commit for a batch of claims or ends."""
+        if not changes:
+            return []
+        sources = [expected_sources(c.state, c.expect) for c in changes]  # raises before writing
+        files = {k: v for c in changes for k, v in c.blobs.items() if _too_big(v)}
+        for key, data in files.items():  # before the state that points readers at them
+            self.put_blob(key, data)
+        now = time.time()
+        results: list[JobRecord | None] = []
+        with self._transaction(write=True) as conn:
+            for change, allowed in zip(changes, sources, strict=True):
+                inline = [(k, v) for k, v in change.blobs.items() if k not in files]
+                if inline:
+                    conn.executemany(PUT_BLOB, [(k, _joined(v), now) for k, v in inline])
+                row = conn.execute(
+                    "SELECT id, state, data FROM jobs WHERE id = ?", (change.job_id,)
+                ).fetchone()
+                if row is None:
+                    results.append(None)
+                    continue
+                current = self._parse(row)
+                if current.state not in allowed:
+                    results.append(None)
+                    continue
+                updated, text = apply_fields(current, dict(change.fields), state=change.state)
+                self._rewrite(conn, current, updated, text)
+                results.append(updated)
+        self._forget_files(k for c in changes for k in c.blobs if k not in files)
+        return results
+
     def update(self, job_id: str, **fields: Any) -> JobRecord:
         with self._transaction(write=True) as conn:
             current = self._locked_read(conn, job_id)
@@ -404,7 +450,7 @@ class SQLiteStore(Store):
                 chunk = ids[start : start + CHUNK]
                 marks = ",".join("?" * len(chunk))
                 existed += conn.execute(f"DELETE FROM jobs WHERE id IN ({marks})", chunk).rowcount
-        self._blobs.delete(key for i in ids for key in (payload_key(i), outcome_key(i)))
+        self.delete_blobs([key for i in ids for key in (payload_key(i), outcome_key(i))])
         return existed
 
     def find_corrupted(self) -> dict[str, str]:
@@ -420,20 +466,92 @@ class SQLiteStore(Store):
         return problems
 
     def payload_blobs(self) -> dict[str, float]:
-        return self._blobs.modified("payloads")
+        found = self._blobs.modified("payloads")
+        with self._transaction(write=False) as conn:
+            rows = conn.execute(
+                "SELECT key, written_at FROM blobs WHERE key >= 'payloads/' AND key < 'payloads0'"
+            ).fetchall()
+        for key, written in rows:
+            name = str(key).partition("/")[2]
+            if "/" not in name:  # directly under payloads/, as the files are
+                found[name] = max(found.get(name, 0.0), float(written))
+        return found
 
     # -- blobs -------------------------------------------------------------
     def put_blob(self, key: str, data: Buffer | Sequence[Buffer]) -> None:
-        self._blobs.write(key, byte_views(data))
+        self.put_blobs({key: data})
+
+    def put_blobs(self, blobs: Mapping[str, Buffer | Sequence[Buffer]]) -> None:
+        """Small blobs in one transaction, large ones as files (see the module doc)."""
+        for key in blobs:
+            check_blob_key(key)
+        inline = [(k, v) for k, v in blobs.items() if not _too_big(v)]
+        files = [(k, v) for k, v in blobs.items() if _too_big(v)]
+        for key, data in files:
+            self._blobs.write(key, byte_views(data))
+        if files:
+            with self._transaction(write=True) as conn:
+                conn.executemany("DELETE FROM blobs WHERE key = ?", [(k,) for k, _ in files])
+        if inline:
+            now = time.time()
+            with self._transaction(write=True) as conn:
+                conn.executemany(PUT_BLOB, [(k, _joined(v), now) for k, v in inline])
+            self._forget_files(k for k, _ in inline)
 
     def get_blob(self, key: str) -> bytearray:
+        check_blob_key(key)
+        with self._transaction(write=False) as conn:
+            row = conn.execute("SELECT data FROM blobs WHERE key = ?", (key,)).fetchone()
+        if row is not None:
+            return bytearray(row[0])
         return self._blobs.read(key)
 
+    def get_blobs(self, keys: Collection[str]) -> dict[str, bytearray]:
+        wanted = list(dict.fromkeys(keys))
+        for key in wanted:
+            check_blob_key(key)
+        found: dict[str, bytearray] = {}
+        with self._transaction(write=False) as conn:
+            for start in range(0, len(wanted), CHUNK):
+                chunk = wanted[start : start + CHUNK]
+                marks = ",".join("?" * len(chunk))
+                for key, data in conn.execute(
+                    f"SELECT key, data FROM blobs WHERE key IN ({marks})", chunk
+                ):
+                    found[str(key)] = bytearray(data)
+        for key in wanted:
+            if key not in found:
+                with contextlib.suppress(BlobNotFoundError):
+                    found[key] = self._blobs.read(key)
+        return found
+
     def blob_location(self, key: str) -> str:
+        with self._transaction(write=False) as conn:
+            inline = conn.execute("SELECT 1 FROM blobs WHERE key = ?", (key,)).fetchone()
+        if inline is not None:
+            return f"row {key!r} of table blobs in {self.path}"
         return str(self._blobs.path_of(key))
 
     def delete_blobs(self, keys: Iterable[str]) -> None:
-        self._blobs.delete(keys)
+        listed = list(keys)
+        with self._transaction(write=True) as conn:
+            for start in range(0, len(listed), CHUNK):
+                chunk = listed[start : start + CHUNK]
+                marks = ",".join("?" * len(chunk))
+                conn.execute(f"DELETE FROM blobs WHERE key IN ({marks})", chunk)
+        self._blobs.delete(listed)
+
+    def _forget_files(self, keys: Iterable[str]) -> None:
+        """Remove files that an inline write of the same keys replaced.
+
+        Only payloads and outcomes are ever rewritten (a retried attempt's
+        outcome); one ``unlink`` that finds nothing is the common cost, and
+        only when a file of that key could exist: a blob is written inline
+        first unless it is large.
+        """
+        for key in keys:
+            with contextlib.suppress(OSError):
+                os.unlink(self._blobs.path_of(key))
 
     def close(self) -> None:
         with self._lock:
@@ -476,6 +594,16 @@ class SQLiteStore(Store):
                     self._warned.add(job_id)
                     logger.warning("skipped a job record: %s", exc)
         return records
+
+
+def _too_big(data: Buffer | Sequence[Buffer]) -> bool:
+    """Whether a blob goes to a file rather than the ``blobs`` table."""
+    return sum(v.nbytes for v in byte_views(data)) > INLINE_MAX
+
+
+def _joined(data: Buffer | Sequence[Buffer]) -> bytes:
+    views = byte_views(data)
+    return bytes(views[0]) if len(views) == 1 else b"".join(views)
 
 
 def _close_across_fork(store: SQLiteStore) -> None:

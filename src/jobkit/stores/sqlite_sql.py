@@ -20,7 +20,20 @@ from jobkit.states import JobRecord, JobState
 
 from ._common import SQL_ID_ORDER, glob_to_sql
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+BLOBS_TABLE = """CREATE TABLE IF NOT EXISTS blobs (
+        key TEXT PRIMARY KEY NOT NULL,
+        data BLOB NOT NULL,
+        written_at REAL NOT NULL
+    )"""
+"""Small blobs (payloads and outcomes up to :data:`INLINE_MAX`) live in the
+database: written in the transaction that records the state they go with,
+read with one indexed lookup instead of an open/read/close of a file."""
+INLINE_MAX = 128 * 1024
+"""Largest blob kept inline; bigger ones are files (SQLite's own measurements
+put the crossover between in-database and file blobs near 100 KB)."""
+MIGRATIONS = {1: (BLOBS_TABLE,)}
+"""Statements that bring a database of version N to N + 1."""
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS jobs (
         id TEXT PRIMARY KEY NOT NULL,
@@ -40,7 +53,9 @@ SCHEMA = (
     "CREATE INDEX IF NOT EXISTS jobs_by_time ON jobs (created_at, id)",
     "CREATE INDEX IF NOT EXISTS jobs_by_backend ON jobs (backend, state, created_at, id)",
     "CREATE INDEX IF NOT EXISTS jobs_by_array ON jobs (array_id, created_at, id)",
+    BLOBS_TABLE,
 )
+PUT_BLOB = "INSERT OR REPLACE INTO blobs (key, data, written_at) VALUES (?, ?, ?)"
 COLUMNS = "id, name, backend, state, created_at, array_id, priority, owner, data"
 INSERT = f"INSERT INTO jobs ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 UPDATE = (
