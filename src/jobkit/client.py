@@ -42,6 +42,10 @@ if TYPE_CHECKING:
 
 __all__ = ["Client", "new_job_id", "parse_states"]
 
+PAYLOAD_BATCH = 1000
+"""Payloads written per ``put_blobs`` while a map is recorded: one SQLite
+transaction each, and a 100,000-item map never holds every payload at once."""
+
 
 class Client:
     """Submits, finds and controls jobs for one configuration."""
@@ -165,12 +169,14 @@ class Client:
         # before the backend is told, that these PENDING jobs are abandoned.
         submitter = current_submitter()
         records: list[JobRecord] = []
+        payloads: dict[str, list[Any]] = {}
         for index, (args, kwargs) in enumerate(calls):
             job_id = f"{array_id}.{index}" if array_id else base_id
             call = Call(fn=None if array else fn, args=args, kwargs=kwargs, fn_pickle=fn_pickle)
-            self.store.put_blob(
-                payload_key(job_id), dump_payload(call, key=self.key, job_id=job_id)
-            )
+            payloads[payload_key(job_id)] = dump_payload(call, key=self.key, job_id=job_id)
+            if len(payloads) >= PAYLOAD_BATCH:
+                self.store.put_blobs(payloads)  # one transaction on SQLite
+                payloads.clear()
             records.append(
                 JobRecord(
                     id=job_id,
@@ -188,6 +194,8 @@ class Client:
             )
         if not records:
             return []
+        self.store.put_blobs(payloads)
+        del payloads
         backend.prepare(records, res)
         self.store.create(records)
         try:
