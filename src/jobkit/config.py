@@ -50,14 +50,17 @@ class LocalConfig(BaseModel):
     """Cap on concurrently running jobs, on top of fitting cpus/mem/gpus."""
     idle_timeout: float = 60.0
     """Seconds an idle worker pool lingers before shutting down."""
-    start_method: Literal["fork", "spawn"] | None = None
+    start_method: Literal["warm", "fork", "spawn"] | None = None
+    """How a job gets a process: ``warm`` (reused workers, each running many
+    jobs; a job asks for a fresh one with ``isolate=True``), ``fork`` (a fresh
+    fork of a warm interpreter per job) or ``spawn`` (a fresh interpreter)."""
 
     @property
-    def resolved_start_method(self) -> Literal["fork", "spawn"]:
-        """``start_method``, defaulting to fork on Linux and spawn elsewhere."""
+    def resolved_start_method(self) -> Literal["warm", "fork", "spawn"]:
+        """``start_method``, defaulting to warm workers on Linux and spawn elsewhere."""
         if self.start_method is not None:
             return self.start_method
-        return "fork" if sys.platform.startswith("linux") else "spawn"
+        return "warm" if sys.platform.startswith("linux") else "spawn"
 
     @field_validator("cpus", mode="before")
     @classmethod

@@ -88,7 +88,8 @@ _EXPECTED: Mapping[str, str] = {
     "(leave unset to detect with nvidia-smi)",
     "local.max_jobs": whole_number_help(1),
     "local.idle_timeout": "expected a number of seconds >= 0 (or a duration like '5m')",
-    "local.start_method": "expected 'fork' or 'spawn' (leave unset for the platform default)",
+    "local.start_method": "expected 'warm', 'fork' or 'spawn' "
+    "(leave unset for the platform default)",
     "slurm": "expected a table of Slurm backend settings",
     "kubernetes": "expected a table of Kubernetes backend settings",
     "backends": "expected one table of settings per backend: [backends.NAME]",

@@ -73,6 +73,7 @@ _EXPECTED: Mapping[str, str] = {
     "priority": "expected 'low', 'normal', 'high' or an integer from -1000 to 1000",
     "queue": "expected a queue (Slurm partition) name like 'gpu'",
     "retries": whole_number_help(0),
+    "isolate": "expected true or false",
     "env": "expected a mapping of environment variable names to strings",
     "image": "expected a container image like 'python:3.11-slim'",
     "name": "expected 1 to 128 characters from A-Z, a-z, 0-9, '_', '.' and '-'",
@@ -143,6 +144,9 @@ class Resources(BaseModel):
     """Slurm partition or Kubernetes queue."""
     retries: int = 0
     """How many times a failed job is resubmitted."""
+    isolate: bool = False
+    """Run in a process of its own, never shared with other jobs (the local
+    backend reuses warm workers otherwise; cluster jobs always get their own)."""
     env: dict[str, str] = Field(default_factory=dict)
     image: str | None = None
     """Container image (Kubernetes)."""
@@ -286,6 +290,13 @@ class Resources(BaseModel):
     @classmethod
     def _check_retries(cls, value: Any) -> int:
         return whole_number(value, minimum=0)
+
+    @field_validator("isolate", mode="before")
+    @classmethod
+    def _check_isolate(cls, value: Any) -> bool:
+        if not isinstance(value, bool):
+            raise _Invalid(_EXPECTED["isolate"])
+        return value
 
     @field_validator("priority", mode="before")
     @classmethod

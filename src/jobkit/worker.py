@@ -12,13 +12,12 @@ Data flow for one job::
         ▼
     fn(*args, **kwargs)
         ▼
-    put_blob(outcomes/JOB_ID)  (atomic: readers see all or nothing)
-        ▼
-    transition → SUCCEEDED, or on an exception :mod:`jobkit.reconcile` decides:
-                 QUEUED (attempt + 1) while retries are left, else FAILED/ERROR
+    outcomes/JOB_ID + SUCCEEDED in one transition_many (one SQLite transaction),
+        or on an exception: put_blob(outcomes/JOB_ID), then :mod:`jobkit.reconcile`
+        decides: QUEUED (attempt + 1) while retries are left, else FAILED/ERROR
 
-The outcome is written *before* the terminal state, so any client that sees
-SUCCEEDED finds the result.  A worker that dies before the last step leaves
+The outcome is written no later than the terminal state, so any client that
+sees SUCCEEDED finds the result.  A worker that dies before the last step leaves
 the job RUNNING; the backend's reconcile step notices the dead process and
 records why (TIMEOUT, OOM, LOST).
 
@@ -45,7 +44,7 @@ from jobkit.launchers import PLAIN, launcher_names, load_launcher
 from jobkit.reconcile import Failure, fail, requeue, retry_allowed
 from jobkit.serialization import Call, dump_outcome, load_payload
 from jobkit.states import FailureReason, JobState
-from jobkit.stores.base import Store, outcome_key, payload_key
+from jobkit.stores.base import Change, Store, outcome_key, payload_key
 from jobkit.threadlimits import limit_threads
 
 EXIT_OK = 0
@@ -136,10 +135,12 @@ def run_job(
     outcome = dump_outcome(key=key, job_id=job_id, value=value, error=error)
     value = None
     _flush_std()
-    store.put_blob(outcome_key(job_id), outcome)
-    if failure is None:
-        store.transition(job_id, JobState.SUCCEEDED, finished_at=time.time(), exit_code=EXIT_OK)
+    if failure is None:  # the outcome and the end in one write (one transaction on SQLite)
+        done = {"finished_at": time.time(), "exit_code": EXIT_OK}
+        blobs = {outcome_key(job_id): outcome}
+        store.transition_many([Change(job_id, JobState.SUCCEEDED, fields=done, blobs=blobs)])
         return EXIT_OK
+    store.put_blob(outcome_key(job_id), outcome)
     fail(store, job_id, failure)
     return EXIT_FAILED
 

@@ -9,8 +9,10 @@ duplicated, stuck, time to settle) and appends them to $JOBKIT_FAULTS_REPORT.
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -288,10 +290,17 @@ def test_reused_pid_is_not_adopted(tmp_path: Path) -> None:
     wait_until(lambda: not alive(worker), 10)
     stranger = subprocess.Popen(["sleep", "60"])
     try:
-        pidfile = Path(f"{db}.d", "logs", f"{job_id}.pid")
-        assert pidfile.exists()
         start = int(Path(f"/proc/{stranger.pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
-        pidfile.write_text(f"{stranger.pid} {start - 1}\n")  # same pid, another process
+        pidfile = Path(f"{db}.d", "logs", f"{job_id}.pid")
+        if pidfile.exists():  # a process of its own: the pid file names it
+            pidfile.write_text(f"{stranger.pid} {start - 1}\n")  # same pid, another process
+        else:  # a warm worker: the claim recorded its pid and start time
+            with sqlite3.connect(db) as conn:
+                (text,) = conn.execute("SELECT data FROM jobs WHERE id = ?", (job_id,)).fetchone()
+                data = json.loads(text)
+                assert data["pid"] == worker and data["extra"]["worker_start"] is not None
+                data["pid"], data["extra"]["worker_start"] = stranger.pid, start - 1
+                conn.execute("UPDATE jobs SET data = ? WHERE id = ?", (json.dumps(data), job_id))
         waited = _wait_all(db, [job_id], 30)
         state, data = raw_states(db)[job_id]
         report(

@@ -62,6 +62,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import hashlib
+import json
 import os
 import selectors
 import signal
@@ -88,7 +90,16 @@ from jobkit.scheduler.forkserver import ForkServer, become_subreaper
 from jobkit.scheduler.launch import WorkerIO, spawn_worker
 from jobkit.scheduler.machine import group_rss, machine_capacity, oom_kill_count, submitted_here
 from jobkit.scheduler.pidfile import read_pidfile, same_process, write_pidfile
-from jobkit.scheduler.policy import Allocation, Capacity, Ledger, Request, never_fits, plan
+from jobkit.scheduler.policy import (
+    Allocation,
+    Capacity,
+    Ledger,
+    Request,
+    WaitQueue,
+    never_fits,
+    plan,
+)
+from jobkit.scheduler.pool import WarmWorker, WorkerPool
 from jobkit.scheduler.protocol import (
     MACHINE_FIELDS,
     AgentSettings,
@@ -100,7 +111,7 @@ from jobkit.scheduler.protocol import (
     encode_status,
 )
 from jobkit.states import FailureReason, JobRecord, JobState
-from jobkit.stores.base import Store, outcome_key
+from jobkit.stores.base import Change, Store, outcome_key
 
 QUEUE_STATES = (JobState.PENDING, JobState.QUEUED)
 RELOAD_INTERVAL = 30.0  # seconds between full re-reads of the waiting queue
@@ -121,6 +132,8 @@ class Running:
     kill_message: str | None = None
     escalate_at: float | None = None
     oom_before: int | None = None
+    worker: WarmWorker | None = None
+    """The warm worker running it (None: a process of its own)."""
 
 
 def request_of(record: JobRecord) -> Request:
@@ -159,7 +172,10 @@ class Agent:
         self.conns: dict[socket.socket, LineReader] = {}
         self.running: dict[str, Running] = {}
         self.dirty = True
-        self.queue: dict[str, tuple[JobRecord, Request]] = {}
+        self.queue: dict[str, JobRecord] = {}
+        self.waiting = WaitQueue()
+        self.unaccepted: list[str] = []  # PENDING jobs read this round, to record QUEUED
+        self.outbox: list[bytes] = []  # events for every client, sent once per loop
         self.reload_queue = True
         self.next_reload = time.monotonic() + RELOAD_INTERVAL
         self.fetch_new = False
@@ -172,6 +188,7 @@ class Agent:
         self.env_cache: dict[str, dict[str, str]] = {}
         self.lock_fd = -1
         self.forkserver: ForkServer | None = None
+        self.pool: WorkerPool | None = None
 
     # -- lifecycle -------------------------------------------------------------
     def serve(self) -> None:
@@ -199,6 +216,7 @@ class Agent:
         if self.dirty:
             self.dirty = False
             self._schedule()
+        self._flush_events()
 
     def _idle(self) -> bool:
         return (
@@ -235,6 +253,9 @@ class Agent:
         if self.stopping:
             for run in list(self.running.values()):
                 self._kill(run, signal.SIGKILL, None, None)
+        if self.pool is not None:  # idle workers exit on EOF; busy ones after their job
+            for worker in list(self.pool.all.values()):
+                self.pool.close(worker)
 
     # -- clients ---------------------------------------------------------------
     def _accept(self, listener: Any) -> None:
@@ -306,10 +327,11 @@ class Agent:
             file=sys.stderr,
             flush=True,
         )
-        for job_id, (_record, request) in list(self.queue.items()):
+        for request in self.waiting:
             why = never_fits(request, capacity)
             if why is not None:
-                del self.queue[job_id]
+                job_id = request.job_id
+                self._unqueue(job_id)
                 self._refuse(
                     job_id, f"job {why} (machine settings changed by {who} while it was queued)"
                 )
@@ -348,8 +370,16 @@ class Agent:
             self._drop(conn)
 
     def _broadcast(self, line: bytes) -> None:
+        """Queue an event for every client; sent at the end of the loop turn,
+        so a burst of ends costs one send per client, not one per job."""
+        self.outbox.append(line)
+
+    def _flush_events(self) -> None:
+        if not self.outbox:
+            return
+        data, self.outbox = b"".join(self.outbox), []
         for conn in list(self.conns):
-            self._send(conn, line)
+            self._send(conn, data)
 
     def _drop(self, conn: socket.socket) -> None:
         if conn in self.conns:
@@ -372,10 +402,11 @@ class Agent:
     def _schedule(self) -> None:
         """Start what fits.  The waiting queue lives in memory: a wake fetches
         only new PENDING jobs, the periodic rescan reloads it whole (dropping
-        jobs cancelled meanwhile), so a long queue is not re-read per event."""
+        jobs cancelled meanwhile), so a long queue is not re-read per event;
+        and a :class:`WaitQueue` plans without sorting it."""
         if self.reload_queue:
             self.reload_queue = self.fetch_new = False
-            self.queue = {}
+            self.queue, self.waiting, self.unaccepted = {}, WaitQueue(), []
             self._enqueue(self._waiting(QUEUE_STATES))
         elif self.fetch_new:
             self.fetch_new = False
@@ -383,24 +414,31 @@ class Agent:
         if not self.queue:
             return
         self.last_activity = time.monotonic()
-        for alloc in plan([request for _, request in self.queue.values()], self.ledger):
-            record, _ = self.queue.pop(alloc.job_id)
-            if not self._launch(record, alloc):
-                self.ledger.release(alloc.job_id)
-        now = time.time()
-        for job_id, (record, request) in list(self.queue.items()):
-            if record.state is JobState.PENDING:
-                accepted = self.store.transition(
-                    job_id,
-                    JobState.QUEUED,
-                    expect=(JobState.PENDING,),
-                    submitted_at=now,
-                    backend_id=f"local:{self.host}",
-                )
-                if accepted is None:
-                    del self.queue[job_id]  # cancelled meanwhile
-                else:
-                    self.queue[job_id] = (accepted, request)
+        started = plan(self.waiting, self.ledger)
+        if started:
+            self._start(started)
+        self._accept_waiting()
+
+    def _accept_waiting(self) -> None:
+        """Record QUEUED for the PENDING jobs that did not start at once (one commit)."""
+        ids = [i for i in self.unaccepted if i in self.queue]
+        self.unaccepted = []
+        if not ids:
+            return
+        now, backend_id = time.time(), f"local:{self.host}"
+        fields = {"submitted_at": now, "backend_id": backend_id}
+        pending = (JobState.PENDING,)
+        changes = [Change(i, JobState.QUEUED, expect=pending, fields=fields) for i in ids]
+        for job_id, accepted in zip(ids, self.store.transition_many(changes), strict=True):
+            if accepted is None:
+                if self.queue[job_id].state is JobState.PENDING:
+                    self._unqueue(job_id)  # cancelled meanwhile
+            else:
+                self.queue[job_id] = accepted
+
+    def _unqueue(self, job_id: str) -> JobRecord | None:
+        self.waiting.remove(job_id)
+        return self.queue.pop(job_id, None)
 
     def _enqueue(self, records: list[JobRecord]) -> None:
         for record in records:
@@ -414,29 +452,117 @@ class Agent:
             if why is not None:
                 self._refuse(record.id, f"job {why}")
                 continue
-            self.queue[record.id] = (record, request)
+            self.queue[record.id] = record
+            self.waiting.add(request)
+            if record.state is JobState.PENDING:
+                self.unaccepted.append(record.id)
 
-    def _launch(self, record: JobRecord, alloc: Allocation) -> bool:
-        out = self.log_dir / f"{record.id}.out"
-        err = self.log_dir / f"{record.id}.err"
+    def _start(self, allocs: list[Allocation]) -> None:
+        """Claim the planned jobs in one transaction, then start each: on a warm
+        worker of its key (whose pid the claim records), else in a process of its own."""
         now = time.time()
-        claimed = self.store.transition(
-            record.id,
-            JobState.RUNNING,
-            expect=QUEUE_STATES,
-            started_at=now,
-            submitted_at=record.submitted_at or now,
-            host=self.host,
-            backend_id=f"local:{self.host}",
-            extra={**record.extra, "stdout": str(out), "stderr": str(err), "gpus": alloc.gpu_ids},
+        oom_before = oom_kill_count()
+        planned: list[tuple[JobRecord, Allocation, WarmWorker | None, dict[str, str]]] = []
+        changes: list[Change] = []
+        for alloc in allocs:
+            record = self.queue.pop(alloc.job_id)
+            env = self._job_env(record, alloc)
+            worker = self._warm_worker(record, env)
+            extra = {
+                **record.extra,
+                "stdout": str(self._log(record.id, "out")),
+                "stderr": str(self._log(record.id, "err")),
+                "gpus": alloc.gpu_ids,
+            }
+            fields: dict[str, Any] = {
+                "started_at": now,
+                "submitted_at": record.submitted_at or now,
+                "host": self.host,
+                "backend_id": f"local:{self.host}",
+                "extra": extra,
+            }
+            if worker is not None:
+                fields["pid"] = worker.pid
+                extra["worker_start"] = worker.start
+            planned.append((record, alloc, worker, env))
+            changes.append(Change(record.id, JobState.RUNNING, expect=QUEUE_STATES, fields=fields))
+        for (_record, alloc, worker, env), claimed in zip(
+            planned, self.store.transition_many(changes), strict=True
+        ):
+            if claimed is None:  # cancelled between our query and now
+                self.ledger.release(alloc.job_id)
+                if worker is not None and self.pool is not None:
+                    self._give_back(worker)
+                continue
+            if not self._launch(claimed, alloc, worker, env, oom_before):
+                self.ledger.release(alloc.job_id)
+
+    def _log(self, job_id: str, suffix: str) -> Path:
+        return self.log_dir / f"{job_id}.{suffix}"
+
+    def _warm_worker(self, record: JobRecord, env: dict[str, str]) -> WarmWorker | None:
+        """An idle or new warm worker for this job, or None: it runs in its own process."""
+        if self.pool is None or record.resources.get("isolate"):
+            return None
+        base = {k: v for k, v in env.items() if k != "JOBKIT_JOB_ID"}
+        # cpus too: thread pools (OpenBLAS, OpenMP) size themselves once, at import.
+        key = _worker_key(base, record.resources.get("cpus", 1))
+        try:
+            worker, fresh = self.pool.take(key, base, record.extra.get("cwd"))
+        except OSError as exc:
+            print(f"agent: cannot start a warm worker ({exc}); forking", file=sys.stderr)
+            return None
+        if fresh and not self._watch_worker(worker):
+            return None
+        return worker
+
+    def _watch_worker(self, worker: WarmWorker) -> bool:
+        assert self.pool is not None
+        try:
+            worker.pidfd = os.pidfd_open(worker.pid)
+        except (AttributeError, OSError):
+            self.pool.forget(worker)  # unwatchable: no warm workers here
+            self.pool = None
+            return False
+        self.sel.register(worker.sock, selectors.EVENT_READ, lambda _s, w=worker: self._hear(w))
+        self.sel.register(
+            worker.pidfd, selectors.EVENT_READ, lambda _fd, w=worker: self._worker_exited(w)
         )
-        if claimed is None:
-            return False  # cancelled between our query and now
-        env = self._job_env(claimed, alloc)
+        return True
+
+    def _launch(
+        self,
+        claimed: JobRecord,
+        alloc: Allocation,
+        worker: WarmWorker | None,
+        env: dict[str, str],
+        oom_before: int | None,
+    ) -> bool:
+        out, err = self._log(claimed.id, "out"), self._log(claimed.id, "err")
         cwd = claimed.extra.get("cwd")
         if cwd and not os.path.isdir(cwd):
             cwd = None
-        oom_before = oom_kill_count()
+        limit = claimed.resources.get("time")
+        run = Running(
+            record=claimed,
+            pid=worker.pid if worker is not None else 0,
+            alloc=alloc,
+            started=time.monotonic(),
+            deadline=time.monotonic() + float(limit) if limit else None,
+            mem_limit=int(claimed.resources.get("mem") or 0),
+            oom_before=oom_before,
+            worker=worker,
+        )
+        if worker is not None and self.pool is not None:
+            job = {"job": claimed.id, "cwd": cwd, "stdout": str(out), "stderr": str(err)}
+            job["env"] = {"JOBKIT_JOB_ID": claimed.id}
+            try:
+                self.pool.dispatch(worker, job)
+                self.running[claimed.id] = run
+                return True
+            except OSError:  # it died idle: its exit is reaped; this job gets a process
+                worker.job = None
+                run.worker = None
         popen = None
         pid = 0
         if self.settings.start_method != "spawn" and self.forkserver is not None:
@@ -445,23 +571,14 @@ class Agent:
             except OSError as exc:
                 print(f"agent: fork server failed ({exc}); spawning instead", file=sys.stderr)
                 self.forkserver = None
+                self.pool = None
         if not pid:
             popen = self._spawn(claimed, env, cwd, out, err)
             pid = popen.pid
-            write_pidfile(self._pidfile(record.id), pid)
-        limit = claimed.resources.get("time")
-        run = Running(
-            record=claimed,
-            pid=pid,
-            alloc=alloc,
-            started=time.monotonic(),
-            popen=popen,
-            deadline=time.monotonic() + float(limit) if limit else None,
-            mem_limit=int(claimed.resources.get("mem") or 0),
-            oom_before=oom_before,
-        )
+            write_pidfile(self._pidfile(claimed.id), pid)
+        run.pid, run.popen = pid, popen
         self._watch(run)
-        self.running[record.id] = run
+        self.running[claimed.id] = run
         return True
 
     def _job_env(self, record: JobRecord, alloc: Allocation) -> dict[str, str]:
@@ -516,6 +633,75 @@ class Agent:
             WorkerIO(env=env, cwd=cwd, stdout=out, stderr=err),
         )
 
+    # -- warm workers ------------------------------------------------------------
+    def _hear(self, worker: WarmWorker) -> None:
+        """A warm worker's line: a job's end ({"done": ID, "code": N, "retire": bool})."""
+        try:
+            data = worker.sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:  # it is exiting: its pidfd says when, with the status
+            with contextlib.suppress(KeyError, ValueError):
+                self.sel.unregister(worker.sock)
+            return
+        for line in worker.reader.feed(data):
+            try:
+                message = json.loads(line)
+                job_id, code = str(message["done"]), int(message["code"])
+            except (ValueError, KeyError, TypeError):
+                continue
+            worker.retiring = worker.retiring or bool(message.get("retire"))
+            run = self.running.get(job_id)
+            if run is None or run.worker is not worker:
+                continue
+            worker.job = None
+            self._ended(run, code, message.get("why") or None)
+            if not worker.retiring:
+                self._give_back(worker)
+
+    def _give_back(self, worker: WarmWorker) -> None:
+        assert self.pool is not None
+        closed = self.pool.give_back(worker)
+        if closed is not None:
+            with contextlib.suppress(KeyError, ValueError):
+                self.sel.unregister(closed.sock)
+
+    def _worker_exited(self, worker: WarmWorker) -> None:
+        """A warm worker ended: killed with its job (time limit, cancel, memory),
+        crashed, retired, or closed while idle."""
+        for fileobj in (worker.sock, worker.pidfd):
+            with contextlib.suppress(KeyError, ValueError):
+                self.sel.unregister(fileobj)  # type: ignore[arg-type]
+        code: int | None = None
+        with contextlib.suppress(ChildProcessError):
+            _, status = os.waitpid(worker.pid, 0)
+            code = os.waitstatus_to_exitcode(status)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(worker.pid, signal.SIGKILL)  # what the job left behind goes too
+        job = worker.job
+        if self.pool is not None:
+            self.pool.forget(worker)
+        elif worker.pidfd is not None:
+            with contextlib.suppress(OSError):
+                os.close(worker.pidfd)
+        run = self.running.get(job) if job else None
+        if run is not None and run.worker is worker:
+            self._ended(run, code, None)
+
+    def _ended(self, run: Running, code: int | None, note: str | None) -> None:
+        """A warm worker's job ended, reported by the worker or by its exit."""
+        del self.running[run.record.id]
+        self.ledger.release(run.record.id)
+        self.last_activity = time.monotonic()
+        self.dirty = True
+        if code == 0 and run.kill_reason is None and run.kill_message is None:
+            self._broadcast(encode_event(Event.DONE, run.record.id))  # the worker recorded it
+            return
+        reason, message = self._why(run, code)
+        self._finish(run.record.id, reason, message, code)
+
     def _watch(self, run: Running) -> None:
         try:
             run.pidfd = os.pidfd_open(run.pid)
@@ -527,7 +713,7 @@ class Agent:
     # -- supervising -----------------------------------------------------------
     def _timers(self, now: float) -> None:
         for run in list(self.running.values()):
-            if run.pidfd is None and self._exited(run):
+            if run.worker is None and run.pidfd is None and self._exited(run):
                 self._reap(run)
                 continue
             if run.deadline is not None and now >= run.deadline and run.kill_reason is None:
@@ -557,6 +743,8 @@ class Agent:
         workers = {r.pid for r in self.running.values()}
         if self.forkserver is not None:
             workers.add(self.forkserver.pid)
+        if self.pool is not None:
+            workers |= self.pool.pids()
         for _ in range(64):
             try:
                 info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
@@ -616,7 +804,7 @@ class Agent:
             run = self.running.get(job_id)
             if run is not None and run.kill_reason is None:
                 self._kill(run, signal.SIGTERM, None, "cancelled")
-            self.queue.pop(job_id, None)
+            self._unqueue(job_id)
         self.dirty = True
 
     def _kill(
@@ -683,7 +871,7 @@ class Agent:
         with retries left goes back to the queue instead (``retries``)."""
         record = self.store.get(job_id)
         if record.state is JobState.QUEUED:  # the worker requeued itself for a retry
-            self.queue.pop(job_id, None)
+            self._unqueue(job_id)
             self._enqueue([record])
             self._broadcast(encode_event(Event.REQUEUED, job_id))
             self.dirty = True
@@ -727,6 +915,8 @@ class Agent:
             if record.host != self.host:
                 continue
             recorded = read_pidfile(self._pidfile(record.id))
+            if recorded is None and record.pid and record.extra.get("worker_start") is not None:
+                recorded = (record.pid, int(record.extra["worker_start"]))  # a warm worker's
             if recorded is None or not same_process(*recorded):
                 self._finish(
                     record.id,
@@ -767,6 +957,14 @@ class Agent:
         self.running[record.id] = run
         self._watch(run)
         print(f"agent: adopted job {record.id} (worker pid {pid})", file=sys.stderr, flush=True)
+
+
+def _worker_key(env: dict[str, str], cpus: Any) -> str:
+    """Warm workers share a key when they run under the same environment
+    (which includes the job's own ``env`` and ``CUDA_VISIBLE_DEVICES``) with
+    the same number of cpus."""
+    text = json.dumps([env, cpus], sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _describe(machine: dict[str, Any]) -> str:
@@ -810,6 +1008,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     agent = Agent(store, key, settings, paths, capacity)
     agent.forkserver = forkserver
+    if forkserver is not None and settings.start_method == "warm":
+        agent.pool = WorkerPool(forkserver, max_idle=max(2, int(capacity.cpus)))
     agent.lock_fd = lock_fd
     # SIGTERM stops the agent cleanly (socket and lock file removed); its jobs
     # run on in their own sessions and record their own outcomes.

@@ -29,6 +29,11 @@ Data flow::
     exits, the worker is re-parented to the agent, which waits for it (exit
     codes, pidfd) exactly as for a child it forked itself.
 
+A warm worker (:mod:`jobkit.scheduler.warm`) is started the same way; the
+request carries one end of a socket pair (``SCM_RIGHTS``) that becomes the
+worker's line to the agent, so the requests are datagrams on a
+``SOCK_SEQPACKET`` pair: one message, one request, with its descriptor.
+
 The server exits when the agent's end of its socket closes (the agent ended).
 """
 
@@ -51,6 +56,7 @@ __all__ = ["ForkServer", "become_subreaper"]
 
 _PR_SET_CHILD_SUBREAPER = 36
 _EXIT_SOFTWARE = 70  # EX_SOFTWARE: the child failed before the worker decided a code
+_MESSAGE_MAX = 4 * 2**20  # one request: a whole environment fits
 
 
 def become_subreaper() -> bool:
@@ -73,7 +79,11 @@ class ForkServer:
 
     def start(self) -> None:
         """Fork the server; call before this process opens any store."""
-        ours, theirs = socket.socketpair()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        for end in (ours, theirs):
+            with contextlib.suppress(OSError):
+                end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _MESSAGE_MAX)
+                end.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _MESSAGE_MAX)
         sys.stdout.flush()
         sys.stderr.flush()
         pid = os.fork()
@@ -92,9 +102,7 @@ class ForkServer:
     def fork(self, job_id: str, io_: WorkerIO, pidfile: Path) -> int:
         """Start a worker for ``job_id``; its pid (it is this process's child
         once the server's middle process has exited)."""
-        if self._sock is None:
-            raise OSError("the fork server is not running")
-        request = {
+        request: dict[str, object] = {
             "job": job_id,
             "env": io_.env,
             "cwd": io_.cwd,
@@ -102,14 +110,32 @@ class ForkServer:
             "stderr": str(io_.stderr),
             "pidfile": str(pidfile),
         }
+        return self._request(request)
+
+    def start_warm(self) -> tuple[int, socket.socket]:
+        """Start a warm worker; its pid and the agent's end of its socket."""
+        ours, theirs = socket.socketpair()
+        try:
+            pid = self._request({"warm": True}, theirs.fileno())
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        return pid, ours
+
+    def _request(self, request: dict[str, object], fd: int | None = None) -> int:
+        if self._sock is None:
+            raise OSError("the fork server is not running")
         self._sock.settimeout(30.0)
-        self._sock.sendall(json.dumps(request).encode() + b"\n")
-        reply = b""
-        while not reply.endswith(b"\n"):
-            chunk = self._sock.recv(64)
-            if not chunk:
-                raise OSError("the fork server exited")
-            reply += chunk
+        message = json.dumps(request).encode()
+        if fd is None:
+            self._sock.send(message)
+        else:
+            socket.send_fds(self._sock, [message], [fd])
+        reply = self._sock.recv(64)
+        if not reply:
+            raise OSError("the fork server exited")
         pid = int(reply)
         if pid <= 0:
             raise OSError("the fork server could not fork")
@@ -125,13 +151,15 @@ class ForkServer:
 
 
 def _serve(conn: socket.socket, store_url: str, key: bytes) -> None:
-    """The server's loop: one request line in, one pid line out, until EOF."""
+    """The server's loop: one request message in, one pid message out, until EOF."""
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     with contextlib.suppress(OSError):
         os.setpgid(0, 0)  # signals sent to the agent's group do not reach it
-    stream = conn.makefile("rb")
-    for line in stream:
-        request = json.loads(line)
+    while True:
+        message, fds, _flags, _addr = socket.recv_fds(conn, _MESSAGE_MAX, 1)
+        if not message:
+            return
+        request = json.loads(message)
         read, write = os.pipe()
         middle = os.fork()
         if middle == 0:
@@ -139,17 +167,36 @@ def _serve(conn: socket.socket, store_url: str, key: bytes) -> None:
             worker = os.fork()
             if worker == 0:
                 os.close(write)
-                stream.close()
                 conn.close()
+                if request.get("warm") and fds:
+                    _run_warm(fds[0], store_url, key)  # never returns
                 _run_worker(request, store_url, key)  # never returns
             os.write(write, str(worker).encode())
             os._exit(0)
         os.close(write)
+        for fd in fds:
+            os.close(fd)
         with os.fdopen(read, "rb") as pipe:
             got = pipe.read()
         with contextlib.suppress(ChildProcessError):
             os.waitpid(middle, 0)  # the worker is re-parented to the agent now
-        conn.sendall((got.decode() or "0").encode() + b"\n")
+        conn.send(got or b"0")
+
+
+def _run_warm(fd: int, store_url: str, key: bytes) -> None:
+    code = _EXIT_SOFTWARE
+    try:
+        from jobkit.scheduler.warm import main_from_forkserver
+
+        code = main_from_forkserver(fd, store_url, key)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            traceback.print_exc()
+    finally:
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
 
 
 def _run_worker(request: dict[str, object], store_url: str, key: bytes) -> None:

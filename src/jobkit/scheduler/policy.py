@@ -24,8 +24,9 @@ devices instead of spreading over all of them.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 EPS = 1e-9
 
@@ -183,23 +184,80 @@ class Ledger:
         return self.allocations.pop(job_id, None)
 
 
-def plan(queue: Sequence[Request], ledger: Ledger) -> list[Allocation]:
-    """Choose which queued requests start now; allocates them in ``ledger``."""
-    bands: dict[int, dict[str, list[Request]]] = {}
-    for request in sorted(queue, key=lambda r: (r.created_at, r.job_id)):
-        bands.setdefault(request.priority, {}).setdefault(request.owner, []).append(request)
+class WaitQueue:
+    """The waiting requests, kept in the order :func:`plan` reads them.
 
+    By priority band, then owner, then (created_at, id) within an owner, so
+    that a plan reads the heads of a few lists instead of sorting the whole
+    queue: with a 10,000-item map waiting, a job's end costs the same as with
+    ten (the agent plans after every end).
+    """
+
+    def __init__(self, requests: Iterable[Request] = ()) -> None:
+        self._bands: dict[int, dict[str, list[tuple[float, str, Request]]]] = {}
+        self._requests: dict[str, Request] = {}
+        for request in requests:
+            self.add(request)
+
+    def add(self, request: Request) -> None:
+        self.remove(request.job_id)
+        owners = self._bands.setdefault(request.priority, {})
+        bisect.insort(
+            owners.setdefault(request.owner, []), (request.created_at, request.job_id, request)
+        )
+        self._requests[request.job_id] = request
+
+    def remove(self, job_id: str) -> Request | None:
+        request = self._requests.pop(job_id, None)
+        if request is None:
+            return None
+        owners = self._bands[request.priority]
+        entries = owners[request.owner]
+        entries.pop(bisect.bisect_left(entries, (request.created_at, request.job_id)))
+        if not entries:
+            del owners[request.owner]
+            if not owners:
+                del self._bands[request.priority]
+        return request
+
+    def __len__(self) -> int:
+        return len(self._requests)
+
+    def __contains__(self, job_id: object) -> bool:
+        return job_id in self._requests
+
+    def __iter__(self) -> Iterator[Request]:
+        return iter(list(self._requests.values()))
+
+    def bands(self) -> list[dict[str, list[tuple[float, str, Request]]]]:
+        """Highest priority first; each owner's list oldest first (read-only)."""
+        return [self._bands[p] for p in sorted(self._bands, reverse=True)]
+
+
+def plan(queue: Sequence[Request] | WaitQueue, ledger: Ledger) -> list[Allocation]:
+    """Choose which queued requests start now; allocates them in ``ledger``
+    and, when ``queue`` is a :class:`WaitQueue`, removes them from it."""
+    waiting = queue if isinstance(queue, WaitQueue) else WaitQueue(queue)
+    started = _plan(waiting, ledger)
+    if waiting is queue:
+        for alloc in started:
+            waiting.remove(alloc.job_id)
+    return started
+
+
+def _plan(queue: WaitQueue, ledger: Ledger) -> list[Allocation]:
     started: list[Allocation] = []
     reserved_cpus, reserved_mem, reserved_gpu = 0.0, 0, {}  # type: ignore[var-annotated]
     blocked = False
-    for priority in sorted(bands, reverse=True):
-        owners = bands[priority]
-        while owners:
+    for owners in queue.bands():
+        cursor = dict.fromkeys(owners, 0)  # each owner's next unread request
+        while cursor:
             shares = ledger.dominant_shares()
-            owner = min(owners, key=lambda o: (shares.get(o, 0.0), owners[o][0].created_at))
-            request = owners[owner].pop(0)
-            if not owners[owner]:
-                del owners[owner]
+            owner = min(cursor, key=lambda o: (shares.get(o, 0.0), *owners[o][cursor[o]][:2]))
+            request = owners[owner][cursor[owner]][2]
+            cursor[owner] += 1
+            if cursor[owner] >= len(owners[owner]):
+                del cursor[owner]
             alloc = ledger.try_fit(request, (reserved_cpus, reserved_mem, reserved_gpu))
             if alloc is not None:
                 ledger.allocate(alloc)

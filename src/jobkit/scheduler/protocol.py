@@ -94,7 +94,7 @@ class AgentSettings:
     gpus: int | list[str] | None = None
     max_jobs: int | None = None
     idle_timeout: float = 60.0
-    start_method: str = "fork"
+    start_method: str = "warm"
     kill_grace: float = 3.0
     rescan_interval: float = 1.0
     memory_interval: float = 0.5

@@ -47,7 +47,7 @@ class Change:
     state: JobState
     expect: Collection[JobState] | None = None
     fields: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-    blobs: Mapping[str, Buffer] = dataclasses.field(default_factory=dict)
+    blobs: Mapping[str, Buffer | Sequence[Buffer]] = dataclasses.field(default_factory=dict)
 
 
 class Store(abc.ABC):

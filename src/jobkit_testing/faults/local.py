@@ -44,12 +44,20 @@ TERMINAL = {"SUCCEEDED", "FAILED", "CANCELLED"}
 
 
 def mark_and_sleep(
-    directory: str, tag: str, seconds: float, first_only: bool = False, fail: bool = False
+    directory: str,
+    tag: str,
+    seconds: float,
+    first_only: bool = False,
+    fail: bool = False,
+    pad: int = 0,
 ) -> str:
     """A job: marker at start, sleep, marker at end; returns ``tag``.
 
     ``first_only``: only the first execution of ``tag`` sleeps (a retry ends
-    at once); ``fail``: raise RuntimeError after the end marker."""
+    at once); ``fail``: raise RuntimeError after the end marker; ``pad``:
+    that many spaces after the tag (or the error's message), so the outcome
+    is large enough to be a file (a small one is written with the end, in
+    one transaction)."""
     pid = os.getpid()
     ran_before = any(Path(directory).glob(f"{tag}.*.start"))
     Path(directory, f"{tag}.{pid}.start").write_text(os.environ.get("JOBKIT_JOB_ID", ""))
@@ -57,8 +65,8 @@ def mark_and_sleep(
         time.sleep(seconds)
     Path(directory, f"{tag}.{pid}.end").write_text(os.environ.get("JOBKIT_JOB_ID", ""))
     if fail:
-        raise RuntimeError(f"job {tag} failed on purpose")
-    return tag
+        raise RuntimeError(f"job {tag} failed on purpose" + " " * pad)
+    return tag + " " * pad
 
 
 def sleep_then_hog(directory: str, tag: str, seconds: float, mib: int) -> int:

@@ -101,6 +101,14 @@ def s3_raw_rows(client: Any, bucket: str, prefix: str) -> list[dict[str, Any]]:
         token = listed["NextContinuationToken"]
 
 
+def payload_count(db: Path) -> int:
+    """Payloads stored, as rows of the ``blobs`` table and as files beside the database."""
+    folder = Path(f"{db}.d", "blobs", "payloads")
+    files = len(os.listdir(folder)) if folder.is_dir() else 0
+    found = _select(db, "SELECT count(*) FROM blobs WHERE key LIKE 'payloads/%'")
+    return files + (int(found[0][0]) if found else 0)
+
+
 def row_counts(db: Path) -> tuple[int, int]:
     """(rows, rows whose ``submitted_at`` is null): cheap enough to poll every ms."""
     found = _select(
