@@ -28,6 +28,7 @@ from jobkit.states import JobRecord, JobState
 from jobkit.stores.sqlite import SQLiteStore
 from jobkit_testing.faults.store import (
     Figures,
+    blob_count,
     executions,
     pids_running,
     raw_rows,
@@ -350,15 +351,12 @@ def _fill_when_payloads_written(
 ) -> subprocess.CompletedProcess[str]:
     """Run ``command``; once every payload (and the environment blob) is written
     and no record yet, stop it, fill the disk, and let it go on."""
-    blobs = Path(f"{db}.d") / "blobs"
     proc = subprocess.Popen(
         command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     deadline = time.monotonic() + 60
     while proc.poll() is None and time.monotonic() < deadline:
-        payloads = len(os.listdir(blobs / "payloads")) if (blobs / "payloads").is_dir() else 0
-        envs = (blobs / "envs").is_dir() and any(os.scandir(blobs / "envs"))
-        if payloads >= items and envs:
+        if blob_count(db, "payloads") >= items and blob_count(db, "envs"):
             os.kill(proc.pid, signal.SIGSTOP)
             if len(raw_rows(db)) != 3:
                 os.kill(proc.pid, signal.SIGKILL)

@@ -41,7 +41,7 @@ __all__ = [
 TERMINAL = frozenset({"SUCCEEDED", "FAILED", "CANCELLED"})
 
 
-def _select(db: Path, sql: str) -> list[Any]:
+def _select(db: Path, sql: str, args: tuple[Any, ...] = ()) -> list[Any]:
     """``sql``'s rows, read-only: this reader never checkpoints or deletes a WAL.
 
     On a full disk a read-only open cannot create the ``-shm`` index it needs;
@@ -50,7 +50,7 @@ def _select(db: Path, sql: str) -> list[Any]:
     for params in ("mode=ro", "mode=ro&immutable=1"):
         conn = sqlite3.connect(f"file:{db}?{params}", uri=True, timeout=30)
         try:
-            return conn.execute(sql).fetchall()
+            return conn.execute(sql, args).fetchall()
         except sqlite3.OperationalError as exc:
             if "no such table" in str(exc):
                 return []
@@ -101,12 +101,18 @@ def s3_raw_rows(client: Any, bucket: str, prefix: str) -> list[dict[str, Any]]:
         token = listed["NextContinuationToken"]
 
 
-def payload_count(db: Path) -> int:
-    """Payloads stored, as rows of the ``blobs`` table and as files beside the database."""
-    folder = Path(f"{db}.d", "blobs", "payloads")
-    files = len(os.listdir(folder)) if folder.is_dir() else 0
-    found = _select(db, "SELECT count(*) FROM blobs WHERE key LIKE 'payloads/%'")
+def blob_count(db: Path, folder: str) -> int:
+    """Blobs under ``folder/`` (``payloads``, ``envs``): rows of the ``blobs``
+    table (small ones) plus files beside the database (large ones)."""
+    path = Path(f"{db}.d", "blobs", folder)
+    files = len(os.listdir(path)) if path.is_dir() else 0
+    found = _select(db, "SELECT count(*) FROM blobs WHERE key LIKE ?", (f"{folder}/%",))
     return files + (int(found[0][0]) if found else 0)
+
+
+def payload_count(db: Path) -> int:
+    """Payloads stored, however each is kept (see :func:`blob_count`)."""
+    return blob_count(db, "payloads")
 
 
 def row_counts(db: Path) -> tuple[int, int]:
