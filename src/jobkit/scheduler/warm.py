@@ -88,12 +88,12 @@ def serve_jobs(conn: socket.socket, store_url: str, key: bytes) -> int:
             code = run_job(store, job_id, key)
         except StoreUnavailableError as exc:
             code = _store_unreachable(job_id, exc)
+        left = _left_behind()
+        if left:  # in the job's own log, where its owner looks
+            print(f"jobkit worker {os.getpid()}: the job {left}; retiring", file=sys.stderr)
         _flush()
         os.dup2(devnull, 1)
         os.dup2(devnull, 2)
-        left = _left_behind()
-        if left:
-            print(f"jobkit worker {os.getpid()}: job {job_id} {left}; retiring", file=sys.stderr)
         reply = {"done": job_id, "code": code, "retire": bool(left), "why": left}
         conn.sendall(json.dumps(reply).encode() + b"\n")
         if left or code == _store_exit():
