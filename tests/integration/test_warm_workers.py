@@ -158,5 +158,5 @@ def test_start_method_fork_gives_every_job_its_own_process(tmp_path: Path) -> No
 
 
 def test_a_bad_isolate_value_is_one_clear_error(one_slot: Any) -> None:
-    with pytest.raises(jobkit.ConfigError, match="isolate.*expected true or false"):
+    with pytest.raises(jobkit.ConfigError, match=r"isolate.*expected true or false"):
         on(os.getpid, isolate="yes")
