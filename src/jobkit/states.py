@@ -234,9 +234,9 @@ def field_problem(record: JobRecord) -> str | None:
     ``bool`` is refused where a number belongs: JSON ``true`` is not a time.
     Non-finite timestamps are refused too (``NaN`` breaks every ordering).
     """
-    get = record.__dict__.get
+    values: dict[str, Any] = record.__dict__
     for name, exact in _EXACT:
-        value = get(name)
+        value = values[name]
         kind = type(value)
         if kind not in exact or (kind is float and not math.isfinite(value)):
             return _slow_problem(record)
