@@ -38,14 +38,18 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from jobkit.errors import JobkitError, StoreUnavailableError
 from jobkit.launchers import PLAIN, launcher_names, load_launcher
 from jobkit.reconcile import Failure, fail, requeue, retry_allowed
 from jobkit.serialization import Call, dump_outcome, load_payload
-from jobkit.states import FailureReason, JobState
-from jobkit.stores.base import Change, Store, outcome_key, payload_key
+from jobkit.states import FailureReason, JobRecord, JobState
+from jobkit.stores.base import Buffer, Change, Store, outcome_key, payload_key
 from jobkit.threadlimits import limit_threads
+
+HandOver = Callable[[str, "list[Buffer]", dict[str, Any]], bool]
+"""Takes (job id, outcome buffers, end fields) of a success; True: it records them."""
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -66,6 +70,8 @@ def run_job(
     follower: bool = False,
     on_call: Callable[[Call], None] | None = None,
     classify: Callable[[BaseException], tuple[FailureReason, str] | None] | None = None,
+    record: JobRecord | None = None,
+    hand_over: HandOver | None = None,
 ) -> int:
     """Run one job to its terminal state in the store; returns the exit code.
 
@@ -74,7 +80,10 @@ def run_job(
     error so the scheduler sees the task fail.  ``on_call`` receives the
     loaded call before it runs (the Slurm entry keeps it for checkpointing);
     ``classify`` may say that an exception means something other than the
-    function failing (submitit's time-limit stop is a TIMEOUT).
+    function failing (submitit's time-limit stop is a TIMEOUT).  ``record``:
+    the job as its claim just recorded it (a warm worker gets it from the
+    agent, saving a read); ``hand_over`` may take a success's outcome and end
+    to record them itself (the agent batches them), else they are written here.
     """
     if follower:
         limit_threads(store.get(job_id).resources.get("cpus", 1))
@@ -84,7 +93,8 @@ def run_job(
         call = header_call[1]
         call.resolve()(*call.args, **call.kwargs)
         return EXIT_OK
-    record = store.get(job_id)
+    if record is None or record.id != job_id:
+        record = store.get(job_id)
     if record.is_terminal:
         return EXIT_OK  # cancelled (or already run) before we started
     limit_threads(record.resources.get("cpus", 1))  # before unpickling may import numpy
@@ -137,6 +147,8 @@ def run_job(
     _flush_std()
     if failure is None:  # the outcome and the end in one write (one transaction on SQLite)
         done = {"finished_at": time.time(), "exit_code": EXIT_OK}
+        if hand_over is not None and hand_over(job_id, outcome, done):
+            return EXIT_OK
         blobs = {outcome_key(job_id): outcome}
         store.transition_many([Change(job_id, JobState.SUCCEEDED, fields=done, blobs=blobs)])
         return EXIT_OK

@@ -167,7 +167,9 @@ def test_orphaned_worker_still_alive_is_adopted_with_its_limits(tmp_path: Path) 
     FAILED/OOM), and cancelling the fourth kills it."""
     db, marks = paths(tmp_path)
     local = {**LOCAL, "max_jobs": 4, "cpus": 4}
-    short = submit_elsewhere(db, marks, ["short"], 3.0, local)
+    # "short" must still run when the agent is killed, after three more submitters
+    # started (a second each on a loaded machine): 8 s.
+    short = submit_elsewhere(db, marks, ["short"], 8.0, local)
     limited = submit_elsewhere(db, marks, ["limited"], 60.0, local, time=4)
     hog = submit_elsewhere(
         db, marks, ["hog"], 3.0, local, kw={"function": "sleep_then_hog", "mib": 300}, mem="100MiB"

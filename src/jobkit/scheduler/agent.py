@@ -176,6 +176,8 @@ class Agent:
         self.waiting = WaitQueue()
         self.unaccepted: list[str] = []  # PENDING jobs read this round, to record QUEUED
         self.outbox: list[bytes] = []  # events for every client, sent once per loop
+        self.ends: list[tuple[Change, WarmWorker]] = []  # successes workers handed over
+        self.acks: dict[WarmWorker, list[str]] = {}  # committed ends a worker still holds
         self.reload_queue = True
         self.next_reload = time.monotonic() + RELOAD_INTERVAL
         self.fetch_new = False
@@ -216,6 +218,8 @@ class Agent:
         if self.dirty:
             self.dirty = False
             self._schedule()
+        if self.ends:
+            self._commit([])
         self._flush_events()
 
     def _idle(self) -> bool:
@@ -375,6 +379,10 @@ class Agent:
         self.outbox.append(line)
 
     def _flush_events(self) -> None:
+        if self.acks and self.pool is not None:
+            for worker, ids in self.acks.items():
+                self.pool.acknowledge(worker, ids)
+            self.acks = {}
         if not self.outbox:
             return
         data, self.outbox = b"".join(self.outbox), []
@@ -487,7 +495,7 @@ class Agent:
             planned.append((record, alloc, worker, env))
             changes.append(Change(record.id, JobState.RUNNING, expect=QUEUE_STATES, fields=fields))
         for (_record, alloc, worker, env), claimed in zip(
-            planned, self.store.transition_many(changes), strict=True
+            planned, self._commit(changes), strict=True
         ):
             if claimed is None:  # cancelled between our query and now
                 self.ledger.release(alloc.job_id)
@@ -496,6 +504,17 @@ class Agent:
                 continue
             if not self._launch(claimed, alloc, worker, env, oom_before):
                 self.ledger.release(alloc.job_id)
+
+    def _commit(self, claims: list[Change]) -> list[JobRecord | None]:
+        """One transaction: the ends workers handed over since the last one,
+        then ``claims``; the claims' results.  An end refused by its
+        compare-and-set (cancelled meanwhile) still ends the job for clients."""
+        ends, self.ends = self.ends, []
+        results = self.store.transition_many([change for change, _ in ends] + claims)
+        for change, worker in ends:
+            self._broadcast(encode_event(Event.DONE, change.job_id))
+            self.acks.setdefault(worker, []).append(change.job_id)
+        return results[len(ends) :]
 
     def _log(self, job_id: str, suffix: str) -> Path:
         return self.log_dir / f"{job_id}.{suffix}"
@@ -554,10 +573,16 @@ class Agent:
             worker=worker,
         )
         if worker is not None and self.pool is not None:
-            job = {"job": claimed.id, "cwd": cwd, "stdout": str(out), "stderr": str(err)}
-            job["env"] = {"JOBKIT_JOB_ID": claimed.id}
+            job: dict[str, Any] = {
+                "job": claimed.id,
+                "cwd": cwd,
+                "stdout": str(out),
+                "stderr": str(err),
+                "env": {"JOBKIT_JOB_ID": claimed.id},
+                "ack": self.acks.pop(worker, []),
+            }
             try:
-                self.pool.dispatch(worker, job)
+                self.pool.dispatch(worker, job, claimed.to_json().encode())
                 self.running[claimed.id] = run
                 return True
             except OSError:  # it died idle: its exit is reaped; this job gets a process
@@ -635,9 +660,10 @@ class Agent:
 
     # -- warm workers ------------------------------------------------------------
     def _hear(self, worker: WarmWorker) -> None:
-        """A warm worker's line: a job's end ({"done": ID, "code": N, "retire": bool})."""
+        """A warm worker's message: a job's end (``done``), with the outcome
+        of a success it hands over for the agent to record."""
         try:
-            data = worker.sock.recv(65536)
+            data = worker.sock.recv(1 << 20)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
@@ -646,20 +672,36 @@ class Agent:
             with contextlib.suppress(KeyError, ValueError):
                 self.sel.unregister(worker.sock)
             return
-        for line in worker.reader.feed(data):
+        for header, outcome in worker.reader.feed(data):
             try:
-                message = json.loads(line)
-                job_id, code = str(message["done"]), int(message["code"])
-            except (ValueError, KeyError, TypeError):
+                job_id, code = str(header["done"]), int(header["code"])
+            except (KeyError, TypeError, ValueError):
                 continue
-            worker.retiring = worker.retiring or bool(message.get("retire"))
+            worker.retiring = worker.retiring or bool(header.get("retire"))
             run = self.running.get(job_id)
             if run is None or run.worker is not worker:
                 continue
             worker.job = None
-            self._ended(run, code, message.get("why") or None)
+            end = header.get("end")
+            if outcome and isinstance(end, dict) and code == 0:
+                self._handed_over(run, worker, outcome, end)
+            else:
+                self._ended(run, code, header.get("why") or None)
             if not worker.retiring:
                 self._give_back(worker)
+
+    def _handed_over(
+        self, run: Running, worker: WarmWorker, outcome: bytes, end: dict[str, Any]
+    ) -> None:
+        """A success to record with the next commit (see :meth:`_commit`)."""
+        del self.running[run.record.id]
+        self.ledger.release(run.record.id)
+        self.last_activity = time.monotonic()
+        self.dirty = True
+        fields: dict[str, Any] = {k: end[k] for k in ("finished_at", "exit_code") if k in end}
+        blobs = {outcome_key(run.record.id): outcome}
+        change = Change(run.record.id, JobState.SUCCEEDED, (JobState.RUNNING,), fields, blobs)
+        self.ends.append((change, worker))
 
     def _give_back(self, worker: WarmWorker) -> None:
         assert self.pool is not None

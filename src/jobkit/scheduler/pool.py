@@ -12,8 +12,9 @@ Data flow::
 
     agent._launch ── take(key, env, cwd) ──► idle worker of key, else ForkServer.start_warm
           │                                            │ pid, socket
-          │ dispatch(worker, job) ── one JSON line ──► │ warm worker runs it
-          │ agent's selector: socket readable ◄────────┘ {"done": ID, "code": N, "retire"}
+          │ dispatch(worker, job, record) ── a frame ─► │ warm worker runs it
+          │ agent's selector: socket readable ◄────────┘ {"done": ID, ...} + outcome
+          │ acknowledge(worker, ids) once the ends are committed
           │                   pidfd readable: the worker exited (killed, crashed, retired)
           └─ give_back(worker) ─► idle (or closed)
 
@@ -26,14 +27,13 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
-import json
 import os
 import socket
 from typing import Any
 
 from jobkit.processes import process_start
 from jobkit.scheduler.forkserver import ForkServer
-from jobkit.scheduler.protocol import LineReader
+from jobkit.scheduler.protocol import FrameReader, encode_frame
 
 __all__ = ["WarmWorker", "WorkerPool"]
 
@@ -47,7 +47,7 @@ class WarmWorker:
     sock: socket.socket
     key: str
     pidfd: int | None = None
-    reader: LineReader = dataclasses.field(default_factory=LineReader)
+    reader: FrameReader = dataclasses.field(default_factory=FrameReader)
     job: str | None = None
     retiring: bool = False
 
@@ -70,17 +70,23 @@ class WorkerPool:
         pid, sock = self.forkserver.start_warm()
         worker = WarmWorker(pid=pid, start=process_start(pid), sock=sock, key=key)
         try:
-            sock.sendall(json.dumps({"env": env, "cwd": cwd}).encode() + b"\n")
+            sock.sendall(encode_frame({"env": env, "cwd": cwd}))
         except OSError:
             sock.close()
             raise
         self.all[pid] = worker
         return worker, True
 
-    def dispatch(self, worker: WarmWorker, job: dict[str, Any]) -> None:
-        """Send one job; OSError if the worker is gone (the caller reaps it)."""
+    def dispatch(self, worker: WarmWorker, job: dict[str, Any], record: bytes) -> None:
+        """Send one job (with the claimed record); OSError if the worker is gone
+        (the caller reaps it)."""
         worker.job = str(job["job"])
-        worker.sock.sendall(json.dumps(job).encode() + b"\n")
+        worker.sock.sendall(encode_frame(job, [record]))
+
+    def acknowledge(self, worker: WarmWorker, ids: list[str]) -> None:
+        """Tell a worker these ends are committed (it may forget them)."""
+        with contextlib.suppress(OSError):  # gone: it wrote them itself, or died
+            worker.sock.sendall(encode_frame({"ack": ids}))
 
     def give_back(self, worker: WarmWorker) -> WarmWorker | None:
         """Make ``worker`` idle; the worker closed to stay within ``max_idle``, if any."""

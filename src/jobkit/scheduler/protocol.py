@@ -36,12 +36,14 @@ __all__ = [
     "MACHINE_FIELDS",
     "AgentSettings",
     "Event",
+    "FrameReader",
     "LineReader",
     "Op",
     "Request",
     "decode_event",
     "decode_request",
     "encode_event",
+    "encode_frame",
     "encode_request",
     "encode_status",
 ]
@@ -185,3 +187,46 @@ class LineReader:
         *lines, rest = bytes(self._pending).split(b"\n")
         self._pending[:] = rest
         return lines
+
+
+def encode_frame(
+    header: Mapping[str, Any], body: Sequence[bytes | bytearray | memoryview] = ()
+) -> bytes:
+    """One message between the agent and a warm worker: a JSON header line,
+    then ``header["size"]`` raw bytes (an outcome, a record) that JSON would
+    have to escape or base64-encode."""
+    size = sum(memoryview(part).nbytes for part in body)
+    line = json.dumps({**header, "size": size}, separators=(",", ":")).encode() + b"\n"
+    return b"".join([line, *(bytes(part) for part in body)]) if size else line
+
+
+class FrameReader:
+    """Splits a byte stream into :func:`encode_frame` messages: (header, body)."""
+
+    def __init__(self) -> None:
+        self._pending = bytearray()
+
+    def feed(self, data: bytes) -> list[tuple[dict[str, Any], bytes]]:
+        """The complete messages in what has arrived so far; a header that is
+        not a JSON object is skipped (a worker of another version)."""
+        self._pending += data
+        out: list[tuple[dict[str, Any], bytes]] = []
+        while True:
+            end = self._pending.find(b"\n")
+            if end < 0:
+                return out
+            try:
+                header = json.loads(self._pending[:end])
+            except ValueError:
+                header = None
+            if not isinstance(header, dict):
+                del self._pending[: end + 1]
+                continue
+            size = header.get("size") or 0
+            if not isinstance(size, int) or size < 0:
+                size = 0
+            if len(self._pending) < end + 1 + size:
+                return out
+            body = bytes(self._pending[end + 1 : end + 1 + size])
+            del self._pending[: end + 1 + size]
+            out.append((header, body))

@@ -4,21 +4,32 @@ Forking a worker per job costs a fork, a new store connection and the first
 touches of every page the job uses; Ray's worker pool shows what skipping
 that buys for short jobs.  A warm worker is forked by the fork server (so it
 never inherits the agent's SQLite connection), opens its own patient store
-once, and then loops::
+once, and then loops over messages framed by
+:func:`~jobkit.scheduler.protocol.encode_frame` (a JSON header line, then
+``size`` raw bytes)::
 
     agent ── socket (one per worker, passed by the fork server) ──► warm worker
-      │  {"env": {...}, "cwd": ...}              first line: what it runs under
-      │  {"job": ID, "cwd": ..., "stdout": P, "stderr": P, "env": {...extra}}
+      │  {"env": {...}, "cwd": ...}              first: what it runs under
+      │  {"job": ID, "cwd", "stdout", "stderr", "env", "ack": [...]} + the claimed record
       │                                             │ env and cwd put back, stdio → the
       │                                             │ job's logs, signals at their defaults
-      │                                             │ worker.run_job (records RUNNING's
-      │                                             │ pid already set by the claim, the
-      │                                             │ outcome and end in one transaction)
-      │  ◄── {"done": ID, "code": N, "retire": bool}
-      │                                             │ retire: exit; else wait for the next
+      │                                             │ worker.run_job(record=..., hand_over=...)
+      │  ◄── {"done": ID, "code": N, "retire", "end": {...}} + the outcome of a success
+      │                                             │ kept until acknowledged
+      │  {"ack": [ID, ...]}  (or inside the next job) the agent committed those ends
       ▼
-    EOF (the agent ended): exit.  A job in progress finishes first and records
-    its own end, as a forked worker's does.
+    EOF (the agent ended): the worker records the ends the agent never
+    acknowledged itself (outcome and SUCCEEDED, one transaction each), exits.
+
+Why the agent records a success's end: it commits every end that arrived
+in one loop turn together with the claims of the jobs that start next, one
+transaction instead of one per job per process, and the workers never wait
+for the store's write lock.  Nothing finished is lost to a crash: until the
+agent acknowledges an end, the worker holds it and writes it itself if the
+agent is gone; if the worker dies after sending, the agent has it.  Only both
+dying together loses it, and then the job ends LOST (retried if allowed), as
+a job whose worker dies while it runs.  Failures (an exception, retries)
+are recorded by the worker, through :mod:`jobkit.reconcile`, as before.
 
 Isolation between jobs, and what it cannot give:
 
@@ -57,48 +68,140 @@ _RESET_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, 
 
 def serve_jobs(conn: socket.socket, store_url: str, key: bytes) -> int:
     """Run jobs sent on ``conn`` until it closes or a job leaves state behind."""
-    from jobkit.errors import StoreUnavailableError
     from jobkit.stores.patient import open_patient_store
-    from jobkit.worker import _store_unreachable, run_job
 
-    reader = conn.makefile("rb")
-    first = reader.readline()
-    if not first:
+    stream = conn.makefile("rb")
+    setup = _read_frame(stream)
+    if setup is None:
         return 0
-    setup = json.loads(first)
-    base_env = {str(k): str(v) for k, v in setup["env"].items()}
-    home = str(setup.get("cwd") or os.getcwd())
+    base_env = {str(k): str(v) for k, v in setup[0]["env"].items()}
+    home = str(setup[0].get("cwd") or os.getcwd())
     _replace_environ(base_env)
     devnull = os.open(os.devnull, os.O_RDWR)
     os.dup2(devnull, 0)
     sys.stdin = io.TextIOWrapper(io.FileIO(0, "r", closefd=False))
     store = open_patient_store(store_url)
+    ends = _Ends(conn, store)
     path = list(sys.path)
-    for line in reader:
-        request = json.loads(line)
-        job_id = str(request["job"])
-        _replace_environ({**base_env, **request.get("env", {})})
-        _enter(str(request.get("cwd") or home))
-        sys.path[:] = path
-        sys.argv[:] = ["jobkit-worker", job_id]
-        for sig in _RESET_SIGNALS:
-            signal.signal(sig, signal.SIG_DFL)
-        _to_logs(Path(request["stdout"]), Path(request["stderr"]))
-        try:
-            code = run_job(store, job_id, key)
-        except StoreUnavailableError as exc:
-            code = _store_unreachable(job_id, exc)
-        left = _left_behind()
-        if left:  # in the job's own log, where its owner looks
-            print(f"jobkit worker {os.getpid()}: the job {left}; retiring", file=sys.stderr)
-        _flush()
-        os.dup2(devnull, 1)
-        os.dup2(devnull, 2)
-        reply = {"done": job_id, "code": code, "retire": bool(left), "why": left}
-        conn.sendall(json.dumps(reply).encode() + b"\n")
-        if left or code == _store_exit():
-            return 0
+    try:
+        while (frame := _read_frame(stream)) is not None:
+            header, body = frame
+            ends.acknowledged(header.get("ack") or ())
+            if "job" not in header:
+                continue
+            job_id = str(header["job"])
+            _replace_environ({**base_env, **header.get("env", {})})
+            _enter(str(header.get("cwd") or home))
+            sys.path[:] = path
+            sys.argv[:] = ["jobkit-worker", job_id]
+            for sig in _RESET_SIGNALS:
+                signal.signal(sig, signal.SIG_DFL)
+            _to_logs(Path(header["stdout"]), Path(header["stderr"]))
+            code, handed = _run(store, job_id, key, body, ends)
+            left = _left_behind()
+            if left:  # in the job's own log, where its owner looks
+                print(f"jobkit worker {os.getpid()}: the job {left}; retiring", file=sys.stderr)
+            _flush()
+            os.dup2(devnull, 1)
+            os.dup2(devnull, 2)
+            reply = {"done": job_id, "code": code, "retire": bool(left), "why": left}
+            ends.send(reply, handed)
+            if left or code == _store_exit():
+                break
+    finally:
+        ends.record_unacknowledged()  # the agent is gone, or we are leaving it
     return 0
+
+
+class _Ends:
+    """Successes handed to the agent and not yet acknowledged (see the module doc)."""
+
+    def __init__(self, conn: socket.socket, store: Any) -> None:
+        self.conn = conn
+        self.store = store
+        self.held: dict[str, tuple[list[Any], dict[str, Any]]] = {}
+
+    def take(self, job_id: str, outcome: list[Any], end: dict[str, Any]) -> bool:
+        if sum(memoryview(b).nbytes for b in outcome) > HAND_OVER_MAX:
+            return False  # large: written by the worker, as a file
+        self.held[job_id] = (outcome, end)
+        return True
+
+    def send(self, reply: dict[str, Any], handed: bool) -> None:
+        from jobkit.scheduler.protocol import encode_frame
+
+        job_id = str(reply["done"])
+        if handed and job_id in self.held:
+            outcome, end = self.held[job_id]
+            self.conn.sendall(encode_frame({**reply, "end": end}, outcome))
+        else:
+            self.conn.sendall(encode_frame(reply))
+
+    def acknowledged(self, ids: Any) -> None:
+        for job_id in ids:
+            self.held.pop(str(job_id), None)
+
+    def record_unacknowledged(self) -> None:
+        """Write what the agent may not have committed: each end is a compare-
+        and-set on RUNNING, so one the agent did commit changes nothing."""
+        from jobkit.states import JobState
+        from jobkit.stores.base import Change, outcome_key
+
+        if not self.held:
+            return
+        changes = [
+            Change(
+                job_id,
+                JobState.SUCCEEDED,
+                expect=(JobState.RUNNING,),
+                fields=end,
+                blobs={outcome_key(job_id): outcome},
+            )
+            for job_id, (outcome, end) in self.held.items()
+        ]
+        with contextlib.suppress(Exception):  # a dead store: nothing more can be done
+            self.store.transition_many(changes)
+        self.held.clear()
+
+
+HAND_OVER_MAX = 1 << 20
+"""Largest outcome sent to the agent; a bigger one the worker writes itself."""
+
+
+def _run(store: Any, job_id: str, key: bytes, body: bytes, ends: _Ends) -> tuple[int, bool]:
+    from jobkit.errors import StoreUnavailableError
+    from jobkit.states import JobRecord
+    from jobkit.worker import _store_unreachable, run_job
+
+    handed: list[bool] = []
+
+    def hand_over(job: str, outcome: list[Any], end: dict[str, Any]) -> bool:
+        taken = ends.take(job, outcome, end)
+        handed.append(taken)
+        return taken
+
+    record = None
+    if body:
+        with contextlib.suppress(Exception):  # unreadable: run_job reads it from the store
+            record = JobRecord.from_json(body)
+    try:
+        code = run_job(store, job_id, key, record=record, hand_over=hand_over)
+    except StoreUnavailableError as exc:
+        code = _store_unreachable(job_id, exc)
+    return code, any(handed)
+
+
+def _read_frame(stream: Any) -> tuple[dict[str, Any], bytes] | None:
+    """The next message (header, body), or None at EOF."""
+    line = stream.readline()
+    if not line:
+        return None
+    header = json.loads(line)
+    size = int(header.get("size") or 0)
+    body = stream.read(size) if size else b""
+    if len(body) < size:
+        return None
+    return header, body
 
 
 def _store_exit() -> int:
