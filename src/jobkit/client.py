@@ -307,6 +307,21 @@ class Client:
             where = self.store.blob_location(outcome_key(record.id))
             raise SignatureError(f"{exc} (stored at {where})") from exc
 
+    def load_outcomes(self, records: Sequence[JobRecord]) -> dict[str, Outcome]:
+        """Outcomes of many ended jobs, their blobs read in a few round trips
+        (``get_blobs``); a job whose outcome is missing or bad is left out, so
+        that :meth:`load_outcome` reports it the usual way."""
+        from jobkit.errors import JobkitError
+        from jobkit.serialization import load_outcome
+
+        wanted = {outcome_key(r.id): r for r in records}
+        found: dict[str, Outcome] = {}
+        for key, data in self.store.get_blobs(list(wanted)).items():
+            record = wanted[key]
+            with contextlib.suppress(JobkitError):
+                found[record.id] = load_outcome(data, key=self.key, job_id=record.id)
+        return found
+
     def read_logs(self, record: JobRecord, stream: str) -> str:
         return self.backend(record.backend).read_logs(record, stream)
 

@@ -283,11 +283,24 @@ class JobArray(Sequence[Job[T]]):
         """All results in order; raises the first failed job's exception."""
         deadline = None if timeout is None else time.monotonic() + timeout
         self.wait(timeout, progress=progress)
+        self._prefetch_outcomes()
         out = []
         for job in self._jobs:
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
             out.append(job.result(remaining))
         return out
+
+    def _prefetch_outcomes(self) -> None:
+        """Load the outcomes of the ended jobs in bulk (one read per few
+        hundred, not one per job); each job's ``result()`` then finds its own."""
+        ended = [j for j in self._jobs if j._outcome is None and _Future.done(j)]
+        if not ended:
+            return
+        loaded = ended[0]._client.load_outcomes([j._record for j in ended])
+        for job in ended:
+            outcome = loaded.get(job.id)
+            if outcome is not None:
+                job._outcome = outcome
 
     def cancel(self) -> int:
         """Cancel every job not yet ended; returns how many were cancelled."""
