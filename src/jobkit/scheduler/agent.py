@@ -188,6 +188,7 @@ class Agent:
         self.log_dir = paths.log.parent / "logs"
         self.log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.env_cache: dict[str, dict[str, str]] = {}
+        self.worker_keys: dict[tuple[Any, ...], tuple[dict[str, str], str]] = {}
         self.lock_fd = -1
         self.forkserver: ForkServer | None = None
         self.pool: WorkerPool | None = None
@@ -323,6 +324,7 @@ class Agent:
         for name, value in machine.items():
             setattr(self.settings, name, value)
         self.ledger.capacity = capacity
+        self.worker_keys.clear()  # CUDA_VISIBLE_DEVICES depends on the machine's GPUs
         who = f"client pid {client_pid}" if client_pid else "a client"
         print(
             f"agent: machine settings changed by {who}: {_describe(machine)} "
@@ -474,8 +476,8 @@ class Agent:
         changes: list[Change] = []
         for alloc in allocs:
             record = self.queue.pop(alloc.job_id)
-            env = self._job_env(record, alloc)
-            worker = self._warm_worker(record, env)
+            worker = self._warm_worker(record, alloc)
+            env = self._job_env(record, alloc) if worker is None else {}
             extra = {
                 **record.extra,
                 "stdout": str(self._log(record.id, "out")),
@@ -516,16 +518,28 @@ class Agent:
             self.acks.setdefault(worker, []).append(change.job_id)
         return results[len(ends) :]
 
-    def _log(self, job_id: str, suffix: str) -> Path:
-        return self.log_dir / f"{job_id}.{suffix}"
+    def _log(self, job_id: str, suffix: str) -> str:
+        return f"{self.log_dir}/{job_id}.{suffix}"
 
-    def _warm_worker(self, record: JobRecord, env: dict[str, str]) -> WarmWorker | None:
+    def _warm_worker(self, record: JobRecord, alloc: Allocation) -> WarmWorker | None:
         """An idle or new warm worker for this job, or None: it runs in its own process."""
         if self.pool is None or record.resources.get("isolate"):
             return None
-        base = {k: v for k, v in env.items() if k != "JOBKIT_JOB_ID"}
-        # cpus too: thread pools (OpenBLAS, OpenMP) size themselves once, at import.
-        key = _worker_key(base, record.resources.get("cpus", 1))
+        res = record.resources
+        # Everything the worker's environment is made of, cheaply: a map's items share it.
+        what = (
+            record.extra.get("env"),
+            json.dumps(res.get("env") or {}, sort_keys=True),
+            tuple(alloc.gpu_share),
+            res.get("cpus", 1),
+        )
+        known = self.worker_keys.get(what)
+        if known is None:
+            base = self._job_env(record, alloc)
+            del base["JOBKIT_JOB_ID"]
+            # cpus too: thread pools (OpenBLAS, OpenMP) size themselves once, at import.
+            known = self.worker_keys[what] = (base, _worker_key(base, res.get("cpus", 1)))
+        base, key = known
         try:
             worker, fresh = self.pool.take(key, base, record.extra.get("cwd"))
         except OSError as exc:
@@ -588,17 +602,18 @@ class Agent:
             except OSError:  # it died idle: its exit is reaped; this job gets a process
                 worker.job = None
                 run.worker = None
+                env = self._job_env(claimed, alloc)
         popen = None
         pid = 0
         if self.settings.start_method != "spawn" and self.forkserver is not None:
             try:
-                pid = self._fork(claimed, env, cwd, out, err)
+                pid = self._fork(claimed, env, cwd, Path(out), Path(err))
             except OSError as exc:
                 print(f"agent: fork server failed ({exc}); spawning instead", file=sys.stderr)
                 self.forkserver = None
                 self.pool = None
         if not pid:
-            popen = self._spawn(claimed, env, cwd, out, err)
+            popen = self._spawn(claimed, env, cwd, Path(out), Path(err))
             pid = popen.pid
             write_pidfile(self._pidfile(claimed.id), pid)
         run.pid, run.popen = pid, popen
