@@ -174,6 +174,8 @@ def test_columns_follow_the_json_on_every_write(store: SQLiteStore, db: Path) ->
         ({"array_id": "arr"}, "jobs_by_array"),
         ({"states": [JobState.RUNNING, JobState.QUEUED]}, "jobs_by_state"),
         ({"states": [JobState.RUNNING, JobState.QUEUED], "backend": "x"}, "jobs_by_backend"),
+        ({"backend": "slurm"}, "jobs_by_backend"),
+        ({"backend": "slurm", "name": "train*"}, "jobs_by_backend"),
     ],
 )
 def test_queries_read_an_index_without_sorting(

@@ -81,6 +81,7 @@ def build_query(
     partial "RIGHT PART OF ORDER BY" sort.  Several states are one query per
     state, each reading its index and keeping ``limit + offset`` rows, merged:
     ``state IN (...)`` would sort every matching row to find the first page.
+    A backend without states is every state, so that it reads the backend index too.
     Separate so tests can ``EXPLAIN QUERY PLAN`` exactly what runs.
     """
     where: list[str] = []
@@ -90,6 +91,10 @@ def build_query(
         params.append(value)
         where.append(condition.replace("?", f"?{len(params)}"))
 
+    if states is None and backend is not None:
+        # jobs_by_backend is (backend, state, created_at, id): one branch per state
+        # reads it in order; "backend = ?" alone would sort every job of the backend.
+        states = list(JobState)
     values = None if states is None else sorted({JobState(s).value for s in states})
     if values is not None and len(values) <= 1:
         if values:
