@@ -86,11 +86,11 @@ def build(
             size = 1 if rng.random() < 0.5 else min(rng.choice(MAP_SIZES), count - made)
             # oldest first; the last 0.1 % of the span is "now", where jobs still run
             created = now - days * DAY * (1 - made / count) - 1.0
-            array_id = f"jk-arr{made:07d}" if size > 1 else None
+            array_id = f"jk-big{made:07d}" if size > 1 else None  # items: ARRAY.INDEX
             name = f"{rng.choice(('train', 'eval', 'sweep', 'prep'))}-{rng.randrange(40)}"
             backend = rng.choice(("local",) * 8 + ("slurm", "kubernetes"))
             for index in range(size):
-                job_id = f"jk-big{made:07d}"
+                job_id = f"{array_id}.{index}" if array_id else f"jk-big{made:07d}"
                 record = _record(
                     rng, job_id, name, backend, created, made / count, log_dir, array_id
                 )
