@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 import stat
 from collections.abc import Iterable
 from pathlib import Path
@@ -63,7 +62,7 @@ class BlobFiles:
 
     def write(self, key: str, buffers: Iterable[memoryview]) -> None:
         target = self.path_of(key)
-        temp = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
+        temp = target.with_name(f".{target.name}.{os.urandom(6).hex()}.tmp")
         try:
             try:
                 fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
