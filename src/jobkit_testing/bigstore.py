@@ -139,7 +139,7 @@ def _record(
     draw = rng.random()
     if age_fraction > 0.999 and backend == "local" and draw < 0.5:
         state = JobState.RUNNING
-    elif draw < 0.0005 and backend == "slurm" and age_fraction < 0.5:
+    elif draw < 0.02 and backend == "slurm" and age_fraction < 0.5:
         state = JobState.PENDING  # stuck in the queue for weeks: never pruned
     elif draw < 0.85:
         state = JobState.SUCCEEDED
