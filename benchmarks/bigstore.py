@@ -15,8 +15,9 @@ in ten, payload files and slurm log files) and copied aside.  Then:
   configuration, builds the client, opens the store) and the median of 20
   warm calls (the target's);
 * ``jobkit prune --older-than 30d``, whole command: the finished jobs of the
-  oldest two thirds of the store (~66,600 records, their blobs and log files) go; median of 3 runs, each on a
-  fresh copy of the store with its log files written again.
+  oldest two thirds of the store (~66,600 records, their blobs and log files)
+  go; median of 3 runs, each on a fresh copy of the store with its log files
+  written again.
 
 No anchors: the targets are absolute (issue 12).  Never a pass/fail test.
 """
