@@ -26,6 +26,7 @@ from collections.abc import Collection, Sequence
 from datetime import timedelta
 from typing import Any
 
+from jobkit.errors import JobNotFoundError, StoreError, StoreUnavailableError
 from jobkit.states import JobRecord, JobState
 from jobkit.stores.base import Store, payload_key
 
@@ -117,9 +118,10 @@ def orphan_payloads(
 ) -> list[str]:
     """Ids of payloads older than ``grace`` seconds that no record points to.
 
-    A corrupted record still points to its payload (``find_corrupted`` is
-    asked, once, only when there are candidates); ``known_bad`` saves that
-    scan when the caller already made it.  ``recorded``: ids the caller just
+    A corrupted record still points to its payload: candidates whose record
+    did not read are probed one by one (up to :data:`PROBE_MAX`), or by one
+    ``find_corrupted`` scan; ``known_bad`` saves both when the caller already
+    made that scan.  ``recorded``: ids the caller just
     read records of (the plan's), not read again -- a prune of 100,000 jobs
     would otherwise parse every one of their records twice.
     """
@@ -134,8 +136,33 @@ def orphan_payloads(
     unknown = [i for i in old if i not in readable]
     if not unknown:
         return []
-    bad = store.find_corrupted() if known_bad is None else known_bad
+    if known_bad is not None:
+        return sorted(i for i in unknown if i not in known_bad)
+    if len(unknown) <= PROBE_MAX:  # a few: one read each, not a parse of the store
+        return sorted(i for i in unknown if not _has_record(store, i))
+    bad = store.find_corrupted()
     return sorted(i for i in unknown if i not in bad)
+
+
+PROBE_MAX = 100
+"""Up to this many payloads without a readable record are checked one by one
+(:func:`_has_record`); more, and one ``find_corrupted`` scan is cheaper.  On a
+100,000-job store that scan parses every record, seconds that one orphan
+should not cost."""
+
+
+def _has_record(store: Store, job_id: str) -> bool:
+    """Whether ``job_id`` has a record, readable or not (a corrupted one still
+    points to its payload); one that appeared since ``get_many`` counts too."""
+    try:
+        store.get(job_id)
+    except JobNotFoundError:
+        return False
+    except StoreUnavailableError:
+        raise
+    except StoreError:
+        return True  # there, but unreadable: corrupted
+    return True
 
 
 def execute(store: Store, planned: PrunePlan) -> list[str]:

@@ -19,7 +19,9 @@ from pathlib import Path
 
 import pytest
 
+from jobkit import pruning
 from jobkit.errors import BlobNotFoundError
+from jobkit.pruning import PROBE_MAX
 from jobkit.states import TERMINAL_STATES, JobState
 from jobkit.stores._common import id_order
 from jobkit.stores.base import outcome_key, payload_key
@@ -173,3 +175,29 @@ def test_prune_removes_exactly_the_old_finished_jobs_their_blobs_and_logs(
         assert all(os.path.exists(log) == (job_id in kept) for log in logs), job_id
     leftovers = list((tmp_path / "jobkit.db.d" / "blobs").rglob(".*.tmp"))
     assert leftovers == []
+
+
+@pytest.mark.parametrize("orphans", [3, PROBE_MAX + 20])
+def test_orphans_leave_out_corrupted_records_probed_or_scanned(
+    tmp_path: Path, orphans: int
+) -> None:
+    """A few payloads without a readable record are probed one by one, many
+    by one scan; either way a corrupted record's payload is no orphan."""
+    import time
+
+    store = SQLiteStore(tmp_path / "jobkit.db")
+    try:
+        made = build(tmp_path / "jobkit.db", count=200, blob_every=5)
+        damaged = sorted(made.with_blobs)[0]
+        conn = sqlite3.connect(made.path)
+        with conn:
+            conn.execute("UPDATE jobs SET data = '{broken' WHERE id = ?", (damaged,))
+        conn.close()
+        lost = [f"jk-orphan{i:04d}" for i in range(orphans)]
+        store.put_blobs({payload_key(i): b"payload" for i in lost})
+        plan = pruning.plan(
+            store, states=[], age=None, corrupted=False, now=time.time() + 10, orphan_grace=5
+        )
+        assert plan.orphans == lost
+    finally:
+        store.close()
