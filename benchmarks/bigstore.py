@@ -117,6 +117,7 @@ def run(ctx: Context) -> WorkloadResult:
         for paths in big.log_files.values():
             for log in paths:
                 Path(log).write_text("step 1\nstep 2\n")
+        os.sync()  # the copy's writeback must not land inside the timed prune
         seconds, proc = _wall(prune, env, home)
         _check(proc, prune)
         prune_times.append(seconds)
