@@ -121,9 +121,9 @@ def orphan_payloads(
     A corrupted record still points to its payload: candidates whose record
     did not read are probed one by one (up to :data:`PROBE_MAX`), or by one
     ``find_corrupted`` scan; ``known_bad`` saves both when the caller already
-    made that scan.  ``recorded``: ids the caller just
-    read records of (the plan's), not read again -- a prune of 100,000 jobs
-    would otherwise parse every one of their records twice.
+    made that scan.  ``recorded``: ids whose records the caller just read (the
+    plan's), not read again -- a prune of 100,000 jobs would otherwise parse
+    their records twice.
     """
     old = [
         i
