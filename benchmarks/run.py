@@ -71,6 +71,7 @@ SLURM = [name for name in WORKLOADS if name.startswith("slurm-")]
 S3 = ["s3"]
 K8S = ["k8s"]
 DEFAULT = [name for name in WORKLOADS if name not in SLURM and name not in S3 + K8S]
+WORKLOADS["bigstore"] = __import__("bigstore").run  # --only bigstore: not in a plain run
 GROUPS = {"slurm": SLURM}
 """``--only`` shorthands for several workloads."""
 OUTPUTS = {"latest": DEFAULT, "slurm": SLURM, "s3": S3, "k8s": K8S}

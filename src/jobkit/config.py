@@ -23,7 +23,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from jobkit.numbers import to_number, whole_number
-from jobkit.paths import expand, home_dir
+from jobkit.paths import default_store_url, expand
 from jobkit.resources import Resources, parse_resources
 from jobkit.stores.sqlite_url import canonical_sqlite_url, is_sqlite_url
 from jobkit.units import parse_duration, parse_size
@@ -257,4 +257,4 @@ def anchor_store(url: str, base_dir: Path, environ: Mapping[str, str]) -> str:
 
 def default_store(environ: Mapping[str, str]) -> str:
     """The lowest layer's store; here because :class:`Config`'s default needs it too."""
-    return f"sqlite://{os.path.abspath(home_dir(environ) / 'jobkit.db')}"
+    return default_store_url(environ)

@@ -48,7 +48,7 @@ from jobkit.config import (
 )
 from jobkit.errors import ConfigError
 from jobkit.numbers import whole_number_help
-from jobkit.paths import user_home
+from jobkit.paths import user_config_file
 from jobkit.resources import Resources
 
 if sys.version_info >= (3, 11):
@@ -214,9 +214,7 @@ class _File:
 
 
 def _user_file(environ: Mapping[str, str]) -> _File | None:
-    xdg = environ.get("XDG_CONFIG_HOME", "")
-    root = Path(xdg) if xdg and os.path.isabs(xdg) else user_home(environ) / ".config"
-    path = root / "jobkit" / "config.toml"
+    path = user_config_file(environ)
     return _file(path, str(path), _read_toml(path)) if _is_file(path) else None
 
 

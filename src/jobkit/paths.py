@@ -33,6 +33,19 @@ def home_dir(environ: Mapping[str, str] | None = None) -> Path:
     return user_home(env) / ".local" / "share" / "jobkit"
 
 
+def default_store_url(environ: Mapping[str, str] | None = None) -> str:
+    """The store when nothing names one: ``jobkit.db`` in :func:`home_dir`."""
+    return f"sqlite://{os.path.abspath(home_dir(environ) / 'jobkit.db')}"
+
+
+def user_config_file(environ: Mapping[str, str] | None = None) -> Path:
+    """``$XDG_CONFIG_HOME/jobkit/config.toml`` (absolute XDG only), else ``~/.config/...``."""
+    env = os.environ if environ is None else environ
+    xdg = env.get("XDG_CONFIG_HOME", "")
+    root = Path(xdg) if xdg and os.path.isabs(xdg) else user_home(env) / ".config"
+    return root / "jobkit" / "config.toml"
+
+
 def ensure_private_dir(path: Path) -> Path:
     """Create ``path`` (and parents) readable by its owner only."""
     path.mkdir(mode=0o700, parents=True, exist_ok=True)

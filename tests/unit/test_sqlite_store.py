@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from jobkit.errors import ConfigError, StoreError
-from jobkit.states import JobRecord, JobState
+from jobkit.states import TERMINAL_STATES, JobRecord, JobState
 from jobkit.stores.base import outcome_key, payload_key
 from jobkit.stores.sqlite import SQLiteStore, path_from_url
 from jobkit.stores.sqlite_sql import INLINE_MAX, SCHEMA_VERSION, build_query
@@ -174,6 +174,13 @@ def test_columns_follow_the_json_on_every_write(store: SQLiteStore, db: Path) ->
         ({"array_id": "arr"}, "jobs_by_array"),
         ({"states": [JobState.RUNNING, JobState.QUEUED]}, "jobs_by_state"),
         ({"states": [JobState.RUNNING, JobState.QUEUED], "backend": "x"}, "jobs_by_backend"),
+        ({"backend": "slurm"}, "jobs_by_backend"),
+        (
+            {"states": list(TERMINAL_STATES), "created_before": 5.0, "oldest_first": True},
+            "jobs_by_time",
+        ),
+        ({"states": [JobState.RUNNING, JobState.QUEUED], "created_before": 5.0}, "jobs_by_time"),
+        ({"backend": "slurm", "name": "train*"}, "jobs_by_backend"),
     ],
 )
 def test_queries_read_an_index_without_sorting(

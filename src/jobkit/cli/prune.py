@@ -16,7 +16,7 @@ SHOWN_IN_DRY_RUN = 50
 
 def parse_age(text: str, option: str = "--older-than") -> timedelta:
     """A duration option; a usage error names the option, the value and the forms."""
-    from jobkit.resources import parse_duration
+    from jobkit.units import parse_duration  # not jobkit.resources: that loads pydantic
 
     try:
         return parse_duration(text)

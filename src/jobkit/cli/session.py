@@ -2,7 +2,8 @@
 
 ``jobkit list`` must answer in a fraction of a second, so nothing is loaded
 before a command asks for it: the configuration (pydantic) when the store URL
-is needed, the store when records are read, and a full
+is needed and a config file or setting could change it (see
+:mod:`jobkit.cli.store_url`), the store when records are read, and a full
 :class:`~jobkit.client.Client` (signing key, backends) only for the commands
 that load outcomes, read logs or cancel jobs.  The global ``--store`` and
 ``--profile`` options become the highest configuration layer, so they win
@@ -52,9 +53,11 @@ class Session:
         if self._client is not None:
             return self._client.store
         if self._store is None:
+            from jobkit.cli.store_url import store_url_without_config
             from jobkit.stores import open_store
 
-            self._store = open_store(self.config.store)
+            url = store_url_without_config(self.store_url, self.profile)
+            self._store = open_store(url if url is not None else self.config.store)
         return self._store
 
     @property

@@ -81,6 +81,7 @@ def build_query(
     partial "RIGHT PART OF ORDER BY" sort.  Several states are one query per
     state, each reading its index and keeping ``limit + offset`` rows, merged:
     ``state IN (...)`` would sort every matching row to find the first page.
+    A backend without states is every state, so that it reads the backend index too.
     Separate so tests can ``EXPLAIN QUERY PLAN`` exactly what runs.
     """
     where: list[str] = []
@@ -90,8 +91,23 @@ def build_query(
         params.append(value)
         where.append(condition.replace("?", f"?{len(params)}"))
 
+    if states is None and backend is not None:
+        # jobs_by_backend is (backend, state, created_at, id): one branch per state
+        # reads it in order; "backend = ?" alone would sort every job of the backend.
+        states = list(JobState)
     values = None if states is None else sorted({JobState(s).value for s in states})
-    if values is not None and len(values) <= 1:
+    # A cutoff with several states (prune's question, every row wanted): the time
+    # index up to the cutoff, in order, keeping those states ("+state": not through
+    # jobs_by_state); the per-state union would sort all the rows, data included.
+    by_time = bool(values and len(values) > 1 and created_before is not None)
+    by_time = by_time and backend is None and array_id is None
+    if by_time:
+        marks = []
+        for value in values or ():
+            params.append(value)
+            marks.append(f"?{len(params)}")
+        where.append(f"+state IN ({', '.join(marks)})")
+    elif values is not None and len(values) <= 1:
         if values:
             bind("state = ?", values[0])
         else:
@@ -106,7 +122,7 @@ def build_query(
         bind("created_at < ?", created_before)
     order = "ASC" if oldest_first else "DESC"
     order_by = ", ".join(f"{term} {order}" for term in ("created_at", *SQL_ID_ORDER))
-    if values is None or len(values) <= 1:
+    if values is None or len(values) <= 1 or by_time:
         clause = f" WHERE {' AND '.join(where)}" if where else ""
         limit, offset = f"?{len(params) + 1}", f"?{len(params) + 2}"
         sql = f"SELECT id, state, data FROM jobs{clause} ORDER BY {order_by}"
