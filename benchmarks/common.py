@@ -40,6 +40,10 @@ class Context:
     """Figures one workload leaves for a later one in the same run (``scale``'s
     200-item rates, the base of ``scale-huge``'s linearity)."""
 
+    def absent(self, key: str) -> str:
+        """Short reason a system is missing (``ray not installed``), for ``met?`` notes."""
+        return self.missing.get(key, "").split(":")[0]
+
     def scratch(self, name: str) -> Path:
         path = self.workdir / name
         path.mkdir(parents=True, exist_ok=True)

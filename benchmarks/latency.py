@@ -45,7 +45,7 @@ def run(ctx: Context) -> WorkloadResult:
     missed = [name for name, ok in checks.items() if not ok]
     notes_met = [f"missed vs {', '.join(missed)}"] if missed else []
     if "ray" in ctx.missing:
-        notes_met.append("Ray not checked: ray absent")
+        notes_met.append(f"Ray not checked: {ctx.absent('ray')}")
     rows = [
         Row(
             "trivial job submit->result, median",

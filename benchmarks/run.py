@@ -100,16 +100,6 @@ def git(*args: str) -> str:
     return proc.stdout.strip() if proc.returncode == 0 else ""
 
 
-def ray_version() -> str | None:
-    """Ray's version without importing it (``import ray`` alone takes ~1 s)."""
-    from importlib import metadata
-
-    try:
-        return metadata.version("ray")
-    except metadata.PackageNotFoundError:
-        return None
-
-
 def machine_info(quick: bool) -> dict[str, Any]:
     import cloudpickle
     import numpy
@@ -131,7 +121,6 @@ def machine_info(quick: bool) -> dict[str, Any]:
         "numpy": numpy.__version__,
         "cloudpickle": cloudpickle.__version__,
         "submitit": submitit.__version__,
-        "ray": ray_version(),
         "git_commit": git("rev-parse", "HEAD") or "unknown",
         "src_dirty": bool(git("status", "--porcelain", "--", ":/src")),  # from the top
         "load_start": os.getloadavg()[0],
@@ -221,6 +210,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             ctx.systems, ctx.cold_start_ms, ctx.missing = start_systems(workdir)
             for key, why in ctx.missing.items():
                 print(f"{key}: {why}", file=sys.stderr, flush=True)
+            if "ray" in ctx.systems:
+                machine["ray"] = ctx.systems["ray"].version
         for name in args.only:
             print(
                 f"[{time.perf_counter() - started:6.1f} s] {name} ...", file=sys.stderr, flush=True

@@ -190,7 +190,7 @@ def rows_for(
                 rates[n],
                 target=">= 1.0x Ray",
                 met=None if ray is None else mine >= ray,
-                note="ray absent" if ray is None else "",
+                note=ctx.absent("ray") if ray is None else "",
                 missing=missing,
             )
         )
@@ -229,7 +229,9 @@ def _growth(jk: dict[str, Any]) -> int | None:
     return None if hwm is None or before is None else hwm - before
 
 
-def series_table(rates: dict[int, dict[str, float]], details: dict[int, dict[str, Any]]) -> str:
+def series_table(
+    rates: dict[int, dict[str, float]], details: dict[int, dict[str, Any]], ray_missing: str
+) -> str:
     """Size -> jobs/s per system and jobkit's memory: the linearity at a glance."""
     head = [
         "items",
@@ -250,7 +252,7 @@ def series_table(rates: dict[int, dict[str, float]], details: dict[int, dict[str
         cells = [
             f"{n:,}",
             f"{r['jobkit']:,.0f}",
-            "-" if ray is None else f"{ray:,.0f}",
+            (ray_missing or "-") if ray is None else f"{ray:,.0f}",
             f"{r['pool']:,.0f}" if "pool" in r else "-",
             "-" if ray is None else f"{r['jobkit'] / ray:.2f}x",
             f"{jk['seconds']:.2f} ({jk['submit_s']:.2f})",
@@ -294,7 +296,8 @@ def run_sizes(ctx: Context, name: str, sizes: tuple[int, ...]) -> WorkloadResult
         "jobs_per_s": {str(n): r for n, r in rates.items()},
         "jobkit": {str(n): d for n, d in details.items()},
     }
-    return WorkloadResult(name, rows, raw, notes, [series_table(rates, details)])
+    table = series_table(rates, details, ctx.missing.get("ray", ""))
+    return WorkloadResult(name, rows, raw, notes, [table])
 
 
 def run(ctx: Context) -> WorkloadResult:

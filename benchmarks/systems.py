@@ -225,6 +225,7 @@ class Ray:
         ray.cloudpickle.register_pickle_by_value(tasks)
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         self._ray = ray
+        self.version: str = ray.__version__
         ray.init(
             num_cpus=cpus,
             include_dashboard=False,

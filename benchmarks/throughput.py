@@ -57,7 +57,7 @@ def run(ctx: Context) -> WorkloadResult:
             if "ray" in rate:
                 checks["Ray"] = rate[label] >= rate["ray"]
             else:
-                absent = ["Ray not checked: ray absent"]
+                absent = [f"Ray not checked: {ctx.absent('ray')}"]
         missed = [name for name, ok in checks.items() if not ok]
         rows.append(
             Row(
