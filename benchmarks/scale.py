@@ -135,7 +135,7 @@ def run_jobkit(store_dir: Path, n: int) -> dict[str, Any]:
         child.wait(60)
     if not line:
         raise RuntimeError(f"scale_child.py failed for n={n} (exit {child.returncode})")
-    done = json.loads(line)
+    done: dict[str, Any] = json.loads(line)
     if done["wrong"]:
         raise RuntimeError(f"jobkit map of {n}: {done['wrong']} wrong or missing results")
     done.update(ready)

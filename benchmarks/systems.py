@@ -222,7 +222,7 @@ class Ray:
         import ray.cloudpickle
         import tasks
 
-        ray.cloudpickle.register_pickle_by_value(tasks)
+        ray.cloudpickle.register_pickle_by_value(tasks)  # type: ignore[no-untyped-call]
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         self._ray = ray
         self.version: str = ray.__version__

@@ -47,7 +47,9 @@ def run(ctx: Context) -> WorkloadResult:
     measure("submitit", n_submitit, ctx.systems["submitit"].run_all)
 
     rate = {label: counts[label] / elapsed[label] for label in elapsed}
-    anchors = {k: rate[k] for k in ("ray", "pool", "floor", "submitit") if k in rate}
+    anchors: dict[str, float | None] = {
+        k: rate[k] for k in ("ray", "pool", "floor", "submitit") if k in rate
+    }
     rows = []
     for label, how in (("jobkit map", f"one map of {n}"), ("jobkit submits", f"{n} submits")):
         checks = {"submitit": rate[label] >= 10 * rate["submitit"]}
