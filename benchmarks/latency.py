@@ -69,7 +69,8 @@ def run(ctx: Context) -> WorkloadResult:
     notes = [
         "latency: first (cold) call, ms: "
         + ", ".join(f"{k} {v:,.1f}" for k, v in cold.items())
-        + " (jobkit's includes starting its agent; the pool's, forking its workers)",
+        + " (jobkit's includes starting its agent; the pool's, forking its workers; Ray's "
+        "follows ray.init, which is not counted)",
         f"latency: {runs} timed runs after {WARMUP} warm-up calls "
         f"(submitit: {submitit_runs} after 1)",
     ]
