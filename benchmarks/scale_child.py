@@ -42,6 +42,29 @@ def status_kb(pid: int | str, field: str) -> int | None:
     return None
 
 
+def find_agent(backend: Any, db_path: str) -> int | None:
+    """The pid of this store's agent: its lock file holds it (an internal detail).
+
+    Falls back to the process whose command line runs ``jobkit.scheduler.agent``
+    on this database file (the URL in it may be normalised), should the lock
+    file move or hold something else.
+    """
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        pid = int(Path(backend.paths.lock).read_text().strip())
+        if Path(f"/proc/{pid}").exists():
+            return pid
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if "jobkit.scheduler.agent" in command and db_path in command:
+            return int(entry.name)
+    return None
+
+
 def emit(data: dict[str, Any]) -> None:
     print(json.dumps(data), flush=True)
 
@@ -50,16 +73,14 @@ def main(store_dir: str, n: int, timeout: float) -> int:
     import jobkit
     from jobkit.context import current_client
 
-    url = f"sqlite:///{store_dir}/jobkit.db"
+    db_path = f"{Path(store_dir).resolve()}/jobkit.db"
+    url = f"sqlite:///{db_path}"
     with jobkit.use(store=url, local={"cpus": 2, "idle_timeout": 120}):
         remote = jobkit.remote(cpus=1)(trivial)
         for i in range(WARMUP):
             assert remote.submit(i).result(timeout) == i + 1
         backend: Any = current_client().backend("local")
-        try:
-            agent_pid: int | None = int(Path(backend.paths.lock).read_text().strip())
-        except (OSError, ValueError):
-            agent_pid = None
+        agent_pid = find_agent(backend, db_path)
         emit({"agent_pid": agent_pid, "rss_before_kb": status_kb("self", "VmRSS")})
         if sys.stdin.readline().strip() != "go":
             return 1
