@@ -18,8 +18,8 @@ from typing import Any, Literal, ParamSpec, TypeVar
 P = ParamSpec("P")
 T = TypeVar("T")
 
-SYSTEM_KEYS = ("jobkit", "pool", "floor", "submitit")
-ANCHOR_KEYS = ("pool", "floor", "submitit")
+SYSTEM_KEYS = ("jobkit", "ray", "pool", "floor", "submitit")
+ANCHOR_KEYS = ("ray", "pool", "floor", "submitit")
 
 
 @dataclasses.dataclass
@@ -33,6 +33,16 @@ class Context:
     has extra methods some workloads use)."""
     cold_start_ms: dict[str, float] = dataclasses.field(default_factory=dict)
     """System key -> the first call's latency, taken while warming up."""
+    missing: dict[str, str] = dataclasses.field(default_factory=dict)
+    """System key -> the one line that says why it is absent (``ray`` without
+    the ``bench`` extra); rows show it in that system's cells."""
+    shared: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """Figures one workload leaves for a later one in the same run (``scale``'s
+    200-item rates, the base of ``scale-huge``'s linearity)."""
+
+    def absent(self, key: str) -> str:
+        """Short reason a system is missing (``ray not installed``), for ``met?`` notes."""
+        return self.missing.get(key, "").split(":")[0]
 
     def scratch(self, name: str) -> Path:
         path = self.workdir / name
@@ -54,6 +64,8 @@ class Row:
     met: bool | None = None
     """``None`` when the issue sets no target for this row."""
     note: str = ""
+    missing: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    """System key -> why it has no value (shown in its cell instead of ``-``)."""
 
     def ratio(self, anchor: str) -> float | None:
         """jobkit / anchor, in the row's own unit."""

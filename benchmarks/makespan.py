@@ -9,7 +9,10 @@ submitit's LocalExecutor has no concurrency cap (it silently accepts and
 ignores ``array_parallelism``), so 2 threads each submit a job and wait for
 its ``result()`` in turn: what a user would write.
 
-Target (issue 2): jobkit's makespan at most 1.10x the ideal.
+Ray (when installed) runs ``ray.get`` of the 20 ``remote`` calls on 2 CPUs.
+
+Target (issue 12, tighter than issue 2's 1.10x): jobkit's makespan at most
+1.05x the ideal.
 """
 
 from __future__ import annotations
@@ -41,14 +44,21 @@ def run(ctx: Context) -> WorkloadResult:
 
     over = {k: v / ideal for k, v in makespan.items()}
     rows = [
-        Row(f"{n} x sleep {SLEEP} s on {SLOTS} slots, makespan", "s", "lower", makespan),
+        Row(
+            f"{n} x sleep {SLEEP} s on {SLOTS} slots, makespan",
+            "s",
+            "lower",
+            makespan,
+            missing=ctx.missing,
+        ),
         Row(
             f"{n} x sleep {SLEEP} s on {SLOTS} slots, makespan / ideal {ideal:g} s",
             "x",
             "lower",
             over,
-            target="<= 1.10x ideal",
-            met=over["jobkit"] <= 1.10,
+            target="<= 1.05x ideal",
+            met=over["jobkit"] <= 1.05,
+            missing=ctx.missing,
         ),
     ]
     notes = [

@@ -16,6 +16,7 @@ from typing import Any
 from common import Row
 
 MAIN_COLUMNS = {
+    "ray": "Ray local",
     "pool": "ProcessPoolExecutor(2)",
     "floor": "subprocess floor",
     "submitit": "submitit LocalExecutor",
@@ -54,6 +55,14 @@ def ratio(value: float | None) -> str:
     return f"{number(value)}x"
 
 
+def cell(row: Row, key: str) -> str:
+    """A system's value, or why it has none (``ray not installed: ...``)."""
+    value = row.values.get(key)
+    if value is None and key in row.missing:
+        return row.missing[key]
+    return number(value)
+
+
 def met(row: Row) -> str:
     if row.met is None:
         if row.target == "-":
@@ -71,7 +80,7 @@ def table(rows: Sequence[Row], anchors: dict[str, str]) -> str:
     for row in rows:
         unit = f"{row.unit} ({'lower' if row.better == 'lower' else 'higher'} is better)"
         cells = [row.workload, unit, number(row.values.get("jobkit"))]
-        cells += [number(row.values.get(key)) for key in anchors]
+        cells += [cell(row, key) for key in anchors]
         cells += [ratio(row.ratio(key)) for key in anchors]
         cells += [row.target, met(row)]
         lines.append("| " + " | ".join(cells) + " |")
@@ -120,6 +129,7 @@ def markdown(
         f"Machine: {machine['cpus']} cores, {machine['memory_gb']:.0f} GB, "
         f"Python {machine['python']}, {machine['platform']}; "
         f"jobkit {machine['jobkit']} at {machine['git_commit'][:10]}"
+        f"{'; ray ' + machine['ray'] if machine.get('ray') else ''}"
         f"{' + uncommitted src/ changes' if machine.get('src_dirty') else ''}"
         f"{slurm_facts(machine)}{s3_facts(machine)}{k8s_facts(machine)}; "
         f"load average {machine['load_start']:.2f} at start, {machine['load_end']:.2f} at end; "
@@ -151,6 +161,7 @@ def row_json(row: Row) -> dict[str, Any]:
         "target": row.target,
         "met": row.met,
         "note": row.note,
+        "missing": dict(row.missing),
         "ratios": {k: row.ratio(k) for k in row.values if k != "jobkit"},
     }
 

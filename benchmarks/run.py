@@ -5,12 +5,14 @@
     python benchmarks/run.py --only slurm   # the Slurm workloads (a live cluster)
     python benchmarks/run.py --only s3      # S3 request counts (moto over HTTP)
     python benchmarks/run.py --only k8s     # Kubernetes API request counts (emulated API)
+    python benchmarks/run.py --huge         # plus scale-huge: a 100,000-item map (minutes)
 
 Numbers from different runs or machines are not comparable, so every
-workload runs jobkit and its anchors (ProcessPoolExecutor, a subprocess per
-job, submitit's LocalExecutor) in this same run, and the report gives
-ratios.  Everything happens in a throwaway directory with its own
-``JOBKIT_HOME`` and stores; the user's jobkit state is never touched.
+workload runs jobkit and its anchors (Ray local when the ``bench`` extra is
+installed, ProcessPoolExecutor, a subprocess per job, submitit's
+LocalExecutor) in this same run, and the report gives ratios.  Everything
+happens in a throwaway directory with its own ``JOBKIT_HOME`` and stores;
+the user's jobkit state is never touched.
 Results: a markdown table on stdout, raw numbers in ``results/latest.json``
 (``results/latest-quick.json`` for ``--quick``) and the table in
 ``results/latest.md``.
@@ -21,7 +23,8 @@ The ``s3`` workload (``s3.py``: request counts against a moto server) is
 left out of a plain run too; ``--only s3`` runs it.
 A results file is only ever written by the complete set it is named after:
 ``latest`` by the default set, ``slurm`` by all the Slurm workloads, ``s3``
-by the S3 one, and any other selection goes to ``partial`` (``-quick``
+by the S3 one, ``latest-huge`` by the default set plus ``scale-huge``,
+``scale-huge`` by that one alone, and any other selection goes to ``partial`` (``-quick``
 appended for ``--quick``), so a subset never overwrites the committed full
 results.
 """
@@ -46,6 +49,7 @@ import latency
 import makespan
 import report
 import s3
+import scale
 import slurm
 import startup
 import systems
@@ -58,6 +62,7 @@ WORKLOADS: dict[str, Callable[[Context], WorkloadResult]] = {
     "latency": latency.run,
     "throughput": throughput.run,
     "makespan": makespan.run,
+    "scale": scale.run,
     "bigarg": bigarg.run,
     "imports": startup.run_imports,
     "list": startup.run_list,
@@ -66,17 +71,26 @@ WORKLOADS: dict[str, Callable[[Context], WorkloadResult]] = {
     "slurm-queries": slurm.run_queries,
     "s3": s3.run,
     "k8s": k8s.run,
+    "scale-huge": scale.run_huge,
 }
 SLURM = [name for name in WORKLOADS if name.startswith("slurm-")]
 S3 = ["s3"]
 K8S = ["k8s"]
-DEFAULT = [name for name in WORKLOADS if name not in SLURM and name not in S3 + K8S]
+HUGE = ["scale-huge"]
+DEFAULT = [name for name in WORKLOADS if name not in SLURM + S3 + K8S + HUGE]
 WORKLOADS["bigstore"] = __import__("bigstore").run  # --only bigstore: not in a plain run
 GROUPS = {"slurm": SLURM}
 """``--only`` shorthands for several workloads."""
-OUTPUTS = {"latest": DEFAULT, "slurm": SLURM, "s3": S3, "k8s": K8S}
+OUTPUTS = {
+    "latest": DEFAULT,
+    "latest-huge": DEFAULT + HUGE,
+    "slurm": SLURM,
+    "s3": S3,
+    "k8s": K8S,
+    "scale-huge": HUGE,
+}
 """Results file stem -> the exact workload set that may write it."""
-NEED_SYSTEMS = {"latency", "throughput", "makespan"}
+NEED_SYSTEMS = {"latency", "throughput", "makespan", "scale", "scale-huge"}
 STARTUP_TABLE = {"imports", "list"}
 
 
@@ -116,20 +130,25 @@ def machine_info(quick: bool) -> dict[str, Any]:
     }
 
 
-def start_systems(workdir: Path) -> tuple[dict[str, Any], dict[str, float]]:
-    """Create and warm the four systems; returns them and each first call's ms."""
-    made: dict[str, Any] = {
-        "jobkit": systems.JobkitLocal(workdir / "jobkit", cpus=2),
-        "pool": systems.Pool(2),
-        "floor": systems.SubprocessFloor(workdir / "floor", slots=2),
-        "submitit": systems.Submitit(workdir / "submitit"),
-    }
+def start_systems(workdir: Path) -> tuple[dict[str, Any], dict[str, float], dict[str, str]]:
+    """Create and warm the systems; returns them, each first call's ms, and the absent ones.
+
+    Ray is started here, once per run (``ray.init`` takes ~5 s); without the
+    ``bench`` extra it is absent and every Ray cell says so.
+    """
+    made: dict[str, Any] = {"jobkit": systems.JobkitLocal(workdir / "jobkit", cpus=2)}
+    ray, why = systems.start_ray(2)
+    if ray is not None:
+        made["ray"] = ray
+    made["pool"] = systems.Pool(2)
+    made["floor"] = systems.SubprocessFloor(workdir / "floor", slots=2)
+    made["submitit"] = systems.Submitit(workdir / "submitit")
     cold = {}
     for key, system in made.items():
         seconds, value = timed(system.call, trivial, 0)
         assert value == 1, f"{key} returned {value!r}"
         cold[key] = seconds * 1000
-    return made, cold
+    return made, cold, {"ray": why} if ray is None else {}
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -139,7 +158,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--only",
         default="",
         help=f"comma-separated subset of {','.join(WORKLOADS)}, or 'slurm' for all slurm-* "
-        "(default: all but the Slurm ones and s3)",
+        "(default: all but the Slurm ones, s3, k8s and scale-huge)",
     )
     parser.add_argument(
         "--out",
@@ -147,6 +166,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="JSON output (default: results/latest.json for the default set, "
         "results/slurm.json for all Slurm workloads, results/s3.json for s3, "
         "results/partial.json otherwise)",
+    )
+    parser.add_argument(
+        "--huge",
+        action="store_true",
+        help="also run scale-huge: a 100,000-item map (minutes)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory")
     args = parser.parse_args(argv)
@@ -156,6 +180,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if unknown:
         parser.error(f"unknown workload(s): {', '.join(sorted(unknown))}")
     args.only = list(dict.fromkeys(expanded)) or DEFAULT  # each once, in the order given
+    if args.huge and "scale-huge" not in args.only:
+        args.only = [*args.only, "scale-huge"]
     if args.out is None:
         stem = next((k for k, v in OUTPUTS.items() if set(v) == set(args.only)), "partial")
         args.out = HERE / "results" / f"{stem}{'-quick' if args.quick else ''}.json"
@@ -182,7 +208,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     results: list[WorkloadResult] = []
     try:
         if NEED_SYSTEMS & set(args.only):
-            ctx.systems, ctx.cold_start_ms = start_systems(workdir)
+            ctx.systems, ctx.cold_start_ms, ctx.missing = start_systems(workdir)
+            for key, why in ctx.missing.items():
+                print(f"{key}: {why}", file=sys.stderr, flush=True)
+            if "ray" in ctx.systems:
+                machine["ray"] = ctx.systems["ray"].version
         for name in args.only:
             print(
                 f"[{time.perf_counter() - started:6.1f} s] {name} ...", file=sys.stderr, flush=True

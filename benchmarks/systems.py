@@ -13,6 +13,10 @@ workloads measure steady-state cost; cold starts are measured separately.
                     two at a time: the floor for process-per-job designs.
 * ``submitit``    - submitit's ``LocalExecutor``: also a process per job,
                     plus its own polling (``result()`` sleeps 1 s per check).
+* ``ray``         - Ray local (``ray.init(num_cpus=2)``): a warm worker pool
+                    and an in-memory object store, nothing persisted; the
+                    speed jobkit's local backend aims at (issue 12).  Optional
+                    (the ``bench`` extra): :func:`start_ray` says why it is absent.
 """
 
 from __future__ import annotations
@@ -195,6 +199,69 @@ class Submitit:
 
     def close(self) -> None:
         pass
+
+
+RAY_MISSING = "ray not installed: pip install -e '.[bench]'"
+
+
+class Ray:
+    """Ray local with 2 CPUs: ``@ray.remote`` tasks of 1 CPU, ``ray.get`` of a list.
+
+    Started once per benchmark run (``ray.init`` takes ~5 s and leaves a GCS,
+    a raylet and idle workers running).  The dashboard, usage stats and the
+    forwarding of worker logs are off: they are not part of a job's cost.
+    ``tasks`` is pickled by value for Ray too (Ray vendors its own
+    cloudpickle), so its workers need not import ``benchmarks/``.
+    """
+
+    key = "ray"
+    label = "Ray local"
+
+    def __init__(self, cpus: int = 2) -> None:
+        import ray
+        import ray.cloudpickle
+        import tasks
+
+        ray.cloudpickle.register_pickle_by_value(tasks)  # type: ignore[no-untyped-call]
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        self._ray = ray
+        self.version: str = ray.__version__
+        ray.init(
+            num_cpus=cpus,
+            include_dashboard=False,
+            log_to_driver=False,
+            configure_logging=False,
+        )
+        self._remotes: dict[Callable[..., Any], Any] = {}
+
+    def _remote(self, fn: Callable[..., Any]) -> Any:
+        if fn not in self._remotes:
+            self._remotes[fn] = self._ray.remote(num_cpus=1)(fn)
+        return self._remotes[fn]
+
+    def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return self._ray.get(self._remote(fn).remote(*args), timeout=RESULT_TIMEOUT)
+
+    def run_all(self, fn: Callable[..., Any], items: Sequence[Any]) -> list[Any]:
+        """``ray.get([f.remote(i) for i in items])``: what a Ray user writes for a map."""
+        remote = self._remote(fn)
+        return list(self._ray.get([remote.remote(item) for item in items]))
+
+    def close(self) -> None:
+        self._ray.shutdown()
+
+
+def start_ray(cpus: int = 2) -> tuple[Ray | None, str]:
+    """A started :class:`Ray`, or None and the one line that says why not."""
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        return None, RAY_MISSING
+    try:
+        return Ray(cpus), ""
+    except Exception as exc:  # a broken install must not stop the other anchors
+        first = (str(exc).strip().splitlines() or [""])[0]
+        return None, f"ray failed to start: {type(exc).__name__}: {first}"
 
 
 def isolated_env(home: Path) -> dict[str, str]:
