@@ -619,7 +619,8 @@ def test_overrides_must_be_mappings(env: Env) -> None:
         ({"local": {"idle_timeout": -1}}, "configure(): invalid local.idle_timeout=-1"),
         (
             {"local": {"start_method": "forkserver"}},
-            "configure(): invalid local.start_method='forkserver': expected 'fork' or 'spawn'",
+            "configure(): invalid local.start_method='forkserver': "
+            "expected 'warm', 'fork' or 'spawn'",
         ),
         ({"resources": [1]}, "configure(): invalid resources=[1]: expected a table of resources"),
         ({"mem": "lots"}, "configure(): invalid resource mem='lots': expected a size like '16GB'"),
@@ -699,7 +700,7 @@ def test_local_fake_gpu_count_replaces_names(env: Env) -> None:
 def test_resolved_start_method_default() -> None:
     import sys
 
-    expected = "fork" if sys.platform.startswith("linux") else "spawn"
+    expected = "warm" if sys.platform.startswith("linux") else "spawn"
     assert LocalConfig().resolved_start_method == expected
     assert LocalConfig(start_method="fork").resolved_start_method == "fork"
 

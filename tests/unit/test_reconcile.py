@@ -191,14 +191,16 @@ def test_the_worker_counts_retries_from_the_record_not_its_environment(
 
 SRC = Path(jobkit.__file__).parent
 RECONCILER = SRC / "reconcile.py"
-REPLAYS = {("stores/copy.py", "_bring_up_to_date")}
-"""Functions that replay a state another store already recorded (``jobkit store copy``):
-they decide nothing."""
+REPLAYS = {("stores/copy.py", "_bring_up_to_date"), ("stores/base.py", "transition_many")}
+"""Functions that replay a state another store already recorded (``jobkit store copy``),
+or apply the :class:`~jobkit.stores.base.Change` objects they were given (each built
+where the checker sees it): they decide nothing."""
 
 
 def unreconciled_transitions(source: str) -> list[tuple[int, str | None]]:
-    """Lines of ``transition(...)`` calls that may write a state other than a named
-    non-FAILED ``JobState`` member: FAILED itself, or a state held in a variable.
+    """Lines of ``transition(...)`` calls, and of ``Change(...)`` (a batched
+    transition), that may write a state other than a named non-FAILED
+    ``JobState`` member: FAILED itself, or a state held in a variable.
     A store method that forwards its own ``state`` parameter is allowed."""
     tree = ast.parse(source)
     lines: list[tuple[int, str | None]] = []
@@ -208,10 +210,9 @@ def unreconciled_transitions(source: str) -> list[tuple[int, str | None]]:
             if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef):
                 visit(child, child.name)
                 continue
-            if (
-                isinstance(child, ast.Call)
-                and isinstance(child.func, ast.Attribute)
-                and child.func.attr == "transition"
+            if isinstance(child, ast.Call) and (
+                (isinstance(child.func, ast.Attribute) and child.func.attr == "transition")
+                or (isinstance(child.func, ast.Name) and child.func.id == "Change")
             ):
                 state = next((k.value for k in child.keywords if k.arg == "state"), None)
                 if state is None and len(child.args) > 1:
@@ -240,11 +241,13 @@ def observe(store, job_id, state, JobState=JobState):
     store.transition(job_id, state)
     store.transition(job_id, verdict.state)
     store.transition(job_id, JobState.QUEUED)
+    store.transition_many([Change(job_id, JobState.FAILED), Change(job_id, state)])
+    store.transition_many([Change(job_id, JobState.SUCCEEDED)])
 class Patient:
     def transition(self, job_id, state, **fields):
         return self.inner.transition(job_id, state, **fields)
 """
-    assert unreconciled_transitions(sample) == [(n, "observe") for n in (4, 5, 6, 7)]
+    assert unreconciled_transitions(sample) == [(n, "observe") for n in (4, 5, 6, 7, 9, 9)]
 
 
 def test_no_failed_transition_outside_the_reconciler() -> None:
