@@ -286,14 +286,24 @@ class LocalBackend(Backend):
             f"# start method: {self.agent_settings.start_method} "
             "(own session and process group; stdout/stderr to the store's logs/)",
         ]
+        method = self.agent_settings.start_method
+        if method == "warm" and resources.isolate:
+            method = "fork"
+            lines.append("# isolate=True: a process of its own, never shared with other jobs")
+        elif method == "warm":
+            lines.append(
+                "# warm: runs in a reused worker process (same environment and cpus); "
+                "isolate=True for a fresh one"
+            )
         if resources.time is not None:
             lines.append(f"# time limit: SIGTERM at {resources.time}, SIGKILL 3 s later")
         if resources.mem:
             lines.append(f"# memory limit: killed (OOM) above {resources.mem} bytes of RSS")
         worker = f"{sys.executable} -m jobkit.worker --store {self.store.url} JOB_ID"
-        lines.append(
-            worker if self.agent_settings.start_method == "spawn" else f"fork() -> {worker}"
-        )
+        if method == "warm":
+            lines.append(f"warm worker -> jobkit.worker.run_job (as {worker})")
+        else:
+            lines.append(worker if method == "spawn" else f"fork() -> {worker}")
         return "\n".join(lines) + "\n"
 
     # -- logs ----------------------------------------------------------------------
