@@ -71,6 +71,7 @@ class LocalBackend(Backend):
         self._conn: socket.socket | None = None
         self._lock = threading.Lock()
         self._envs_written: set[str] = set()
+        self._last_env: tuple[dict[str, str], str] | None = None
         self._capacity: Capacity | None = None
 
     @classmethod
@@ -129,8 +130,11 @@ class LocalBackend(Backend):
         from jobkit.serialization import seal_json
 
         env = dict(os.environ)
+        if self._last_env is not None and env == self._last_env[0]:
+            return self._last_env[1]  # unchanged since the last submit: no hashing
         blob = json.dumps(env, sort_keys=True).encode()
         ref = hashlib.sha256(blob).hexdigest()[:32]
+        self._last_env = (env, ref)
         if ref not in self._envs_written:
             self.store.put_blob(
                 f"envs/{ref}", seal_json(env, key=self.services.key(), kind="env", ident=ref)
