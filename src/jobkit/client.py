@@ -203,8 +203,8 @@ class Client:
         except Exception as exc:  # recorded whatever it is: no job stays PENDING forever
             self._record_submit_error(records, exc)
             raise
-        accept(self.store, records, accepted, submitted_at=time.time())
-        return [Job(self, r) for r in records]
+        written = accept(self.store, records, accepted, submitted_at=time.time())
+        return [Job(self, written.get(r.id, r)) for r in records]
 
     def _record_submit_error(self, records: Sequence[JobRecord], exc: Exception) -> None:
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

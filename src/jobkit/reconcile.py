@@ -66,7 +66,7 @@ from jobkit.states import (
     JobRecord,
     JobState,
 )
-from jobkit.stores.base import Store
+from jobkit.stores.base import Change, Store
 from jobkit.submitter import alive as submitter_alive
 
 __all__ = [
@@ -296,30 +296,34 @@ def accept(
     accepted: Sequence[Accepted],
     *,
     submitted_at: float,
-) -> None:
+) -> dict[str, JobRecord]:
     """Record what a backend took of ``records`` (as stored): QUEUED with its
-    backend id and extra, one write a job.
+    backend id and extra, all in one :meth:`~jobkit.stores.base.Store.transition_many`
+    (one transaction on SQLite, concurrent requests on S3).  Returns the
+    records as written, by id, so handles start from them.
 
     A job may already be RUNNING by the time ``submit`` returns (its worker
     started fast): then the compare-and-set on PENDING is refused and only
     the backend id and extra are added, so neither write undoes the other.
     """
     current = {r.id: r for r in records}
+    changes: list[Change] = []
     for item in accepted:
         record = current.get(item.job_id)
         extra = {**record.extra, **item.extra} if record is not None else dict(item.extra)
         fields: dict[str, Any] = {"backend_id": item.backend_id} if item.backend_id else {}
         if item.extra:
             fields["extra"] = extra
-        moved = store.transition(
-            item.job_id,
-            JobState.QUEUED,
-            expect=(JobState.PENDING,),
-            submitted_at=submitted_at,
-            **fields,
-        )
-        if moved is None and fields:
-            store.update(item.job_id, **fields)
+        fields["submitted_at"] = submitted_at
+        changes.append(Change(item.job_id, JobState.QUEUED, (JobState.PENDING,), fields))
+    written: dict[str, JobRecord] = {}
+    for change, moved in zip(changes, store.transition_many(changes), strict=True):
+        late = {k: v for k, v in change.fields.items() if k != "submitted_at"}
+        if moved is None and late:
+            moved = store.update(change.job_id, **late)
+        if moved is not None:
+            written[change.job_id] = moved
+    return written
 
 
 REASONS: Mapping[Phase, FailureReason] = {
