@@ -87,6 +87,7 @@ __all__ = [
     "submitter_dead",
     "submitter_gone",
     "vanished",
+    "would_write",
 ]
 
 RETRIED_BY_DEFAULT: frozenset[FailureReason] = frozenset(FailureReason) - {
@@ -392,6 +393,27 @@ def apply(
             store.update(record.id, native_state=seen.native_state, message=seen.message)
         elif seen.phase is Phase.UNKNOWN and seen.native_state != record.native_state:
             store.update(record.id, native_state=seen.native_state)
+
+
+def would_write(record: JobRecord, seen: Observation) -> bool:
+    """Whether :func:`apply` would write anything for ``record`` given ``seen``
+    (its branches, without the writes): a caller holding a possibly stale copy
+    re-reads only the records for which this holds (the client's monitor)."""
+    if record.state not in ACTIVE_STATES:
+        return False
+    if seen.phase in REASONS or seen.phase is Phase.CANCELLED:
+        return True
+    if (
+        seen.phase is Phase.WAITING
+        and record.state is not JobState.QUEUED
+        and JobState.QUEUED in LEGAL_TRANSITIONS[record.state]
+    ):
+        return True
+    if seen.backend_id and not record.backend_id:
+        return True
+    if seen.message and seen.message != record.message:
+        return True
+    return seen.phase is Phase.UNKNOWN and seen.native_state != record.native_state
 
 
 def _failed(
