@@ -7,6 +7,9 @@ the same bucket.  What a request does, in order::
     transition  GET jobs/<id>.json (+ETag) ─► legal move? ─► PUT new index key
                 ─► PUT jobs/<id>.json  If-Match: <ETag>  (412: someone else won; re-read)
                 ─► DELETE the old index key
+    transition_many  the same phases, each sent for every change at once; the GET is
+                skipped where this store wrote the record last (it kept the ETag),
+                and one DeleteObjects per 1,000 changes tidies (``batch``)
     rows        LIST index/<STATE>/ (newest first, one page): the list's columns are in the keys
     query       LIST index/<STATE>/ (newest first, one page) ─► GET up to `limit` records
     blobs       PUT/GET blobs/<key>  (multipart above `multipart_threshold`)
