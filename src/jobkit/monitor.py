@@ -4,8 +4,8 @@ Every non-terminal :class:`~jobkit.job.Job` this process holds is watched.
 Its work per cycle follows what changed, not how many jobs are watched:
 
 * **Hints.**  Backends that push completions (the local agent, over its
-  socket) call :meth:`Monitor.poke` with the ids that ended; a new handle, a
-  waiter (``result()``) and ``cancel`` hint their own ids.  A cycle with
+  socket) call :meth:`Monitor.poke` with the ids that ended; a waiter
+  (``result()``) and ``cancel`` hint their own ids.  A cycle with
   hints reads only those ids (``finished_among``); a hinted job not yet final
   is checked again a few times with a backoff, then left to the sweeps.
 * **Sweeps** read every watched id in one batched ``finished_among``.  With
@@ -17,9 +17,9 @@ Its work per cycle follows what changed, not how many jobs are watched:
   hands the backends the records the monitor already *knows* (each handle's
   record, updated whenever the monitor reads one), not a fresh ``get_many``
   of everything: a record is re-read only when its backend's observation
-  would change it (``client.reconcile(..., stale=True)``), when it is
-  PENDING (hand-over), or when it was last read :meth:`Monitor.refresh_age`
-  ago (the safety net for copies gone stale in ways no observation shows).
+  would change it (``client.reconcile(..., stale=True)``), or when it was
+  last read :meth:`Monitor.refresh_age` ago (the safety net for copies gone
+  stale in ways no observation shows).
 
 Data flow (who reads and who writes)::
 
@@ -47,7 +47,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from jobkit.errors import JobkitError
-from jobkit.states import JobRecord, JobState
+from jobkit.states import JobRecord
 
 if TYPE_CHECKING:
     from jobkit.client import Client
@@ -107,9 +107,7 @@ class Monitor:
                 if not any(k is job for k in kept):
                     kept.append(job)
             self._created.setdefault(job.id, job._record.created_at)
-            self._hinted.add(job.id)
-            self._once.add(job.id)
-            self._restart_backoff = True
+            self._restart_backoff = True  # polling backends: sweep soon (no read of it now)
             if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
                 self._pid = os.getpid()
                 self._thread = threading.Thread(
@@ -273,20 +271,18 @@ class Monitor:
         return finished
 
     def _reconcile(self, ids: Sequence[str]) -> None:
-        """Hand the backends the records already known; re-read only the PENDING
-        ones, those past :meth:`refresh_age`, and those the backends would change."""
+        """Hand the backends the records already known; re-read only those past
+        :meth:`refresh_age` and those the backends would change.
+
+        A copy still PENDING in this live submitter's hands is not shown to
+        backends (:func:`jobkit.reconcile.observable`) until its refresh: its
+        submitter, alive, records what the backend accepted."""
         client = self._client
         now = time.monotonic()
         age = self.refresh_age(len(ids))
         with self._lock:
             known = {i: self._known[i] for i in ids if i in self._known}
-            stale = [
-                i
-                for i in ids
-                if i not in known
-                or known[i].state is JobState.PENDING
-                or now - self._read_at.get(i, 0.0) >= age
-            ]
+            stale = [i for i in ids if i not in known or now - self._read_at.get(i, 0.0) >= age]
         if stale:
             fresh = client.store.get_many(stale)
             self._remember(fresh, now)
