@@ -147,6 +147,21 @@ def test_a_batch_that_loses_races_ends_as_transitions_one_by_one_would(
     }
 
 
+def test_a_job_deleted_behind_the_batch_answers_none_and_leaves_no_key(
+    store: S3Store, s3_client: Any, s3_bucket: str
+) -> None:
+    records = _records(3)
+    store.create(records)
+    other = _open(s3_bucket)
+    try:
+        assert other.delete(["jk-b001"]) == 1
+    finally:
+        other.close()
+    moved = store.transition_many(_queue([r.id for r in records]))
+    assert [m.id if m else None for m in moved] == ["jk-b000", None, "jk-b002"]
+    assert _index(s3_client, s3_bucket) == {"QUEUED": {"jk-b000", "jk-b002"}}
+
+
 def test_a_batch_naming_a_missing_job_answers_none_for_it(store: S3Store) -> None:
     store.create(_records(2))
     moved = store.transition_many(_queue(["jk-b000", "jk-nope", "jk-b001"]))

@@ -117,8 +117,13 @@ def transition_all(
         sorted(
             k
             for p in moving
-            if p.outcome == "written"
-            for k in old_keys[p.change.job_id] - new_keys[p.change.job_id]
+            if p.outcome in ("written", "missing")
+            # written: its old keys; deleted meanwhile: the keys written for it above
+            for k in (
+                old_keys[p.change.job_id] - new_keys[p.change.job_id]
+                if p.outcome == "written"
+                else new_keys[p.change.job_id] - old_keys[p.change.job_id]
+            )
         )
     )
     results: list[JobRecord | None] = []
@@ -180,5 +185,6 @@ def _retry(store: S3Store, plan: _Plan) -> JobRecord | None:
             plan.sources,
             leftovers,
         )
-    except JobNotFoundError:
+    except JobNotFoundError:  # deleted meanwhile: the key written for it is nobody's
+        store._tidy(sorted(leftovers))
         return None

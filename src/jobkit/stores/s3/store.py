@@ -599,6 +599,8 @@ class S3Store(Store):
                 return False, frozenset()
             return True, self.layout.index_keys(stored.record, stored.gen)
 
+        for job_id in ids:
+            self._written.take(job_id)
         found = self._map(keys_of, ids)
         doomed = [self.layout.blob(k) for i in ids for k in (payload_key(i), outcome_key(i))]
         for job_id, (existed, index_keys) in zip(ids, found, strict=True):
