@@ -271,14 +271,26 @@ def observable(
     records: Sequence[JobRecord], *, now: float | None = None, host: str | None = None
 ) -> list[JobRecord]:
     """``records`` less the PENDING ones still in their submitter's hands: a
-    backend asked about those would find nothing and call them stuck."""
+    backend asked about those would find nothing and call them stuck.
+
+    A map's items share one submitter: it is checked once per call (a look
+    at ``/proc``), not once per item."""
     now = time.time() if now is None else now
     host = host or socket.gethostname()
-    return [
-        r
-        for r in records
-        if r.state is not JobState.PENDING or r.backend_id or submitter_gone(r, now=now, host=host)
-    ]
+    verdicts: dict[tuple[object, object], bool] = {}
+
+    def in_hands(record: JobRecord) -> bool:
+        if record.state is not JobState.PENDING or record.backend_id:
+            return False
+        who = record.extra.get("submitter")
+        if not (isinstance(who, dict) and who.get("host") == host):
+            return not submitter_dead(record, now=now, host=host)
+        key = (who.get("pid"), who.get("started"))
+        if key not in verdicts:
+            verdicts[key] = submitter_dead(record, now=now, host=host)
+        return not verdicts[key]
+
+    return [r for r in records if not in_hands(r)]
 
 
 def abandoned_message(record: JobRecord, backend: str) -> str:
