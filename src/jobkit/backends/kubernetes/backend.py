@@ -11,6 +11,9 @@
             ─► observe(records) for the monitor, services.report(...) on a pod
                event: the reconciler records it (a failed attempt goes back to
                QUEUED while retries remain: Kubernetes starts the next pod)
+    one-shot ─► the first observe of a process with no watch running (``jobkit
+               list``): LIST the pods and Jobs of those jobs by id label
+               (lookup.py), no watch; a second observe starts the watch
     cancel  ─► DELETE the Job, propagationPolicy=Background (its pods go with it);
                part of a map: DELETE those pods, whose replacements find the job
                CANCELLED in the store and exit at once
