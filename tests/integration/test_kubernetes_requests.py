@@ -27,8 +27,9 @@ import helpers
 import pytest
 
 import jobkit
+from conftest import wait_for
 from jobkit.stores.s3 import S3Store
-from jobkit_testing.k8s_emulator.clients import on_kubernetes
+from jobkit_testing.k8s_emulator.clients import NAMESPACE, kubernetes_client, on_kubernetes
 
 pytest_plugins = ["s3_fixtures", "jobkit_testing.k8s_emulator.fixtures"]
 
@@ -126,5 +127,27 @@ def test_a_one_shot_list_opens_no_watch_and_asks_only_for_active_jobs(
             selector = request.params.get("labelSelector", "")
             assert active.id in selector and done.id not in selector, selector
         assert len(sent) <= 2, sent
+    finally:
+        active.cancel()
+
+
+def test_a_client_that_keeps_asking_opens_the_watch(
+    cluster: Any, k8s_emulator: Any, s3_bucket: str
+) -> None:
+    """The one-shot answer is for the first question only: a client that
+    reattached to running jobs (its monitor asks every poll_interval) follows
+    them through the watch, not through a LIST per question."""
+    slow = jobkit.remote(helpers.sleep_then).options(kubernetes={"parallelism": 1})
+    active = slow.map([60.0] * 2)
+    try:
+        k8s_emulator.clear_requests()  # the submitting client's watch is already open
+        settings = {"api_server": k8s_emulator.url, "namespace": NAMESPACE}
+        with kubernetes_client(f"s3://{s3_bucket}/k8s", **settings):
+            again = jobkit.get(active.id)
+            assert len(again) == 2
+            wait_for(lambda: k8s_emulator.requests("watch"), timeout=T)
+            lists = k8s_emulator.requests("list")
+        assert {r.resource for r in k8s_emulator.requests("watch")} <= {"jobs", "pods"}
+        assert len(lists) <= 4, lists  # a one-shot pair, then the watch's own pair
     finally:
         active.cancel()
