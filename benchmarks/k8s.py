@@ -548,9 +548,9 @@ def report(
         notes.append(
             f"k8s: `jobkit list` with {active} active: exit {entry['exit']}, showed {shown} of "
             f"them ({entry['states_shown']}) in {entry['seconds']:.2f} s; {tally(calls)}; "
-            f"the list of pods returned {kib(calls, 'list pods')} (every jobkit pod of the "
-            f"namespace: {entry['namespace_pods']}), of Jobs {kib(calls, 'list jobs')} "
-            f"({entry['namespace_jobs']} Jobs)"
+            f"the list of pods returned {kib(calls, 'list pods')} (the namespace holds "
+            f"{entry['namespace_pods']} jobkit pods), of Jobs {kib(calls, 'list jobs')} "
+            f"({entry['namespace_jobs']} Jobs there)"
         )
         if entry["others"]:
             notes.append(f"k8s: during that list, other processes sent {tally(entry['others'])}")

@@ -203,8 +203,8 @@ class Client:
         except Exception as exc:  # recorded whatever it is: no job stays PENDING forever
             self._record_submit_error(records, exc)
             raise
-        accept(self.store, records, accepted, submitted_at=time.time())
-        return [Job(self, r) for r in records]
+        written = accept(self.store, records, accepted, submitted_at=time.time())
+        return [Job(self, written.get(r.id, r)) for r in records]
 
     def _record_submit_error(self, records: Sequence[JobRecord], exc: Exception) -> None:
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -257,7 +257,7 @@ class Client:
                 self.backend(name).cancel(records)
             except JobkitError as exc:
                 failures.append(f"{name} ({', '.join(r.id for r in records)}): {exc}")
-        self.monitor.poke()
+        self.monitor.poke([r.id for r in cancelled])
         if failures:
             raise BackendError(
                 "jobs were marked CANCELLED but these backends could not be told to stop them: "
@@ -265,14 +265,23 @@ class Client:
             )
         return [r.id for r in cancelled]
 
-    def reconcile(self, records: Sequence[JobRecord]) -> None:
+    def reconcile(
+        self, records: Sequence[JobRecord], *, stale: bool = False
+    ) -> dict[str, JobRecord]:
         """Ask each backend what it sees of these jobs (one batched query each)
         and let the reconciler record what their workers could not.
 
         PENDING jobs still in their submitter's hands are not asked about
         (:func:`jobkit.reconcile.observable`); those of a dead submitter are,
         so that their backend takes them or the reconciler fails them.
+
+        ``stale``: the records are copies that may be out of date (the
+        monitor's); only those whose observation would change them are read
+        again, observed again and reconciled.  Returns the records read again.
         """
+        from jobkit.reconcile import would_write
+
+        reread: dict[str, JobRecord] = {}
         by_backend: dict[str, list[JobRecord]] = {}
         for record in observable(records):
             by_backend.setdefault(record.backend, []).append(record)
@@ -280,8 +289,17 @@ class Client:
             with contextlib.suppress(JobkitError):
                 backend = self.backend(name)
                 observed = backend.observe(group)
+                if observed and stale:
+                    changed = [
+                        r.id for r in group if r.id in observed and would_write(r, observed[r.id])
+                    ]
+                    fresh = self.store.get_many(changed) if changed else {}
+                    reread.update(fresh)
+                    group = observable([r for r in fresh.values() if not r.is_terminal])
+                    observed = backend.observe(group) if group else {}
                 if observed:
                     apply(self.store, group, observed, reruns=backend.reruns_failed_attempts)
+        return reread
 
     def _observed(
         self, name: str, records: Sequence[JobRecord], observed: Mapping[str, Observation]

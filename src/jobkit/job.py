@@ -185,7 +185,7 @@ class Job(concurrent.futures.Future, Generic[T]):  # type: ignore[type-arg]
     # -- internals -----------------------------------------------------------
     def _wait_outcome(self, timeout: float | None) -> Outcome:
         if not _Future.done(self):
-            self._client.monitor.poke()
+            self._client.monitor.poke([self.id], ended=False)  # this job, not every job
         try:
             # The base class waits on its own condition until _settle() runs.
             _Future.exception(self, timeout)

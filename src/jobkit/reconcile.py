@@ -66,7 +66,7 @@ from jobkit.states import (
     JobRecord,
     JobState,
 )
-from jobkit.stores.base import Store
+from jobkit.stores.base import Change, Store
 from jobkit.submitter import alive as submitter_alive
 
 __all__ = [
@@ -87,6 +87,7 @@ __all__ = [
     "submitter_dead",
     "submitter_gone",
     "vanished",
+    "would_write",
 ]
 
 RETRIED_BY_DEFAULT: frozenset[FailureReason] = frozenset(FailureReason) - {
@@ -270,14 +271,26 @@ def observable(
     records: Sequence[JobRecord], *, now: float | None = None, host: str | None = None
 ) -> list[JobRecord]:
     """``records`` less the PENDING ones still in their submitter's hands: a
-    backend asked about those would find nothing and call them stuck."""
+    backend asked about those would find nothing and call them stuck.
+
+    A map's items share one submitter: it is checked once per call (a look
+    at ``/proc``), not once per item."""
     now = time.time() if now is None else now
     host = host or socket.gethostname()
-    return [
-        r
-        for r in records
-        if r.state is not JobState.PENDING or r.backend_id or submitter_gone(r, now=now, host=host)
-    ]
+    verdicts: dict[tuple[object, object], bool] = {}
+
+    def in_hands(record: JobRecord) -> bool:
+        if record.state is not JobState.PENDING or record.backend_id:
+            return False
+        who = record.extra.get("submitter")
+        if not (isinstance(who, dict) and who.get("host") == host):
+            return not submitter_dead(record, now=now, host=host)
+        key = (who.get("pid"), who.get("started"))
+        if key not in verdicts:
+            verdicts[key] = submitter_dead(record, now=now, host=host)
+        return not verdicts[key]
+
+    return [r for r in records if not in_hands(r)]
 
 
 def abandoned_message(record: JobRecord, backend: str) -> str:
@@ -296,30 +309,34 @@ def accept(
     accepted: Sequence[Accepted],
     *,
     submitted_at: float,
-) -> None:
+) -> dict[str, JobRecord]:
     """Record what a backend took of ``records`` (as stored): QUEUED with its
-    backend id and extra, one write a job.
+    backend id and extra, all in one :meth:`~jobkit.stores.base.Store.transition_many`
+    (one transaction on SQLite, concurrent requests on S3).  Returns the
+    records as written, by id, so handles start from them.
 
     A job may already be RUNNING by the time ``submit`` returns (its worker
     started fast): then the compare-and-set on PENDING is refused and only
     the backend id and extra are added, so neither write undoes the other.
     """
     current = {r.id: r for r in records}
+    changes: list[Change] = []
     for item in accepted:
         record = current.get(item.job_id)
         extra = {**record.extra, **item.extra} if record is not None else dict(item.extra)
         fields: dict[str, Any] = {"backend_id": item.backend_id} if item.backend_id else {}
         if item.extra:
             fields["extra"] = extra
-        moved = store.transition(
-            item.job_id,
-            JobState.QUEUED,
-            expect=(JobState.PENDING,),
-            submitted_at=submitted_at,
-            **fields,
-        )
-        if moved is None and fields:
-            store.update(item.job_id, **fields)
+        fields["submitted_at"] = submitted_at
+        changes.append(Change(item.job_id, JobState.QUEUED, (JobState.PENDING,), fields))
+    written: dict[str, JobRecord] = {}
+    for change, moved in zip(changes, store.transition_many(changes), strict=True):
+        late = {k: v for k, v in change.fields.items() if k != "submitted_at"}
+        if moved is None and late:
+            moved = store.update(change.job_id, **late)
+        if moved is not None:
+            written[change.job_id] = moved
+    return written
 
 
 REASONS: Mapping[Phase, FailureReason] = {
@@ -388,6 +405,27 @@ def apply(
             store.update(record.id, native_state=seen.native_state, message=seen.message)
         elif seen.phase is Phase.UNKNOWN and seen.native_state != record.native_state:
             store.update(record.id, native_state=seen.native_state)
+
+
+def would_write(record: JobRecord, seen: Observation) -> bool:
+    """Whether :func:`apply` would write anything for ``record`` given ``seen``
+    (its branches, without the writes): a caller holding a possibly stale copy
+    re-reads only the records for which this holds (the client's monitor)."""
+    if record.state not in ACTIVE_STATES:
+        return False
+    if seen.phase in REASONS or seen.phase is Phase.CANCELLED:
+        return True
+    if (
+        seen.phase is Phase.WAITING
+        and record.state is not JobState.QUEUED
+        and JobState.QUEUED in LEGAL_TRANSITIONS[record.state]
+    ):
+        return True
+    if seen.backend_id and not record.backend_id:
+        return True
+    if seen.message and seen.message != record.message:
+        return True
+    return seen.phase is Phase.UNKNOWN and seen.native_state != record.native_state
 
 
 def _failed(

@@ -11,6 +11,9 @@
             ─► observe(records) for the monitor, services.report(...) on a pod
                event: the reconciler records it (a failed attempt goes back to
                QUEUED while retries remain: Kubernetes starts the next pod)
+    one-shot ─► the first observe of a process with no watch running (``jobkit
+               list``): LIST the pods and Jobs of those jobs by id label
+               (lookup.py), no watch; a second observe starts the watch
     cancel  ─► DELETE the Job, propagationPolicy=Background (its pods go with it);
                part of a map: DELETE those pods, whose replacements find the job
                CANCELLED in the store and exit at once
@@ -73,6 +76,7 @@ class KubernetesBackend(Backend):
         self._watch: ClusterWatch | None = None
         self._per_index: bool | None = None
         self._server_version: tuple[int, int] | None = None
+        self._last_observe: float | None = None  # monotonic: when observe was last asked
 
     @classmethod
     def settings_from(cls, config: Config) -> KubernetesSettings:
@@ -207,16 +211,30 @@ class KubernetesBackend(Backend):
         return self._api
 
     def observe(self, records: Sequence[JobRecord]) -> Mapping[str, Observation]:
-        """Each active job by its latest pod, from the watch's cache (a CLI
-        without one lists jobs and pods once: two requests for any number)."""
+        """Each active job by its latest pod.
+
+        A process that asks again and again (a client's monitor) gets the
+        watch's cache (watch.py); one that asks once (``jobkit list``,
+        ``status``) must not open watch streams it never reads, so the first
+        question without a running watch is answered by :func:`.lookup.find`:
+        a LIST of pods and one of Jobs, selected by the jobs' id labels (a
+        finished or foreign job's pods are not sent).  The watch starts on
+        the next question within its idle time.
+        """
         active = [r for r in records if r.state in ACTIVE_STATES]
         if not active:
             return {}
-        watch = self._ensure_watch()
-        if not watch.synced(SYNC_TIMEOUT):
-            return {}
-        pods = self._latest_pods(watch.snapshot("pods"))
-        jobs = {str((j.get("metadata") or {}).get("name")) for j in watch.snapshot("jobs")}
+        watch = self._running_watch()
+        if watch is None:
+            from .lookup import find
+
+            pods_seen, jobs = find(self.api, active)
+        else:
+            if not watch.synced(SYNC_TIMEOUT):
+                return {}
+            pods_seen = watch.snapshot("pods")
+            jobs = {str((j.get("metadata") or {}).get("name")) for j in watch.snapshot("jobs")}
+        pods = self._latest_pods(pods_seen)
         now = time.time()
         seen: dict[str, Observation] = {}
         for record in active:
@@ -237,6 +255,19 @@ class KubernetesBackend(Backend):
                     "(deleted, or removed by ttlSecondsAfterFinished)",
                 )
         return seen
+
+    def _running_watch(self) -> ClusterWatch | None:
+        """The watch, started on the second question within its idle time
+        (the first one of a process is answered without it)."""
+        from .watch import IDLE_AFTER
+
+        now = time.monotonic()
+        with self._lock:
+            asked_before, self._last_observe = self._last_observe, now
+            running = self._watch is not None and self._watch.alive
+        if running or (asked_before is not None and now - asked_before < IDLE_AFTER):
+            return self._ensure_watch()
+        return None
 
     def _on_pod(self, pod: Mapping[str, Any]) -> None:
         """A pod changed: tell the reconciler what its job's worker could not record."""

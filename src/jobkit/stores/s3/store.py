@@ -7,6 +7,9 @@ the same bucket.  What a request does, in order::
     transition  GET jobs/<id>.json (+ETag) ─► legal move? ─► PUT new index key
                 ─► PUT jobs/<id>.json  If-Match: <ETag>  (412: someone else won; re-read)
                 ─► DELETE the old index key
+    transition_many  the same phases, each sent for every change at once; the GET is
+                skipped where this store wrote the record last (it kept the ETag),
+                and one DeleteObjects per 1,000 changes tidies (``batch``)
     rows        LIST index/<STATE>/ (newest first, one page): the list's columns are in the keys
     query       LIST index/<STATE>/ (newest first, one page) ─► GET up to `limit` records
     blobs       PUT/GET blobs/<key>  (multipart above `multipart_threshold`)
@@ -68,7 +71,6 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import contextlib
-import dataclasses
 import functools
 import json
 import logging
@@ -76,7 +78,7 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar, TypeVar
 
 from jobkit.errors import (
@@ -98,8 +100,10 @@ from .._common import (
     expected_sources,
     normalised,
 )
-from ..base import Buffer, Store, outcome_key, payload_key
+from ..base import Buffer, Change, Store, outcome_key, payload_key
 from . import listing
+from .batch import Stored as _Stored
+from .batch import Written, transition_all
 from .errors import Conflict, Missing, translate
 from .layout import GEN_METADATA, Layout, next_generation, provably_stale
 from .listing import Query, run_query, run_rows
@@ -118,13 +122,6 @@ _DELETE_BATCH = 1000  # the most keys one DeleteObjects request takes
 
 class _Corrupted(StoreError):
     """A record object that does not hold a job record (skipped by listings)."""
-
-
-@dataclasses.dataclass(frozen=True)
-class _Stored:
-    record: JobRecord
-    etag: str
-    gen: int
 
 
 class S3Store(Store):
@@ -154,6 +151,7 @@ class S3Store(Store):
         self._pid = os.getpid()
         self._warned: set[str] = set()  # corrupted records already reported
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._written = Written()  # ETags of records written here last (batch.py)
         self._client = self._new_client()
 
     @classmethod
@@ -214,6 +212,7 @@ class S3Store(Store):
         self._lock = threading.Lock()
         self._pool = None
         self._pid = os.getpid()
+        self._written = Written()
         if not self._closed:
             self._client = self._new_client()
 
@@ -293,12 +292,13 @@ class S3Store(Store):
             return None
         return None if stored is None else stored.record
 
-    def _put_record(self, record: JobRecord, text: str, gen: int, *, etag: str | None) -> None:
-        """Write a record if it still has ``etag`` (None: only if it does not exist)."""
+    def _put_record(self, record: JobRecord, text: str, gen: int, *, etag: str | None) -> str:
+        """Write a record if it still has ``etag`` (None: only if it does not exist);
+        the new ETag."""
         key = self.layout.record(record.id)
         condition = {"IfNoneMatch": "*"} if etag is None else {"IfMatch": etag}
         with self._translating("write job record", key):
-            self.client.put_object(
+            response = self.client.put_object(
                 Bucket=self.bucket,
                 Key=key,
                 Body=text.encode(),
@@ -306,6 +306,7 @@ class S3Store(Store):
                 Metadata={GEN_METADATA: str(gen)},
                 **condition,
             )
+        return str(response.get("ETag") or "")
 
     def _put_markers(self, keys: Iterable[str]) -> None:
         """Create empty index objects."""
@@ -379,11 +380,12 @@ class S3Store(Store):
 
         def put(item: tuple[JobRecord, str]) -> BaseException | bool:
             try:
-                self._put_record(item[0], item[1], 0, etag=None)
+                etag = self._put_record(item[0], item[1], 0, etag=None)
             except Conflict:
                 return False
             except Exception as exc:  # undone below, then raised
                 return exc
+            self._written.remember(_Stored(item[0], etag, 0))
             return True
 
         results = self._map(put, fresh)
@@ -467,6 +469,19 @@ class S3Store(Store):
         sources = expected_sources(state, expect)
         return self._modify(job_id, fields, JobState(state), sources)
 
+    def transition_many(self, changes: Sequence[Change]) -> list[JobRecord | None]:
+        """Every change's requests sent concurrently, phase by phase: 2 PUTs and a
+        share of one DeleteObjects a change (one GET more unless this store wrote
+        the record last); see :mod:`jobkit.stores.s3.batch`."""
+        sources = [expected_sources(c.state, c.expect) for c in changes]  # raise before writing
+        if len({c.job_id for c in changes}) < len(changes):
+            return super().transition_many(changes)  # one job twice: in order, one by one
+        self._check_open()
+        blobs = {key: data for c in changes for key, data in c.blobs.items()}
+        if blobs:
+            self.put_blobs(blobs)
+        return transition_all(self, changes, sources)
+
     def update(self, job_id: str, **fields: Any) -> JobRecord:
         updated = self._modify(job_id, fields, None, frozenset())
         if updated is None:  # only transitions are refused
@@ -479,9 +494,13 @@ class S3Store(Store):
         fields: dict[str, Any],
         state: JobState | None,
         sources: frozenset[JobState],
+        leftovers: dict[str, int] | None = None,
     ) -> JobRecord | None:
-        """Read, check, write with If-Match; on a lost race, read again."""
-        leftovers: dict[str, int] = {}  # state keys written by attempts that lost: key -> gen
+        """Read, check, write with If-Match; on a lost race, read again.
+
+        ``leftovers``: state keys written by attempts that lost (key -> gen),
+        deleted once provably stale."""
+        leftovers = {} if leftovers is None else dict(leftovers)
         for attempt in range(_CAS_ATTEMPTS):
             stored = self._load(job_id)
             if stored is None:
@@ -499,7 +518,7 @@ class S3Store(Store):
             new_keys = self.layout.index_keys(updated, new_gen)
             self._put_markers(new_keys - old_keys)  # before the record: never unindexed
             try:
-                self._put_record(updated, text, new_gen, etag=stored.etag)
+                etag = self._put_record(updated, text, new_gen, etag=stored.etag)
             except Conflict:
                 if new_gen != gen:
                     leftovers[self.layout.state_key(updated, new_gen)] = new_gen
@@ -509,6 +528,7 @@ class S3Store(Store):
             except Missing:  # deleted between our read and our write
                 raise JobNotFoundError(job_id, self.url) from None
             self._tidy([*(old_keys - new_keys), *stale])
+            self._written.remember(_Stored(updated, etag, new_gen))
             return updated
         raise StoreError(
             f"job {job_id!r} in {self.url}: other writers changed it on each of "
@@ -579,6 +599,8 @@ class S3Store(Store):
                 return False, frozenset()
             return True, self.layout.index_keys(stored.record, stored.gen)
 
+        for job_id in ids:
+            self._written.take(job_id)
         found = self._map(keys_of, ids)
         doomed = [self.layout.blob(k) for i in ids for k in (payload_key(i), outcome_key(i))]
         for job_id, (existed, index_keys) in zip(ids, found, strict=True):
@@ -617,6 +639,33 @@ class S3Store(Store):
             self.client.put_object(
                 Bucket=self.bucket, Key=target, Body=body, ContentLength=len(body)
             )
+
+    def put_blobs(self, blobs: Mapping[str, Buffer | Sequence[Buffer]]) -> None:
+        """Small blobs ``workers`` at a time; multipart ones after, one by one
+        (their parts already go in parallel, through the same pool)."""
+        self._check_open()
+        small: list[tuple[str, Buffer | Sequence[Buffer]]] = []
+        for key, data in blobs.items():
+            size = sum(len(view) for view in byte_views(data))
+            if size > self.multipart_threshold:
+                self.put_blob(key, data)
+            else:
+                small.append((key, data))
+        self._map(lambda item: self.put_blob(*item), small)
+
+    def get_blobs(self, keys: Collection[str]) -> dict[str, bytearray]:
+        """One GET a blob, ``workers`` at a time; absent keys are left out."""
+        self._check_open()
+
+        def get(key: str) -> bytearray | None:
+            try:
+                return self.get_blob(key)
+            except BlobNotFoundError:
+                return None
+
+        wanted = list(dict.fromkeys(keys))
+        found = self._map(get, wanted)
+        return {k: v for k, v in zip(wanted, found, strict=True) if v is not None}
 
     def _put_multipart(self, target: str, body: BufferReader) -> None:
         """Parts of ``multipart_part_size`` sent in parallel; visible only once complete."""
