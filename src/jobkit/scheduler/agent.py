@@ -115,6 +115,11 @@ from jobkit.stores.base import Change, Store, outcome_key
 
 QUEUE_STATES = (JobState.PENDING, JobState.QUEUED)
 RELOAD_INTERVAL = 30.0  # seconds between full re-reads of the waiting queue
+OOM_READ_EVERY = 0.1  # seconds a reading of the OOM killer's counter is reused
+FLUSH_EVERY = 0.002
+"""Seconds between two sends of events to clients while jobs end in a stream:
+one send (and one wake-up of every client) per burst instead of per job.  A
+job ending after a quiet spell is announced at once."""
 
 
 @dataclasses.dataclass
@@ -189,6 +194,9 @@ class Agent:
         self.log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.env_cache: dict[str, dict[str, str]] = {}
         self.worker_keys: dict[tuple[Any, ...], tuple[dict[str, str], str]] = {}
+        self.oom_read_at = -OOM_READ_EVERY
+        self.oom_seen: int | None = None
+        self.flushed_at = 0.0
         self.lock_fd = -1
         self.forkserver: ForkServer | None = None
         self.pool: WorkerPool | None = None
@@ -221,7 +229,8 @@ class Agent:
             self._schedule()
         if self.ends:
             self._commit([])
-        self._flush_events()
+        if now - self.flushed_at >= FLUSH_EVERY or not self.running:
+            self._flush_events()
 
     def _idle(self) -> bool:
         return (
@@ -231,6 +240,8 @@ class Agent:
     def _next_timeout(self) -> float:
         now = time.monotonic()
         wakeups = [self.next_rescan, self.last_activity + self.settings.idle_timeout + 0.01]
+        if self.outbox or self.acks:
+            wakeups.append(self.flushed_at + FLUSH_EVERY)
         for run in self.running.values():
             if run.deadline is not None:
                 wakeups.append(run.deadline)
@@ -252,6 +263,7 @@ class Agent:
             self.listener = None
 
     def _shutdown(self) -> None:
+        self._flush_events()
         self._close_listener()
         for conn in list(self.conns):
             self._drop(conn)
@@ -381,6 +393,9 @@ class Agent:
         self.outbox.append(line)
 
     def _flush_events(self) -> None:
+        if not (self.outbox or self.acks):
+            return
+        self.flushed_at = time.monotonic()
         if self.acks and self.pool is not None:
             for worker, ids in self.acks.items():
                 self.pool.acknowledge(worker, ids)
@@ -471,7 +486,7 @@ class Agent:
         """Claim the planned jobs in one transaction, then start each: on a warm
         worker of its key (whose pid the claim records), else in a process of its own."""
         now = time.time()
-        oom_before = oom_kill_count()
+        oom_before = self._oom_count()
         planned: list[tuple[JobRecord, Allocation, WarmWorker | None, dict[str, str]]] = []
         changes: list[Change] = []
         for alloc in allocs:
@@ -517,6 +532,16 @@ class Agent:
             self._broadcast(encode_event(Event.DONE, change.job_id))
             self.acks.setdefault(worker, []).append(change.job_id)
         return results[len(ends) :]
+
+    def _oom_count(self) -> int | None:
+        """The OOM killer's counter, read at most every :data:`OOM_READ_EVERY` s:
+        a file read per job was a twentieth of the agent's time on trivial jobs.
+        The cost: a kernel OOM kill in that window before a job started, followed
+        by the job dying of another SIGKILL, would read as OOM."""
+        now = time.monotonic()
+        if now - self.oom_read_at >= OOM_READ_EVERY:
+            self.oom_read_at, self.oom_seen = now, oom_kill_count()
+        return self.oom_seen
 
     def _log(self, job_id: str, suffix: str) -> str:
         return f"{self.log_dir}/{job_id}.{suffix}"

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import math
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from jobkit.errors import IllegalTransitionError, StoreError
-from jobkit.states import FailureReason, JobRecord, JobState, sources_of
+from jobkit.states import FailureReason, JobRecord, JobState, field_problem, sources_of
 
 from .base import Buffer, as_buffers
 
@@ -78,7 +79,34 @@ def apply_fields(
             ) from None
     if state is not None:
         values["state"] = JobState(state)
+    if all(_plain(v) for v in fields.values()):
+        # What JSON gives back already: no need to read the text back.  The
+        # record the store read is its own; dicts set here are copied.
+        values = {k: dict(v) if isinstance(v, dict) else v for k, v in values.items()}
+        updated = dataclasses.replace(record, **values)
+        problem = field_problem(updated)
+        if problem is None:
+            try:
+                return updated, updated.to_json()
+            except (TypeError, ValueError):
+                pass  # normalised() names the problem
     return normalised(dataclasses.replace(record, **values))
+
+
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def _plain(value: Any) -> bool:
+    """Whether ``value`` reads back from JSON as itself (no tuples, no int keys,
+    no NaN); a dict or list is checked all the way down."""
+    kind = type(value)
+    if kind in _SCALARS:
+        return kind is not float or math.isfinite(value)
+    if kind is dict:
+        return all(type(k) is str and _plain(v) for k, v in value.items())
+    if kind is list:
+        return all(_plain(v) for v in value)
+    return isinstance(value, (JobState, FailureReason))
 
 
 def normalised(record: JobRecord) -> tuple[JobRecord, str]:
