@@ -19,7 +19,7 @@ import dataclasses
 import enum
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any, TypeVar
 
 from jobkit.errors import StoreError
@@ -228,14 +228,16 @@ _EXACT: tuple[tuple[str, frozenset[type]], ...] = tuple(
 pass without ``isinstance`` (every record read pays this)."""
 
 
-def field_problem(record: JobRecord) -> str | None:
-    """What is wrong with ``record``'s field types (None: nothing).
+def field_problem(record: JobRecord, only: Collection[str] | None = None) -> str | None:
+    """What is wrong with ``record``'s field types (None: nothing); ``only``:
+    check just these fields (the ones a transition set on a checked record).
 
     ``bool`` is refused where a number belongs: JSON ``true`` is not a time.
     Non-finite timestamps are refused too (``NaN`` breaks every ordering).
     """
     values: dict[str, Any] = record.__dict__
-    for name, exact in _EXACT:
+    checks = _EXACT if only is None else [(n, t) for n, t in _EXACT if n in only]
+    for name, exact in checks:
         value = values[name]
         kind = type(value)
         if kind not in exact or (kind is float and not math.isfinite(value)):
