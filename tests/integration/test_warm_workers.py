@@ -160,3 +160,41 @@ def test_start_method_fork_gives_every_job_its_own_process(tmp_path: Path) -> No
 def test_a_bad_isolate_value_is_one_clear_error(one_slot: Any) -> None:
     with pytest.raises(jobkit.ConfigError, match=r"isolate.*expected true or false"):
         on(os.getpid, isolate="yes")
+
+
+def _sent_ahead(tmp_path: Path, first: Any, *first_args: Any, **first_res: Any) -> tuple[Any, Any]:
+    """On one slot whose worker just ran a trivial job: start ``first`` and
+    submit a trivial job behind it, which is sent ahead to the busy worker."""
+    jobkit.submit(os.getpid).result(timeout=T)  # a short last job: send ahead
+    running = on(first, *first_args, **first_res)
+    wait_for(lambda: running.state is jobkit.JobState.RUNNING, T)
+    behind = jobkit.submit(Path(tmp_path, "behind-ran").write_text, "yes")
+    wait_for(lambda: behind.state is jobkit.JobState.RUNNING, T)  # claimed while waiting
+    return running, behind
+
+
+def test_a_job_sent_ahead_starts_when_the_one_before_ends(one_slot: Any, tmp_path: Path) -> None:
+    first, behind = _sent_ahead(tmp_path, time.sleep, 1.0)
+    assert not Path(tmp_path, "behind-ran").exists()  # it waits for the slot
+    assert behind.result(timeout=T) == 3
+    assert first.info.pid == behind.info.pid  # the same warm worker, in turn
+    assert behind.info.started_at >= first.info.finished_at - 0.05  # when it really started
+
+
+def test_cancelling_a_job_sent_ahead_spares_the_one_running(one_slot: Any, tmp_path: Path) -> None:
+    first, behind = _sent_ahead(tmp_path, time.sleep, 1.5)
+    assert behind.cancel() is True
+    assert first.result(timeout=T) is None  # its worker was not killed
+    wait_for(lambda: behind.info.state is jobkit.JobState.CANCELLED, T)
+    time.sleep(0.5)
+    assert not Path(tmp_path, "behind-ran").exists()
+
+
+def test_a_job_sent_ahead_to_a_worker_that_dies_runs_elsewhere_once(
+    one_slot: Any, tmp_path: Path
+) -> None:
+    first, behind = _sent_ahead(tmp_path, time.sleep, 60.0, time="2s")
+    with pytest.raises(jobkit.JobFailedError):
+        first.result(timeout=T)  # its time limit killed the worker
+    assert behind.result(timeout=T) == 3
+    assert behind.info.attempt == 0 and behind.info.pid != first.info.pid

@@ -108,6 +108,7 @@ from jobkit.scheduler.protocol import (
     Op,
     decode_request,
     encode_event,
+    encode_frame,
     encode_status,
 )
 from jobkit.states import FailureReason, JobRecord, JobState
@@ -116,6 +117,11 @@ from jobkit.stores.base import Change, Store, outcome_key
 QUEUE_STATES = (JobState.PENDING, JobState.QUEUED)
 RELOAD_INTERVAL = 30.0  # seconds between full re-reads of the waiting queue
 OOM_READ_EVERY = 0.1  # seconds a reading of the OOM killer's counter is reused
+AHEAD_IF_SHORTER = 0.01
+"""A warm worker whose last job took less than this (seconds) is sent its next
+job while it runs the current one, so it never waits for the agent between two
+short jobs.  The job sent ahead is claimed (RUNNING) when sent; the worker
+reports when it really started, which the end records."""
 FLUSH_EVERY = 0.002
 """Seconds between two sends of events to clients while jobs end in a stream:
 one send (and one wake-up of every client) per burst instead of per job.  A
@@ -139,6 +145,8 @@ class Running:
     oom_before: int | None = None
     worker: WarmWorker | None = None
     """The warm worker running it (None: a process of its own)."""
+    waiting: bool = False
+    """Sent ahead to a busy warm worker, which starts it after its current job."""
 
 
 def request_of(record: JobRecord) -> Request:
@@ -440,9 +448,41 @@ class Agent:
             return
         self.last_activity = time.monotonic()
         started = plan(self.waiting, self.ledger)
-        if started:
-            self._start(started)
+        ahead = self._plan_ahead() if self.waiting else []
+        if started or ahead:
+            self._start(started, ahead)
         self._accept_waiting()
+
+    def _plan_ahead(self) -> list[tuple[Allocation, WarmWorker]]:
+        """Jobs to send ahead to busy warm workers (see :data:`AHEAD_IF_SHORTER`):
+        the head of the queue, when it asks for exactly what the worker's
+        current job holds (no GPUs) and would run on a worker of that key."""
+        if self.pool is None:
+            return []
+        ahead: list[tuple[Allocation, WarmWorker]] = []
+        for worker in list(self.pool.all.values()):
+            if worker.job is None or worker.next is not None or worker.retiring:
+                continue
+            if worker.last_took is None or worker.last_took >= AHEAD_IF_SHORTER:
+                continue
+            current = self.running.get(worker.job)
+            request = self.waiting.peek()
+            if current is None or request is None or current.alloc.gpu_share:
+                continue
+            if (request.cpus, request.mem, request.gpus) != (
+                current.alloc.cpus,
+                current.alloc.mem,
+                0.0,
+            ):
+                continue
+            record = self.queue[request.job_id]
+            if self._key_of(record, current.alloc) != worker.key:
+                continue
+            self.waiting.remove(request.job_id)
+            alloc = Allocation(request.job_id, request.owner, request.cpus, request.mem, ())
+            worker.next = request.job_id  # reserved now; sent once claimed
+            ahead.append((alloc, worker))
+        return ahead
 
     def _accept_waiting(self) -> None:
         """Record QUEUED for the PENDING jobs that did not start at once (one commit)."""
@@ -482,16 +522,22 @@ class Agent:
             if record.state is JobState.PENDING:
                 self.unaccepted.append(record.id)
 
-    def _start(self, allocs: list[Allocation]) -> None:
+    def _start(
+        self,
+        allocs: list[Allocation],
+        ahead: list[tuple[Allocation, WarmWorker]] = (),  # type: ignore[assignment]
+    ) -> None:
         """Claim the planned jobs in one transaction, then start each: on a warm
-        worker of its key (whose pid the claim records), else in a process of its own."""
+        worker of its key (whose pid the claim records), else in a process of its
+        own; and send the ``ahead`` ones to the busy workers chosen for them."""
         now = time.time()
         oom_before = self._oom_count()
         planned: list[tuple[JobRecord, Allocation, WarmWorker | None, dict[str, str]]] = []
         changes: list[Change] = []
-        for alloc in allocs:
+        chosen = {alloc.job_id: worker for alloc, worker in ahead}
+        for alloc in [*allocs, *(a for a, _ in ahead)]:
             record = self.queue.pop(alloc.job_id)
-            worker = self._warm_worker(record, alloc)
+            worker = chosen.get(alloc.job_id) or self._warm_worker(record, alloc)
             env = self._job_env(record, alloc) if worker is None else {}
             extra = {
                 **record.extra,
@@ -514,12 +560,17 @@ class Agent:
         for (_record, alloc, worker, env), claimed in zip(
             planned, self._commit(changes), strict=True
         ):
+            sent_ahead = chosen.get(alloc.job_id) is not None
             if claimed is None:  # cancelled between our query and now
                 self.ledger.release(alloc.job_id)
-                if worker is not None and self.pool is not None:
+                if sent_ahead and worker is not None:
+                    worker.next = None
+                elif worker is not None and self.pool is not None:
                     self._give_back(worker)
                 continue
-            if not self._launch(claimed, alloc, worker, env, oom_before):
+            if sent_ahead and worker is not None:
+                self._send_ahead(claimed, alloc, worker)
+            elif not self._launch(claimed, alloc, worker, env, oom_before):
                 self.ledger.release(alloc.job_id)
 
     def _commit(self, claims: list[Change]) -> list[JobRecord | None]:
@@ -550,8 +601,20 @@ class Agent:
         """An idle or new warm worker for this job, or None: it runs in its own process."""
         if self.pool is None or record.resources.get("isolate"):
             return None
+        base, key = self._environment(record, alloc)
+        try:
+            worker, fresh = self.pool.take(key, base, record.extra.get("cwd"))
+        except OSError as exc:
+            print(f"agent: cannot start a warm worker ({exc}); forking", file=sys.stderr)
+            return None
+        if fresh and not self._watch_worker(worker):
+            return None
+        return worker
+
+    def _environment(self, record: JobRecord, alloc: Allocation) -> tuple[dict[str, str], str]:
+        """A warm worker's environment for this job, and the key of the workers
+        that may run it (cached: a map's items share both)."""
         res = record.resources
-        # Everything the worker's environment is made of, cheaply: a map's items share it.
         what = (
             record.extra.get("env"),
             json.dumps(res.get("env") or {}, sort_keys=True),
@@ -564,15 +627,48 @@ class Agent:
             del base["JOBKIT_JOB_ID"]
             # cpus too: thread pools (OpenBLAS, OpenMP) size themselves once, at import.
             known = self.worker_keys[what] = (base, _worker_key(base, res.get("cpus", 1)))
-        base, key = known
-        try:
-            worker, fresh = self.pool.take(key, base, record.extra.get("cwd"))
-        except OSError as exc:
-            print(f"agent: cannot start a warm worker ({exc}); forking", file=sys.stderr)
-            return None
-        if fresh and not self._watch_worker(worker):
-            return None
-        return worker
+        return known
+
+    def _key_of(self, record: JobRecord, alloc: Allocation) -> str:
+        return self._environment(record, alloc)[1]
+
+    def _send_ahead(self, claimed: JobRecord, alloc: Allocation, worker: WarmWorker) -> None:
+        """Send a claimed job to a busy warm worker; it starts it after its current one."""
+        assert self.pool is not None
+        run = Running(
+            record=claimed,
+            pid=worker.pid,
+            alloc=alloc,
+            started=time.monotonic(),
+            mem_limit=int(claimed.resources.get("mem") or 0),
+            worker=worker,
+            waiting=True,
+        )
+        self.running[claimed.id] = run
+        cwd = claimed.extra.get("cwd")
+        job: dict[str, Any] = {
+            "job": claimed.id,
+            "cwd": cwd if cwd and os.path.isdir(cwd) else None,
+            "stdout": self._log(claimed.id, "out"),
+            "stderr": self._log(claimed.id, "err"),
+            "env": {"JOBKIT_JOB_ID": claimed.id},
+            "ahead": True,  # read the record from the store: it may be cancelled by then
+        }
+        with contextlib.suppress(OSError):  # it died: _worker_exited requeues this job
+            worker.sock.sendall(encode_frame(job))
+
+    def _promote(self, worker: WarmWorker) -> None:
+        """The worker finished its job and started the one sent ahead."""
+        job_id, worker.next = worker.next, None
+        run = self.running.get(job_id) if job_id else None
+        if run is None or not run.waiting:
+            return
+        worker.job = job_id
+        run.waiting = False
+        run.started = time.monotonic()
+        limit = run.record.resources.get("time")
+        run.deadline = run.started + float(limit) if limit else None
+        self.ledger.allocate(run.alloc)
 
     def _watch_worker(self, worker: WarmWorker) -> bool:
         assert self.pool is not None
@@ -722,12 +818,15 @@ class Agent:
             if run is None or run.worker is not worker:
                 continue
             worker.job = None
+            worker.last_took = time.monotonic() - run.started
             end = header.get("end")
             if outcome and isinstance(end, dict) and code == 0:
                 self._handed_over(run, worker, outcome, end)
             else:
                 self._ended(run, code, header.get("why") or None)
-            if not worker.retiring:
+            if worker.next is not None and not worker.retiring:
+                self._promote(worker)
+            elif not worker.retiring:
                 self._give_back(worker)
 
     def _handed_over(
@@ -738,7 +837,9 @@ class Agent:
         self.ledger.release(run.record.id)
         self.last_activity = time.monotonic()
         self.dirty = True
-        fields: dict[str, Any] = {k: end[k] for k in ("finished_at", "exit_code") if k in end}
+        fields: dict[str, Any] = {
+            k: end[k] for k in ("started_at", "finished_at", "exit_code") if k in end
+        }
         blobs = {outcome_key(run.record.id): outcome}
         change = Change(run.record.id, JobState.SUCCEEDED, (JobState.RUNNING,), fields, blobs)
         self.ends.append((change, worker))
@@ -771,6 +872,20 @@ class Agent:
         run = self.running.get(job) if job else None
         if run is not None and run.worker is worker:
             self._ended(run, code, None)
+        if worker.next is not None:
+            self._take_back(worker.next)
+            worker.next = None
+
+    def _take_back(self, job_id: str) -> None:
+        """A job sent ahead to a worker that died before starting it: it never
+        ran, so it waits again (no attempt counted)."""
+        run = self.running.pop(job_id, None)
+        if run is None:
+            return
+        back = self.store.transition(job_id, JobState.QUEUED, expect=(JobState.RUNNING,))
+        if back is not None:
+            self._enqueue([back])
+        self.dirty = True
 
     def _ended(self, run: Running, code: int | None, note: str | None) -> None:
         """A warm worker's job ended, reported by the worker or by its exit."""
@@ -850,7 +965,11 @@ class Agent:
         return False
 
     def _check_memory(self) -> None:
-        limited = {r.pid: r for r in self.running.values() if r.mem_limit and r.kill_reason is None}
+        limited = {
+            r.pid: r
+            for r in self.running.values()
+            if r.mem_limit and r.kill_reason is None and not r.waiting
+        }
         if not limited:
             return
         for pgid, rss in group_rss(set(limited)).items():
@@ -892,6 +1011,8 @@ class Agent:
     def _kill(
         self, run: Running, sig: int, reason: FailureReason | None, message: str | None
     ) -> None:
+        if run.waiting:  # not started: its worker skips it (the store says cancelled)
+            return
         if run.kill_reason is None and run.kill_message is None:
             run.kill_reason, run.kill_message = reason, message
         with contextlib.suppress(ProcessLookupError, PermissionError):

@@ -229,6 +229,13 @@ class WaitQueue:
     def __iter__(self) -> Iterator[Request]:
         return iter(list(self._requests.values()))
 
+    def peek(self) -> Request | None:
+        """The oldest request of the highest band (any owner), or None."""
+        if not self._bands:
+            return None
+        owners = self._bands[max(self._bands)]
+        return min(entries[0] for entries in owners.values())[2]
+
     def bands(self) -> list[dict[str, list[tuple[float, str, Request]]]]:
         """Highest priority first; each owner's list oldest first (read-only)."""
         return [self._bands[p] for p in sorted(self._bands, reverse=True)]

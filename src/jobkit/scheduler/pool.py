@@ -49,6 +49,10 @@ class WarmWorker:
     pidfd: int | None = None
     reader: FrameReader = dataclasses.field(default_factory=FrameReader)
     job: str | None = None
+    next: str | None = None
+    """A job sent ahead: the worker starts it when ``job`` ends."""
+    last_took: float | None = None
+    """Seconds its last job took, from dispatch to end (None: none yet)."""
     retiring: bool = False
 
 

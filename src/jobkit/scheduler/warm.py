@@ -97,7 +97,7 @@ def serve_jobs(conn: socket.socket, store_url: str, key: bytes) -> int:
             for sig in _RESET_SIGNALS:
                 signal.signal(sig, signal.SIG_DFL)
             _to_logs(Path(header["stdout"]), Path(header["stderr"]))
-            code, handed = _run(store, job_id, key, body, ends)
+            code, handed = _run(store, job_id, key, body, ends, ahead=bool(header.get("ahead")))
             left = _left_behind()
             if left:  # in the job's own log, where its owner looks
                 print(f"jobkit worker {os.getpid()}: the job {left}; retiring", file=sys.stderr)
@@ -168,20 +168,31 @@ HAND_OVER_MAX = 1 << 20
 """Largest outcome sent to the agent; a bigger one the worker writes itself."""
 
 
-def _run(store: Any, job_id: str, key: bytes, body: bytes, ends: _Ends) -> tuple[int, bool]:
+def _run(
+    store: Any, job_id: str, key: bytes, body: bytes, ends: _Ends, *, ahead: bool
+) -> tuple[int, bool]:
+    """Run one job; (exit code, whether its end was handed to the agent).
+    A job sent ahead (claimed while the previous one ran) is read from the
+    store, so one cancelled meanwhile is skipped, and its end says when it
+    really started."""
+    import time
+
     from jobkit.errors import StoreUnavailableError
     from jobkit.states import JobRecord
     from jobkit.worker import _store_unreachable, run_job
 
     handed: list[bool] = []
+    started = time.time()
 
     def hand_over(job: str, outcome: list[Any], end: dict[str, Any]) -> bool:
+        if ahead:
+            end = {**end, "started_at": started}
         taken = ends.take(job, outcome, end)
         handed.append(taken)
         return taken
 
     record = None
-    if body:
+    if body and not ahead:
         with contextlib.suppress(Exception):  # unreadable: run_job reads it from the store
             record = JobRecord.from_json(body)
     try:
