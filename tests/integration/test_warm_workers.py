@@ -198,3 +198,13 @@ def test_a_job_sent_ahead_to_a_worker_that_dies_runs_elsewhere_once(
         first.result(timeout=T)  # its time limit killed the worker
     assert behind.result(timeout=T) == 3
     assert behind.info.attempt == 0 and behind.info.pid != first.info.pid
+
+
+def test_an_isolated_job_is_never_sent_ahead_to_a_warm_worker(one_slot: Any) -> None:
+    jobkit.submit(os.getpid).result(timeout=T)  # a short last job
+    running = jobkit.submit(time.sleep, 1.0)
+    wait_for(lambda: running.state is jobkit.JobState.RUNNING, T)
+    isolated = on(os.getpid, isolate=True)
+    time.sleep(0.3)
+    assert isolated.state is jobkit.JobState.QUEUED  # waits for a slot, not for the worker
+    assert isolated.result(timeout=T) != running.info.pid

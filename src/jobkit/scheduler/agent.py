@@ -476,7 +476,7 @@ class Agent:
             ):
                 continue
             record = self.queue[request.job_id]
-            if self._key_of(record, current.alloc) != worker.key:
+            if record.resources.get("isolate") or self._key_of(record, current.alloc) != worker.key:
                 continue
             self.waiting.remove(request.job_id)
             alloc = Allocation(request.job_id, request.owner, request.cpus, request.mem, ())
