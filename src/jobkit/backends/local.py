@@ -3,9 +3,9 @@
 The client side only records jobs and talks to the agent
 (:mod:`jobkit.scheduler.agent`) over a unix socket, in the messages of
 :mod:`jobkit.scheduler.protocol`: ``configure`` with the machine settings
-this client resolved (``[local]`` cpus, mem, gpus, max_jobs) before it
-records jobs, so an agent started by an earlier client with other settings
-reloads them (the latest submitter wins), ``wake`` after a submit,
+this client resolved (``[local]`` cpus, mem, gpus, max_jobs) and ``wake``,
+in one send after every submit, so an agent started by an earlier client
+with other settings reloads them (the latest submitter wins),
 ``cancel`` for running jobs.  It starts the agent on demand, in its own
 session so that it outlives this process, and keeps one connection open on
 which the agent pushes "done" events; those poke the client's monitor, which
@@ -112,11 +112,6 @@ class LocalBackend(Backend):
             )
 
     def prepare(self, records: Sequence[JobRecord], resources: Resources) -> None:
-        # Before the jobs exist in the store: the agent must judge them by the
-        # machine this client declared, not by the settings it started with.
-        self._send(
-            encode_request(Op.CONFIGURE, machine=self.agent_settings.machine(), pid=os.getpid())
-        )
         env_ref = self._store_env()
         cwd = os.getcwd()
         machine = socket.gethostname()
@@ -144,8 +139,17 @@ class LocalBackend(Backend):
 
     # -- talking to the agent ----------------------------------------------------
     def submit(self, records: Sequence[JobRecord], resources: Resources) -> list[Accepted]:
-        """Wake the agent: it takes PENDING jobs from the store and records them QUEUED."""
-        self._send(encode_request(Op.WAKE))
+        """Wake the agent: it takes PENDING jobs from the store and records them QUEUED.
+
+        The machine this client declared goes first, in the same send: the
+        agent reads both in order, so it judges these jobs by this client's
+        settings, not by the ones it started with (and one that finds them
+        by its periodic rescan first reads what is waiting on its sockets
+        before it refuses a job that does not fit)."""
+        configure = encode_request(
+            Op.CONFIGURE, machine=self.agent_settings.machine(), pid=os.getpid()
+        )
+        self._send(configure + encode_request(Op.WAKE))
         return []
 
     def cancel(self, records: Sequence[JobRecord]) -> None:
