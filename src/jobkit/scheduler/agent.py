@@ -118,10 +118,14 @@ QUEUE_STATES = (JobState.PENDING, JobState.QUEUED)
 RELOAD_INTERVAL = 30.0  # seconds between full re-reads of the waiting queue
 OOM_READ_EVERY = 0.1  # seconds a reading of the OOM killer's counter is reused
 AHEAD_IF_SHORTER = 0.01
-"""A warm worker whose last job took less than this (seconds) is sent its next
-job while it runs the current one, so it never waits for the agent between two
-short jobs.  The job sent ahead is claimed (RUNNING) when sent; the worker
-reports when it really started, which the end records."""
+AHEAD_DEPTH = 2
+"""A warm worker whose last job took less than ``AHEAD_IF_SHORTER`` seconds is
+sent up to ``AHEAD_DEPTH`` next jobs while it runs the current one, so it never
+waits for the agent between short jobs (with one, a worker that finished two
+trivial jobs before the agent heard of the first went idle).  A job sent
+ahead is claimed (RUNNING) when sent, so it waits about ``AHEAD_DEPTH *
+AHEAD_IF_SHORTER`` at most in that state; the worker reports when it really
+started, which the end records."""
 FLUSH_EVERY = 0.002
 """Seconds between two sends of events to clients while jobs end in a stream:
 one send (and one wake-up of every client) per burst instead of per job.  A
@@ -461,27 +465,30 @@ class Agent:
             return []
         ahead: list[tuple[Allocation, WarmWorker]] = []
         for worker in list(self.pool.all.values()):
-            if worker.job is None or worker.next is not None or worker.retiring:
+            if worker.job is None or worker.retiring:
                 continue
             if worker.last_took is None or worker.last_took >= AHEAD_IF_SHORTER:
                 continue
             current = self.running.get(worker.job)
-            request = self.waiting.peek()
-            if current is None or request is None or current.alloc.gpu_share:
+            if current is None or current.alloc.gpu_share:
                 continue
-            if (request.cpus, request.mem, request.gpus) != (
-                current.alloc.cpus,
-                current.alloc.mem,
-                0.0,
-            ):
-                continue
-            record = self.queue[request.job_id]
-            if record.resources.get("isolate") or self._key_of(record, current.alloc) != worker.key:
-                continue
-            self.waiting.remove(request.job_id)
-            alloc = Allocation(request.job_id, request.owner, request.cpus, request.mem, ())
-            worker.next = request.job_id  # reserved now; sent once claimed
-            ahead.append((alloc, worker))
+            while len(worker.ahead) < AHEAD_DEPTH:
+                request = self.waiting.peek()
+                if request is None or (request.cpus, request.mem, request.gpus) != (
+                    current.alloc.cpus,
+                    current.alloc.mem,
+                    0.0,
+                ):
+                    break
+                record = self.queue[request.job_id]
+                if record.resources.get("isolate"):
+                    break
+                if self._key_of(record, current.alloc) != worker.key:
+                    break
+                self.waiting.remove(request.job_id)
+                alloc = Allocation(request.job_id, request.owner, request.cpus, request.mem, ())
+                worker.ahead.append(request.job_id)  # reserved now; sent once claimed
+                ahead.append((alloc, worker))
         return ahead
 
     def _accept_waiting(self) -> None:
@@ -564,7 +571,7 @@ class Agent:
             if claimed is None:  # cancelled between our query and now
                 self.ledger.release(alloc.job_id)
                 if sent_ahead and worker is not None:
-                    worker.next = None
+                    worker.ahead.remove(alloc.job_id)
                 elif worker is not None and self.pool is not None:
                     self._give_back(worker)
                 continue
@@ -658,9 +665,9 @@ class Agent:
             worker.sock.sendall(encode_frame(job))
 
     def _promote(self, worker: WarmWorker) -> None:
-        """The worker finished its job and started the one sent ahead."""
-        job_id, worker.next = worker.next, None
-        run = self.running.get(job_id) if job_id else None
+        """The worker finished its job and started the first one sent ahead."""
+        job_id = worker.ahead.pop(0)
+        run = self.running.get(job_id)
         if run is None or not run.waiting:
             return
         worker.job = job_id
@@ -818,13 +825,16 @@ class Agent:
             if run is None or run.worker is not worker:
                 continue
             worker.job = None
-            worker.last_took = time.monotonic() - run.started
+            took = header.get("took")  # the job alone, not the agent's delay in hearing of it
+            worker.last_took = (
+                float(took) if isinstance(took, (int, float)) else time.monotonic() - run.started
+            )
             end = header.get("end")
             if outcome and isinstance(end, dict) and code == 0:
                 self._handed_over(run, worker, outcome, end)
             else:
                 self._ended(run, code, header.get("why") or None)
-            if worker.next is not None and not worker.retiring:
+            if worker.ahead and not worker.retiring:
                 self._promote(worker)
             elif not worker.retiring:
                 self._give_back(worker)
@@ -872,9 +882,9 @@ class Agent:
         run = self.running.get(job) if job else None
         if run is not None and run.worker is worker:
             self._ended(run, code, None)
-        if worker.next is not None:
-            self._take_back(worker.next)
-            worker.next = None
+        for job_id in worker.ahead:
+            self._take_back(job_id)
+        worker.ahead = []
 
     def _take_back(self, job_id: str) -> None:
         """A job sent ahead to a worker that died before starting it: it never

@@ -49,8 +49,8 @@ class WarmWorker:
     pidfd: int | None = None
     reader: FrameReader = dataclasses.field(default_factory=FrameReader)
     job: str | None = None
-    next: str | None = None
-    """A job sent ahead: the worker starts it when ``job`` ends."""
+    ahead: list[str] = dataclasses.field(default_factory=list)
+    """Jobs sent ahead, in order: the worker starts the first when ``job`` ends."""
     last_took: float | None = None
     """Seconds its last job took, from dispatch to end (None: none yet)."""
     retiring: bool = False

@@ -14,7 +14,7 @@ once, and then loops over messages framed by
       │                                             │ env and cwd put back, stdio → the
       │                                             │ job's logs, signals at their defaults
       │                                             │ worker.run_job(record=..., hand_over=...)
-      │  ◄── {"done": ID, "code": N, "retire", "end": {...}} + the outcome of a success
+      │  ◄── {"done": ID, "code": N, "retire", "took", "end": {...}} + a success's outcome
       │                                             │ kept until acknowledged
       │  {"ack": [ID, ...]}  (or inside the next job) the agent committed those ends
       ▼
@@ -58,6 +58,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -97,14 +98,16 @@ def serve_jobs(conn: socket.socket, store_url: str, key: bytes) -> int:
             for sig in _RESET_SIGNALS:
                 signal.signal(sig, signal.SIG_DFL)
             _to_logs(Path(header["stdout"]), Path(header["stderr"]))
+            began = time.monotonic()
             code, handed = _run(store, job_id, key, body, ends, ahead=bool(header.get("ahead")))
+            took = time.monotonic() - began
             left = _left_behind()
             if left:  # in the job's own log, where its owner looks
                 print(f"jobkit worker {os.getpid()}: the job {left}; retiring", file=sys.stderr)
             _flush()
             os.dup2(devnull, 1)
             os.dup2(devnull, 2)
-            reply = {"done": job_id, "code": code, "retire": bool(left), "why": left}
+            reply = {"done": job_id, "code": code, "retire": bool(left), "why": left, "took": took}
             ends.send(reply, handed)
             if left or code == _store_exit():
                 break
@@ -175,8 +178,6 @@ def _run(
     A job sent ahead (claimed while the previous one ran) is read from the
     store, so one cancelled meanwhile is skipped, and its end says when it
     really started."""
-    import time
-
     from jobkit.errors import StoreUnavailableError
     from jobkit.states import JobRecord
     from jobkit.worker import _store_unreachable, run_job
