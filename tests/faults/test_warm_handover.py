@@ -96,3 +96,37 @@ def test_worker_killed_before_its_handed_over_end_is_committed(tmp_path: Path) -
     )
     assert state == "SUCCEEDED" and data["exit_code"] == 0 and runs == 1
     assert _result(db, job_id) == "h"
+
+
+def test_agent_killed_while_jobs_wait_ahead_in_a_worker(tmp_path: Path) -> None:
+    """Jobs sent ahead to a busy warm worker (claimed RUNNING, not started)
+    when the agent is killed -9: the worker runs them after its current job
+    and records every end itself; each ran once, none is left RUNNING."""
+    db, marks = paths(tmp_path)
+    one = {**LOCAL, "cpus": 1, "max_jobs": 1}
+    # Short jobs (the first imports the module): the worker's last job is short,
+    # so the ones after the next are sent ahead.
+    submit_elsewhere(db, marks, ["t0", "t1", "t2", "t3"], 0.0, one)
+    wait_until(lambda: markers(marks, "end").get("t3"), 30)
+    (first,) = submit_elsewhere(db, marks, ["a"], 2.0, one)
+    wait_until(lambda: markers(marks, "start").get("a"), 30)
+    behind = list(submit_elsewhere(db, marks, ["b", "c"], 0.0, one))
+    wait_until(lambda: all(raw_states(db)[i][0] == "RUNNING" for i in behind), 10)
+    assert not markers(marks, "start").get("b")  # claimed ahead, not started
+    agent = agent_pid(db)
+    assert agent is not None
+    os.kill(agent, signal.SIGKILL)
+    ids = [first, *behind]
+    settle = wait_until(
+        lambda: all(raw_states(db)[i][0] != "RUNNING" for i in ids), 30, interval=0.01
+    )
+    states = {i: raw_states(db)[i][0] for i in ids}
+    runs = {t: len(markers(marks, "start").get(t, [])) for t in ("a", "b", "c")}
+    report(
+        "agent kill -9 with jobs sent ahead to a busy worker",
+        settle_s=round(settle, 2),
+        states=sorted(states.values()),
+        runs=runs,
+    )
+    assert set(states.values()) == {"SUCCEEDED"} and runs == {"a": 1, "b": 1, "c": 1}
+    assert _result(db, behind[0]) in ("b", "c")

@@ -123,22 +123,33 @@ class _Ends:
         self.conn = conn
         self.store = store
         self.held: dict[str, tuple[list[Any], dict[str, Any]]] = {}
+        self.agent_gone = False
 
     def take(self, job_id: str, outcome: list[Any], end: dict[str, Any]) -> bool:
-        if sum(memoryview(b).nbytes for b in outcome) > HAND_OVER_MAX:
-            return False  # large: written by the worker, as a file
+        if self.agent_gone or sum(memoryview(b).nbytes for b in outcome) > HAND_OVER_MAX:
+            return False  # written by the worker: nobody to hand it to, or large (a file)
         self.held[job_id] = (outcome, end)
         return True
 
     def send(self, reply: dict[str, Any], handed: bool) -> None:
+        """Tell the agent a job ended.  If the agent is gone, record what it
+        was handed and go on: jobs it sent ahead are still to be read and run,
+        and their ends the worker now records itself."""
         from jobkit.scheduler.protocol import encode_frame
 
         job_id = str(reply["done"])
         if handed and job_id in self.held:
             outcome, end = self.held[job_id]
-            self.conn.sendall(encode_frame({**reply, "end": end}, outcome))
+            message = encode_frame({**reply, "end": end}, outcome)
         else:
-            self.conn.sendall(encode_frame(reply))
+            message = encode_frame(reply)
+        if self.agent_gone:
+            return
+        try:
+            self.conn.sendall(message)
+        except OSError:
+            self.agent_gone = True
+            self.record_unacknowledged()
 
     def acknowledged(self, ids: Any) -> None:
         for job_id in ids:
