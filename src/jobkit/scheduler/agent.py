@@ -654,17 +654,20 @@ class Agent:
             waiting=True,
         )
         self.running[claimed.id] = run
-        cwd = claimed.extra.get("cwd")
-        job: dict[str, Any] = {
+        job = self._job_message(claimed, claimed.extra.get("cwd"))
+        job["ahead"] = True  # read the record from the store: it may be cancelled by then
+        with contextlib.suppress(OSError):  # it died: _worker_exited requeues this job
+            worker.sock.sendall(encode_frame(job))
+
+    def _job_message(self, claimed: JobRecord, cwd: str | None) -> dict[str, Any]:
+        """What a warm worker is told of a job: where it runs and logs."""
+        return {
             "job": claimed.id,
             "cwd": cwd if cwd and os.path.isdir(cwd) else None,
             "stdout": self._log(claimed.id, "out"),
             "stderr": self._log(claimed.id, "err"),
             "env": {"JOBKIT_JOB_ID": claimed.id},
-            "ahead": True,  # read the record from the store: it may be cancelled by then
         }
-        with contextlib.suppress(OSError):  # it died: _worker_exited requeues this job
-            worker.sock.sendall(encode_frame(job))
 
     def _promote(self, worker: WarmWorker) -> None:
         """The worker finished its job and started the first one sent ahead."""
@@ -717,14 +720,8 @@ class Agent:
             worker=worker,
         )
         if worker is not None and self.pool is not None:
-            job: dict[str, Any] = {
-                "job": claimed.id,
-                "cwd": cwd,
-                "stdout": str(out),
-                "stderr": str(err),
-                "env": {"JOBKIT_JOB_ID": claimed.id},
-                "ack": self.acks.pop(worker, []),
-            }
+            job = self._job_message(claimed, cwd)
+            job["ack"] = self.acks.pop(worker, [])
             try:
                 self.pool.dispatch(worker, job, claimed.to_json().encode())
                 self.running[claimed.id] = run

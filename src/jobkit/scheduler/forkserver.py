@@ -47,6 +47,7 @@ import signal
 import socket
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 from jobkit.scheduler.launch import WorkerIO, redirect_stdio
@@ -183,12 +184,12 @@ def _serve(conn: socket.socket, store_url: str, key: bytes) -> None:
         conn.send(got or b"0")
 
 
-def _run_warm(fd: int, store_url: str, key: bytes) -> None:
+def _exit_with(body: Callable[[], int]) -> None:
+    """Run a forked child's ``body`` and leave with its code, never returning
+    into the server's loop (a traceback and EX_SOFTWARE if it raised)."""
     code = _EXIT_SOFTWARE
     try:
-        from jobkit.scheduler.warm import main_from_forkserver
-
-        code = main_from_forkserver(fd, store_url, key)
+        code = body()
     except BaseException:
         with contextlib.suppress(Exception):
             traceback.print_exc()
@@ -197,38 +198,38 @@ def _run_warm(fd: int, store_url: str, key: bytes) -> None:
             sys.stdout.flush()
             sys.stderr.flush()
         os._exit(code)
+
+
+def _run_warm(fd: int, store_url: str, key: bytes) -> None:
+    from jobkit.scheduler.warm import main_from_forkserver
+
+    _exit_with(lambda: int(main_from_forkserver(fd, store_url, key)))
 
 
 def _run_worker(request: dict[str, object], store_url: str, key: bytes) -> None:
-    code = _EXIT_SOFTWARE
-    try:
-        os.setsid()
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
-            signal.signal(sig, signal.SIG_DFL)
-        job_id = str(request["job"])
-        write_pidfile(Path(str(request["pidfile"])), os.getpid())
-        redirect_stdio(Path(str(request["stdout"])), Path(str(request["stderr"])))
-        env = request["env"]
-        os.environ.clear()
-        if isinstance(env, dict):
-            os.environ.update({str(k): str(v) for k, v in env.items()})
-        cwd = request.get("cwd")
-        if cwd:
-            os.chdir(str(cwd))
-        sys.argv = ["jobkit-worker", job_id]
-        from jobkit.errors import StoreUnavailableError
-        from jobkit.stores.patient import open_patient_store
-        from jobkit.worker import _store_unreachable, run_job
+    _exit_with(lambda: _worker(request, store_url, key))
 
-        try:
-            code = run_job(open_patient_store(store_url), job_id, key)
-        except StoreUnavailableError as exc:
-            code = _store_unreachable(job_id, exc)
-    except BaseException:
-        with contextlib.suppress(Exception):
-            traceback.print_exc()
-    finally:
-        with contextlib.suppress(Exception):
-            sys.stdout.flush()
-            sys.stderr.flush()
-        os._exit(code)
+
+def _worker(request: dict[str, object], store_url: str, key: bytes) -> int:
+    os.setsid()
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
+        signal.signal(sig, signal.SIG_DFL)
+    job_id = str(request["job"])
+    write_pidfile(Path(str(request["pidfile"])), os.getpid())
+    redirect_stdio(Path(str(request["stdout"])), Path(str(request["stderr"])))
+    env = request["env"]
+    os.environ.clear()
+    if isinstance(env, dict):
+        os.environ.update({str(k): str(v) for k, v in env.items()})
+    cwd = request.get("cwd")
+    if cwd:
+        os.chdir(str(cwd))
+    sys.argv = ["jobkit-worker", job_id]
+    from jobkit.errors import StoreUnavailableError
+    from jobkit.stores.patient import open_patient_store
+    from jobkit.worker import _store_unreachable, run_job
+
+    try:
+        return run_job(open_patient_store(store_url), job_id, key)
+    except StoreUnavailableError as exc:
+        return _store_unreachable(job_id, exc)
