@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from jobkit.errors import (
         BackendError,
         ConfigError,
+        DependencyError,
         IllegalTransitionError,
         JobFailedError,
         JobkitError,
@@ -58,6 +59,7 @@ _WHERE = {
     "JobState": "states",
     "BackendError": "errors",
     "ConfigError": "errors",
+    "DependencyError": "errors",
     "IllegalTransitionError": "errors",
     "JobFailedError": "errors",
     "JobkitError": "errors",
@@ -74,6 +76,7 @@ __all__ = [
     "BackendError",
     "Checkpointable",
     "ConfigError",
+    "DependencyError",
     "Executor",
     "FailureReason",
     "IllegalTransitionError",

@@ -17,6 +17,7 @@ family::
     │   └── SubmitError        the backend refused the submission
     ├── IllegalTransitionError a state change that would rewrite history
     └── JobFailedError         the job failed and its original exception cannot be rebuilt
+        └── DependencyError    it never ran: a job it depends on failed or was cancelled
 
 ``result()`` re-raises the job's *original* exception whenever it unpickles;
 ``JobFailedError`` is only the fallback (timeouts, OOM, lost workers, or an
@@ -128,3 +129,42 @@ def _rebuild_job_failed(
     message: str, job_id: str, reason: Any, remote_traceback: str
 ) -> JobFailedError:
     return JobFailedError(message, job_id=job_id, reason=reason, remote_traceback=remote_traceback)
+
+
+class DependencyError(JobFailedError):
+    """The job never ran: a job it depends on failed or was cancelled.
+
+    ``dependency_id`` is the job whose failure started it (found transitively:
+    in a chain a -> b -> c where ``a`` failed, c's error names ``a``);
+    ``job_id`` is the job whose result was asked for.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        job_id: str = "",
+        dependency_id: str = "",
+        reason: Any = None,
+        remote_traceback: str = "",
+    ) -> None:
+        super().__init__(message, job_id=job_id, reason=reason, remote_traceback=remote_traceback)
+        self.dependency_id = dependency_id
+
+    def __reduce__(self) -> Any:
+        return (
+            _rebuild_dependency_error,
+            (self.args[0], self.job_id, self.dependency_id, self.reason, self.remote_traceback),
+        )
+
+
+def _rebuild_dependency_error(
+    message: str, job_id: str, dependency_id: str, reason: Any, remote_traceback: str
+) -> DependencyError:
+    return DependencyError(
+        message,
+        job_id=job_id,
+        dependency_id=dependency_id,
+        reason=reason,
+        remote_traceback=remote_traceback,
+    )

@@ -45,10 +45,12 @@ what a backend saw to a :class:`~jobkit.states.FailureReason`).  Backends
 never write states: they return observations and acceptances, and whoever
 opened them (the Client, for the monitor and the CLI) hands those here.
 
-The policy today retries every failure except ``SUBMIT_ERROR`` while
-``resources["retries"]`` exceeds the attempts already made
-(:data:`RETRIED_BY_DEFAULT`); a per-job ``retry_on`` will plug into
-:func:`retry_allowed` alone.
+A failed attempt is retried while ``resources["retries"]`` exceeds the
+attempts already made and its class is one the job's ``retry_on`` names
+(:func:`retry_classes`; by default PREEMPTED and LOST, :data:`RETRIED_BY_DEFAULT`).
+Every requeue appends the attempt that ended to ``JobRecord.attempts``
+(:func:`attempt_entry`), and an OOM retry of a job with ``mem_growth`` asks
+for more memory (:func:`grown_resources`).
 """
 
 from __future__ import annotations
@@ -76,12 +78,16 @@ __all__ = [
     "Failure",
     "accept",
     "apply",
+    "attempt_entry",
+    "exception_names",
     "fail",
     "fail_all",
+    "grown_resources",
     "observable",
     "requeue",
     "retries_left",
     "retry_allowed",
+    "retry_classes",
     "settle",
     "settle_from_outcome",
     "submitter_dead",
@@ -90,11 +96,13 @@ __all__ = [
     "would_write",
 ]
 
-RETRIED_BY_DEFAULT: frozenset[FailureReason] = frozenset(FailureReason) - {
-    FailureReason.SUBMIT_ERROR
-}
-"""Failure classes a job's ``retries`` cover.  ``SUBMIT_ERROR`` never: the same
-payload or the same refusal would fail the same way again."""
+RETRIED_BY_DEFAULT: frozenset[FailureReason] = frozenset(
+    {FailureReason.PREEMPTED, FailureReason.LOST}
+)
+"""Failure classes ``retries`` cover when a job sets no ``retry_on``: the
+infrastructure's failures, never a user's bug (plus OOM when ``mem_growth``
+is set, as that names what to change).  ``SUBMIT_ERROR`` and ``DEPENDENCY``
+never: the same job would fail the same way again."""
 
 
 def retries_left(record: JobRecord) -> int:
@@ -107,9 +115,74 @@ def retries_left(record: JobRecord) -> int:
     return max(0, total - record.attempt)
 
 
-def retry_allowed(record: JobRecord, reason: FailureReason) -> bool:
-    """Whether a failure of this class goes back to the queue rather than ending the job."""
-    return reason in RETRIED_BY_DEFAULT and retries_left(record) > 0
+def retry_classes(record: JobRecord) -> tuple[frozenset[FailureReason], frozenset[str]]:
+    """The failure reasons and exception class names (``"module.QualName"``)
+    that ``record``'s ``retries`` cover; see :data:`RETRIED_BY_DEFAULT`."""
+    stored = record.resources.get("retry_on")
+    if stored is None:
+        reasons = set(RETRIED_BY_DEFAULT)
+        if record.resources.get("mem_growth"):
+            reasons.add(FailureReason.OOM)
+        return frozenset(reasons), frozenset()
+    names = {str(item) for item in stored} if isinstance(stored, list | tuple) else set()
+    reasons = {FailureReason(n) for n in names if n in FailureReason.__members__}
+    reasons -= {FailureReason.SUBMIT_ERROR, FailureReason.DEPENDENCY}
+    return frozenset(reasons), frozenset(n for n in names if "." in n)
+
+
+def retry_allowed(
+    record: JobRecord, reason: FailureReason, error_types: Collection[str] = ()
+) -> bool:
+    """Whether a failure of this class goes back to the queue rather than ending the job.
+
+    ``error_types``: for ``ERROR``, the raised exception's classes
+    (:func:`exception_names`); an ``ERROR`` is retried when ``retry_on``
+    names ``ERROR`` or one of them.
+    """
+    if retries_left(record) <= 0:
+        return False
+    reasons, exceptions = retry_classes(record)
+    if reason in reasons:
+        return True
+    return reason is FailureReason.ERROR and not exceptions.isdisjoint(error_types)
+
+
+def exception_names(error: BaseException) -> list[str]:
+    """``"module.QualName"`` of each class in ``error``'s MRO: what ``retry_on``
+    matches, without the worker importing the classes the user named."""
+    return [f"{c.__module__}.{c.__qualname__}" for c in type(error).__mro__]
+
+
+def attempt_entry(record: JobRecord, reason: str, message: str, *, now: float) -> dict[str, Any]:
+    """What the record keeps of an attempt that ended (``JobRecord.attempts``):
+    why, where, when, and what it was given."""
+    entry: dict[str, Any] = {
+        "attempt": record.attempt,
+        "reason": reason,
+        "message": message[:500],
+        "host": record.host,
+        "backend_id": record.backend_id,
+        "started_at": record.started_at,
+        "ended_at": now,
+        "exit_code": record.exit_code,
+        "mem": record.resources.get("mem"),
+    }
+    return entry
+
+
+def grown_resources(record: JobRecord) -> dict[str, Any] | None:
+    """``record``'s resources with ``mem`` multiplied by ``mem_growth`` (capped
+    at ``mem_max``) for its next attempt after an OOM; None when it sets no
+    growth or has no ``mem`` to grow."""
+    res = record.resources
+    growth, mem = res.get("mem_growth"), res.get("mem")
+    if not growth or not mem:
+        return None
+    new = int(mem * float(growth))
+    cap = res.get("mem_max")
+    if cap:
+        new = min(new, int(cap))
+    return {**res, "mem": max(new, int(mem))}
 
 
 def fail(
@@ -153,20 +226,32 @@ def requeue(
     message: str,
     *,
     expect: Collection[JobState] = (JobState.RUNNING,),
+    reason: FailureReason | str = "REQUEUED",
     **fields: Any,
 ) -> JobRecord | None:
     """Send the job back to QUEUED as its next attempt (``attempt + 1``).
 
     ``record`` is the latest the caller read: the compare-and-set on ``expect``
     refuses if something else moved the job since.  Used for retries and for
-    checkpointed requeues alike: both spend an attempt.
+    checkpointed requeues alike: both spend an attempt, and both are kept in
+    ``attempts`` (``reason``: why this one ended).  After an OOM the next
+    attempt asks for more memory where the job sets ``mem_growth``.
     """
+    now = time.time()
+    why = reason.value if isinstance(reason, FailureReason) else reason
+    history = [*record.attempts, attempt_entry(record, why, message, now=now)]
+    if reason is FailureReason.OOM and "resources" not in fields:
+        grown = grown_resources(record)
+        if grown is not None:
+            fields["resources"] = grown
+            message = f"{message}; next attempt asks for mem={grown['mem']} bytes"
     return store.transition(
         record.id,
         JobState.QUEUED,
         expect=expect,
         attempt=record.attempt + 1,
         message=message,
+        attempts=history,
         **fields,
     )
 
@@ -194,7 +279,9 @@ def settle(
         if failure.native_state is not None:
             fields["native_state"] = failure.native_state
         message = retry_message or f"retrying after {failure.reason.value}: {failure.message}"
-        requeued = requeue(store, record, message, expect=requeue_from, **fields)
+        requeued = requeue(
+            store, record, message, expect=requeue_from, reason=failure.reason, **fields
+        )
         if requeued is not None:
             return requeued
     return fail(store, record.id, failure, expect=expect, finished_at=finished_at)

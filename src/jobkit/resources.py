@@ -73,6 +73,11 @@ _EXPECTED: Mapping[str, str] = {
     "priority": "expected 'low', 'normal', 'high' or an integer from -1000 to 1000",
     "queue": "expected a queue (Slurm partition) name like 'gpu'",
     "retries": whole_number_help(0),
+    "retry_on": "expected failure reasons (PREEMPTED, LOST, OOM, TIMEOUT, ERROR) and/or "
+    "exception classes, e.g. {'PREEMPTED', 'LOST', ConnectionError}",
+    "mem_growth": "expected a factor > 1 by which mem grows on each OOM retry, like 2.0",
+    "mem_max": "expected the most memory an OOM retry may ask for; " + SIZE_HELP,
+    "cache": "expected True, False, or a version string like 'v2'",
     "isolate": "expected true or false",
     "env": "expected a mapping of environment variable names to strings",
     "image": "expected a container image like 'python:3.11-slim'",
@@ -144,6 +149,19 @@ class Resources(BaseModel):
     """Slurm partition or Kubernetes queue."""
     retries: int = 0
     """How many times a failed job is resubmitted."""
+    retry_on: tuple[str, ...] | None = None
+    """Which failures ``retries`` cover: FailureReason names and exception
+    classes (as ``"module.QualName"``, matched against the raised exception's
+    MRO, for ``ERROR``).  ``None``: PREEMPTED and LOST (and OOM when
+    ``mem_growth`` is set), never a user's bug."""
+    mem_growth: float | None = None
+    """On each OOM retry ``mem`` is multiplied by this (up to ``mem_max``)."""
+    mem_max: int | None = None
+    """The most memory (bytes) an OOM retry may ask for."""
+    cache: bool | str = False
+    """Reuse the stored result of an earlier SUCCEEDED job with the same code
+    and arguments (``True``), or the same function name, version string and
+    arguments (``"v2"``: the code is not hashed, the version is)."""
     isolate: bool = False
     """Run in a process of its own, never shared with other jobs (the local
     backend reuses warm workers otherwise; cluster jobs always get their own)."""
@@ -291,6 +309,48 @@ class Resources(BaseModel):
     def _check_retries(cls, value: Any) -> int:
         return whole_number(value, minimum=0)
 
+    @field_validator("retry_on", mode="before")
+    @classmethod
+    def _check_retry_on(cls, value: Any) -> tuple[str, ...] | None:
+        if value is None:
+            return None
+        items = [value] if isinstance(value, str | type) else value
+        if isinstance(items, Mapping) or not isinstance(items, list | tuple | set | frozenset):
+            raise _Invalid(_EXPECTED["retry_on"])
+        names: set[str] = set()
+        for item in items:
+            names.add(_retry_class(item))
+        return tuple(sorted(names))
+
+    @field_validator("mem_growth", mode="before")
+    @classmethod
+    def _check_mem_growth(cls, value: Any) -> float | None:
+        if value is None:
+            return None
+        number = to_number(value)
+        if not number > 1 or number > 1000:
+            raise _Invalid(_EXPECTED["mem_growth"])
+        return float(number)
+
+    @field_validator("mem_max", mode="before")
+    @classmethod
+    def _check_mem_max(cls, value: Any) -> int | None:
+        if value is None:
+            return None
+        nbytes = parse_size(value)
+        if nbytes <= 0:
+            raise _Invalid(_EXPECTED["mem_max"])
+        return nbytes
+
+    @field_validator("cache", mode="before")
+    @classmethod
+    def _check_cache(cls, value: Any) -> bool | str:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and _TOKEN_RE.match(value.strip()) and len(value) <= 64:
+            return value.strip()
+        raise _Invalid(_EXPECTED["cache"])
+
     @field_validator("isolate", mode="before")
     @classmethod
     def _check_isolate(cls, value: Any) -> bool:
@@ -394,6 +454,38 @@ def resource_names() -> list[str]:
 
 
 # ------------------------------------------------------------------------ helpers
+
+
+_NOT_RETRIED = {"SUBMIT_ERROR", "DEPENDENCY"}
+_RETRY_REASONS = ("PREEMPTED", "LOST", "OOM", "TIMEOUT", "ERROR")
+
+
+def _retry_class(item: Any) -> str:
+    """One ``retry_on`` entry as stored: a FailureReason name, or an exception
+    class as ``"module.QualName"`` (a record's stored form is accepted back)."""
+    if isinstance(item, type):
+        if not issubclass(item, BaseException):
+            raise _Invalid(
+                f"{item.__name__} is not an exception class; " + _EXPECTED["retry_on"],
+                value=item,
+            )
+        return f"{item.__module__}.{item.__qualname__}"
+    if isinstance(item, str):
+        name = item.strip()
+        if name.upper() in _RETRY_REASONS:
+            return name.upper()
+        if name.upper() in _NOT_RETRIED:
+            raise _Invalid(
+                f"{name.upper()} is never retried (the same job would fail the same way); "
+                + _EXPECTED["retry_on"],
+                value=item,
+            )
+        if "." in name and all(part.isidentifier() for part in name.split(".")):
+            return name  # an exception class named by its module path
+        close = difflib.get_close_matches(name.upper(), _RETRY_REASONS, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise _Invalid(f"unknown failure reason{hint}; " + _EXPECTED["retry_on"], value=item)
+    raise _Invalid(_EXPECTED["retry_on"], value=item)
 
 
 def _mapping(value: Any) -> Mapping[Any, Any]:

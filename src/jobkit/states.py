@@ -64,6 +64,9 @@ class FailureReason(str, enum.Enum):
     """The worker or its node vanished (killed by a signal, node failure)."""
     SUBMIT_ERROR = "SUBMIT_ERROR"
     """The backend refused the job, or the worker could not load it."""
+    DEPENDENCY = "DEPENDENCY"
+    """A job it depends on failed or was cancelled, so it never ran; the
+    message names that job (``result()`` raises :class:`jobkit.DependencyError`)."""
 
     def __str__(self) -> str:
         return self.value
@@ -119,6 +122,12 @@ class JobRecord:
     labels: dict[str, str] = dataclasses.field(default_factory=dict)
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
     """Backend-specific facts (log paths, GPU indices, native ids)."""
+    depends_on: list[str] = dataclasses.field(default_factory=list)
+    """Ids of the jobs (or whole arrays) that must succeed before this one runs:
+    those passed as arguments and those named in ``after=``."""
+    attempts: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    """The earlier attempts, oldest first, one dict each (see
+    :func:`jobkit.reconcile.attempt_entry`); the current attempt is the record itself."""
 
     @property
     def is_terminal(self) -> bool:
@@ -132,6 +141,8 @@ class JobRecord:
         data["failure_reason"] = self.failure_reason.value if self.failure_reason else None
         for name in ("resources", "labels", "extra"):
             data[name] = dict(data[name])
+        data["depends_on"] = list(self.depends_on)
+        data["attempts"] = [dict(a) for a in self.attempts]
         return data
 
     def to_json(self) -> str:
@@ -213,6 +224,8 @@ _FIELD_TYPES: dict[str, tuple[tuple[type, ...], bool, str]] = {
     "resources": ((dict,), False, "an object"),
     "labels": ((dict,), False, "an object"),
     "extra": ((dict,), False, "an object"),
+    "depends_on": ((list,), False, "a list of job ids"),
+    "attempts": ((list,), False, "a list of objects"),
 }
 """What each field of a stored record must hold.  Checked on every read, so a
 record written by hand, by an old version or by a bad copy is reported as

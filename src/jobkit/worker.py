@@ -42,7 +42,7 @@ from typing import Any
 
 from jobkit.errors import JobkitError, StoreUnavailableError
 from jobkit.launchers import PLAIN, launcher_names, load_launcher
-from jobkit.reconcile import Failure, fail, requeue, retry_allowed
+from jobkit.reconcile import Failure, exception_names, fail, requeue, retry_allowed
 from jobkit.serialization import Call, dump_outcome, load_payload
 from jobkit.states import FailureReason, JobRecord, JobState
 from jobkit.stores.base import Buffer, Change, Store, outcome_key, payload_key
@@ -129,7 +129,11 @@ def run_job(
     del call, fn
 
     failure = None if error is None else _failure_of(error, classify)
-    if failure is not None and retry_allowed(record, failure.reason):
+    if (
+        failure is not None
+        and error is not None
+        and retry_allowed(record, failure.reason, exception_names(error))
+    ):
         _flush_std()
         print(f"jobkit worker: attempt failed ({failure.message}); retrying", file=sys.stderr)
         _flush_std()
@@ -137,6 +141,7 @@ def run_job(
             store,
             store.get(job_id),
             f"retrying after {failure.message}",
+            reason=failure.reason,
             exit_code=EXIT_FAILED,
         )
         if requeued is not None:

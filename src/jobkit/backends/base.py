@@ -15,6 +15,7 @@ decides::
     monitor, CLI ─ observe(records) ─► {id: Observation}                 ─► reconcile.apply
     a watch or event thread ────────► services.report(records, {id: Observation})
     cancel(records)  (already CANCELLED in the store)   read_logs(record, stream)
+    can_hold(records, deps) / release(records)         dependencies the backend keeps itself
     plan(res) / plan_warnings(res)  (``jobkit plan``)   available(settings)
 
 Only ``submit``, ``observe``, ``cancel`` and ``read_logs`` are required; a
@@ -111,6 +112,24 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def cancel(self, records: Sequence[JobRecord]) -> None:
         """Stop jobs already marked CANCELLED in the store."""
+
+    def can_hold(
+        self, records: Sequence[JobRecord], dependencies: Mapping[str, Sequence[JobRecord]]
+    ) -> bool:
+        """Whether :meth:`submit` may take these jobs although some of their
+        dependencies have not succeeded yet, the backend itself keeping each
+        from starting until then (Slurm's ``--dependency``, a suspended
+        Kubernetes Job, the local agent's wait).  ``dependencies``: each id in
+        the records' ``depends_on``, with its records (one job, or an array's
+        items).  False (the default): jobkit holds the jobs in the store and
+        submits them when the reconciler releases them."""
+        return False
+
+    def release(self, records: Sequence[JobRecord]) -> None:  # noqa: B027 - optional hook
+        """Let held jobs start: every dependency of ``records`` (jobs this
+        backend took through :meth:`can_hold`) has succeeded.  The reconciler
+        of any jobkit process calls it, perhaps more than once for a job.  The
+        default does nothing, for backends that see it themselves."""
 
     def plan(
         self, resources: Resources, *, checkpointable: bool = False, name: str | None = None

@@ -72,6 +72,7 @@ class SlurmEntry:
             store,
             store.get(job_id),
             f"requeued from a checkpoint at {time.strftime('%H:%M:%S')}",
+            reason="CHECKPOINTED",
         )
         return submitit_adapter.resubmission(self, store_url, job_id)
 
