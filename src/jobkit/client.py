@@ -265,6 +265,75 @@ class Client:
             )
         return [r.id for r in cancelled]
 
+    def retry(self, ids: Sequence[str]) -> list[Job[Any]]:
+        """Rerun FAILED/CANCELLED jobs as new attempts of the same ids (see
+        :mod:`jobkit.rerun`); returns handles that follow the new attempts.
+
+        A job id must name a FAILED or CANCELLED job (any other: one
+        ConfigError naming them all, nothing rerun); an array id reruns its
+        FAILED/CANCELLED items and leaves the others.  One backend submission
+        per backend, array and resources.
+        """
+        from jobkit.job import Job
+        from jobkit.lookup import find
+        from jobkit.rerun import RERUNNABLE, groups, refusal, reopen
+
+        chosen: dict[str, JobRecord] = {}
+        refused: list[JobRecord] = []
+        for job_id in ids:
+            found = find(self.store, job_id)
+            if found.job is not None:
+                if found.job.state in RERUNNABLE:
+                    chosen[found.job.id] = found.job
+                else:
+                    refused.append(found.job)
+            else:
+                chosen.update((r.id, r) for r in found.members if r.state in RERUNNABLE)
+        problem = refusal(refused) or self._unmet_dependencies(list(chosen.values()))
+        if problem:
+            raise ConfigError(problem)
+        jobs: list[Job[Any]] = []
+        for group in groups(reopen(self.store, list(chosen.values()))):
+            jobs += [Job(self, r) for r in self._resubmit(group)]
+        return jobs
+
+    def _unmet_dependencies(self, records: Sequence[JobRecord]) -> str | None:
+        """Why some of ``records`` cannot rerun yet: a job they depend on has
+        not succeeded (rerun it first), or None."""
+        from jobkit.lookup import array_members
+
+        wanted = {d for r in records for d in r.depends_on}
+        if not wanted:
+            return None
+        found = self.store.get_many(wanted)
+        unmet: list[str] = []
+        for dep in sorted(wanted):
+            members = [found[dep]] if dep in found else array_members(self.store, dep)
+            if not members or any(m.state is not JobState.SUCCEEDED for m in members):
+                unmet.append(dep)
+        if not unmet:
+            return None
+        waiting = sorted(r.id for r in records if set(r.depends_on) & set(unmet))
+        return (
+            f"cannot retry {', '.join(waiting[:10])}: it depends on {', '.join(unmet[:10])}, "
+            "which has not succeeded; retry that first, then these"
+        )
+
+    def _resubmit(self, records: Sequence[JobRecord]) -> list[JobRecord]:
+        """One backend submission of reopened ``records`` (same backend, array and
+        resources), accepted as a first submission is."""
+        from jobkit.resources import Resources
+
+        res = Resources.from_record(records[0].resources)
+        backend = self.backend(records[0].backend)
+        try:
+            accepted = backend.submit(records, res)
+        except Exception as exc:  # recorded whatever it is: no job stays PENDING forever
+            self._record_submit_error(records, exc)
+            raise
+        written = accept(self.store, records, accepted, submitted_at=time.time())
+        return [written.get(r.id, r) for r in records]
+
     def reconcile(
         self, records: Sequence[JobRecord], *, stale: bool = False
     ) -> dict[str, JobRecord]:

@@ -133,6 +133,12 @@ class Job(concurrent.futures.Future, Generic[T]):  # type: ignore[type-arg]
         self._client.cancel([self.id])
         return self.cancelled()
 
+    def retry(self) -> Job[T]:
+        """Rerun this FAILED or CANCELLED job as its next attempt (same id, same
+        call); returns a new handle that follows it (this one keeps the ended
+        attempt).  Any other state: ConfigError, nothing rerun."""
+        return self._client.retry([self.id])[0]
+
     def result(self, timeout: float | None = None) -> T:
         """The return value; re-raises the job's original exception.
 
@@ -308,6 +314,18 @@ class JobArray(Sequence[Job[T]]):
         if live:
             self._jobs[0]._client.cancel(live)
         return sum(1 for j in self._jobs if j.id in live and j.cancelled())
+
+    def retry_failed(self) -> JobArray[T]:
+        """Rerun the FAILED and CANCELLED items, in one backend submission, as
+        new attempts of the same ids; SUCCEEDED and still active items are left
+        as they are.  Returns the array (same id, same items) with new handles
+        for the rerun items; with nothing to rerun, the same handles."""
+        if not self._jobs:
+            return self
+        rerun = {job.id: job for job in self._jobs[0]._client.retry([self.id])}
+        if not rerun:
+            return self
+        return JobArray(self.id, [rerun.get(job.id, job) for job in self._jobs])
 
     def as_completed(self, timeout: float | None = None) -> Iterable[Job[T]]:
         return concurrent.futures.as_completed(self._jobs, timeout=timeout)  # type: ignore[return-value]

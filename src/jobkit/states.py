@@ -3,12 +3,18 @@
 States move forward only::
 
     PENDING ──► QUEUED ──► RUNNING ──► SUCCEEDED | FAILED | CANCELLED
-       │          ▲  │        │
-       │          └──┼────────┘   (requeue: preemption, checkpointed timeout)
-       └─────────────┴──────────►  FAILED | CANCELLED (never reached a worker)
+     ▲ │          ▲  │        │                     │        │
+     │ │          └──┼────────┘   (requeue: preemption, checkpointed timeout)
+     │ └─────────────┴──────────►  FAILED | CANCELLED (never reached a worker)
+     └───────────────────────────────────────────────┴────────┘
+                  (rerun: ``jobkit retry``, a new attempt of the same id)
 
 Stores enforce :data:`LEGAL_TRANSITIONS` with a compare-and-set, so a late
 writer (a worker finishing after ``cancel``) cannot rewrite a terminal state.
+The one way out of an end is a user's rerun (:mod:`jobkit.rerun`): FAILED or
+CANCELLED back to PENDING, asked for with an explicit ``expect``; SUCCEEDED
+is final.  Writers of ends name the states they come from (a worker: RUNNING),
+so a late writer of the old attempt cannot end the new one while it waits.
 Backends translate their native states onto these with one table each; the
 raw native string is kept in :attr:`JobRecord.native_state`.
 """
@@ -80,8 +86,8 @@ LEGAL_TRANSITIONS: Mapping[JobState, frozenset[JobState]] = {
     JobState.QUEUED: frozenset({JobState.QUEUED, JobState.RUNNING, *TERMINAL_STATES}),
     JobState.RUNNING: frozenset({JobState.QUEUED, JobState.RUNNING, *TERMINAL_STATES}),
     JobState.SUCCEEDED: frozenset(),
-    JobState.FAILED: frozenset(),
-    JobState.CANCELLED: frozenset(),
+    JobState.FAILED: frozenset({JobState.PENDING}),
+    JobState.CANCELLED: frozenset({JobState.PENDING}),
 }
 
 

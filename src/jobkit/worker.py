@@ -155,11 +155,18 @@ def run_job(
         if hand_over is not None and hand_over(job_id, outcome, done):
             return EXIT_OK
         blobs = {outcome_key(job_id): outcome}
-        store.transition_many([Change(job_id, JobState.SUCCEEDED, fields=done, blobs=blobs)])
+        # From RUNNING only: a late worker of an attempt that ended (cancelled,
+        # then rerun) must not end the next attempt while it waits.
+        end = Change(job_id, JobState.SUCCEEDED, _RUNNING, fields=done, blobs=blobs)
+        store.transition_many([end])
         return EXIT_OK
     store.put_blob(outcome_key(job_id), outcome)
-    fail(store, job_id, failure)
+    fail(store, job_id, failure, expect=_RUNNING)
     return EXIT_FAILED
+
+
+_RUNNING = (JobState.RUNNING,)
+"""What a worker records its end from: the state it moved the job to."""
 
 
 def _failure_of(
@@ -200,6 +207,7 @@ def _fail_unloadable(store: Store, job_id: str, key: bytes, exc: BaseException) 
             store,
             job_id,
             Failure(FailureReason.SUBMIT_ERROR, str(exc)[:1000], EXIT_UNLOADABLE),
+            expect=_RUNNING,
         )
 
 

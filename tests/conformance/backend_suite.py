@@ -77,6 +77,14 @@ def tick_until(path: str, limit: float) -> int:
     return count
 
 
+def needs_marker(folder: str, index: int) -> int:
+    """Fails unless ``folder/<index>`` exists: the items whose marker is missing
+    fail until the test creates it and reruns them."""
+    if not (Path(folder) / str(index)).exists():
+        raise SuiteError(index)
+    return index * index
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -239,6 +247,70 @@ class BackendConformance:
         job = jobkit.remote(retries=1)(fail_once).submit(str(tmp_path / "tried"))
         assert job.result(timeout=T) == "second try"
         assert job.info.state is JobState.SUCCEEDED and job.info.attempt == 1
+
+    # -- rerunning what failed -------------------------------------------------------
+    RERUN_FAILING: ClassVar[tuple[int, ...]] = (3, 7, 12)
+
+    def test_retry_failed_reruns_only_the_failed_items_in_one_submission(
+        self, client: Any, tmp_path: Path
+    ) -> None:
+        for i in range(20):
+            if i not in self.RERUN_FAILING:
+                (tmp_path / str(i)).touch()
+        jobs = jobkit.map(needs_marker, [str(tmp_path)] * 20, range(20))
+        jobs.wait(timeout=T, progress=False)
+        failed = [j.info.array_index for j in jobs if j.info.state is JobState.FAILED]
+        assert failed == list(self.RERUN_FAILING)
+        before = {j.id: j.info for j in jobs}
+        for i in self.RERUN_FAILING:
+            (tmp_path / str(i)).touch()
+        submissions = self.submissions(client)
+        again = jobs.retry_failed()
+        assert self.submissions(client) - submissions == 1
+        assert again.id == jobs.id and [j.id for j in again] == [j.id for j in jobs]
+        assert again.results(timeout=T, progress=False) == [i * i for i in range(20)]
+        for job in again:
+            info, old = job.info, before[job.id]
+            if old.array_index in self.RERUN_FAILING:
+                assert info.state is JobState.SUCCEEDED and info.attempt == old.attempt + 1
+                assert len(info.attempts) == 1
+                entry = info.attempts[0]
+                assert entry["reason"] == "ERROR" and entry["attempt"] == old.attempt
+                assert entry["ended_at"] == old.finished_at
+                assert info.failure_reason is None and info.finished_at != old.finished_at
+            else:
+                assert info == old  # untouched: same record, same finished_at
+        # From another process, by the array id: all 20 found, all succeeded.
+        found = jobkit.get(jobs.id)
+        assert isinstance(found, jobkit.JobArray)
+        assert found.results(timeout=T, progress=False) == [i * i for i in range(20)]
+        # Nothing left to rerun: no submission, the same array back.
+        submissions = self.submissions(client)
+        assert found.retry_failed() is found
+        assert self.submissions(client) == submissions
+
+    def test_retry_refuses_a_succeeded_job_and_reruns_a_cancelled_one(
+        self, client: Any, tmp_path: Path
+    ) -> None:
+        done = jobkit.submit(square, 3)
+        assert done.result(timeout=T) == 9
+        with pytest.raises(jobkit.ConfigError, match=done.id) as caught:
+            done.retry()
+        assert "\n" not in str(caught.value) and "SUCCEEDED" in str(caught.value)
+        assert done.info.attempt == 0 and done.info.state is JobState.SUCCEEDED
+        release = tmp_path / "release"
+        slow = jobkit.submit(tick_until, str(release), 60)
+        assert slow.cancel()
+        assert slow.info.state is JobState.CANCELLED
+        wait_for(lambda: self.let_go(client, slow) if slow.info.pid else True)
+        release.touch()
+        rerun = slow.retry()
+        assert rerun.id == slow.id and rerun is not slow
+        assert rerun.result(timeout=T) == 1
+        info = rerun.info
+        assert info.attempt == 1 and [a["reason"] for a in info.attempts] == ["CANCELLED"]
+        with pytest.raises(concurrent.futures.CancelledError):
+            slow.result(timeout=0)  # the old handle keeps the attempt it followed
 
     # -- futures ---------------------------------------------------------------------
     def test_await_as_completed_and_wait(self, client: Any) -> None:

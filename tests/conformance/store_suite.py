@@ -209,6 +209,62 @@ class StoreConformance:
         assert store.get_blob(outcome_key(running.id)) == b"the outcome"
         assert store.transition_many([]) == []
 
+    def test_a_rerun_reopens_failed_and_cancelled_jobs_only(self, store: Store) -> None:
+        """FAILED/CANCELLED -> PENDING is the one way out of an end (a user's rerun):
+        one compare-and-set each, with the new attempt's fields; SUCCEEDED stays."""
+        failed = make_record(
+            state=JobState.FAILED,
+            failure_reason=FailureReason.ERROR,
+            message="boom",
+            finished_at=1001.0,
+            exit_code=1,
+            backend_id="b-1",
+            host="n1",
+            pid=7,
+        )
+        cancelled = make_record(state=JobState.CANCELLED, finished_at=1002.0)
+        done = make_record(state=JobState.SUCCEEDED, finished_at=1003.0)
+        store.create([failed, cancelled, done])
+        cleared = {
+            "finished_at": None,
+            "failure_reason": None,
+            "message": None,
+            "exit_code": None,
+            "backend_id": None,
+            "host": None,
+            "pid": None,
+        }
+        entry = {"attempt": 0, "reason": "ERROR", "message": "boom"}
+        results = store.transition_many(
+            [
+                Change(
+                    failed.id,
+                    JobState.PENDING,
+                    {JobState.FAILED},
+                    {**cleared, "attempt": 1, "attempts": [entry]},
+                ),
+                Change(cancelled.id, JobState.PENDING, {JobState.CANCELLED}, {"attempt": 1}),
+                Change(cancelled.id, JobState.PENDING, {JobState.CANCELLED}, {"attempt": 2}),
+            ]
+        )
+        assert results[0] is not None and results[1] is not None
+        assert results[2] is None  # reopened once: the second rerun of it is refused
+        again = store.get(failed.id)
+        assert again.state is JobState.PENDING and again.attempt == 1
+        assert again.attempts == [entry] and again.failure_reason is None
+        assert (again.finished_at, again.backend_id, again.host, again.pid) == (None,) * 4
+        assert store.get(cancelled.id).attempt == 1
+        with pytest.raises(IllegalTransitionError):
+            store.transition(done.id, JobState.PENDING, expect={JobState.SUCCEEDED})
+        assert store.transition(done.id, JobState.PENDING) is None
+        assert store.get(done.id) == done
+        # A late worker of the ended attempt records its end from RUNNING only:
+        # refused while the new attempt waits.
+        late = Change(failed.id, JobState.SUCCEEDED, {JobState.RUNNING}, {"exit_code": 0})
+        assert store.transition_many([late]) == [None]
+        assert store.get(failed.id) == again
+        assert store.transition(failed.id, JobState.PENDING) is None  # not from PENDING
+
     def test_transition_many_refuses_an_illegal_move_before_writing(self, store: Store) -> None:
         done, queued = make_record(state=JobState.SUCCEEDED), make_record(state=JobState.QUEUED)
         store.create([done, queued])

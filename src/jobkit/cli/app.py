@@ -1,4 +1,4 @@
-"""The ``jobkit`` command: list, inspect, follow, cancel and prune jobs.
+"""The ``jobkit`` command: list, inspect, follow, cancel, retry and prune jobs.
 
 A thin layer, in the manner of fastapi-cli: each command gathers its
 arguments, calls the library (through :class:`~jobkit.cli.session.Session`,
@@ -328,6 +328,33 @@ def cancel(
         print_error(message)
     if not report.ok:
         raise typer.Exit(EXIT_ERROR)
+
+
+@app.command()
+def retry(
+    ctx: typer.Context,
+    job_ids: Annotated[
+        list[str],
+        typer.Argument(metavar="JOB_ID...", help="FAILED/CANCELLED jobs, or job arrays."),
+    ],
+    as_json: JsonOption = False,
+) -> None:
+    """Rerun failed or cancelled jobs as new attempts of the same ids.
+
+    A job array's id reruns just its FAILED and CANCELLED items, in one
+    submission; its succeeded items keep their results.
+    """
+    jobs = session_of(ctx).client.retry(job_ids)
+    rows = [
+        {"id": j.id, "attempt": j._record.attempt, "state": j._record.state.value} for j in jobs
+    ]
+    if as_json:
+        render.print_json(rows)
+        return
+    if not rows:
+        typer.echo(f"nothing to retry: no FAILED or CANCELLED job in {', '.join(job_ids)}")
+    for row in rows:
+        typer.echo(f"retrying {row['id']} (attempt {row['attempt']}, {row['state']})")
 
 
 @app.command()

@@ -152,9 +152,20 @@ class SlurmBackend(Backend):
             for record, job in zip(records, jobs, strict=True)
         ]
 
-    def _chunks(self, records: Sequence[JobRecord]) -> list[tuple[int, Sequence[JobRecord]]]:
+    def _chunks(self, records: Sequence[JobRecord]) -> list[tuple[int, list[JobRecord], list[int]]]:
+        """A map's items as sbatch arrays: (offset, items, task ids), one per
+        window of ``MaxArraySize`` item indices (Slurm caps the task id, not the
+        count).  Item ``i`` is task ``i - offset``: a whole map is
+        ``--array=0-(n-1)``, a rerun of items 3, 7 and 12 ``--array=3,7,12``."""
         size = self.max_array_size()
-        return [(start, records[start : start + size]) for start in range(0, len(records), size)]
+        windows: dict[int, tuple[list[JobRecord], list[int]]] = {}
+        for position, record in enumerate(records):
+            index = record.array_index if record.array_index is not None else position
+            start = index - index % size
+            chunk, tasks = windows.setdefault(start, ([], []))
+            chunk.append(record)
+            tasks.append(index - start)
+        return [(start, chunk, tasks) for start, (chunk, tasks) in sorted(windows.items())]
 
     def _submit_with_submitit(self, executor: Any, records: Sequence[JobRecord]) -> list[Submitted]:
         from jobkit.backends.slurm.entry import SlurmEntry
@@ -164,10 +175,10 @@ class SlurmBackend(Backend):
             executor.update_parameters(comment=_mark(records[0], 0))
             return [submitit_adapter.submit_call(executor, entry, url, records[0].id)]
         jobs: list[Submitted] = []
-        for start, chunk in self._chunks(records):
+        for start, chunk, tasks in self._chunks(records):
             executor.update_parameters(comment=_mark(chunk[0], start))
             jobs += submitit_adapter.submit_call_array(
-                executor, entry, [url] * len(chunk), [r.id for r in chunk]
+                executor, entry, tasks, [url] * len(chunk), [r.id for r in chunk]
             )
         return jobs
 
@@ -182,10 +193,10 @@ class SlurmBackend(Backend):
             return [submitit_adapter.submit_command(executor, command)]
         jobs: list[Submitted] = []
         array_id = shlex.quote(str(records[0].array_id))
-        for start, chunk in self._chunks(records):
+        for start, chunk, tasks in self._chunks(records):
             executor.update_parameters(comment=_mark(chunk[0], start))
             command = f"{worker} --array {array_id} --offset {start}"
-            jobs += submitit_adapter.submit_command_array(executor, command, len(chunk))
+            jobs += submitit_adapter.submit_command_array(executor, command, tasks)
         return jobs
 
     def _worker_command(self, executor: Any) -> str:

@@ -233,19 +233,64 @@ def submit_command(executor: Any, command: str) -> Submitted:
     return _submitted(executor._submit_command(command))
 
 
-def submit_command_array(executor: Any, command: str, count: int) -> list[Submitted]:
-    """One ``sbatch --array=0-(count-1)`` running ``command`` in every task."""
+def array_spec(indices: Sequence[int], parallelism: int) -> str:
+    """``sbatch --array``'s value for these task ids: runs as ranges, the rest
+    listed (``0-16,18%19``), at most ``parallelism`` running at once."""
+    ordered = sorted(set(indices))
+    parts: list[str] = []
+    start = previous = ordered[0]
+    for index in [*ordered[1:], None]:
+        if index is not None and index == previous + 1:
+            previous = index
+            continue
+        parts.append(f"{start}-{previous}" if previous > start else str(start))
+        if index is not None:
+            start = previous = index
+    return f"{','.join(parts)}%{min(len(ordered), parallelism)}"
+
+
+_ARRAY_LINE = "#SBATCH --array="
+
+
+def with_array_indices(script: str, indices: Sequence[int] | None, parallelism: int) -> str:
+    """submitit's script for an array of ``len(indices)`` tasks (``map_count``:
+    ``--array=0-(n-1)``), its array line set to exactly ``indices`` (a rerun's
+    ``--array=3,7,12``); the task ids then name the items."""
+    if indices is None:
+        return script
+    lines = script.split("\n")
+    for i, line in enumerate(lines):
+        if line.startswith(_ARRAY_LINE):
+            lines[i] = _ARRAY_LINE + array_spec(indices, parallelism)
+            return "\n".join(lines)
+    raise ValueError("submitit's array script has no --array line")  # pinned submitit has one
+
+
+def array_sbatch_script(
+    command: str, folder: Path, parameters: Mapping[str, Any], indices: Sequence[int]
+) -> str:
+    """The exact sbatch script of an array over task ids ``indices``."""
+    script = sbatch_script(command, folder, {**parameters, "map_count": len(indices)})
+    return with_array_indices(script, indices, _parallelism(parameters))
+
+
+def _parallelism(parameters: Mapping[str, Any]) -> int:
+    return int(parameters.get("array_parallelism") or 256)  # submitit's default
+
+
+def submit_command_array(executor: Any, command: str, indices: Sequence[int]) -> list[Submitted]:
+    """One ``sbatch --array=<indices>`` running ``command`` in every task."""
     from submitit.slurm.slurm import SlurmJob
 
     array = _quiet_executor_class()(
         folder=executor.folder, max_num_timeout=executor.max_num_timeout
     )
     array.update_parameters(**executor.parameters)
-    array.parameters["map_count"] = count  # what map_array sets: --array=0-N%cap
+    array.parameters["map_count"] = len(indices)  # what map_array sets: --array=0-N%cap
+    array.array_indices = list(indices)  # ... made exactly these task ids
     first = array._submit_command(command)
     return [
-        _submitted(SlurmJob(folder=executor.folder, job_id=f"{first.job_id}_{i}"))
-        for i in range(count)
+        _submitted(SlurmJob(folder=executor.folder, job_id=f"{first.job_id}_{i}")) for i in indices
     ]
 
 
@@ -255,10 +300,15 @@ def submit_call(executor: Any, fn: Callable[..., Any], *args: Any) -> Submitted:
 
 
 def submit_call_array(
-    executor: Any, fn: Callable[..., Any], *iterables: Sequence[Any]
+    executor: Any, fn: Callable[..., Any], indices: Sequence[int], *iterables: Sequence[Any]
 ) -> list[Submitted]:
-    """One array running ``fn`` over ``iterables`` through submitit's runtime."""
-    return [_submitted(job) for job in executor.map_array(fn, *iterables)]
+    """One array running ``fn`` over ``iterables`` through submitit's runtime,
+    its tasks numbered ``indices`` (each task's pickle is found by its id)."""
+    executor.array_indices = list(indices)
+    try:
+        return [_submitted(job) for job in executor.map_array(fn, *iterables)]
+    finally:
+        executor.array_indices = None
 
 
 def is_failed_job_error(error: BaseException) -> bool:
@@ -302,6 +352,14 @@ def _quiet_executor_class() -> type[Any]:
     from submitit.slurm.slurm import SlurmExecutor, SlurmJob
 
     class QuietSlurmExecutor(SlurmExecutor):
+        array_indices: list[int] | None = None
+        """The task ids of the array this executor submits (None: ``0-(n-1)``)."""
+
+        def _make_submission_file_text(self, command: str, uid: str) -> str:
+            text = str(super()._make_submission_file_text(command, uid))
+            parallelism = _parallelism(self.parameters)
+            return with_array_indices(text, self.array_indices, parallelism)
+
         def _submit_command(self, command: str) -> Any:
             # submitit's _submit_command, with sbatch run by queries.run.
             tmp_uuid = uuid.uuid4().hex
@@ -335,11 +393,13 @@ def _quiet_executor_class() -> type[Any]:
             array = QuietSlurmExecutor(self.folder, self.max_num_timeout)
             array.update_parameters(**self.parameters)
             array.parameters["map_count"] = len(delayed_submissions)
+            indices = self.array_indices or list(range(len(delayed_submissions)))
+            array.array_indices = self.array_indices
             first = array._submit_command(self._submitit_command_str)
             tasks = list(range(first.num_tasks))
             jobs: list[Any] = [
                 SlurmJob(folder=self.folder, job_id=f"{first.job_id}_{a}", tasks=tasks)
-                for a in range(len(delayed_submissions))
+                for a in indices
             ]
             for job, pickle_path in zip(jobs, pickle_paths, strict=True):
                 job.paths.move_temporary_file(pickle_path, "submitted_pickle")
