@@ -138,6 +138,34 @@ class TestSlurmBackend(BackendConformance):
         (job,) = jobkit.jobs(name="sleep_then", state="FAILED", limit=1)  # the one just timed out
         assert "TIMEOUT" in (job.info.native_state or "")  # Slurm's own word for it
 
+    def test_a_rerun_is_one_slurm_array_of_exactly_the_failed_task_ids(
+        self, client: Any, tmp_path: Path
+    ) -> None:
+        """Slurm itself holds one new array whose task ids are the rerun items."""
+        from backend_suite import T, needs_marker
+
+        for i in (0, 2, 4):
+            (tmp_path / str(i)).touch()
+        jobs = jobkit.map(needs_marker, [str(tmp_path)] * 6, range(6))
+        jobs.wait(timeout=T, progress=False)
+        first = {j.info.backend_id.split("_")[0] for j in jobs}
+        (tmp_path / "1").touch()
+        (tmp_path / "3").touch()
+        (tmp_path / "5").touch()
+        again = jobs.retry_failed()
+        assert again.results(timeout=T, progress=False) == [i * i for i in range(6)]
+        rerun = {job.info.array_index: job.info.backend_id for job in again}
+        slurm_id = rerun[1].split("_")[0]
+        assert slurm_id not in first
+        assert [rerun[i] for i in (1, 3, 5)] == [f"{slurm_id}_{i}" for i in (1, 3, 5)]
+        assert {rerun[i].split("_")[0] for i in (0, 2, 4)} == first
+        out = subprocess.run(
+            ["squeue", "--me", "-h", "-t", "all", "-j", slurm_id, "-o", "%i"],
+            capture_output=True,
+            text=True,
+        ).stdout.split()
+        assert sorted(out) == sorted(f"{slurm_id}_{i}" for i in (1, 3, 5))
+
 
 def _slurm_node_cpus() -> int:
     out = subprocess.run(["sinfo", "-h", "-o", "%c"], capture_output=True, text=True, check=True)

@@ -121,10 +121,40 @@ def test_quiet_submission_of_a_command_and_an_array(
     assert "echo one" in (folder / "seen.sh").read_text()
     assert (folder / "42_submission.sh").exists()  # moved to the job's name once known
 
-    tasks = submitit_adapter.submit_command_array(executor, "echo many", 3)
+    tasks = submitit_adapter.submit_command_array(executor, "echo many", [0, 1, 2])
     assert [t.job_id for t in tasks] == ["42_0", "42_1", "42_2"]
     assert tasks[2].stdout == folder / "42_2_0_log.out"
-    assert "#SBATCH --array=0-2" in (folder / "seen.sh").read_text()
+    assert "#SBATCH --array=0-2%3\n" in (folder / "seen.sh").read_text()
+
+
+RERUN_GOLDEN = GOLDEN.parent / "rerun_array.sh"
+
+
+def test_a_rerun_is_one_sbatch_over_exactly_its_task_ids(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Items 3, 7 and 12 rerun: ``--array=3,7,12`` (the golden script), task ids
+    naming the items; a run of ids is written as a range."""
+    _fake_sbatch(
+        tmp_path / "bin", 'cp "$1" "$(dirname "$1")/seen.sh"\necho "Submitted batch job 77"'
+    )
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    folder = tmp_path / "slurm"
+    executor = submitit_adapter.executor(folder, 1, PARAMETERS)
+    command = "python -u -m jobkit.worker --array jk-array --offset 0"
+    tasks = submitit_adapter.submit_command_array(executor, command, [3, 7, 12])
+    assert [t.job_id for t in tasks] == ["77_3", "77_7", "77_12"]
+    seen = (folder / "seen.sh").read_text()
+    assert seen == submitit_adapter.array_sbatch_script(
+        command, folder, executor.parameters, [3, 7, 12]
+    )
+    script = seen.replace(str(folder), "/jobkit/folder")
+    if os.environ.get("JOBKIT_UPDATE_GOLDEN"):
+        RERUN_GOLDEN.write_text(script)
+    assert script == RERUN_GOLDEN.read_text()
+    assert "#SBATCH --array=3,7,12%3\n" in script
+    assert submitit_adapter.array_spec([0, 1, 2, 5, 9, 10], 4) == "0-2,5,9-10%4"
+    assert submitit_adapter.array_spec(range(20), 256) == "0-19%20"
 
 
 def test_sbatch_refusal_raises_once_and_prints_nothing(
