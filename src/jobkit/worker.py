@@ -215,12 +215,27 @@ INDEX_VARIABLES = ("SLURM_ARRAY_TASK_ID", "JOB_COMPLETION_INDEX")
 """Where an array task finds its index: Slurm arrays, Kubernetes Indexed Jobs."""
 
 
+ITEMS_VARIABLE = "JOBKIT_ARRAY_ITEMS"
+"""A rerun's item indices (``3,7,12``), set where the task index cannot be the
+item's (a Kubernetes Indexed Job counts its completions from 0): task ``i``
+runs item ``ITEMS[i]``."""
+
+
 def array_item(array_id: str, offset: int, environ: Mapping[str, str] | None = None) -> str:
-    """The job id of this array task: ``<array id>.<offset + task index>``."""
+    """The job id of this array task: ``<array id>.<offset + task index>``, or
+    with ``$JOBKIT_ARRAY_ITEMS``, ``<array id>.<ITEMS[task index]>``."""
     env = os.environ if environ is None else environ
+    items = [i for i in env.get(ITEMS_VARIABLE, "").split(",") if i]
     for name in INDEX_VARIABLES:
         if env.get(name, "").isdigit():
-            return f"{array_id}.{offset + int(env[name])}"
+            task = int(env[name])
+            if items:
+                if task >= len(items) or not items[task].isdigit():
+                    raise SystemExit(
+                        f"jobkit worker: task {task} is not in ${ITEMS_VARIABLE}={','.join(items)}"
+                    )
+                return f"{array_id}.{offset + int(items[task])}"
+            return f"{array_id}.{offset + task}"
     raise SystemExit(
         f"jobkit worker: --array needs the task index in one of {', '.join(INDEX_VARIABLES)}"
     )

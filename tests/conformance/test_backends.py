@@ -204,6 +204,36 @@ class TestKubernetesBackend(BackendConformance):
         """Job creates the emulated API server received."""
         return len(self.emulator.requests("create", "jobs"))
 
+    def test_a_rerun_is_one_indexed_job_over_just_the_rerun_items(
+        self, client: Any, tmp_path: Path
+    ) -> None:
+        """A Job of its own (the first still exists), completions = the rerun items;
+        each pod finds its item through the items list."""
+        from backend_suite import T, needs_marker
+
+        for i in (0, 2, 4):
+            (tmp_path / str(i)).touch()
+        jobs = jobkit.map(needs_marker, [str(tmp_path)] * 5, range(5))
+        jobs.wait(timeout=T, progress=False)
+        for i in (1, 3):
+            (tmp_path / str(i)).touch()
+        created = len(self.emulator.requests("create", "jobs"))
+        again = jobs.retry_failed()
+        assert again.results(timeout=T, progress=False) == [i * i for i in range(5)]
+        assert len(self.emulator.requests("create", "jobs")) == created + 1
+        rerun_job = again[1].info.backend_id.split("[")[0]
+        assert rerun_job.startswith(jobs.id.lower() + "-r")
+        assert again[3].info.backend_id == f"{rerun_job}[3]"
+        (manifest,) = [
+            j
+            for j in self.emulator.objects("jobs", NAMESPACE)
+            if j["metadata"]["name"] == rerun_job
+        ]
+        assert manifest["spec"]["completions"] == 2
+        template = manifest["spec"]["template"]["metadata"]
+        assert template["annotations"]["jobkit.dev/items"] == "1,3"
+        assert again[0].info.backend_id == f"{jobs.id.lower()}[0]"  # untouched
+
 
 # -- third-party backends are first-class --------------------------------------------
 

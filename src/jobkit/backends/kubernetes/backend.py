@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import secrets
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -42,9 +43,9 @@ from jobkit.observation import Phase
 from jobkit.reconcile import abandoned_message, submitter_gone
 from jobkit.states import ACTIVE_STATES, FailureReason, JobRecord, JobState
 
-from .manifest import INDEX_ANNOTATION, build_job, job_name, to_yaml, validate
+from .manifest import build_job, job_name, to_yaml, validate
 from .settings import KubernetesSettings
-from .states import created, jobkit_id, judge, worth_a_look
+from .states import created, job_name_of, jobkit_id, judge, worth_a_look
 
 if TYPE_CHECKING:
     from jobkit.config import Config
@@ -118,7 +119,14 @@ class KubernetesBackend(Backend):
         self.manifest("jk-plan", "plan", resources, count=None)
 
     def manifest(
-        self, job_id: str, name: str, resources: Resources, *, count: int | None
+        self,
+        job_id: str,
+        name: str,
+        resources: Resources,
+        *,
+        count: int | None,
+        items: list[int] | None = None,
+        name_suffix: str = "",
     ) -> dict[str, Any]:
         manifest = build_job(
             job_id=job_id,
@@ -128,6 +136,8 @@ class KubernetesBackend(Backend):
             store_url=self.store.url,
             count=count,
             per_index_retries=self._per_index_retries(),
+            items=items,
+            name_suffix=name_suffix,
         )
         validate(manifest, self._server_version)
         return manifest
@@ -157,14 +167,25 @@ class KubernetesBackend(Backend):
             record.extra["namespace"] = self.settings.namespace
 
     def submit(self, records: Sequence[JobRecord], resources: Resources) -> list[Accepted]:
+        """One Job: a single job's, or one Indexed Job for a map.  A rerun (jobs
+        reopened by ``jobkit retry``) gets a Job of its own, ``<id>-r<random>``
+        (the first attempt's may still exist), over just the rerun items."""
         first = records[0]
         array = first.array_id is not None
         job_id = first.array_id if first.array_id is not None else first.id
+        rerun = any(RERUN in r.extra for r in records)
+        suffix = f"-r{secrets.token_hex(3)}" if rerun else ""
+        items = [int(r.array_index or 0) for r in records] if array and rerun else None
         manifest = self.manifest(
-            job_id, first.name, resources, count=len(records) if array else None
+            job_id,
+            first.name,
+            resources,
+            count=len(records) if array else None,
+            items=items,
+            name_suffix=suffix,
         )
         self.api.create_job(manifest)
-        name = job_name(job_id)
+        name = job_name(job_id + suffix)
         self._ensure_watch()
         return [
             Accepted(record.id, f"{name}[{record.array_index}]" if array else name)
@@ -234,7 +255,7 @@ class KubernetesBackend(Backend):
                 return {}
             pods_seen = watch.snapshot("pods")
             jobs = {str((j.get("metadata") or {}).get("name")) for j in watch.snapshot("jobs")}
-        pods = self._latest_pods(pods_seen)
+        pods = self._latest_pods(pods_seen, {r.id: r for r in active})
         now = time.time()
         seen: dict[str, Observation] = {}
         for record in active:
@@ -278,19 +299,23 @@ class KubernetesBackend(Backend):
             record = self.store.get(job_id)
         except JobkitError:
             return
-        if record.state not in ACTIVE_STATES:
+        if record.state not in ACTIVE_STATES or not _current(pod, record):
             return
         observed = judge(pod, record, now=time.time(), grace=self.settings.pending_grace)
         if observed is not None:
             self.services.report([record], {record.id: observed})
 
     @staticmethod
-    def _latest_pods(pods: Sequence[Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:
-        """Each jobkit job's newest pod (a retried item has several)."""
+    def _latest_pods(
+        pods: Sequence[Mapping[str, Any]], records: Mapping[str, JobRecord]
+    ) -> dict[str, Mapping[str, Any]]:
+        """Each jobkit job's newest pod (a retried item has several) of its
+        current Job (a rerun item's earlier Job is not its attempt's)."""
         latest: dict[str, Mapping[str, Any]] = {}
         for pod in pods:
             job_id = jobkit_id(pod)
-            if job_id is None:
+            record = records.get(job_id) if job_id is not None else None
+            if job_id is None or (record is not None and not _current(pod, record)):
                 continue
             seen = latest.get(job_id)
             if seen is None or (created(pod) or 0) >= (created(seen) or 0):
@@ -311,12 +336,10 @@ class KubernetesBackend(Backend):
             if whole:
                 self.api.delete_job(name)
                 continue
-            wanted = {str(r.array_index) for r in group}
+            wanted = {r.id for r in group}
             for pod in self._pods_of(name):
-                meta = pod.get("metadata") or {}
-                index = (meta.get("annotations") or {}).get(INDEX_ANNOTATION)
-                if index in wanted:
-                    self.api.delete_pod(str(meta.get("name")))
+                if jobkit_id(pod) in wanted:
+                    self.api.delete_pod(str((pod.get("metadata") or {}).get("name")))
 
     def _all_cancelled(self, array_id: str) -> bool:
         members = self.store.query(array_id=array_id)
@@ -340,6 +363,21 @@ class KubernetesBackend(Backend):
         return self.api.read_log(str((latest.get("metadata") or {}).get("name")))
 
 
+RERUN = "rerun_at"
+"""The ``extra`` key :mod:`jobkit.rerun` sets on a reopened job."""
+
+
+def _current(pod: Mapping[str, Any], record: JobRecord) -> bool:
+    """Whether ``pod`` belongs to ``record``'s current Job (True when either is
+    unknown): a late event of a rerun item's earlier Job must not judge the new attempt."""
+    job = job_name_of(pod)
+    if job is None:
+        return True
+    if record.backend_id is None:
+        return RERUN not in record.extra or job != job_name(record.array_id or record.id)
+    return job == _job_of(record.backend_id)
+
+
 def _job_of(backend_id: str) -> str:
     """``jk-abc[3]`` -> ``jk-abc``: the Job a map item's pod belongs to."""
     return backend_id.split("[", 1)[0]
@@ -357,7 +395,7 @@ def _handover(
     its Job, found by the deterministic name, or stuck if its submitter is gone."""
     array = record.array_id is not None
     name = job_name(record.array_id if record.array_id is not None else record.id)
-    if name in jobs:
+    if name in jobs and RERUN not in record.extra:  # a rerun's Job has a name of its own
         backend_id = f"{name}[{record.array_index}]" if array else name
         observed = judge(pod, record, now=now, grace=grace) if pod is not None else None
         if observed is None:

@@ -14,6 +14,8 @@ prints exactly what ``submit`` sends::
     priority         -> priorityClassName (priority_classes)
     queue            -> the Kueue queue label on the Job
     map over N items -> ONE Indexed Job: completions N, parallelism = the cap
+    rerun of items   -> ONE Indexed Job named <array>-r<random> over just those items:
+                        pod i runs item ITEMS[i] (annotation and $JOBKIT_ARRAY_ITEMS)
 
 Each pod runs ``python -m jobkit.worker``, which reads the payload from the
 store and writes the outcome there; a map's pods find their item from
@@ -42,6 +44,11 @@ NAME = "jobkit.dev/name"
 SELECTOR = f"{MANAGED_BY}=jobkit"
 """The label selector of the one watch that follows every jobkit pod."""
 INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
+ITEMS_ANNOTATION = "jobkit.dev/items"
+"""On a rerun's pods: the item indices its completion indices stand for
+(``3,7,12``: completion index 1 runs item 7); absent, the index is the item."""
+ITEMS_ENV = "JOBKIT_ARRAY_ITEMS"
+"""The same list, for the worker (:func:`jobkit.worker.array_item`)."""
 CONTAINER = "job"
 MAX_INDEXED_COMPLETIONS = 100_000
 """Kubernetes' cap on ``completions`` of an Indexed Job with ``backoffLimitPerIndex``."""
@@ -89,9 +96,12 @@ def build_job(
     store_url: str,
     count: int | None = None,
     per_index_retries: bool = True,
+    items: list[int] | None = None,
+    name_suffix: str = "",
 ) -> dict[str, Any]:
     """The Job for one jobkit job (``count`` None) or a map of ``count`` items (``job_id``
-    is then the array id)."""
+    is then the array id).  A rerun names its Job ``<id><name_suffix>`` (the first
+    attempt's Job may still exist) and, for a map, runs only ``items``."""
     check_extras(resources.kubernetes)
     extras: Mapping[str, Any] = resources.kubernetes
     image = resources.image or settings.image
@@ -113,8 +123,14 @@ def build_job(
     annotations = {str(k): str(v) for k, v in (extras.get("annotations") or {}).items()}
     pod_spec = _pod_spec(job_id, resources, settings, store_url, image, array, extras)
     template: dict[str, Any] = {"metadata": {"labels": dict(labels)}, "spec": pod_spec}
-    if annotations:
-        template["metadata"]["annotations"] = dict(annotations)
+    pod_annotations = dict(annotations)
+    if array and items is not None:
+        listed = ",".join(str(i) for i in items)
+        pod_annotations[ITEMS_ANNOTATION] = listed
+        pod_spec["containers"][0]["env"].append({"name": ITEMS_ENV, "value": listed})
+        count = len(items)
+    if pod_annotations:
+        template["metadata"]["annotations"] = pod_annotations
     spec: dict[str, Any] = {"template": template}
     retries = int(resources.retries)
     if array:
@@ -141,7 +157,7 @@ def build_job(
         job_labels[settings.queue_label] = resources.queue
         spec["suspend"] = True  # Kueue admits (unsuspends) it when the queue has room
     metadata: dict[str, Any] = {
-        "name": job_name(job_id),
+        "name": job_name(job_id + name_suffix),
         "namespace": settings.namespace,
         "labels": job_labels,
     }

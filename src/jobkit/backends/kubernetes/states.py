@@ -32,7 +32,7 @@ from typing import Any
 from jobkit.observation import Observation, Phase
 from jobkit.states import FailureReason, JobRecord, JobState
 
-from .manifest import ARRAY_ID, INDEX_ANNOTATION, JOB_ID
+from .manifest import ARRAY_ID, INDEX_ANNOTATION, ITEMS_ANNOTATION, JOB_ID
 
 WAITING_FAILURES = frozenset(
     {
@@ -58,7 +58,20 @@ def jobkit_id(pod: Mapping[str, Any]) -> str | None:
     index = (meta.get("annotations") or {}).get(INDEX_ANNOTATION) or labels.get(INDEX_ANNOTATION)
     if array is None or index is None:
         return None
+    items = (meta.get("annotations") or {}).get(ITEMS_ANNOTATION)
+    if items:  # a rerun's pod: its completion index is a place in the items' list
+        listed = str(items).split(",")
+        if not str(index).isdigit() or int(index) >= len(listed):
+            return None
+        index = listed[int(index)]
     return f"{array}.{index}"
+
+
+def job_name_of(pod: Mapping[str, Any]) -> str | None:
+    """The Kubernetes Job a pod belongs to (its controller's ``job-name`` label)."""
+    labels = (pod.get("metadata") or {}).get("labels") or {}
+    name = labels.get("batch.kubernetes.io/job-name") or labels.get("job-name")
+    return str(name) if name else None
 
 
 def created(obj: Mapping[str, Any]) -> float | None:
