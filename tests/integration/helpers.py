@@ -101,3 +101,10 @@ def jobkit_cli(cwd: Path, *args: str, without: str, **env: str) -> subprocess.Co
         cwd=cwd,
         env={**environ, **env},
     )
+
+
+def needs_marker(folder: str, index: int) -> int:
+    """Fails unless ``folder/<index>`` exists (a rerun test creates it, then reruns)."""
+    if not (Path(folder) / str(index)).exists():
+        raise CustomError(index)
+    return index * index

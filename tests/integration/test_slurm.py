@@ -50,6 +50,46 @@ def test_arrays_above_max_array_size_are_split(slurm: Any) -> None:
     assert jobs.results(timeout=T, progress=False) == [i * i for i in range(12)]
 
 
+def test_a_rerun_keeps_max_array_size_windows_and_runs_exact_task_ids(
+    slurm: Any, tmp_path: Path
+) -> None:
+    """Items 1, 7 and 11 of a map split 5 + 5 + 2: one array per window they
+    fall in, each over exactly its task ids (item - the window's offset)."""
+    backend = slurm.backend("slurm")
+    for i in set(range(12)) - {1, 7, 11}:
+        (tmp_path / str(i)).touch()
+    backend._max_array = 5
+    try:
+        jobs = jobkit.map(helpers.needs_marker, [str(tmp_path)] * 12, range(12))
+        jobs.wait(timeout=T, progress=False)
+        for i in (1, 7, 11):
+            (tmp_path / str(i)).touch()
+        again = jobs.retry_failed()
+    finally:
+        backend._max_array = None
+    assert again.results(timeout=T, progress=False) == [i * i for i in range(12)]
+    tasks = [again[i].info.backend_id.split("_") for i in (1, 7, 11)]
+    assert [task for _, task in tasks] == ["1", "2", "1"]  # 1 - 0, 7 - 5, 11 - 10
+    assert len({array for array, _ in tasks}) == 3
+    assert not {array for array, _ in tasks} & slurm_ids(jobs[:1])
+
+
+def test_a_rerun_through_submitits_runtime_runs_exact_task_ids(slurm: Any, tmp_path: Path) -> None:
+    """Multi-task jobs run through submitit's pickles: a rerun's pickles are
+    found by the rerun task ids too."""
+    for i in (0, 2):
+        (tmp_path / str(i)).touch()
+    ranks = jobkit.remote(tasks_per_node=2, cpus=1)(helpers.needs_marker)
+    jobs = ranks.map([str(tmp_path)] * 4, range(4))
+    jobs.wait(timeout=T, progress=False)
+    assert [j.info.state for j in jobs][1::2] == [JobState.FAILED, JobState.FAILED]
+    (tmp_path / "1").touch()
+    (tmp_path / "3").touch()
+    again = jobs.retry_failed()
+    assert again.results(timeout=T, progress=False) == [0, 1, 4, 9]
+    assert [again[i].info.backend_id.split("_")[1] for i in (1, 3)] == ["1", "3"]
+
+
 def test_logs_and_resources_reach_the_job(slurm: Any) -> None:
     @jobkit.remote(backend="slurm", cpus=2, mem="300MB", env={"GREETING": "hello"})
     def report() -> dict[str, str | None]:
