@@ -90,6 +90,34 @@ def test_a_rerun_through_submitits_runtime_runs_exact_task_ids(slurm: Any, tmp_p
     assert [again[i].info.backend_id.split("_")[1] for i in (1, 3)] == ["1", "3"]
 
 
+def test_a_rerun_whose_submitter_died_after_sbatch_is_found_by_its_own_mark(
+    slurm: Any, tmp_path: Path
+) -> None:
+    """The rerun's sbatch ran, its submitter died before recording the Slurm id:
+    the reconciler finds the NEW array task by the rerun's tagged mark, not the
+    ended attempt's task that Slurm still lists under the plain mark."""
+    from jobkit.rerun import reopen
+    from jobkit.resources import Resources
+
+    (tmp_path / "0").touch()
+    jobs = jobkit.map(helpers.needs_marker, [str(tmp_path)] * 2, range(2))
+    jobs.wait(timeout=T, progress=False)
+    old = jobs[1].info
+    assert old.state is JobState.FAILED
+    (tmp_path / "1").touch()
+    (reopened,) = reopen(slurm.store, [old])
+    slurm.backend("slurm").submit([reopened], Resources.from_record(reopened.resources))
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    who = {**reopened.extra["submitter"], "pid": gone.pid}
+    slurm.store.update(reopened.id, extra={**reopened.extra, "submitter": who})
+    slurm.reconcile([slurm.store.get(reopened.id)])
+    found = slurm.store.get(reopened.id)
+    assert found.backend_id is not None and found.backend_id != old.backend_id
+    assert found.backend_id.endswith("_1") and found.state is not JobState.FAILED
+    assert jobkit.get(reopened.id).result(timeout=T) == 1
+
+
 def test_logs_and_resources_reach_the_job(slurm: Any) -> None:
     @jobkit.remote(backend="slurm", cpus=2, mem="300MB", env={"GREETING": "hello"})
     def report() -> dict[str, str | None]:

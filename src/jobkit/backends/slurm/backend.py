@@ -42,7 +42,9 @@ if TYPE_CHECKING:
 MARK = "jobkit:"
 """Every sbatch carries ``--comment=jobkit:<job id>`` (one job) or
 ``jobkit:<array id>:<offset>`` (one chunk of a map): a job whose submitter
-died after sbatch but before recording the Slurm id is found by it."""
+died after sbatch but before recording the Slurm id is found by it.  A rerun
+(:mod:`jobkit.rerun`) adds ``@<tag>`` (its reopening time, in ms): Slurm may
+still list the ended attempt's job under the plain mark."""
 
 PHASES = {
     JobState.QUEUED: Phase.WAITING,
@@ -263,7 +265,7 @@ class SlurmBackend(Backend):
         for record in active:
             if record.backend_id is None:
                 marked = _marked(native) if marked is None else marked
-                found = marked.get(record.id)
+                found = marked.get(record.id + _rerun_tag(record))
                 if found is not None:  # sbatch ran; its submitter did not record the id
                     observed = _observation(native[found])
                     seen[record.id] = dataclasses.replace(
@@ -324,22 +326,30 @@ def _first_line(text: str) -> str:
 def _mark(first: JobRecord, offset: int) -> str:
     """The ``--comment`` of a submission whose first job is ``first``."""
     if first.array_id is None:
-        return f"{MARK}{first.id}"
-    return f"{MARK}{first.array_id}:{offset}"
+        return f"{MARK}{first.id}{_rerun_tag(first)}"
+    return f"{MARK}{first.array_id}:{offset}{_rerun_tag(first)}"
+
+
+def _rerun_tag(record: JobRecord) -> str:
+    """``@<ms>`` for a rerun's submission (empty for a first one)."""
+    when = record.extra.get("rerun_at")
+    return f"@{int(when * 1000)}" if isinstance(when, int | float) else ""
 
 
 def _marked(native: Mapping[str, queries.NativeState]) -> dict[str, str]:
-    """jobkit job id -> Slurm id, for every job in squeue that carries a mark."""
+    """jobkit job id (plus a rerun's tag) -> Slurm id, for every job in squeue
+    that carries a mark."""
     found: dict[str, str] = {}
     for slurm_id, state in native.items():
         if not state.comment.startswith(MARK):
             continue
-        body = state.comment[len(MARK) :]
+        body, at, tag = state.comment[len(MARK) :].partition("@")
+        suffix = f"@{tag}" if at else ""
         base, colon, offset = body.rpartition(":")
         _job, underscore, task = slurm_id.partition("_")
         if colon and offset.isdigit():
             if underscore and task.isdigit():
-                found[f"{base}.{int(offset) + int(task)}"] = slurm_id
+                found[f"{base}.{int(offset) + int(task)}{suffix}"] = slurm_id
         else:
-            found[body] = slurm_id
+            found[body + suffix] = slurm_id
     return found
