@@ -324,10 +324,9 @@ class Client:
         resources), accepted as a first submission is."""
         from jobkit.resources import Resources
 
-        res = Resources.from_record(records[0].resources)
-        backend = self.backend(records[0].backend)
         try:
-            accepted = backend.submit(records, res)
+            res = Resources.from_record(records[0].resources)
+            accepted = self.backend(records[0].backend).submit(records, res)
         except Exception as exc:  # recorded whatever it is: no job stays PENDING forever
             self._record_submit_error(records, exc)
             raise

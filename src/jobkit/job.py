@@ -137,7 +137,9 @@ class Job(concurrent.futures.Future, Generic[T]):  # type: ignore[type-arg]
         """Rerun this FAILED or CANCELLED job as its next attempt (same id, same
         call); returns a new handle that follows it (this one keeps the ended
         attempt).  Any other state: ConfigError, nothing rerun."""
-        return self._client.retry([self.id])[0]
+        rerun = self._client.retry([self.id])
+        # Empty: another process reopened it first; follow that attempt.
+        return rerun[0] if rerun else Job(self._client, self._client.store.get(self.id))
 
     def result(self, timeout: float | None = None) -> T:
         """The return value; re-raises the job's original exception.
