@@ -234,6 +234,33 @@ class TestKubernetesBackend(BackendConformance):
         assert template["annotations"]["jobkit.dev/items"] == "1,3"
         assert again[0].info.backend_id == f"{jobs.id.lower()}[0]"  # untouched
 
+    def test_a_rerun_whose_submitter_died_after_create_is_found_by_its_job_name(
+        self, client: Any, tmp_path: Path
+    ) -> None:
+        """The rerun's Job name comes from the rerun, so a dead submitter's rerun
+        is found as that Job, never as the ended attempt's Job."""
+        from backend_suite import T, needs_marker
+
+        from jobkit.rerun import reopen
+        from jobkit.resources import Resources
+
+        (tmp_path / "0").touch()
+        jobs = jobkit.map(needs_marker, [str(tmp_path)] * 2, range(2))
+        jobs.wait(timeout=T, progress=False)
+        old = jobs[1].info
+        (tmp_path / "1").touch()
+        (reopened,) = reopen(client.store, [old])
+        client.backend("kubernetes").submit([reopened], Resources.from_record(reopened.resources))
+        gone = subprocess.Popen(["true"])
+        gone.wait()
+        who = {**reopened.extra["submitter"], "pid": gone.pid}
+        client.store.update(reopened.id, extra={**reopened.extra, "submitter": who})
+        client.reconcile([client.store.get(reopened.id)])
+        found = client.store.get(reopened.id)
+        assert found.backend_id is not None and found.backend_id != old.backend_id
+        assert found.backend_id.startswith(f"{jobs.id.lower()}-r")
+        assert jobkit.get(reopened.id).result(timeout=T) == 1
+
 
 # -- third-party backends are first-class --------------------------------------------
 

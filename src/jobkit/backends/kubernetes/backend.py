@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import secrets
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -168,14 +167,14 @@ class KubernetesBackend(Backend):
 
     def submit(self, records: Sequence[JobRecord], resources: Resources) -> list[Accepted]:
         """One Job: a single job's, or one Indexed Job for a map.  A rerun (jobs
-        reopened by ``jobkit retry``) gets a Job of its own, ``<id>-r<random>``
-        (the first attempt's may still exist), over just the rerun items."""
+        reopened by ``jobkit retry``) gets a Job of its own, ``<id>-r<tag>``
+        (the first attempt's may still exist), over just the rerun items; the
+        tag comes from the rerun's time, so a dead submitter's Job is found."""
         first = records[0]
         array = first.array_id is not None
         job_id = first.array_id if first.array_id is not None else first.id
-        rerun = any(RERUN in r.extra for r in records)
-        suffix = f"-r{secrets.token_hex(3)}" if rerun else ""
-        items = [int(r.array_index or 0) for r in records] if array and rerun else None
+        suffix = _rerun_suffix(first)
+        items = [int(r.array_index or 0) for r in records] if array and suffix else None
         manifest = self.manifest(
             job_id,
             first.name,
@@ -367,6 +366,19 @@ RERUN = "rerun_at"
 """The ``extra`` key :mod:`jobkit.rerun` sets on a reopened job."""
 
 
+def _rerun_suffix(record: JobRecord) -> str:
+    """``-r<tag>`` naming a rerun's Job (the reopening time in ms, base 36);
+    empty for a first submission."""
+    when = record.extra.get(RERUN)
+    if not isinstance(when, int | float):
+        return ""
+    number, digits = int(when * 1000), ""
+    while number:
+        number, digit = divmod(number, 36)
+        digits = "0123456789abcdefghijklmnopqrstuvwxyz"[digit] + digits
+    return f"-r{digits or '0'}"
+
+
 def _current(pod: Mapping[str, Any], record: JobRecord) -> bool:
     """Whether ``pod`` belongs to ``record``'s current Job (True when either is
     unknown): a late event of a rerun item's earlier Job must not judge the new attempt."""
@@ -374,7 +386,7 @@ def _current(pod: Mapping[str, Any], record: JobRecord) -> bool:
     if job is None:
         return True
     if record.backend_id is None:
-        return RERUN not in record.extra or job != job_name(record.array_id or record.id)
+        return job == job_name((record.array_id or record.id) + _rerun_suffix(record))
     return job == _job_of(record.backend_id)
 
 
@@ -394,8 +406,9 @@ def _handover(
     """A record without a backend id (its submitter died around ``create_job``):
     its Job, found by the deterministic name, or stuck if its submitter is gone."""
     array = record.array_id is not None
-    name = job_name(record.array_id if record.array_id is not None else record.id)
-    if name in jobs and RERUN not in record.extra:  # a rerun's Job has a name of its own
+    base = record.array_id if record.array_id is not None else record.id
+    name = job_name(base + _rerun_suffix(record))  # a rerun's Job has a name of its own
+    if name in jobs:
         backend_id = f"{name}[{record.array_index}]" if array else name
         observed = judge(pod, record, now=now, grace=grace) if pod is not None else None
         if observed is None:
