@@ -11,7 +11,8 @@ tagged, length-prefixed stream::
     function, by value (``__main__``, notebooks, closures, lambdas: what
     cloudpickle ships by value):
         qualname | code | defaults | closure values | referenced globals
-    function, importable by reference:   module | qualname | code
+    function, importable by reference:   module | qualname | code | plain-valued
+                                         globals it names (constants of its module)
     function with ``cache="v2"``:         module | qualname | "v2"   (no code)
     code:     co_code | names | argument layout | consts (nested code recursively);
               never co_filename, co_firstlineno or the line table
@@ -230,6 +231,12 @@ class _Hasher:
         if _by_reference(fn):
             yield b"R" + _frame(module.encode()) + _frame(fn.__qualname__.encode())
             yield from self._code(fn.__code__)
+            # Constants of its module count too (SCALE = 2 edited to 3 must miss);
+            # functions and objects it names are the module's own business.
+            for name, value in self._globals(fn):
+                if _plain(value):
+                    yield b"g" + _frame(name.encode())
+                    yield from self._tokens(value)
             return
         yield b"V" + _frame(fn.__qualname__.encode())
         yield from self._code(fn.__code__)
@@ -244,12 +251,16 @@ class _Hasher:
                 yield b"e"
                 continue
             yield from self._tokens(content)
-        names = sorted(_global_names(fn.__code__))
+        for name, value in self._globals(fn):
+            yield b"g" + _frame(name.encode())
+            yield from self._global(value)
+
+    @staticmethod
+    def _globals(fn: types.FunctionType) -> list[tuple[str, Any]]:
+        """The globals ``fn``'s code names, in name order."""
         module_globals = fn.__globals__
-        for name in names:
-            if name in module_globals:
-                yield b"g" + _frame(name.encode())
-                yield from self._global(module_globals[name])
+        names = sorted(_global_names(fn.__code__))
+        return [(name, module_globals[name]) for name in names if name in module_globals]
 
     def _global(self, value: Any) -> Iterator[bytes]:
         """A global the code names.  ``co_names`` holds attribute names too, so
@@ -300,6 +311,14 @@ def _global_names(code: types.CodeType) -> set[str]:
         if isinstance(const, types.CodeType):
             names |= _global_names(const)
     return names
+
+
+_PLAIN = (type(None), bool, int, float, complex, str, bytes, list, tuple, dict, set, frozenset)
+
+
+def _plain(value: Any) -> bool:
+    """A constant of the canonical kinds (containers judged by their own type)."""
+    return type(value) in _PLAIN
 
 
 def _by_reference(obj: Any) -> bool:
