@@ -99,6 +99,18 @@ def plan(
     return Plan(keys, hits)
 
 
+def fitted(plan: Plan, count: int, *, sparse: bool) -> Plan:
+    """``plan`` as a backend can run it: one without ``sparse_arrays`` takes
+    only an array's first items, so unless the misses are those, nothing is
+    taken from the cache (every item runs, and its key points at the new job)."""
+    if sparse or not plan.hits:
+        return plan
+    misses = count - len(plan.hits)
+    if all(i not in plan.hits for i in range(misses)):
+        return plan
+    return Plan(plan.keys, {})
+
+
 def as_cached(record: JobRecord, plan: Plan, index: int) -> JobRecord:
     """``record`` answered from the cache: SUCCEEDED from the start, never submitted."""
     return dataclasses.replace(

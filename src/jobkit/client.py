@@ -158,6 +158,8 @@ class Client:
         backend = self.backend(backend_name)
         backend.check_resources(res)
         cached = caching.plan(self.store, fn, calls, res.cache) if res.cache else None
+        if cached is not None and array:
+            cached = caching.fitted(cached, len(calls), sparse=backend.sparse_arrays)
         hits = cached.hits if cached is not None else {}
         name = res.name or getattr(fn, "__qualname__", None) or type(fn).__name__
         now = time.time()

@@ -247,6 +247,20 @@ class StoreConformance:
         store.delete_blobs(["cache/ab2", "cache/b"])
         assert store.blob_keys("cache/") == ["cache/ab1", "cache/deep/c"]
 
+    def test_rows_of_a_cached_job_name_its_source(self, store: Store) -> None:
+        ran = make_record(state=JobState.SUCCEEDED, finished_at=3.0)
+        hit = make_record(
+            state=JobState.SUCCEEDED,
+            finished_at=4.0,
+            extra={"cached_from": ran.id, "cache_key": "ab" * 32},
+        )
+        store.create([ran, hit])
+        rows = {r.id: r for r in store.rows()}
+        assert rows[hit.id].cached_from == ran.id and rows[ran.id].cached_from is None
+        assert sorted(rows.values(), key=lambda r: r.id) == sorted(
+            (JobRow.of(r) for r in store.query()), key=lambda r: r.id
+        )
+
     def test_blobs_present_tells_without_reading(self, store: Store) -> None:
         store.put_blobs({outcome_key("jk-p1"): b"small", outcome_key("jk-p2"): b"y" * 300_000})
         wanted = [outcome_key("jk-p1"), outcome_key("jk-p2"), outcome_key("jk-absent")]

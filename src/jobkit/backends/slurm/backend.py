@@ -56,6 +56,7 @@ PHASES = {
 
 class SlurmBackend(Backend):
     name = "slurm"
+    sparse_arrays = True  # one sbatch --array per run of consecutive items
 
     settings: SlurmSettings
 
@@ -153,8 +154,24 @@ class SlurmBackend(Backend):
         ]
 
     def _chunks(self, records: Sequence[JobRecord]) -> list[tuple[int, Sequence[JobRecord]]]:
+        """(index of the first item, items): runs of consecutive array items, each
+        cut to the cluster's array size.  A whole map is one run; a map partly
+        answered from the cache has gaps, and each run is one ``sbatch --array``
+        whose task ``t`` is item ``first + t``."""
         size = self.max_array_size()
-        return [(start, records[start : start + size]) for start in range(0, len(records), size)]
+        runs: list[list[JobRecord]] = []
+        for record in records:
+            index = record.array_index or 0
+            last = runs[-1][-1].array_index if runs else None
+            if last is None or index != last + 1:
+                runs.append([record])
+            else:
+                runs[-1].append(record)
+        return [
+            ((run[0].array_index or 0) + start, run[start : start + size])
+            for run in runs
+            for start in range(0, len(run), size)
+        ]
 
     def _submit_with_submitit(self, executor: Any, records: Sequence[JobRecord]) -> list[Submitted]:
         from jobkit.backends.slurm.entry import SlurmEntry
