@@ -332,7 +332,12 @@ class Client:
         owner = caching.outcome_owner(record)  # a cached job reads its source's outcome
         try:
             data = self.store.get_blob(outcome_key(owner))
-        except BlobNotFoundError:
+        except BlobNotFoundError as exc:
+            if owner != record.id:
+                raise BlobNotFoundError(
+                    f"job {record.id} reuses the cached result of job {owner}, whose result is "
+                    f"gone from {self.store.url} (pruned?); submit the call again to rerun it"
+                ) from exc
             if record.state is JobState.SUCCEEDED:
                 raise
             return Outcome(ok=False, error=failure_error(record))

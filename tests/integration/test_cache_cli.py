@@ -56,6 +56,8 @@ def test_cache_list_status_list_and_clear(client: Any) -> None:
     assert embed.map([1, 2]).results(timeout=60) == [2, 3]
     hit = featurize.submit(3)
     assert hit.done() and hit.info.cached_from == first.id
+    assert f"SUCCEEDED (cached from {first.id})" in repr(hit)
+    assert "cached from" in hit._repr_html_() and first.id in hit._repr_html_()
 
     listed = cli(client, "cache", "list", "--json")
     assert listed.returncode == 0, listed.stderr
@@ -126,3 +128,16 @@ def test_a_failed_source_is_a_miss(client: Any) -> None:
     rerun = flaky.submit(str(marker))
     assert rerun.info.cached_from is None and rerun.result(timeout=60) == "ok"
     assert flaky.submit(str(marker)).info.cached_from == rerun.id
+
+
+def test_a_pruned_source_is_a_miss_and_its_hits_say_why(client: Any) -> None:
+    first = featurize.submit(5)
+    assert first.result(timeout=60) == 50
+    hit = featurize.submit(5)
+    assert client.store.delete([first.id]) == 1  # what `jobkit prune` does to old jobs
+    with pytest.raises(jobkit.StoreError) as caught:
+        jobkit.get(hit.id).result()
+    message = str(caught.value)
+    assert f"cached result of job {first.id}" in message and "submit the call again" in message
+    rerun = featurize.submit(5)
+    assert rerun.info.cached_from is None and rerun.result(timeout=60) == 50
