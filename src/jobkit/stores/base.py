@@ -236,8 +236,11 @@ class Store(abc.ABC):
         cache pointers for ``jobkit cache list``).  ``prefix`` is a plain string
         compared character by character, not a folder: ``"cache/ab"`` matches
         ``cache/abc``.  A write in progress is not listed until it is complete."""
-        raise NotImplementedError(
-            f"{type(self).__name__} cannot list its blobs; implement Store.blob_keys"
+        from jobkit.errors import StoreError
+
+        raise StoreError(
+            f"the store {self.url} ({type(self).__name__}) cannot list its blobs: "
+            "its class must implement Store.blob_keys"
         )
 
     def blobs_present(self, keys: Collection[str]) -> set[str]:
