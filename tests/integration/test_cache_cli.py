@@ -141,3 +141,32 @@ def test_a_pruned_source_is_a_miss_and_its_hits_say_why(client: Any) -> None:
     assert f"cached result of job {first.id}" in message and "submit the call again" in message
     rerun = featurize.submit(5)
     assert rerun.info.cached_from is None and rerun.result(timeout=60) == 50
+
+
+_SUBMIT_AND_DIE = """
+import os, signal, sys
+import jobkit
+sys.path[:0] = [sys.argv[1], os.path.dirname(sys.argv[1])]  # the test module, conftest
+from test_cache_cli import featurize
+with jobkit.use(store=sys.argv[2], backend="local", local={"idle_timeout": 10}):
+    job = featurize.submit(6)
+    print(job.id, flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_submitter_killed_after_submitting_still_fills_the_cache(client: Any) -> None:
+    here = str(Path(__file__).parent)
+    died = subprocess.run(
+        [sys.executable, "-c", _SUBMIT_AND_DIE, here, client.store.url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert died.returncode == -9, died.stderr
+    job_id = died.stdout.split()[0]
+    source = jobkit.get(job_id)
+    assert source.result(timeout=60) == 60  # the agent ran it without its submitter
+    hit = featurize.submit(6)
+    assert hit.info.cached_from == job_id and hit.result() == 60
+    assert [j.id for j in jobkit.jobs(name="featurize", limit=10)] == [hit.id, job_id]
