@@ -36,6 +36,11 @@ PREFIX = "cache/"
 """Blob keys of cache pointers start with this."""
 
 
+LIST_FIRST = 64
+"""Above this many distinct keys, list the pointers before reading them: on S3 a
+listing page answers for 1,000 keys, while each absent key costs a failed GET."""
+
+
 def pointer_key(key: str) -> str:
     return f"{PREFIX}{key}"
 
@@ -72,15 +77,19 @@ def plan(
 ) -> Plan | None:
     """The cache keys of ``calls`` and those already answered; None when not cached.
 
-    A few round trips for a whole map: one ``get_blobs`` of the pointers, one
-    ``get_many`` of the jobs they name, one presence check of their outcomes.
+    A few round trips for a whole map: one ``get_blobs`` of the pointers (a big
+    map lists them first), one ``get_many`` of the jobs they name, one
+    presence check of their outcomes.
     """
     if cache is False:
         return None
     from jobkit.fingerprint import call_keys
 
     keys = call_keys(fn, list(calls), version=cache_version(cache))
-    pointers = store.get_blobs([pointer_key(k) for k in set(keys)])
+    wanted = {pointer_key(k) for k in keys}
+    if len(wanted) > LIST_FIRST:  # a big map: one listing, then read only what exists
+        wanted &= set(store.blob_keys(PREFIX))
+    pointers = store.get_blobs(wanted) if wanted else {}
     sources: dict[str, str] = {}
     for blob_key, data in pointers.items():
         job_id = _pointer(bytes(data)).get("job_id")

@@ -170,3 +170,15 @@ def test_a_submitter_killed_after_submitting_still_fills_the_cache(client: Any) 
     hit = featurize.submit(6)
     assert hit.info.cached_from == job_id and hit.result() == 60
     assert [j.id for j in jobkit.jobs(name="featurize", limit=10)] == [hit.id, job_id]
+
+
+def test_a_big_map_reuses_its_cached_items(client: Any) -> None:
+    from jobkit import caching
+
+    count = caching.LIST_FIRST + 6  # past the size at which pointers are listed first
+    first = featurize.map(range(count))
+    assert first.results(timeout=120) == [10 * i for i in range(count)]
+    second = featurize.map(range(count + 2))
+    cached = [j.info.cached_from for j in second]
+    assert cached == [j.id for j in first] + [None, None]
+    assert second.results(timeout=60) == [10 * i for i in range(count + 2)]
