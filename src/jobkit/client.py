@@ -18,6 +18,7 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from jobkit import caching
 from jobkit.errors import (
     BackendError,
     BlobNotFoundError,
@@ -156,6 +157,10 @@ class Client:
         res = self.resolve_resources(resources)
         backend = self.backend(backend_name)
         backend.check_resources(res)
+        cached = caching.plan(self.store, fn, calls, res.cache) if res.cache else None
+        if cached is not None and array:
+            cached = caching.fitted(cached, len(calls), sparse=backend.sparse_arrays)
+        hits = cached.hits if cached is not None else {}
         name = res.name or getattr(fn, "__qualname__", None) or type(fn).__name__
         now = time.time()
         array_id = new_job_id() if array else None
@@ -172,8 +177,9 @@ class Client:
         payloads: dict[str, list[Any]] = {}
         for index, (args, kwargs) in enumerate(calls):
             job_id = f"{array_id}.{index}" if array_id else base_id
-            call = Call(fn=None if array else fn, args=args, kwargs=kwargs, fn_pickle=fn_pickle)
-            payloads[payload_key(job_id)] = dump_payload(call, key=self.key, job_id=job_id)
+            if index not in hits:  # a call answered from the cache runs nowhere
+                call = Call(fn=None if array else fn, args=args, kwargs=kwargs, fn_pickle=fn_pickle)
+                payloads[payload_key(job_id)] = dump_payload(call, key=self.key, job_id=job_id)
             if len(payloads) >= PAYLOAD_BATCH:
                 self.store.put_blobs(payloads)  # one transaction on SQLite
                 payloads.clear()
@@ -196,14 +202,24 @@ class Client:
             return []
         self.store.put_blobs(payloads)
         del payloads
-        backend.prepare(records, res)
+        if cached is not None and hits:
+            records = [
+                caching.as_cached(r, cached, i) if i in hits else r for i, r in enumerate(records)
+            ]
+        to_run = [r for i, r in enumerate(records) if i not in hits]
+        if to_run:
+            backend.prepare(to_run, res)
         self.store.create(records)
-        try:
-            accepted = backend.submit(records, res)
-        except Exception as exc:  # recorded whatever it is: no job stays PENDING forever
-            self._record_submit_error(records, exc)
-            raise
-        written = accept(self.store, records, accepted, submitted_at=time.time())
+        if cached is not None:
+            caching.remember(self.store, cached, to_run, fn)
+        written: dict[str, JobRecord] = {}
+        if to_run:
+            try:
+                accepted = backend.submit(to_run, res)
+            except Exception as exc:  # recorded whatever it is: no job stays PENDING forever
+                self._record_submit_error(to_run, exc)
+                raise
+            written = accept(self.store, to_run, accepted, submitted_at=time.time())
         return [Job(self, written.get(r.id, r)) for r in records]
 
     def _record_submit_error(self, records: Sequence[JobRecord], exc: Exception) -> None:
@@ -381,16 +397,22 @@ class Client:
         from jobkit.job import failure_error
         from jobkit.serialization import Outcome, load_outcome
 
+        owner = caching.outcome_owner(record)  # a cached job reads its source's outcome
         try:
-            data = self.store.get_blob(outcome_key(record.id))
-        except BlobNotFoundError:
+            data = self.store.get_blob(outcome_key(owner))
+        except BlobNotFoundError as exc:
+            if owner != record.id:
+                raise BlobNotFoundError(
+                    f"job {record.id} reuses the cached result of job {owner}, whose result is "
+                    f"gone from {self.store.url} (pruned?); submit the call again to rerun it"
+                ) from exc
             if record.state is JobState.SUCCEEDED:
                 raise
             return Outcome(ok=False, error=failure_error(record))
         try:
-            return load_outcome(data, key=self.key, job_id=record.id)
+            return load_outcome(data, key=self.key, job_id=owner)
         except SignatureError as exc:  # say which object, so it can be found and replaced
-            where = self.store.blob_location(outcome_key(record.id))
+            where = self.store.blob_location(outcome_key(owner))
             raise SignatureError(f"{exc} (stored at {where})") from exc
 
     def load_outcomes(self, records: Sequence[JobRecord]) -> dict[str, Outcome]:
@@ -400,12 +422,16 @@ class Client:
         from jobkit.errors import JobkitError
         from jobkit.serialization import load_outcome
 
-        wanted = {outcome_key(r.id): r for r in records}
+        wanted: dict[str, list[JobRecord]] = {}
+        for record in records:  # cached jobs share their source's outcome
+            wanted.setdefault(outcome_key(caching.outcome_owner(record)), []).append(record)
         found: dict[str, Outcome] = {}
         for key, data in self.store.get_blobs(list(wanted)).items():
-            record = wanted[key]
-            with contextlib.suppress(JobkitError):
-                found[record.id] = load_outcome(data, key=self.key, job_id=record.id)
+            for copy, record in enumerate(wanted[key]):
+                blob = data if copy == 0 else bytearray(data)  # results never share memory
+                with contextlib.suppress(JobkitError):
+                    owner = caching.outcome_owner(record)
+                    found[record.id] = load_outcome(blob, key=self.key, job_id=owner)
         return found
 
     def read_logs(self, record: JobRecord, stream: str) -> str:

@@ -80,6 +80,8 @@ def job_text(record: JobRecord) -> str:
         if record.message:
             text += f": {_shorten(record.message, 80)}"
         text += ")"
+    elif record.cached_from:
+        text += f" (cached from {record.cached_from})"
     return text + ">"
 
 
@@ -123,6 +125,8 @@ def job_html(record: JobRecord, *, now: float | None = None) -> str:
         if record.message:
             failure += f": {_e(record.message)}"
         rows.append(("failure", failure))
+    if record.cached_from:
+        rows.append(("cached from", f"<code>{_e(record.cached_from)}</code>"))
     if record.host:
         rows.append(("host", _e(record.host)))
     if record.labels:

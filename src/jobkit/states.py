@@ -136,6 +136,12 @@ class JobRecord:
     :func:`jobkit.reconcile.attempt_entry`); the current attempt is the record itself."""
 
     @property
+    def cached_from(self) -> str | None:
+        """The job whose result this one reuses (a cache hit: it never ran), or None."""
+        source = self.extra.get("cached_from")
+        return source if isinstance(source, str) and source else None
+
+    @property
     def is_terminal(self) -> bool:
         return self.state in TERMINAL_STATES
 
@@ -297,6 +303,8 @@ class JobRow:
     failure_reason: FailureReason | None = None
     host: str | None = None
     """None also for an empty host name: the list shows ``-`` for both."""
+    cached_from: str | None = None
+    """The job a cache hit reuses the result of (see :mod:`jobkit.caching`)."""
 
     @property
     def is_terminal(self) -> bool:
@@ -314,4 +322,5 @@ class JobRow:
             finished_at=record.finished_at,
             failure_reason=record.failure_reason,
             host=record.host or None,
+            cached_from=record.cached_from,
         )

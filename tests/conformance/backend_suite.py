@@ -107,6 +107,60 @@ def wait_for(predicate: Any, timeout: float = T, interval: float = 0.05) -> Any:
     raise AssertionError("condition not met in time")
 
 
+def write_cached_module(folder: Path, module: str, body: str) -> None:
+    """A module whose cached function a test edits between interpreters."""
+    source = f"import jobkit\n\n\n@jobkit.remote(cache=True)\ndef scaled(x):\n    return {body}\n"
+    (folder / f"{module}.py").write_text(source)
+    for stale in (folder / "__pycache__").glob(f"{module}.*"):
+        stale.unlink()  # an edit within the same second as the last import
+
+
+_SUBMIT_CACHED = """
+import json, sys
+import jobkit
+sys.path.insert(0, sys.argv[1])
+module = __import__(sys.argv[2])
+with jobkit.use(**json.loads(sys.argv[3])) as client:
+    backend = client.backend()
+    real, submits = backend.submit, []
+    def counting(*args, **kwargs):
+        submits.append(1)
+        return real(*args, **kwargs)
+    backend.submit = counting  # counts this process's submissions; the real one runs
+    job = module.scaled.submit(int(sys.argv[4]))
+    done, info = job.done(), job.info
+    print(json.dumps({
+        "submits": len(submits), "done": done, "state": info.state.value, "id": job.id,
+        "cached_from": info.extra.get("cached_from"), "backend_id": info.backend_id,
+        "result": job.result(timeout=float(sys.argv[5])),
+    }))
+"""
+
+
+def submit_cached_elsewhere(client: Any, folder: Path, module: str, x: int) -> Any:
+    """Submit ``module.scaled(x)`` from a new interpreter configured as ``client``."""
+    settings = client.config.model_dump(mode="json", exclude={"profile", "key"})
+    if client.config.key is not None:
+        settings["key"] = client.config.key.get_secret_value()
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _SUBMIT_CACHED,
+            str(folder),
+            module,
+            json.dumps(settings),
+            str(x),
+            str(T),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=T + 30,
+    )
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 class BackendConformance:
     """Mixed into one class per backend; see the module docstring."""
 
@@ -324,6 +378,52 @@ class BackendConformance:
         more = [jobkit.submit(square, 5)]
         finished, pending = concurrent.futures.wait(more, timeout=T)
         assert not pending and [f.result() for f in finished] == [25]
+
+    # -- caching ----------------------------------------------------------------------
+    def test_cache_hits_across_processes_and_misses_after_an_edit(
+        self, client: Any, tmp_path: Path
+    ) -> None:
+        module = f"cached_{self.backend_name}_{os.getpid()}"
+        write_cached_module(tmp_path, module, "x * 3")
+        sys.path.insert(0, str(tmp_path))
+        try:
+            cached = __import__(module)
+        finally:
+            sys.path.remove(str(tmp_path))
+        first = cached.scaled.submit(7)
+        assert first.result(timeout=T) == 21
+        before = self.submissions(client)
+
+        # Another process, same store: a done Job pointing at the first, nothing submitted.
+        hit = submit_cached_elsewhere(client, tmp_path, module, 7)
+        assert hit["submits"] == 0 and hit["done"] and hit["state"] == "SUCCEEDED"
+        assert hit["cached_from"] == first.id and hit["id"] != first.id
+        assert hit["result"] == 21 and hit["backend_id"] is None
+        assert self.submissions(client) == before
+        found = jobkit.get(hit["id"])
+        assert found.info.extra["cached_from"] == first.id and found.result() == 21
+
+        # A map: the cached item is done at once, the others go in one submission.
+        array = cached.scaled.map([8, 9, 7])
+        assert [j.info.extra.get("cached_from") for j in array] == [None, None, first.id]
+        assert array.results(timeout=T) == [24, 27, 21]
+        assert self.submissions(client) == before + 1
+        # Cached items first: a backend that runs any items of an array runs only
+        # the others; one that cannot (sparse_arrays False) runs the whole map.
+        sparse = cached.scaled.map([7, 10, 8, 11])
+        expected = [first.id, None, array[0].id, None]
+        sparse_arrays = client.backend(self.backend_name).sparse_arrays
+        assert [j.info.extra.get("cached_from") for j in sparse] == (
+            expected if sparse_arrays else [None] * 4
+        )
+        assert sparse.results(timeout=T) == [21, 30, 24, 33]
+
+        # The function's file edited: a new interpreter misses and runs it.
+        write_cached_module(tmp_path, module, "x * 4")
+        miss = submit_cached_elsewhere(client, tmp_path, module, 7)
+        assert miss["submits"] == 1 and miss["cached_from"] is None and miss["result"] == 28
+        again = submit_cached_elsewhere(client, tmp_path, module, 7)
+        assert again["submits"] == 0 and again["cached_from"] == miss["id"]
 
     # -- bad input, plan ---------------------------------------------------------------
     def test_bad_resources_are_one_line_before_anything_is_recorded(self, client: Any) -> None:

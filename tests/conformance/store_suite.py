@@ -285,6 +285,44 @@ class StoreConformance:
         assert found == {k: bytearray(v) for k, v in blobs.items()}
         assert all(isinstance(v, bytearray) for v in found.values())
 
+    def test_blob_keys_lists_by_prefix_inline_and_large(self, store: Store) -> None:
+        large = b"x" * (300 * 1024)  # past SQLite's inline limit: a file there
+        store.put_blobs(
+            {
+                "cache/ab1": b"one",
+                "cache/ab2": large,
+                "cache/b": b"two",
+                "cache/deep/c": b"three",
+                "cachet/x": b"not under cache/",
+                payload_key("jk-k1"): b"payload",
+            }
+        )
+        assert store.blob_keys("cache/") == ["cache/ab1", "cache/ab2", "cache/b", "cache/deep/c"]
+        assert store.blob_keys("cache/ab") == ["cache/ab1", "cache/ab2"]
+        assert store.blob_keys("nothing/") == []
+        store.delete_blobs(["cache/ab2", "cache/b"])
+        assert store.blob_keys("cache/") == ["cache/ab1", "cache/deep/c"]
+
+    def test_rows_of_a_cached_job_name_its_source(self, store: Store) -> None:
+        ran = make_record(state=JobState.SUCCEEDED, finished_at=3.0)
+        hit = make_record(
+            state=JobState.SUCCEEDED,
+            finished_at=4.0,
+            extra={"cached_from": ran.id, "cache_key": "ab" * 32},
+        )
+        store.create([ran, hit])
+        rows = {r.id: r for r in store.rows()}
+        assert rows[hit.id].cached_from == ran.id and rows[ran.id].cached_from is None
+        assert sorted(rows.values(), key=lambda r: r.id) == sorted(
+            (JobRow.of(r) for r in store.query()), key=lambda r: r.id
+        )
+
+    def test_blobs_present_tells_without_reading(self, store: Store) -> None:
+        store.put_blobs({outcome_key("jk-p1"): b"small", outcome_key("jk-p2"): b"y" * 300_000})
+        wanted = [outcome_key("jk-p1"), outcome_key("jk-p2"), outcome_key("jk-absent")]
+        assert store.blobs_present(wanted) == {outcome_key("jk-p1"), outcome_key("jk-p2")}
+        assert store.blobs_present([]) == set()
+
     def test_succeeded_job_never_runs_again(self, store: Store) -> None:
         record = make_record(state=JobState.RUNNING)
         store.create([record])

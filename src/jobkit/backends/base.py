@@ -73,6 +73,11 @@ class Backend(abc.ABC):
     """True if the backend itself starts the next attempt of a job the
     reconciler put back in QUEUED (Kubernetes' ``backoffLimit``); otherwise an
     observed failure is final."""
+    sparse_arrays: ClassVar[bool] = False
+    """True if ``submit`` runs any subset of an array's items (ids ``A.i`` with
+    gaps, not starting at 0): a map partly answered from the cache.  Without
+    it a backend is only given an array's first items (``A.0`` to ``A.n-1``),
+    and a map whose cached items are not its last ones runs whole."""
 
     def __init__(self, settings: Any, services: BackendServices) -> None:
         self.settings = settings

@@ -45,6 +45,7 @@ AGENT_START_TIMEOUT = 15.0
 class LocalBackend(Backend):
     name = "local"
     pushes_completions = True
+    sparse_arrays = True  # the agent runs jobs by id
 
     def __init__(self, settings: LocalConfig, services: BackendServices) -> None:
         super().__init__(settings, services)

@@ -19,6 +19,7 @@ from typing import Annotated, Any
 import typer
 
 from jobkit.cli import render
+from jobkit.cli.cache import cache_app
 from jobkit.cli.errors import EXIT_ERROR, JobkitGroup, fail, print_error
 from jobkit.cli.outcomes import failure_line, load_outcome, wait_for
 from jobkit.cli.session import Session
@@ -495,6 +496,7 @@ def prune(
 
 
 app.add_typer(store_app)
+app.add_typer(cache_app)
 
 
 def main() -> int:

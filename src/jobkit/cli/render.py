@@ -103,6 +103,8 @@ def state_text(record: JobRecord | JobRow) -> str:
     """``FAILED (TIMEOUT)``: the state with the failure reason when there is one."""
     if record.failure_reason is not None:
         return f"{record.state.value} ({record.failure_reason.value})"
+    if record.cached_from:
+        return f"{record.state.value} (cached from {record.cached_from})"
     return record.state.value
 
 

@@ -133,6 +133,22 @@ class BlobFiles:
                 found[name] = max(found.get(name, 0.0), info.st_mtime)
         return found
 
+    def keys(self, prefix: str) -> list[str]:
+        """Keys of the files whose key starts with ``prefix`` (temporary files
+        of writes in progress left out): only the folder the prefix names is walked."""
+        folder = prefix.rpartition("/")[0]
+        top = os.path.join(self.root, *folder.split("/")) if folder else str(self.root)
+        found: list[str] = []
+        for directory, subdirs, files in os.walk(top):
+            subdirs[:] = [d for d in subdirs if not d.startswith(".")]
+            relative = os.path.relpath(directory, self.root)
+            base = "" if relative == "." else relative.replace(os.sep, "/") + "/"
+            found += [base + f for f in files if not f.startswith(".")]
+        return sorted(k for k in found if k.startswith(prefix))
+
+    def exists(self, key: str) -> bool:
+        return self.path_of(key).is_file()
+
     def delete(self, keys: Iterable[str]) -> None:
         """Remove blobs, with the temporary files of writes to them that a kill
         interrupted (``.NAME.RANDOM.tmp``); missing files are ignored.

@@ -7,7 +7,8 @@ store, so every mutation of a job's state is a compare-and-set
 :data:`jobkit.states.LEGAL_TRANSITIONS`; a late writer loses instead of
 rewriting history.
 
-Blobs hold payloads (``payloads/<id>``) and outcomes (``outcomes/<id>``).
+Blobs hold payloads (``payloads/<id>``), outcomes (``outcomes/<id>``) and
+cache pointers (``cache/<key>``, see :mod:`jobkit.caching`).
 ``put_blob`` takes a sequence of buffers so a 100 MB array pickled
 out-of-band reaches the disk without being joined into one copy first.
 """
@@ -229,6 +230,23 @@ class Store(abc.ABC):
             except BlobNotFoundError:
                 continue
         return found
+
+    def blob_keys(self, prefix: str) -> list[str]:
+        """Every blob key that starts with ``prefix``, sorted (``cache/`` lists the
+        cache pointers for ``jobkit cache list``).  ``prefix`` is a plain string
+        compared character by character, not a folder: ``"cache/ab"`` matches
+        ``cache/abc``.  A write in progress is not listed until it is complete."""
+        from jobkit.errors import StoreError
+
+        raise StoreError(
+            f"the store {self.url} ({type(self).__name__}) cannot list its blobs: "
+            "its class must implement Store.blob_keys"
+        )
+
+    def blobs_present(self, keys: Collection[str]) -> set[str]:
+        """Which of ``keys`` exist, without reading them where the store can
+        (a cache hit must find its source's outcome, which may be large)."""
+        return set(self.get_blobs(keys))
 
     def blob_location(self, key: str) -> str:
         """Where blob ``key`` lives, for error messages (a file, an S3 URL)."""

@@ -216,6 +216,16 @@ class MemoryStore(Store):
                 if key.startswith("payloads/") and key.count("/") == 1
             }
 
+    def blob_keys(self, prefix: str) -> list[str]:
+        with self._lock:
+            self._check_open()
+            return sorted(k for k in self._blobs if k.startswith(prefix))
+
+    def blobs_present(self, keys: Collection[str]) -> set[str]:
+        with self._lock:
+            self._check_open()
+            return {k for k in keys if k in self._blobs}
+
     def delete_blobs(self, keys: Iterable[str]) -> None:
         checked = [check_blob_key(k) for k in keys]
         with self._lock:

@@ -208,6 +208,12 @@ class PatientStore(Store):
     def get_blobs(self, keys: Collection[str]) -> dict[str, bytearray]:
         return self._call("get_blobs", self._store.get_blobs, keys)
 
+    def blob_keys(self, prefix: str) -> list[str]:
+        return self._call("blob_keys", self._store.blob_keys, prefix)
+
+    def blobs_present(self, keys: Collection[str]) -> set[str]:
+        return self._call("blobs_present", self._store.blobs_present, list(keys))
+
     def blob_location(self, key: str) -> str:
         return self._store.blob_location(key)
 

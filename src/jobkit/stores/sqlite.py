@@ -552,6 +552,34 @@ class SQLiteStore(Store):
                     found[key] = self._blobs.read(key)
         return found
 
+    def blob_keys(self, prefix: str) -> list[str]:
+        """Inline keys by a range scan of the primary key, then the files."""
+        with self._transaction(write=False) as conn:
+            if prefix:
+                after = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+                rows = conn.execute(
+                    "SELECT key FROM blobs WHERE key >= ? AND key < ?", (prefix, after)
+                ).fetchall()
+            else:
+                rows = conn.execute("SELECT key FROM blobs").fetchall()
+        keys = {str(row[0]) for row in rows}
+        keys.update(self._blobs.keys(prefix))
+        return sorted(keys)
+
+    def blobs_present(self, keys: Collection[str]) -> set[str]:
+        wanted = list(dict.fromkeys(keys))
+        for key in wanted:
+            check_blob_key(key)
+        found: set[str] = set()
+        with self._transaction(write=False) as conn:
+            for start in range(0, len(wanted), CHUNK):
+                chunk = wanted[start : start + CHUNK]
+                marks = ",".join("?" * len(chunk))
+                rows = conn.execute(f"SELECT key FROM blobs WHERE key IN ({marks})", chunk)
+                found.update(str(row[0]) for row in rows)
+        found.update(k for k in wanted if k not in found and self._blobs.exists(k))
+        return found
+
     def blob_location(self, key: str) -> str:
         with self._transaction(write=False) as conn:
             inline = conn.execute("SELECT 1 FROM blobs WHERE key = ?", (key,)).fetchone()

@@ -58,6 +58,7 @@ PHASES = {
 
 class SlurmBackend(Backend):
     name = "slurm"
+    sparse_arrays = True  # one sbatch --array over exactly the items given
 
     settings: SlurmSettings
 

@@ -106,16 +106,18 @@ and botocore disagree on signatures), and escaped out of the host name."""
 
 
 def row_part(record: JobRecord) -> str:
-    """``<reason>~<started>~<finished>~<host>``: empty for None, times exact (hex bits)."""
+    """``<reason>~<started>~<finished>~<host>``: empty for None, times exact (hex bits);
+    a cache hit adds ``~<source id>`` (set at creation, never changed)."""
     host = part(record.host or "").replace(ROW_SEPARATOR, "%7E")
-    return ROW_SEPARATOR.join(
-        (
-            record.failure_reason.value if record.failure_reason else "",
-            _exact(record.started_at),
-            _exact(record.finished_at),
-            host if len(host) <= HOST_IN_KEY else UNKNOWN_NAME,
-        )
-    )
+    fields = [
+        record.failure_reason.value if record.failure_reason else "",
+        _exact(record.started_at),
+        _exact(record.finished_at),
+        host if len(host) <= HOST_IN_KEY else UNKNOWN_NAME,
+    ]
+    if record.cached_from:
+        fields.append(part(record.cached_from).replace(ROW_SEPARATOR, "%7E"))
+    return ROW_SEPARATOR.join(fields)
 
 
 def _exact(value: float | None) -> str:
@@ -136,16 +138,18 @@ class Row:
     finished_at: float | None
     host: str | None
     host_known: bool
+    cached_from: str | None = None
 
 
 def parse_row(text: str) -> Row:
-    reason, started, finished, host = text.split(ROW_SEPARATOR)
+    reason, started, finished, host, *cached = text.split(ROW_SEPARATOR)
     return Row(
         FailureReason(reason) if reason else None,
         None if not started else _inexact(started),
         None if not finished else _inexact(finished),
         None if host in ("", UNKNOWN_NAME) else unquote(host),
         host != UNKNOWN_NAME,
+        unquote(cached[0]) if cached and cached[0] else None,
     )
 
 
@@ -271,4 +275,5 @@ class Entry:
             finished_at=self.row.finished_at,
             failure_reason=self.row.failure_reason,
             host=self.row.host,
+            cached_from=self.row.cached_from,
         )

@@ -752,6 +752,31 @@ class S3Store(Store):
                 return found
             token = response["NextContinuationToken"]
 
+    def blob_keys(self, prefix: str) -> list[str]:
+        """ListObjectsV2 under ``blobs/<prefix>``: one request per 1,000 keys."""
+        self._check_open()
+        base = self.layout.blob("")
+        keys: list[str] = []
+        for page in self._list(base + prefix, None, listing.LIST_PAGE):
+            keys += [key[len(base) :] for key in page]
+        return sorted(keys)
+
+    def blobs_present(self, keys: Collection[str]) -> set[str]:
+        """One HEAD per key, in parallel: the outcomes are not downloaded."""
+        wanted = list(dict.fromkeys(keys))
+        targets = [self.layout.blob(check_blob_key(k)) for k in wanted]
+        self._check_open()
+
+        def head(target: str) -> bool:
+            try:
+                with self._translating("check blob", target):
+                    self.client.head_object(Bucket=self.bucket, Key=target)
+            except Missing:
+                return False
+            return True
+
+        return {k for k, there in zip(wanted, self._map(head, targets), strict=True) if there}
+
     def blob_location(self, key: str) -> str:
         return f"s3://{self.bucket}/{self.layout.blob(key)}"
 
