@@ -56,6 +56,7 @@ class ToySettings(BaseModel):
 
 class ToyBackend(Backend):
     name = "toy"
+    sparse_arrays = True  # one worker process per job id: any subset of a map runs
     submissions: ClassVar[int] = 0
     """Calls of ``submit`` in this process, all instances: a map must add one."""
 

@@ -67,6 +67,7 @@ class KubernetesBackend(Backend):
     name = "kubernetes"
     pushes_completions = False
     reruns_failed_attempts = True
+    sparse_arrays = True  # an Indexed Job over exactly the items given (jobkit.dev/items)
     settings: KubernetesSettings
 
     def __init__(self, settings: KubernetesSettings, services: BackendServices) -> None:
@@ -174,7 +175,9 @@ class KubernetesBackend(Backend):
         array = first.array_id is not None
         job_id = first.array_id if first.array_id is not None else first.id
         suffix = _rerun_suffix(first)
-        items = [int(r.array_index or 0) for r in records] if array and suffix else None
+        indices = [int(r.array_index or 0) for r in records]
+        gaps = indices != list(range(len(records)))  # a rerun, or a map partly cached
+        items = indices if array and (suffix or gaps) else None
         manifest = self.manifest(
             job_id,
             first.name,
