@@ -536,6 +536,11 @@ def _failed(
         # not a new failure.  Its resubmitter died meanwhile: resubmit it here.
         return record if resubmitter_gone(record) else None
     reason = seen.hint or REASONS[seen.phase]
+    if reason is FailureReason.ERROR:
+        # ERROR is the function raising, which only the worker sees and records
+        # (with the outcome).  A backend that saw the process exit non-zero while
+        # the worker recorded nothing (Slurm's FAILED) saw it die: LOST.
+        reason = FailureReason.LOST
     if seen.message:
         message = seen.message
     elif seen.phase is Phase.STUCK and record.state is JobState.PENDING:

@@ -320,6 +320,8 @@ def test_accept_records_queued_with_the_backend_id_and_keeps_a_fast_workers_runn
     [
         (Observation("OUT_OF_MEMORY", Phase.ENDED, FailureReason.OOM), False, "FAILED", "OOM", 0),
         (Observation("COMPLETED", Phase.ENDED), False, "QUEUED", None, 1),  # LOST: resubmitted
+        # Slurm's FAILED: the process exited non-zero, its worker recorded nothing: LOST
+        (Observation("FAILED", Phase.ENDED, FailureReason.ERROR), False, "QUEUED", None, 1),
         (Observation("Failed/OOM", Phase.ENDED, FailureReason.OOM), True, "FAILED", "OOM", 0),
         (Observation("Evicted", Phase.ENDED, FailureReason.PREEMPTED), True, "QUEUED", None, 1),
         (Observation("Pending/Err", Phase.STUCK), True, "FAILED", "SUBMIT_ERROR", 0),
