@@ -273,6 +273,8 @@ def record_table(record: JobRecord, now: float) -> None:
             shown: Text | str = Text(state_text(record), style=STATE_STYLES.get(record.state, ""))
         elif name == "failure_reason":
             continue  # part of the state line
+        elif name == "attempts":
+            continue  # a table of its own, below
         elif name in _TIME_FIELDS:
             shown = format_time(value, now)
         elif name == "resources":
@@ -284,7 +286,51 @@ def record_table(record: JobRecord, now: float) -> None:
         table.add_row(name, Text(shown) if isinstance(shown, str) else shown)
         if name == "finished_at":
             table.add_row("run time", run_time(record, now))
-    emit(console(), table)
+    out = console()
+    emit(out, table)
+    if record.attempts:
+        emit(out, "")
+        emit(out, attempts_table(record, now))
+
+
+def attempts_table(record: JobRecord, now: float) -> Any:
+    """The attempt history under ``jobkit status``: each earlier attempt (why it
+    ended, where, with how much memory, when), then the current one."""
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(box=None, header_style="bold", pad_edge=False, title_justify="left")
+    for column in ("ATTEMPT", "ENDED AS", "HOST", "MEM", "STARTED", "ENDED", "MESSAGE"):
+        table.add_column(column, overflow="fold", no_wrap=column != "MESSAGE")
+    rows = [dict(a) for a in record.attempts]
+    rows.append(
+        {
+            "attempt": record.attempt,
+            "reason": state_text(record),
+            "host": record.host,
+            "mem": record.resources.get("mem"),
+            "started_at": record.started_at,
+            "ended_at": record.finished_at,
+            "message": record.message if record.is_terminal else "(current)",
+        }
+    )
+    for row in rows:
+        mem = row.get("mem")
+        table.add_row(
+            *(
+                Text(cell)
+                for cell in (
+                    str(row.get("attempt", "-")),
+                    str(row.get("reason") or "-"),
+                    str(row.get("host") or "-"),
+                    _readable_resources({"mem": mem})["mem"] if mem else "-",
+                    format_time(row.get("started_at"), now),
+                    format_time(row.get("ended_at"), now),
+                    first_line(str(row.get("message") or "")) or "-",
+                )
+            )
+        )
+    return table
 
 
 def array_summary(array_id: str, members: Sequence[JobRecord], now: float) -> None:
