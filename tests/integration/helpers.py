@@ -101,3 +101,18 @@ def jobkit_cli(cwd: Path, *args: str, without: str, **env: str) -> subprocess.Co
         cwd=cwd,
         env={**environ, **env},
     )
+
+
+def kill_self_once(marker: str) -> str:
+    """SIGKILLs its own process the first time (leaving ``marker``)."""
+    if not os.path.exists(marker):
+        Path(marker).touch()
+        os.kill(os.getpid(), 9)
+    return "survived"
+
+
+def allocate(nbytes: int, hold: float) -> int:
+    """Allocates and touches ``nbytes`` and holds them ``hold`` seconds."""
+    block = bytearray(b"\x01") * nbytes  # filled, so every page is resident
+    time.sleep(hold)
+    return len(block)

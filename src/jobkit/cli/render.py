@@ -286,22 +286,16 @@ def record_table(record: JobRecord, now: float) -> None:
         table.add_row(name, Text(shown) if isinstance(shown, str) else shown)
         if name == "finished_at":
             table.add_row("run time", run_time(record, now))
-    out = console()
-    emit(out, table)
+    emit(console(), table)
     if record.attempts:
-        emit(out, "")
-        emit(out, attempts_table(record, now))
+        sys.stdout.write("\nattempts:\n" + attempts_table(record, now))
+        sys.stdout.flush()
 
 
-def attempts_table(record: JobRecord, now: float) -> Any:
-    """The attempt history under ``jobkit status``: each earlier attempt (why it
-    ended, where, with how much memory, when), then the current one."""
-    from rich.table import Table
-    from rich.text import Text
-
-    table = Table(box=None, header_style="bold", pad_edge=False, title_justify="left")
-    for column in ("ATTEMPT", "ENDED AS", "HOST", "MEM", "STARTED", "ENDED", "MESSAGE"):
-        table.add_column(column, overflow="fold", no_wrap=column != "MESSAGE")
+def attempts_table(record: JobRecord, now: float) -> str:
+    """The attempt history under ``jobkit status``, hand-aligned like ``jobkit
+    list`` (never wrapped): each earlier attempt (how it ended, where, with how
+    much memory, when, why), then the current one."""
     rows = [dict(a) for a in record.attempts]
     rows.append(
         {
@@ -311,26 +305,36 @@ def attempts_table(record: JobRecord, now: float) -> Any:
             "mem": record.resources.get("mem"),
             "started_at": record.started_at,
             "ended_at": record.finished_at,
-            "message": record.message if record.is_terminal else "(current)",
+            "message": (
+                record.message
+                if record.state in (JobState.FAILED, JobState.CANCELLED)
+                else "-"
+                if record.is_terminal
+                else "(current attempt)"
+            ),
         }
     )
+    cells = []
     for row in rows:
         mem = row.get("mem")
-        table.add_row(
-            *(
-                Text(cell)
+        cells.append(
+            tuple(
+                printable(cell)
                 for cell in (
                     str(row.get("attempt", "-")),
                     str(row.get("reason") or "-"),
                     str(row.get("host") or "-"),
-                    _readable_resources({"mem": mem})["mem"] if mem else "-",
+                    str(_readable_resources({"mem": mem})["mem"]) if mem else "-",
                     format_time(row.get("started_at"), now),
                     format_time(row.get("ended_at"), now),
                     first_line(str(row.get("message") or "")) or "-",
                 )
             )
         )
-    return table
+    return columns(_ATTEMPT_HEADERS, cells)
+
+
+_ATTEMPT_HEADERS = ("ATTEMPT", "ENDED AS", "HOST", "MEM", "STARTED", "ENDED", "MESSAGE")
 
 
 def array_summary(array_id: str, members: Sequence[JobRecord], now: float) -> None:
