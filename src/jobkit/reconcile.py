@@ -464,7 +464,10 @@ def apply(
         if seen is None or record.state not in ACTIVE_STATES:
             continue
         if seen.phase in REASONS:
-            again = _failed(store, record, seen, reruns=reruns, now=now)
+            # A backend that reruns attempts may leave some jobs to jobkit (a
+            # Kubernetes job whose memory grows on OOM): ``extra["reruns"] = False``.
+            itself = reruns and record.extra.get("reruns") is not False
+            again = _failed(store, record, seen, reruns=itself, now=now)
             if again is not None:
                 resubmit.append(again)
         elif seen.phase is Phase.CANCELLED:
@@ -549,10 +552,12 @@ def _failed(
         message = f"{seen.native_state}: the worker recorded no outcome"
     failure = Failure(reason, message, seen.exit_code, seen.native_state)
     finished = seen.finished_at or now
+    host = seen.host if record.host is None else None
+    ran = record if host is None else dataclasses.replace(record, host=host)
     if reruns:
         settle(
             store,
-            record,
+            ran,
             failure,
             expect=(record.state,),
             requeue_from=(record.state,),
@@ -560,9 +565,7 @@ def _failed(
             finished_at=finished,
         )
         return None
-    host = seen.host if record.host is None else None
     if record.state is not JobState.PENDING and retry_allowed(record, reason):
-        ran = record if host is None else dataclasses.replace(record, host=host)
         extra = {**record.extra, "resubmit": {"of": record.backend_id, **current_submitter()}}
         fields: dict[str, Any] = {"exit_code": seen.exit_code, "extra": extra}
         if seen.native_state is not None:

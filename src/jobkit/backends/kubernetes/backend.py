@@ -42,7 +42,14 @@ from jobkit.observation import Phase
 from jobkit.reconcile import abandoned_message, submitter_gone
 from jobkit.states import ACTIVE_STATES, FailureReason, JobRecord, JobState
 
-from .manifest import INDEX_ANNOTATION, build_job, job_name, to_yaml, validate
+from .manifest import (
+    INDEX_ANNOTATION,
+    attempt_job_name,
+    build_job,
+    job_name,
+    to_yaml,
+    validate,
+)
 from .settings import KubernetesSettings
 from .states import created, jobkit_id, judge, worth_a_look
 
@@ -118,7 +125,13 @@ class KubernetesBackend(Backend):
         self.manifest("jk-plan", "plan", resources, count=None)
 
     def manifest(
-        self, job_id: str, name: str, resources: Resources, *, count: int | None
+        self,
+        job_id: str,
+        name: str,
+        resources: Resources,
+        *,
+        count: int | None,
+        kube_name: str | None = None,
     ) -> dict[str, Any]:
         manifest = build_job(
             job_id=job_id,
@@ -128,6 +141,7 @@ class KubernetesBackend(Backend):
             store_url=self.store.url,
             count=count,
             per_index_retries=self._per_index_retries(),
+            kube_name=kube_name,
         )
         validate(manifest, self._server_version)
         return manifest
@@ -157,17 +171,25 @@ class KubernetesBackend(Backend):
             record.extra["namespace"] = self.settings.namespace
 
     def submit(self, records: Sequence[JobRecord], resources: Resources) -> list[Accepted]:
+        """One Job (a map: one Indexed Job).  A later attempt jobkit resubmits
+        (one job: ``attempt`` > 0) gets a Job of its own, :func:`attempt_job_name`,
+        with the record's resources as they now are (an OOM retry's grown memory).
+        Jobs with ``mem_growth`` are not rerun by Kubernetes (``backoffLimit`` 0):
+        their records say so (``extra["reruns"] = False``) and the reconciler's
+        process resubmits each retry."""
         first = records[0]
         array = first.array_id is not None
         job_id = first.array_id if first.array_id is not None else first.id
+        retried = not array and len(records) == 1 and first.attempt > 0
+        name = attempt_job_name(first.id, first.attempt) if retried else job_name(job_id)
         manifest = self.manifest(
-            job_id, first.name, resources, count=len(records) if array else None
+            job_id, first.name, resources, count=len(records) if array else None, kube_name=name
         )
         self.api.create_job(manifest)
-        name = job_name(job_id)
         self._ensure_watch()
+        extra: dict[str, Any] = {"reruns": False} if resources.mem_growth else {}
         return [
-            Accepted(record.id, f"{name}[{record.array_index}]" if array else name)
+            Accepted(record.id, f"{name}[{record.array_index}]" if array else name, extra)
             for record in records
         ]
 

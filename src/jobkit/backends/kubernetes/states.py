@@ -98,6 +98,8 @@ def judge(
     phase = str(status.get("phase") or "Pending")
     name = str((pod.get("metadata") or {}).get("name") or "")
     terminated, waiting = _container_state(status)
+    if name and any(a.get("host") == name for a in record.attempts):
+        return None  # an attempt already counted (its pod seen again before the next one)
     never_ran = record.state in (JobState.PENDING, JobState.QUEUED) and record.host is None
     if phase == "Pending":
         return _pending(pod, status, waiting, now=now, grace=grace, never_ran=never_ran)
