@@ -335,6 +335,9 @@ class Client:
                 single = dataclasses.replace(record, array_id=None, array_index=None)
                 accepted = backend.submit([single], resources)
             except Exception as exc:  # recorded whatever it is: no attempt stays QUEUED forever
+                now = self.store.get(record.id)
+                if now.backend_id != record.backend_id or now.attempt != record.attempt:
+                    continue  # another process resubmitted it (or it moved on)
                 message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                 failure = Failure(
                     FailureReason.SUBMIT_ERROR,

@@ -588,25 +588,29 @@ def _failed(
 
 
 def awaiting_resubmission(record: JobRecord) -> bool:
-    """Whether ``record`` is a next attempt requeued by :func:`apply` whose
-    backend job is still the failed one (``extra["resubmit"]["of"]``): the
-    process that requeued it has not resubmitted it yet."""
+    """Whether ``record`` is a requeued next attempt whose backend job is still
+    the one of the attempt that ended: nobody has resubmitted it yet.
+
+    Requeued by :func:`apply` (``extra["resubmit"]["of"]``: that process
+    resubmits it), or by its worker (an ``ERROR`` retry: the last attempt's
+    backend id is still the record's) on a backend that reruns nothing."""
+    if record.state is not JobState.QUEUED or record.backend_id is None:
+        return False
     mark = record.extra.get("resubmit")
-    return (
-        record.state is JobState.QUEUED
-        and isinstance(mark, dict)
-        and mark.get("of") is not None
-        and mark.get("of") == record.backend_id
-    )
+    if isinstance(mark, dict):
+        return mark.get("of") == record.backend_id
+    last = record.attempts[-1] if record.attempts else None
+    return last is not None and last.get("backend_id") == record.backend_id
 
 
 def resubmitter_gone(record: JobRecord, *, host: str | None = None) -> bool:
-    """Whether the process that requeued ``record`` for resubmission is gone
-    (on its host: its pid is dead or reused; elsewhere: HANDOVER_GRACE passed
-    since the requeue), so another process must resubmit it."""
+    """Whether nobody else will resubmit ``record`` (see
+    :func:`awaiting_resubmission`): its worker requeued it, or the process
+    that requeued it is gone (on its host: its pid is dead or reused;
+    elsewhere: HANDOVER_GRACE passed since the requeue)."""
     mark = record.extra.get("resubmit")
     if not isinstance(mark, dict):
-        return False
+        return True
     if mark.get("host") == (host or socket.gethostname()):
         return not submitter_alive(mark)
     ended = record.attempts[-1].get("ended_at") if record.attempts else None

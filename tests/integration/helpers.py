@@ -116,3 +116,11 @@ def allocate(nbytes: int, hold: float) -> int:
     block = bytearray(b"\x01") * nbytes  # filled, so every page is resident
     time.sleep(hold)
     return len(block)
+
+
+def fail_once(marker: str) -> str:
+    """Raises the first time (leaving ``marker``), returns the next."""
+    if not os.path.exists(marker):
+        Path(marker).touch()
+        raise RuntimeError("first try fails")
+    return "second try"

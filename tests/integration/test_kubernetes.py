@@ -159,6 +159,22 @@ def test_an_oom_with_mem_growth_is_resubmitted_as_a_new_job_with_doubled_memory(
     assert json.loads(shown.stdout)["attempts"][0]["reason"] == "OOM"
 
 
+def test_an_error_retry_of_a_job_with_mem_growth_is_resubmitted_by_jobkit(
+    cluster: Any, tmp_path: Path
+) -> None:
+    """Its worker requeues the ERROR itself; Kubernetes does not rerun such a
+    job (``backoffLimit`` 0): the reconciler sees the pod end and resubmits the
+    next attempt, the same memory, a Job of its own."""
+    robust = jobkit.remote(mem="256MiB", mem_growth=2.0, retries=1, retry_on={"ERROR", "OOM"})
+    job = robust(helpers.fail_once).submit(str(tmp_path / "tried"))
+    assert job.result(timeout=T) == "second try"
+    info = job.info
+    assert info.state is JobState.SUCCEEDED and info.attempt == 1
+    (first,) = info.attempts
+    assert first["reason"] == "ERROR" and info.backend_id == f"{job.id}-a1"
+    assert info.resources["mem"] == 256 * 2**20  # not an OOM: the same memory
+
+
 def test_status_survives_dropped_watches(
     cluster: Any, k8s_emulator: Any, k8s_controller: Any
 ) -> None:

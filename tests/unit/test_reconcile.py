@@ -465,3 +465,17 @@ def test_a_dead_resubmitters_attempt_is_resubmitted_by_the_next_observer(store: 
     assert awaiting_resubmission(orphan) and resubmitter_gone(orphan)
     assert apply(store, [orphan], {orphan.id: seen}, reruns=False) == [orphan]
     assert store.get(record.id).attempt == 1  # no attempt spent twice
+
+
+def test_a_worker_requeued_attempt_whose_backend_job_ended_is_resubmitted_not_recounted(
+    store: Store,
+) -> None:
+    """The worker requeued an ERROR itself on a backend that reruns nothing
+    (its backend job is still the last attempt's): seen ended, it is handed
+    back for resubmission, its attempt not spent again."""
+    record = running_on(store, "jk-worker-requeued", retries=2, retry_on=["ERROR"])
+    again = requeue(store, record, "retrying after ValueError: x", reason=FailureReason.ERROR)
+    assert again is not None and awaiting_resubmission(again) and resubmitter_gone(again)
+    seen = Observation("FAILED", Phase.ENDED, FailureReason.ERROR)
+    assert apply(store, [again], {again.id: seen}, reruns=False) == [again]
+    assert store.get(record.id) == again

@@ -185,7 +185,15 @@ class KubernetesBackend(Backend):
         manifest = self.manifest(
             job_id, first.name, resources, count=len(records) if array else None, kube_name=name
         )
-        self.api.create_job(manifest)
+        from .api import AlreadyExists
+
+        try:
+            self.api.create_job(manifest)
+        except AlreadyExists:
+            if not retried:
+                raise
+            # The attempt's Job has one name: another jobkit process that saw
+            # the same end resubmitted it first.  Created once, accepted by both.
         self._ensure_watch()
         extra: dict[str, Any] = {"reruns": False} if resources.mem_growth else {}
         return [
