@@ -282,6 +282,18 @@ class BackendConformance:
         assert first["attempt"] == 0 and first["reason"] == "LOST"
         assert first["ended_at"] is not None and first["message"]
 
+    def test_a_lost_item_of_a_map_is_retried_alone(self, client: Any, tmp_path: Path) -> None:
+        (tmp_path / "0").touch()
+        (tmp_path / "2").touch()  # only item 1 kills itself, once
+        array = jobkit.remote(retries=1)(kill_self_once).map(
+            [str(tmp_path / str(i)) for i in range(3)]
+        )
+        assert array.results(timeout=T, progress=False) == ["survived"] * 3
+        infos = [job.info for job in array]
+        assert [i.attempt for i in infos] == [0, 1, 0]
+        assert [a["reason"] for a in infos[1].attempts] == ["LOST"]
+        assert infos[1].array_id == array.id and infos[1].array_index == 1
+
     def test_an_error_is_not_retried_by_default(self, client: Any, tmp_path: Path) -> None:
         marker = tmp_path / "tried"
         job = jobkit.remote(retries=2)(fail_once).submit(str(marker))
