@@ -8,8 +8,10 @@ local agent's memory growth up to ``mem_max`` and what the CLI shows of it."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -98,3 +100,59 @@ def test_mem_growth_without_mem_is_one_cli_style_line_and_nothing_is_stored(loca
     message = str(caught.value)
     assert "\n" not in message and "mem_growth=2" in message and "mem=" in message
     assert len(jobkit.jobs(limit=10_000)) == before
+
+
+_SUBMIT_AND_EXIT = """
+import sys
+import jobkit
+from helpers import kill_self_once
+
+with jobkit.use(store=sys.argv[1], backend="slurm"):
+    job = jobkit.remote(retries=1)(kill_self_once).submit(sys.argv[2])
+    print(job.id)
+"""
+
+
+def test_a_lost_slurm_job_is_resubmitted_by_the_cli_after_its_submitter_exited(
+    slurm_cluster: str, tmp_path: Path
+) -> None:
+    """Nobody watches the job: its submitter exits at once.  The attempt is
+    killed on the node; the next ``jobkit status`` (a fresh process) notices,
+    requeues it and resubmits it to Slurm (a new Slurm job), and a later one
+    sees it SUCCEEDED with the lost attempt in its history."""
+    url = f"sqlite:///{tmp_path}/jobkit.db"
+    here = str(Path(__file__).parent)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([here, os.environ.get("PYTHONPATH", "")])}
+    submitted = subprocess.run(
+        [sys.executable, "-c", _SUBMIT_AND_EXIT, url, str(tmp_path / "killed")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        cwd=here,
+    )
+    assert submitted.returncode == 0, submitted.stderr
+    job_id = submitted.stdout.split()[-1]
+
+    def status() -> dict[str, Any]:
+        shown = subprocess.run(
+            [sys.executable, "-m", "jobkit", "--store", url, "status", job_id, "--json"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+        )
+        assert shown.returncode == 0, shown.stderr
+        record: dict[str, Any] = json.loads(shown.stdout)
+        return record
+
+    deadline = time.monotonic() + T
+    record = status()
+    while record["state"] != "SUCCEEDED" and time.monotonic() < deadline:
+        assert record["state"] != "FAILED", record
+        time.sleep(1.0)
+        record = status()
+    assert record["state"] == "SUCCEEDED" and record["attempt"] == 1
+    (first,) = record["attempts"]
+    assert first["reason"] == "LOST" and first["backend_id"] != record["backend_id"]
+    assert "resubmit" not in record["extra"]
