@@ -11,8 +11,13 @@ Who writes which state (every arrow is the store's compare-and-set)::
     backend.observe / a backend's report ──► {id: Observation} ──► apply
       WAITING   ─► QUEUED (the scheduler requeued it)
       ENDED, STUCK (the worker could not record: killed, OOM, time limit, node gone)
-                 ─► settle ─┬─► QUEUED, attempt + 1  (a backend that reruns attempts)
-                            └─► FAILED/TIMEOUT|OOM|LOST|PREEMPTED|SUBMIT_ERROR
+                 ─► retry_allowed? ─┬─► QUEUED, attempt + 1, grown mem after an OOM
+                                    │     the backend reruns it (Kubernetes), or apply
+                                    │     returns it and the caller (Client._apply)
+                                    │     resubmits it ─► resubmitted (new backend id)
+                                    └─► FAILED/TIMEOUT|OOM|LOST|PREEMPTED|SUBMIT_ERROR
+      ENDED of a requeued attempt not yet resubmitted (awaiting_resubmission)
+                 ─► resubmitted by this process if nobody else will; never counted again
       CANCELLED ─► CANCELLED
     the local agent (the local backend's scheduler) ──► settle, as above
     cancel ─────────► CANCELLED
