@@ -490,6 +490,18 @@ def apply(
         ):
             # Only toward QUEUED (accepted, or requeued by the scheduler): RUNNING
             # is the worker's to record, and a stale snapshot must not undo a requeue.
+            if record.state is JobState.RUNNING:
+                # The scheduler took a running attempt away and runs the job again
+                # itself (Slurm's requeue, preemption in REQUEUE mode): that attempt
+                # ended, PREEMPTED, and the history keeps it.
+                requeue(
+                    store,
+                    record,
+                    f"{record.backend} requeued it ({seen.native_state}) and runs it again",
+                    reason=FailureReason.PREEMPTED,
+                    native_state=seen.native_state,
+                )
+                continue
             found: dict[str, Any] = {}
             if record.state is JobState.PENDING and seen.backend_id and not record.backend_id:
                 # Handed over by a submitter that died before recording the id.

@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import allocate, kill_self_once
+from helpers import allocate, kill_self_once, sleep_then
 
 import jobkit
-from conftest import local_env
+from conftest import local_env, slurm_env, wait_for
 from jobkit.states import JobState
 
 T = 120
@@ -156,3 +156,28 @@ def test_a_lost_slurm_job_is_resubmitted_by_the_cli_after_its_submitter_exited(
     (first,) = record["attempts"]
     assert first["reason"] == "LOST" and first["backend_id"] != record["backend_id"]
     assert "resubmit" not in record["extra"]
+
+
+def test_a_slurm_requeue_of_a_running_job_is_kept_as_a_preempted_attempt(
+    slurm_cluster: str, tmp_path: Path
+) -> None:
+    """``scontrol requeue`` (what preemption in REQUEUE mode does): Slurm kills
+    the running attempt and runs the job again itself; the reconciler records
+    the attempt that ended as PREEMPTED, and the job succeeds as attempt 1."""
+    with slurm_env(tmp_path) as client:
+        job = jobkit.submit(sleep_then, 6, "done")
+        wait_for(lambda: job.info.state is JobState.RUNNING, timeout=T)
+        time.sleep(1.0)
+        subprocess.run(["scontrol", "requeue", str(job.info.backend_id)], check=True, timeout=30)
+
+        def ended() -> bool:
+            client.reconcile([job.info])  # what a monitor or `jobkit status` does
+            return job.info.is_terminal
+
+        wait_for(ended, timeout=T, interval=1.0)
+        assert job.result(timeout=T) == "done"
+        info = job.info
+        assert info.state is JobState.SUCCEEDED and info.attempt == 1
+        (first,) = info.attempts
+        assert first["reason"] == "PREEMPTED" and "requeued it" in first["message"]
+        assert first["backend_id"] == info.backend_id  # the same Slurm job, run again

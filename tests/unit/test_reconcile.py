@@ -326,7 +326,8 @@ def test_accept_records_queued_with_the_backend_id_and_keeps_a_fast_workers_runn
         (Observation("Evicted", Phase.ENDED, FailureReason.PREEMPTED), True, "QUEUED", None, 1),
         (Observation("Pending/Err", Phase.STUCK), True, "FAILED", "SUBMIT_ERROR", 0),
         (Observation("CANCELLED by 0", Phase.CANCELLED), False, "CANCELLED", None, 0),
-        (Observation("REQUEUED", Phase.WAITING), False, "QUEUED", None, 0),
+        # The scheduler requeued a running attempt: it ended (PREEMPTED), the next runs.
+        (Observation("REQUEUED", Phase.WAITING), False, "QUEUED", None, 1),
         (Observation("RUNNING", Phase.RUNNING), False, "RUNNING", None, 0),
     ],
 )
@@ -479,3 +480,16 @@ def test_a_worker_requeued_attempt_whose_backend_job_ended_is_resubmitted_not_re
     seen = Observation("FAILED", Phase.ENDED, FailureReason.ERROR)
     assert apply(store, [again], {again.id: seen}, reruns=False) == [again]
     assert store.get(record.id) == again
+
+
+def test_a_running_attempt_the_scheduler_requeued_is_kept_as_preempted(store: Store) -> None:
+    record = running_on(store, "jk-requeued")
+    apply(store, [record], {record.id: Observation("REQUEUED", Phase.WAITING)}, reruns=False)
+    got = store.get(record.id)
+    assert got.state is JobState.QUEUED and got.attempt == 1 and got.native_state == "REQUEUED"
+    (first,) = got.attempts
+    assert first["reason"] == "PREEMPTED" and first["backend_id"] == "101"
+    assert "requeued it (REQUEUED)" in first["message"]
+    queued = put(store, JobState.QUEUED, job_id="jk-waits")  # still waiting: no attempt ended
+    apply(store, [queued], {queued.id: Observation("PENDING", Phase.WAITING)})
+    assert store.get(queued.id).attempt == 0 and store.get(queued.id).attempts == []
