@@ -9,6 +9,7 @@ is :mod:`jobkit.context`'s business; watching jobs until they end is
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import getpass
 import os
@@ -29,7 +30,7 @@ from jobkit.errors import (
 from jobkit.ids import new_job_id
 from jobkit.monitor import Monitor
 from jobkit.observation import Failure, Observation
-from jobkit.reconcile import accept, apply, fail_all, observable
+from jobkit.reconcile import accept, apply, fail, fail_all, observable
 from jobkit.states import ACTIVE_STATES, FailureReason, JobRecord, JobState
 from jobkit.stores.base import Store, outcome_key, payload_key
 from jobkit.submitter import current as current_submitter
@@ -155,6 +156,11 @@ class Client:
 
         check_calls(fn, calls, array=array)  # before anything is written
         res = self.resolve_resources(resources)
+        if res.mem_growth and not res.mem:
+            raise ConfigError(
+                f"invalid resources mem_growth={res.mem_growth:g} without mem: an OOM retry "
+                "multiplies the memory asked for, so give the first attempt's, e.g. mem='2GB'"
+            )
         backend = self.backend(backend_name)
         backend.check_resources(res)
         cached = caching.plan(self.store, fn, calls, res.cache) if res.cache else None
@@ -382,15 +388,48 @@ class Client:
                     group = observable([r for r in fresh.values() if not r.is_terminal])
                     observed = backend.observe(group) if group else {}
                 if observed:
-                    apply(self.store, group, observed, reruns=backend.reruns_failed_attempts)
+                    self._apply(backend, group, observed)
         return reread
 
     def _observed(
         self, name: str, records: Sequence[JobRecord], observed: Mapping[str, Observation]
     ) -> None:
         """What a backend saw outside ``observe`` (a watch thread), to the reconciler."""
-        reruns = self.backend(name).reruns_failed_attempts
-        apply(self.store, records, observed, reruns=reruns)
+        self._apply(self.backend(name), records, observed)
+
+    def _apply(
+        self, backend: Backend, records: Sequence[JobRecord], observed: Mapping[str, Observation]
+    ) -> None:
+        """Hand observations to the reconciler, then resubmit what it requeued.
+
+        A backend that does not rerun attempts itself (Slurm, plugins) is
+        given each retried attempt again here, by the process whose
+        compare-and-set requeued it, with the record's resources as they now
+        are (an OOM retry's grown ``mem``).  Each job goes alone, as a single
+        job of its own id (an array's item too: ``array_id`` is dropped from
+        the copy the backend sees), so one refusal fails only that job.
+        """
+        from jobkit.reconcile import resubmitted
+        from jobkit.resources import Resources
+
+        again = apply(self.store, records, observed, reruns=backend.reruns_failed_attempts)
+        for record in again:
+            try:
+                resources = Resources.from_record(record.resources)
+                single = dataclasses.replace(record, array_id=None, array_index=None)
+                accepted = backend.submit([single], resources)
+            except Exception as exc:  # recorded whatever it is: no attempt stays QUEUED forever
+                now = self.store.get(record.id)
+                if now.backend_id != record.backend_id or now.attempt != record.attempt:
+                    continue  # another process resubmitted it (or it moved on)
+                message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                failure = Failure(
+                    FailureReason.SUBMIT_ERROR,
+                    f"resubmitting attempt {record.attempt} failed: {message}",
+                )
+                fail(self.store, record.id, failure, expect=(JobState.QUEUED,))
+                continue
+            resubmitted(self.store, record, accepted)
 
     # -- outcomes and logs -----------------------------------------------------
     def load_outcome(self, record: JobRecord) -> Outcome:

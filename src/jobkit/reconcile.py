@@ -11,8 +11,13 @@ Who writes which state (every arrow is the store's compare-and-set)::
     backend.observe / a backend's report ──► {id: Observation} ──► apply
       WAITING   ─► QUEUED (the scheduler requeued it)
       ENDED, STUCK (the worker could not record: killed, OOM, time limit, node gone)
-                 ─► settle ─┬─► QUEUED, attempt + 1  (a backend that reruns attempts)
-                            └─► FAILED/TIMEOUT|OOM|LOST|PREEMPTED|SUBMIT_ERROR
+                 ─► retry_allowed? ─┬─► QUEUED, attempt + 1, grown mem after an OOM
+                                    │     the backend reruns it (Kubernetes), or apply
+                                    │     returns it and the caller (Client._apply)
+                                    │     resubmits it ─► resubmitted (new backend id)
+                                    └─► FAILED/TIMEOUT|OOM|LOST|PREEMPTED|SUBMIT_ERROR
+      ENDED of a requeued attempt not yet resubmitted (awaiting_resubmission)
+                 ─► resubmitted by this process if nobody else will; never counted again
       CANCELLED ─► CANCELLED
     the local agent (the local backend's scheduler) ──► settle, as above
     cancel ─────────► CANCELLED
@@ -55,6 +60,7 @@ for more memory (:func:`grown_resources`).
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 import time
 from collections.abc import Collection, Mapping, Sequence
@@ -70,6 +76,7 @@ from jobkit.states import (
 )
 from jobkit.stores.base import Change, Store
 from jobkit.submitter import alive as submitter_alive
+from jobkit.submitter import current as current_submitter
 
 __all__ = [
     "HANDOVER_GRACE",
@@ -79,12 +86,15 @@ __all__ = [
     "accept",
     "apply",
     "attempt_entry",
+    "awaiting_resubmission",
     "exception_names",
     "fail",
     "fail_all",
     "grown_resources",
     "observable",
     "requeue",
+    "resubmitted",
+    "resubmitter_gone",
     "retries_left",
     "retry_allowed",
     "retry_classes",
@@ -441,22 +451,30 @@ def apply(
     *,
     reruns: bool = False,
     now: float | None = None,
-) -> None:
+) -> list[JobRecord]:
     """Turn a backend's observations of ``records`` into transitions.
 
     Each write is a compare-and-set against the record as read before the
     backend looked, so a worker that recorded its own end meanwhile wins.
     ``reruns``: the backend starts the next attempt itself once a job is back
-    in QUEUED (Kubernetes' ``backoffLimit``); otherwise an observed failure is
-    final, as the backend would not run it again.
+    in QUEUED (Kubernetes' ``backoffLimit``).  Otherwise a retryable observed
+    failure goes back to QUEUED too, and is returned: the caller (the process
+    that wrote the requeue, and only it) resubmits it through the backend
+    (:func:`resubmitted`).  Returns those records, as written.
     """
     now = time.time() if now is None else now
+    resubmit: list[JobRecord] = []
     for record in records:
         seen = observations.get(record.id)
         if seen is None or record.state not in ACTIVE_STATES:
             continue
         if seen.phase in REASONS:
-            _failed(store, record, seen, reruns=reruns, now=now)
+            # A backend that reruns attempts may leave some jobs to jobkit (a
+            # Kubernetes job whose memory grows on OOM): ``extra["reruns"] = False``.
+            itself = reruns and record.extra.get("reruns") is not False
+            again = _failed(store, record, seen, reruns=itself, now=now)
+            if again is not None:
+                resubmit.append(again)
         elif seen.phase is Phase.CANCELLED:
             store.transition(
                 record.id,
@@ -472,6 +490,18 @@ def apply(
         ):
             # Only toward QUEUED (accepted, or requeued by the scheduler): RUNNING
             # is the worker's to record, and a stale snapshot must not undo a requeue.
+            if record.state is JobState.RUNNING:
+                # The scheduler took a running attempt away and runs the job again
+                # itself (Slurm's requeue, preemption in REQUEUE mode): that attempt
+                # ended, PREEMPTED, and the history keeps it.
+                requeue(
+                    store,
+                    record,
+                    f"{record.backend} requeued it ({seen.native_state}) and runs it again",
+                    reason=FailureReason.PREEMPTED,
+                    native_state=seen.native_state,
+                )
+                continue
             found: dict[str, Any] = {}
             if record.state is JobState.PENDING and seen.backend_id and not record.backend_id:
                 # Handed over by a submitter that died before recording the id.
@@ -492,6 +522,7 @@ def apply(
             store.update(record.id, native_state=seen.native_state, message=seen.message)
         elif seen.phase is Phase.UNKNOWN and seen.native_state != record.native_state:
             store.update(record.id, native_state=seen.native_state)
+    return resubmit
 
 
 def would_write(record: JobRecord, seen: Observation) -> bool:
@@ -517,8 +548,19 @@ def would_write(record: JobRecord, seen: Observation) -> bool:
 
 def _failed(
     store: Store, record: JobRecord, seen: Observation, *, reruns: bool, now: float
-) -> None:
+) -> JobRecord | None:
+    """An attempt ended without its worker recording it: retry or fail.
+    Returns the record when the caller must resubmit it (see :func:`apply`)."""
+    if not reruns and awaiting_resubmission(record):
+        # The previous attempt's backend job, seen again before its resubmission:
+        # not a new failure.  Its resubmitter died meanwhile: resubmit it here.
+        return record if resubmitter_gone(record) else None
     reason = seen.hint or REASONS[seen.phase]
+    if reason is FailureReason.ERROR:
+        # ERROR is the function raising, which only the worker sees and records
+        # (with the outcome).  A backend that saw the process exit non-zero while
+        # the worker recorded nothing (Slurm's FAILED) saw it die: LOST.
+        reason = FailureReason.LOST
     if seen.message:
         message = seen.message
     elif seen.phase is Phase.STUCK and record.state is JobState.PENDING:
@@ -527,16 +569,86 @@ def _failed(
         message = f"{seen.native_state}: the worker recorded no outcome"
     failure = Failure(reason, message, seen.exit_code, seen.native_state)
     finished = seen.finished_at or now
+    host = seen.host if record.host is None else None
+    ran = record if host is None else dataclasses.replace(record, host=host)
     if reruns:
         settle(
             store,
-            record,
+            ran,
             failure,
             expect=(record.state,),
             requeue_from=(record.state,),
             retry_message=f"retrying after {message}",
             finished_at=finished,
         )
-    else:
-        host = seen.host if record.host is None else None
-        fail(store, record.id, failure, expect=(record.state,), finished_at=finished, host=host)
+        return None
+    if record.state is not JobState.PENDING and retry_allowed(record, reason):
+        extra = {**record.extra, "resubmit": {"of": record.backend_id, **current_submitter()}}
+        fields: dict[str, Any] = {"exit_code": seen.exit_code, "extra": extra}
+        if seen.native_state is not None:
+            fields["native_state"] = seen.native_state
+        again = requeue(
+            store,
+            ran,
+            f"retrying after {reason.value}: {message}",
+            expect=(record.state,),
+            reason=reason,
+            **fields,
+        )
+        if again is not None:
+            return again
+    fail(store, record.id, failure, expect=(record.state,), finished_at=finished, host=host)
+    return None
+
+
+# -- resubmitting an observed failure's next attempt ------------------------------------
+
+
+def awaiting_resubmission(record: JobRecord) -> bool:
+    """Whether ``record`` is a requeued next attempt whose backend job is still
+    the one of the attempt that ended: nobody has resubmitted it yet.
+
+    Requeued by :func:`apply` (``extra["resubmit"]["of"]``: that process
+    resubmits it), or by its worker (an ``ERROR`` retry: the last attempt's
+    backend id is still the record's) on a backend that reruns nothing."""
+    if record.state is not JobState.QUEUED or record.backend_id is None:
+        return False
+    mark = record.extra.get("resubmit")
+    if isinstance(mark, dict):
+        return mark.get("of") == record.backend_id
+    last = record.attempts[-1] if record.attempts else None
+    return last is not None and last.get("backend_id") == record.backend_id
+
+
+def resubmitter_gone(record: JobRecord, *, host: str | None = None) -> bool:
+    """Whether nobody else will resubmit ``record`` (see
+    :func:`awaiting_resubmission`): its worker requeued it, or the process
+    that requeued it is gone (on its host: its pid is dead or reused;
+    elsewhere: HANDOVER_GRACE passed since the requeue)."""
+    mark = record.extra.get("resubmit")
+    if not isinstance(mark, dict):
+        return True
+    if mark.get("host") == (host or socket.gethostname()):
+        return not submitter_alive(mark)
+    ended = record.attempts[-1].get("ended_at") if record.attempts else None
+    return not isinstance(ended, int | float) or time.time() - ended > HANDOVER_GRACE
+
+
+def resubmitted(
+    store: Store, record: JobRecord, accepted: Sequence[Accepted], *, now: float | None = None
+) -> JobRecord | None:
+    """Record the backend's acceptance of a resubmitted attempt: its new
+    backend id and extra, the job staying QUEUED (or RUNNING, if its worker
+    was faster).  None when the backend took nothing or the job moved on."""
+    taken = next((a for a in accepted if a.job_id == record.id), None)
+    if taken is None:
+        return None
+    current = store.get(record.id)
+    if current.state not in ACTIVE_STATES or current.attempt != record.attempt:
+        return None
+    extra = {k: v for k, v in current.extra.items() if k != "resubmit"}
+    extra.update(taken.extra)
+    fields: dict[str, Any] = {"extra": extra, "submitted_at": time.time() if now is None else now}
+    if taken.backend_id:
+        fields["backend_id"] = taken.backend_id
+    return store.update(record.id, **fields)

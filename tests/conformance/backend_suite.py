@@ -20,6 +20,7 @@ import concurrent.futures
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -64,6 +65,30 @@ def fail_once(marker: str) -> str:
         Path(marker).touch()
         raise RuntimeError("first try fails")
     return "second try"
+
+
+def kill_self_once(marker: str) -> str:
+    """SIGKILLs its own process the first time (leaving ``marker``): the worker
+    records nothing, so the backend sees the attempt end (LOST)."""
+    if not os.path.exists(marker):
+        Path(marker).touch()
+        os.kill(os.getpid(), signal.SIGKILL)
+    return "survived"
+
+
+def raise_once(marker: str, kind: str) -> str:
+    """Raises ``ValueError`` (kind "value") or :class:`SuiteError` the first time."""
+    if not os.path.exists(marker):
+        Path(marker).touch()
+        raise ValueError("first try fails") if kind == "value" else SuiteError(7)
+    return "second try"
+
+
+def allocate(nbytes: int, hold: float) -> int:
+    """Allocates and touches ``nbytes`` and holds them ``hold`` seconds."""
+    block = bytearray(b"\x01") * nbytes  # filled, so every page is resident
+    time.sleep(hold)
+    return len(block)
 
 
 def tick_until(path: str, limit: float) -> int:
@@ -172,6 +197,8 @@ class BackendConformance:
     """Options of jobs that fill the backend, so one more stays queued."""
     queued_skip: ClassVar[str | None] = None
     time_limit_skip: ClassVar[str | None] = None
+    oom_skip: ClassVar[str | None] = None
+    """Why this backend cannot make a job that goes over its ``mem`` fail OOM here."""
     impossible: ClassVar[dict[str, Any] | None] = None
     """Valid resources this backend can never satisfy (a ConfigError at submit)."""
 
@@ -298,9 +325,76 @@ class BackendConformance:
         assert job.info.failure_reason is FailureReason.TIMEOUT
 
     def test_retries_rerun_a_failed_attempt(self, client: Any, tmp_path: Path) -> None:
-        job = jobkit.remote(retries=1)(fail_once).submit(str(tmp_path / "tried"))
+        job = jobkit.remote(retries=1, retry_on={"ERROR"})(fail_once).submit(
+            str(tmp_path / "tried")
+        )
         assert job.result(timeout=T) == "second try"
         assert job.info.state is JobState.SUCCEEDED and job.info.attempt == 1
+        (first,) = job.info.attempts
+        assert first["attempt"] == 0 and first["reason"] == "ERROR"
+        assert "first try fails" in first["message"]
+
+    # -- retries by failure class ------------------------------------------------------
+    def test_a_lost_attempt_is_retried_by_default(self, client: Any, tmp_path: Path) -> None:
+        job = jobkit.remote(retries=1)(kill_self_once).submit(str(tmp_path / "killed"))
+        assert job.result(timeout=T) == "survived"
+        info = job.info
+        assert info.state is JobState.SUCCEEDED and info.attempt == 1
+        (first,) = info.attempts
+        assert first["attempt"] == 0 and first["reason"] == "LOST"
+        assert first["ended_at"] is not None and first["message"]
+
+    def test_a_lost_item_of_a_map_is_retried_alone(self, client: Any, tmp_path: Path) -> None:
+        (tmp_path / "0").touch()
+        (tmp_path / "2").touch()  # only item 1 kills itself, once
+        array = jobkit.remote(retries=1)(kill_self_once).map(
+            [str(tmp_path / str(i)) for i in range(3)]
+        )
+        assert array.results(timeout=T, progress=False) == ["survived"] * 3
+        infos = [job.info for job in array]
+        assert [i.attempt for i in infos] == [0, 1, 0]
+        assert [a["reason"] for a in infos[1].attempts] == ["LOST"]
+        assert infos[1].array_id == array.id and infos[1].array_index == 1
+
+    def test_an_error_is_not_retried_by_default(self, client: Any, tmp_path: Path) -> None:
+        marker = tmp_path / "tried"
+        job = jobkit.remote(retries=2)(fail_once).submit(str(marker))
+        with pytest.raises(RuntimeError, match="first try fails"):
+            job.result(timeout=T)
+        info = job.info
+        assert info.state is JobState.FAILED and info.failure_reason is FailureReason.ERROR
+        assert info.attempt == 0 and info.attempts == []
+
+    def test_retry_on_an_exception_class_retries_that_class_only(
+        self, client: Any, tmp_path: Path
+    ) -> None:
+        robust = jobkit.remote(retries=1, retry_on={SuiteError})(raise_once)
+        retried = robust.submit(str(tmp_path / "suite"), "suite")
+        other = robust.submit(str(tmp_path / "value"), "value")
+        assert retried.result(timeout=T) == "second try"
+        assert retried.info.attempt == 1 and retried.info.attempts[0]["reason"] == "ERROR"
+        with pytest.raises(ValueError, match="first try fails"):
+            other.result(timeout=T)
+        assert other.info.attempt == 0 and other.info.failure_reason is FailureReason.ERROR
+
+    def test_an_oom_is_retried_with_doubled_memory(self, client: Any) -> None:
+        if self.oom_skip:
+            pytest.skip(self.oom_skip)
+        mem = 256 * 2**20
+        job = jobkit.remote(mem=mem, retries=1, mem_growth=2.0)(allocate).submit(320 * 2**20, 3.0)
+        assert job.result(timeout=T) == 320 * 2**20
+        info = job.info
+        assert info.state is JobState.SUCCEEDED and info.attempt == 1
+        (first,) = info.attempts
+        assert first["reason"] == "OOM" and first["mem"] == mem
+        assert info.resources["mem"] == 2 * mem
+
+    def test_mem_growth_without_mem_is_one_line_at_submit(self, client: Any) -> None:
+        before = len(jobkit.jobs(limit=10_000))
+        with pytest.raises(jobkit.ConfigError) as caught:
+            jobkit.remote(retries=1, mem_growth=2.0)(square).submit(1)
+        assert "\n" not in str(caught.value) and "mem_growth" in str(caught.value)
+        assert len(jobkit.jobs(limit=10_000)) == before
 
     # -- rerunning what failed -------------------------------------------------------
     RERUN_FAILING: ClassVar[tuple[int, ...]] = (3, 7, 12)

@@ -108,3 +108,26 @@ def needs_marker(folder: str, index: int) -> int:
     if not (Path(folder) / str(index)).exists():
         raise CustomError(index)
     return index * index
+
+
+def kill_self_once(marker: str) -> str:
+    """SIGKILLs its own process the first time (leaving ``marker``)."""
+    if not os.path.exists(marker):
+        Path(marker).touch()
+        os.kill(os.getpid(), 9)
+    return "survived"
+
+
+def allocate(nbytes: int, hold: float) -> int:
+    """Allocates and touches ``nbytes`` and holds them ``hold`` seconds."""
+    block = bytearray(b"\x01") * nbytes  # filled, so every page is resident
+    time.sleep(hold)
+    return len(block)
+
+
+def fail_once(marker: str) -> str:
+    """Raises the first time (leaving ``marker``), returns the next."""
+    if not os.path.exists(marker):
+        Path(marker).touch()
+        raise RuntimeError("first try fails")
+    return "second try"

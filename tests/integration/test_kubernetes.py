@@ -103,6 +103,78 @@ def test_an_evicted_pod_is_preempted(cluster: Any, k8s_controller: Any) -> None:
         job.result(timeout=T)
 
 
+def test_preempted_and_evicted_pods_are_rerun_by_kubernetes_by_default(
+    cluster: Any, k8s_controller: Any, k8s_emulator: Any
+) -> None:
+    """Default ``retry_on``: PREEMPTED is retried; Kubernetes starts the next pod
+    (``backoffLimit``) of the same Job, the record keeps the attempt that ended."""
+    k8s_controller.simulate("preempt", after=0.5)
+    job = jobkit.remote(retries=1)(helpers.sleep_then).submit(1.0, "done")
+    assert job.result(timeout=T) == "done"
+    info = job.info
+    assert info.state is JobState.SUCCEEDED and info.attempt == 1
+    (first,) = info.attempts
+    assert first["reason"] == "PREEMPTED" and first["host"] and first["host"] != info.host
+    assert info.backend_id == job.id  # the same Job's next pod
+    evicted = jobkit.remote(retries=1, retry_on={"LOST"})
+    k8s_controller.simulate("evict", after=0.5)
+    not_covered = evicted(helpers.sleep_then).submit(30)
+    with pytest.raises(jobkit.JobFailedError, match="PREEMPTED"):
+        not_covered.result(timeout=T)
+    assert not_covered.info.attempt == 0
+
+
+def test_an_oom_with_mem_growth_is_resubmitted_as_a_new_job_with_doubled_memory(
+    cluster: Any, k8s_controller: Any, k8s_emulator: Any
+) -> None:
+    """The pod template of a Job cannot change: the next attempt is a Job of its
+    own, ``<id>-a1``, asking for twice the memory; Kubernetes never reruns such
+    a job itself (``backoffLimit`` 0)."""
+    k8s_controller.simulate("oom", after=0.5)
+    grow = jobkit.remote(mem="256MiB", mem_growth=2.0, retries=1)
+    job = grow(helpers.sleep_then).submit(1.0, "fits")
+    assert job.result(timeout=T) == "fits"
+    info = job.info
+    assert info.state is JobState.SUCCEEDED and info.attempt == 1
+    (first,) = info.attempts
+    assert first["reason"] == "OOM" and first["mem"] == 256 * 2**20
+    assert first["backend_id"] == job.id and info.backend_id == f"{job.id}-a1"
+    assert info.resources["mem"] == 512 * 2**20 and info.extra["reruns"] is False
+    jobs = {j["metadata"]["name"]: j for j in kube_jobs(k8s_emulator)}
+    limits = {
+        name: j["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["memory"]
+        for name, j in jobs.items()
+        if name in (job.id, f"{job.id}-a1")
+    }
+    assert limits == {job.id: "256Mi", f"{job.id}-a1": "512Mi"}
+    assert {jobs[n]["spec"]["backoffLimit"] for n in limits} == {0}
+    shown = subprocess.run(
+        [sys.executable, "-m", "jobkit", "status", job.id, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "JOBKIT_STORE": cluster.store.url},
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["attempts"][0]["reason"] == "OOM"
+
+
+def test_an_error_retry_of_a_job_with_mem_growth_is_resubmitted_by_jobkit(
+    cluster: Any, tmp_path: Path
+) -> None:
+    """Its worker requeues the ERROR itself; Kubernetes does not rerun such a
+    job (``backoffLimit`` 0): the reconciler sees the pod end and resubmits the
+    next attempt, the same memory, a Job of its own."""
+    robust = jobkit.remote(mem="256MiB", mem_growth=2.0, retries=1, retry_on={"ERROR", "OOM"})
+    job = robust(helpers.fail_once).submit(str(tmp_path / "tried"))
+    assert job.result(timeout=T) == "second try"
+    info = job.info
+    assert info.state is JobState.SUCCEEDED and info.attempt == 1
+    (first,) = info.attempts
+    assert first["reason"] == "ERROR" and info.backend_id == f"{job.id}-a1"
+    assert info.resources["mem"] == 256 * 2**20  # not an OOM: the same memory
+
+
 def test_status_survives_dropped_watches(
     cluster: Any, k8s_emulator: Any, k8s_controller: Any
 ) -> None:

@@ -249,11 +249,11 @@ def test_retries_rerun_a_failing_job(local: Any, tmp_path: Path) -> None:
             raise RuntimeError(f"attempt {attempts} fails")
         return attempts
 
-    job = jobkit.remote(retries=2)(flaky).submit(str(counter))
+    job = jobkit.remote(retries=2, retry_on={"ERROR"})(flaky).submit(str(counter))
     assert job.result(timeout=T) == 3
     assert job.info.attempt == 2 and job.state is JobState.SUCCEEDED
 
-    always = jobkit.remote(retries=1)(helpers.fail_with).submit(5)
+    always = jobkit.remote(retries=1, retry_on={helpers.CustomError})(helpers.fail_with).submit(5)
     with pytest.raises(helpers.CustomError):
         always.result(timeout=T)
     assert always.info.attempt == 1
@@ -261,7 +261,7 @@ def test_retries_rerun_a_failing_job(local: Any, tmp_path: Path) -> None:
 
 
 def test_retries_apply_to_time_limits_too(local: Any) -> None:
-    slow = jobkit.remote(time="1s", retries=1)(helpers.sleep_then).submit(30)
+    slow = jobkit.remote(time="1s", retries=1, retry_on={"TIMEOUT"})(helpers.sleep_then).submit(30)
     with pytest.raises(jobkit.JobFailedError, match="TIMEOUT"):
         slow.result(timeout=T)
     assert slow.info.attempt == 1

@@ -16,8 +16,11 @@ from jobkit.reconcile import (
     Failure,
     accept,
     apply,
+    awaiting_resubmission,
     fail,
     requeue,
+    resubmitted,
+    resubmitter_gone,
     retries_left,
     retry_allowed,
     settle,
@@ -46,8 +49,9 @@ def put(
     attempt: int = 0,
     retries: int | None = None,
     job_id: str | None = None,
+    **more: Any,
 ) -> JobRecord:
-    resources: dict[str, Any] = {"cpus": 1}
+    resources: dict[str, Any] = {"cpus": 1, **more}
     if retries is not None:
         resources["retries"] = retries
     record = JobRecord(
@@ -66,27 +70,40 @@ def put(
     return record
 
 
+ON_ERROR = ["ERROR"]
+
+
 @pytest.mark.parametrize(
-    ("reason", "attempt", "retries", "requeued"),
+    ("reason", "attempt", "retries", "retry_on", "requeued"),
     [
-        (FailureReason.ERROR, 0, None, False),
-        (FailureReason.ERROR, 0, 0, False),
-        (FailureReason.ERROR, 0, 2, True),
-        (FailureReason.ERROR, 1, 2, True),
-        (FailureReason.ERROR, 2, 2, False),
-        (FailureReason.ERROR, 5, 2, False),
-        (FailureReason.TIMEOUT, 0, 1, True),
-        (FailureReason.OOM, 0, 1, True),
-        (FailureReason.PREEMPTED, 0, 1, True),
-        (FailureReason.LOST, 1, 2, True),
-        (FailureReason.LOST, 2, 2, False),
-        (FailureReason.SUBMIT_ERROR, 0, 3, False),
+        (FailureReason.ERROR, 0, None, None, False),
+        (FailureReason.ERROR, 0, 2, None, False),  # a user's bug: not retried by default
+        (FailureReason.ERROR, 0, 0, ON_ERROR, False),
+        (FailureReason.ERROR, 0, 2, ON_ERROR, True),
+        (FailureReason.ERROR, 1, 2, ON_ERROR, True),
+        (FailureReason.ERROR, 2, 2, ON_ERROR, False),
+        (FailureReason.ERROR, 5, 2, ON_ERROR, False),
+        (FailureReason.TIMEOUT, 0, 1, None, False),
+        (FailureReason.TIMEOUT, 0, 1, ["TIMEOUT"], True),
+        (FailureReason.OOM, 0, 1, None, False),
+        (FailureReason.OOM, 0, 1, ["OOM"], True),
+        (FailureReason.PREEMPTED, 0, 1, None, True),
+        (FailureReason.PREEMPTED, 0, 1, ["LOST"], False),
+        (FailureReason.LOST, 1, 2, None, True),
+        (FailureReason.LOST, 2, 2, None, False),
+        (FailureReason.SUBMIT_ERROR, 0, 3, ["SUBMIT_ERROR"], False),
     ],
 )
-def test_a_running_failure_is_retried_while_retries_remain(
-    store: Store, reason: FailureReason, attempt: int, retries: int | None, requeued: bool
+def test_a_running_failure_is_retried_while_retries_remain_and_its_class_is_covered(
+    store: Store,
+    reason: FailureReason,
+    attempt: int,
+    retries: int | None,
+    retry_on: list[str] | None,
+    requeued: bool,
 ) -> None:
-    record = put(store, JobState.RUNNING, attempt=attempt, retries=retries)
+    extra = {} if retry_on is None else {"retry_on": retry_on}
+    record = put(store, JobState.RUNNING, attempt=attempt, retries=retries, **extra)
     written = settle(store, record, Failure(reason, "it broke", 137, "NATIVE"))
     assert written is not None
     now = store.get(record.id)
@@ -149,11 +166,15 @@ def test_requeue_counts_an_attempt_and_refuses_a_moved_job(store: Store) -> None
     assert requeue(store, running, "twice") is None  # no longer RUNNING
 
 
-def test_the_default_policy_retries_everything_but_submit_errors() -> None:
-    assert frozenset(FailureReason) - RETRIED_BY_DEFAULT == {FailureReason.SUBMIT_ERROR}
+def test_the_default_policy_retries_only_the_infrastructures_failures() -> None:
+    assert frozenset({FailureReason.PREEMPTED, FailureReason.LOST}) == RETRIED_BY_DEFAULT
     record = JobRecord(id="jk-1", name="j", backend="local", resources={"retries": 1})
     assert all(retry_allowed(record, reason) for reason in RETRIED_BY_DEFAULT)
-    assert not retry_allowed(record, FailureReason.SUBMIT_ERROR)
+    others = frozenset(FailureReason) - RETRIED_BY_DEFAULT
+    assert not any(retry_allowed(record, reason) for reason in others)
+    grows = JobRecord(id="jk-2", name="j", backend="local", resources={"retries": 1, "mem": 10})
+    grows.resources["mem_growth"] = 2.0
+    assert retry_allowed(grows, FailureReason.OOM)  # mem_growth names what to change
     record.attempt = 1
     assert not any(retry_allowed(record, reason) for reason in FailureReason)
 
@@ -169,7 +190,13 @@ def test_the_worker_counts_retries_from_the_record_not_its_environment(
     monkeypatch.setenv("JOBKIT_RETRIES_LEFT", "5")
     monkeypatch.setenv("JOBKIT_RETRIES", "5")
     for retries, final in ((0, True), (2, False)):
-        record = put(store, JobState.QUEUED, retries=retries, job_id=f"jk-retries-{retries}")
+        record = put(
+            store,
+            JobState.QUEUED,
+            retries=retries,
+            job_id=f"jk-retries-{retries}",
+            retry_on=["builtins.ValueError"],
+        )
         call = Call(fn=raises, args=("boom",), kwargs={})
         store.put_blob(payload_key(record.id), dump_payload(call, key=KEY, job_id=record.id))
         assert run_job(store, record.id, KEY) == 1
@@ -292,11 +319,15 @@ def test_accept_records_queued_with_the_backend_id_and_keeps_a_fast_workers_runn
     ("seen", "reruns", "state", "reason", "attempt"),
     [
         (Observation("OUT_OF_MEMORY", Phase.ENDED, FailureReason.OOM), False, "FAILED", "OOM", 0),
-        (Observation("COMPLETED", Phase.ENDED), False, "FAILED", "LOST", 0),
-        (Observation("Failed/OOM", Phase.ENDED, FailureReason.OOM), True, "QUEUED", None, 1),
+        (Observation("COMPLETED", Phase.ENDED), False, "QUEUED", None, 1),  # LOST: resubmitted
+        # Slurm's FAILED: the process exited non-zero, its worker recorded nothing: LOST
+        (Observation("FAILED", Phase.ENDED, FailureReason.ERROR), False, "QUEUED", None, 1),
+        (Observation("Failed/OOM", Phase.ENDED, FailureReason.OOM), True, "FAILED", "OOM", 0),
+        (Observation("Evicted", Phase.ENDED, FailureReason.PREEMPTED), True, "QUEUED", None, 1),
         (Observation("Pending/Err", Phase.STUCK), True, "FAILED", "SUBMIT_ERROR", 0),
         (Observation("CANCELLED by 0", Phase.CANCELLED), False, "CANCELLED", None, 0),
-        (Observation("REQUEUED", Phase.WAITING), False, "QUEUED", None, 0),
+        # The scheduler requeued a running attempt: it ended (PREEMPTED), the next runs.
+        (Observation("REQUEUED", Phase.WAITING), False, "QUEUED", None, 1),
         (Observation("RUNNING", Phase.RUNNING), False, "RUNNING", None, 0),
     ],
 )
@@ -356,3 +387,109 @@ def test_backends_never_write_job_states() -> None:
             ):
                 offenders.append(f"{path.relative_to(SRC)}:{node.lineno}")
     assert not offenders, offenders
+
+
+# -- observed failures of backends that do not rerun attempts: requeued, resubmitted ------
+
+
+def running_on(store: Store, job_id: str, **resources: Any) -> JobRecord:
+    record = put(store, JobState.RUNNING, job_id=job_id, **resources)
+    return store.update(record.id, backend_id="101")
+
+
+@pytest.mark.parametrize(
+    ("seen", "reason"),
+    [
+        (Observation("COMPLETED", Phase.ENDED, host="node-7"), "LOST"),
+        (
+            Observation("PREEMPTED", Phase.ENDED, FailureReason.PREEMPTED, host="node-7"),
+            "PREEMPTED",
+        ),
+    ],
+)
+def test_a_retryable_observed_failure_is_requeued_for_resubmission_with_its_history(
+    store: Store, seen: Observation, reason: str
+) -> None:
+    record = running_on(store, "jk-lost", retries=1)
+    again = apply(store, [record], {record.id: seen}, reruns=False, now=9.0)
+    got = store.get(record.id)
+    assert [r.id for r in again] == [record.id] and again[0] == got
+    assert got.state is JobState.QUEUED and got.attempt == 1 and got.failure_reason is None
+    assert got.message.startswith(f"retrying after {reason}")
+    (first,) = got.attempts
+    assert first["attempt"] == 0 and first["reason"] == reason
+    assert first["host"] == "node-7" and first["backend_id"] == "101"
+    assert got.extra["resubmit"]["of"] == "101"  # until the backend takes the next attempt
+    # Seen again before the resubmission (its resubmitter, this process, is alive):
+    # not a second failure.
+    assert apply(store, [got], {got.id: seen}, reruns=False) == []
+    assert store.get(record.id) == got
+    # Spent: the next observed failure is final.
+    taken = resubmitted(store, got, [Accepted(got.id, "102", {"stdout": "/o"})])
+    assert taken is not None and taken.backend_id == "102" and "resubmit" not in taken.extra
+    moved = store.transition(got.id, JobState.RUNNING)
+    assert moved is not None
+    assert apply(store, [moved], {got.id: seen}, reruns=False) == []
+    final = store.get(record.id)
+    assert final.state is JobState.FAILED and final.failure_reason is FailureReason(reason)
+    assert final.attempt == 1 and len(final.attempts) == 1
+
+
+def test_an_error_class_outside_retry_on_is_not_requeued_by_an_observer(store: Store) -> None:
+    record = running_on(store, "jk-timeout", retries=3)
+    seen = Observation("TIMEOUT", Phase.ENDED, FailureReason.TIMEOUT)
+    assert apply(store, [record], {record.id: seen}, reruns=False) == []
+    got = store.get(record.id)
+    assert got.state is JobState.FAILED and got.failure_reason is FailureReason.TIMEOUT
+
+
+def test_an_oom_retry_asks_for_grown_memory_up_to_mem_max(store: Store) -> None:
+    record = running_on(store, "jk-oom", retries=3, mem=1000, mem_growth=2.0, mem_max=3000)
+    oom = Observation("OUT_OF_MEMORY", Phase.ENDED, FailureReason.OOM)
+    (again,) = apply(store, [record], {record.id: oom}, reruns=False)
+    assert again.resources["mem"] == 2000 and again.attempts[0]["mem"] == 1000
+    assert again.attempts[0]["reason"] == "OOM" and "mem=2000" in (again.message or "")
+    resubmitted(store, again, [Accepted(again.id, "102")])
+    moved = store.transition(again.id, JobState.RUNNING)
+    assert moved is not None
+    (third,) = apply(store, [moved], {again.id: oom}, reruns=False)
+    assert third.resources["mem"] == 3000  # capped
+    assert [a["mem"] for a in third.attempts] == [1000, 2000]
+
+
+def test_a_dead_resubmitters_attempt_is_resubmitted_by_the_next_observer(store: Store) -> None:
+    record = running_on(store, "jk-orphan", retries=1)
+    seen = Observation("COMPLETED", Phase.ENDED)
+    (again,) = apply(store, [record], {record.id: seen}, reruns=False)
+    dead = {"of": "101", "host": again.extra["resubmit"]["host"], "pid": 2**22 + 7, "started": 1}
+    orphan = store.update(again.id, extra={**again.extra, "resubmit": dead})
+    assert awaiting_resubmission(orphan) and resubmitter_gone(orphan)
+    assert apply(store, [orphan], {orphan.id: seen}, reruns=False) == [orphan]
+    assert store.get(record.id).attempt == 1  # no attempt spent twice
+
+
+def test_a_worker_requeued_attempt_whose_backend_job_ended_is_resubmitted_not_recounted(
+    store: Store,
+) -> None:
+    """The worker requeued an ERROR itself on a backend that reruns nothing
+    (its backend job is still the last attempt's): seen ended, it is handed
+    back for resubmission, its attempt not spent again."""
+    record = running_on(store, "jk-worker-requeued", retries=2, retry_on=["ERROR"])
+    again = requeue(store, record, "retrying after ValueError: x", reason=FailureReason.ERROR)
+    assert again is not None and awaiting_resubmission(again) and resubmitter_gone(again)
+    seen = Observation("FAILED", Phase.ENDED, FailureReason.ERROR)
+    assert apply(store, [again], {again.id: seen}, reruns=False) == [again]
+    assert store.get(record.id) == again
+
+
+def test_a_running_attempt_the_scheduler_requeued_is_kept_as_preempted(store: Store) -> None:
+    record = running_on(store, "jk-requeued")
+    apply(store, [record], {record.id: Observation("REQUEUED", Phase.WAITING)}, reruns=False)
+    got = store.get(record.id)
+    assert got.state is JobState.QUEUED and got.attempt == 1 and got.native_state == "REQUEUED"
+    (first,) = got.attempts
+    assert first["reason"] == "PREEMPTED" and first["backend_id"] == "101"
+    assert "requeued it (REQUEUED)" in first["message"]
+    queued = put(store, JobState.QUEUED, job_id="jk-waits")  # still waiting: no attempt ended
+    apply(store, [queued], {queued.id: Observation("PENDING", Phase.WAITING)})
+    assert store.get(queued.id).attempt == 0 and store.get(queued.id).attempts == []

@@ -344,8 +344,8 @@ def test_unknown_resource_suggests(name: str, suggestion: str) -> None:
     message = str(info.value)
     assert message.startswith(f"unknown resource {name!r} (did you mean {suggestion!r}?)")
     assert (
-        "valid resources are cpus, env, gpu_type, gpus, image, isolate, kubernetes, labels, mem"
-        in message
+        "valid resources are cache, cpus, env, gpu_type, gpus, image, isolate, kubernetes, "
+        "labels, mem, mem_growth, mem_max, name" in message
     )
 
 

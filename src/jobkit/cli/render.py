@@ -275,6 +275,8 @@ def record_table(record: JobRecord, now: float) -> None:
             shown: Text | str = Text(state_text(record), style=STATE_STYLES.get(record.state, ""))
         elif name == "failure_reason":
             continue  # part of the state line
+        elif name == "attempts":
+            continue  # a table of its own, below
         elif name in _TIME_FIELDS:
             shown = format_time(value, now)
         elif name == "resources":
@@ -287,6 +289,54 @@ def record_table(record: JobRecord, now: float) -> None:
         if name == "finished_at":
             table.add_row("run time", run_time(record, now))
     emit(console(), table)
+    if record.attempts:
+        sys.stdout.write("\nattempts:\n" + attempts_table(record, now))
+        sys.stdout.flush()
+
+
+def attempts_table(record: JobRecord, now: float) -> str:
+    """The attempt history under ``jobkit status``, hand-aligned like ``jobkit
+    list`` (never wrapped): each earlier attempt (how it ended, where, with how
+    much memory, when, why), then the current one."""
+    rows = [dict(a) for a in record.attempts]
+    rows.append(
+        {
+            "attempt": record.attempt,
+            "reason": state_text(record),
+            "host": record.host,
+            "mem": record.resources.get("mem"),
+            "started_at": record.started_at,
+            "ended_at": record.finished_at,
+            "message": (
+                record.message
+                if record.state in (JobState.FAILED, JobState.CANCELLED)
+                else "-"
+                if record.is_terminal
+                else "(current attempt)"
+            ),
+        }
+    )
+    cells = []
+    for row in rows:
+        mem = row.get("mem")
+        cells.append(
+            tuple(
+                printable(cell)
+                for cell in (
+                    str(row.get("attempt", "-")),
+                    str(row.get("reason") or "-"),
+                    str(row.get("host") or "-"),
+                    str(_readable_resources({"mem": mem})["mem"]) if mem else "-",
+                    format_time(row.get("started_at"), now),
+                    format_time(row.get("ended_at"), now),
+                    first_line(str(row.get("message") or "")) or "-",
+                )
+            )
+        )
+    return columns(_ATTEMPT_HEADERS, cells)
+
+
+_ATTEMPT_HEADERS = ("ATTEMPT", "ENDED AS", "HOST", "MEM", "STARTED", "ENDED", "MESSAGE")
 
 
 def array_summary(array_id: str, members: Sequence[JobRecord], now: float) -> None:

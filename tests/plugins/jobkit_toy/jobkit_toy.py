@@ -14,6 +14,7 @@ Data flow::
         launcher: at most ``max_parallel`` workers; a job cancelled meanwhile is skipped
         worker process: RUNNING → SUCCEEDED | FAILED/ERROR | QUEUED (retry)
         watcher: past ``resources.time`` → kill, report ENDED with hint TIMEOUT;
+                 resident memory past ``resources.mem`` → kill, report ENDED with hint OOM;
                  requeued by the worker → launch the next attempt;
                  exited without a terminal state → report ENDED (LOST)
     observe(records) ──► RUNNING for the jobs it runs now
@@ -30,6 +31,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -65,7 +67,7 @@ class ToyBackend(Backend):
     def __init__(self, settings: ToySettings, services: BackendServices) -> None:
         super().__init__(settings, services)
         self.log_dir = Path(self.store.local_dir or os.environ.get("JOBKIT_HOME", "/tmp")) / "toy"
-        self._queue: list[tuple[JobRecord, float | None, int]] = []
+        self._queue: list[tuple[JobRecord, float | None, int | None]] = []
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self._timed_out: set[str] = set()
         self._ids = itertools.count()
@@ -93,7 +95,7 @@ class ToyBackend(Backend):
         limit = resources.time.total_seconds() if resources.time else None
         accepted = [Accepted(r.id, f"toy-{os.getpid()}-{next(self._ids)}") for r in records]
         with self._lock:
-            self._queue.extend((r, limit, int(resources.retries or 0)) for r in records)
+            self._queue.extend((r, limit, resources.mem) for r in records)
             self._lock.notify_all()
             if self._launcher is None or not self._launcher.is_alive():
                 self._launcher = threading.Thread(
@@ -114,13 +116,13 @@ class ToyBackend(Backend):
                     if not self._lock.wait(timeout=30) and not self._queue:
                         self._launcher = None  # under the lock: submit starts a new one
                         return
-                record, limit, retries = self._queue.pop(0)
+                record, limit, mem = self._queue.pop(0)
             current = self.store.get(record.id)
             if current.state in TERMINAL:
                 continue
-            self._start(current, limit, retries)
+            self._start(current, limit, mem)
 
-    def _start(self, record: JobRecord, limit: float | None, retries: int) -> None:
+    def _start(self, record: JobRecord, limit: float | None, mem: int | None) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         env = {
             **os.environ,
@@ -140,20 +142,27 @@ class ToyBackend(Backend):
             )
         with self._lock:
             self._procs[record.id] = proc
-        threading.Thread(
-            target=self._watch, args=(record, proc, limit, retries), daemon=True
-        ).start()
+        threading.Thread(target=self._watch, args=(record, proc, limit, mem), daemon=True).start()
 
     def _watch(
-        self, record: JobRecord, proc: subprocess.Popen[bytes], limit: float | None, retries: int
+        self, record: JobRecord, proc: subprocess.Popen[bytes], limit: float | None, mem: int | None
     ) -> None:
         timed_out = False
+        over: int | None = None
+        deadline = None if limit is None else time.monotonic() + limit
         try:
-            proc.wait(timeout=limit)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+            while proc.poll() is None:
+                if deadline is not None and time.monotonic() >= deadline:
+                    timed_out = True
+                    break
+                rss = _rss(proc.pid)
+                if mem and rss > mem:
+                    over = rss
+                    break
+                time.sleep(0.05)
+            if proc.poll() is None:
+                proc.kill()
             proc.wait()
-            timed_out = True
         finally:
             with self._lock:
                 self._procs.pop(record.id, None)
@@ -161,10 +170,18 @@ class ToyBackend(Backend):
         after = self.store.get(record.id)
         if after.state is JobState.QUEUED and after.attempt > record.attempt and not timed_out:
             with self._lock:  # the worker requeued a failed attempt: run the next one
-                self._queue.append((after, limit, retries))
+                self._queue.append((after, limit, mem))
                 self._lock.notify_all()
         elif after.state not in TERMINAL:
-            if timed_out:
+            if over is not None:
+                seen = Observation(
+                    "KILLED_OVER_MEMORY",
+                    Phase.ENDED,
+                    FailureReason.OOM,
+                    f"used {over >> 20} MiB, more than its mem of {(mem or 0) >> 20} MiB",
+                    exit_code=proc.returncode,
+                )
+            elif timed_out:
                 seen = Observation(
                     "KILLED_AT_TIME_LIMIT",
                     Phase.ENDED,
@@ -202,3 +219,14 @@ class ToyBackend(Backend):
         for proc in procs:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
+
+
+def _rss(pid: int) -> int:
+    """Resident bytes of ``pid`` (0 once it is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return 0

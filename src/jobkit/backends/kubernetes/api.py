@@ -192,7 +192,7 @@ class KubeApi:
                     f"in namespace {self.namespace!r} ({message}); {ROLE_HINT}"
                 )
             if status == 409:
-                return SubmitError(f"{where} already exists (409): {message}")
+                return AlreadyExists(f"{where} already exists (409): {message}")
             if status in (400, 422):
                 return SubmitError(
                     f"the Kubernetes API rejected the {resource.split('/')[0]} ({status}): "
@@ -207,6 +207,11 @@ class KubeApi:
                 "the cluster is up"
             )
         return exc
+
+
+class AlreadyExists(SubmitError):
+    """409 on create: a Job of that name exists (for a resubmitted attempt's
+    deterministic name: another jobkit process created it first)."""
 
 
 class WatchExpired(BackendError):

@@ -42,7 +42,13 @@ from jobkit.observation import Phase
 from jobkit.reconcile import abandoned_message, submitter_gone
 from jobkit.states import ACTIVE_STATES, FailureReason, JobRecord, JobState
 
-from .manifest import build_job, job_name, to_yaml, validate
+from .manifest import (
+    attempt_job_name,
+    build_job,
+    job_name,
+    to_yaml,
+    validate,
+)
 from .settings import KubernetesSettings
 from .states import created, job_name_of, jobkit_id, judge, worth_a_look
 
@@ -126,7 +132,7 @@ class KubernetesBackend(Backend):
         *,
         count: int | None,
         items: list[int] | None = None,
-        name_suffix: str = "",
+        kube_name: str | None = None,
     ) -> dict[str, Any]:
         manifest = build_job(
             job_id=job_id,
@@ -137,7 +143,7 @@ class KubernetesBackend(Backend):
             count=count,
             per_index_retries=self._per_index_retries(),
             items=items,
-            name_suffix=name_suffix,
+            kube_name=kube_name,
         )
         validate(manifest, self._server_version)
         return manifest
@@ -167,16 +173,34 @@ class KubernetesBackend(Backend):
             record.extra["namespace"] = self.settings.namespace
 
     def submit(self, records: Sequence[JobRecord], resources: Resources) -> list[Accepted]:
-        """One Job: a single job's, or one Indexed Job for a map.  A rerun (jobs
-        reopened by ``jobkit retry``) gets a Job of its own, ``<id>-r<tag>``
-        (the first attempt's may still exist), over just the rerun items; the
-        tag comes from the rerun's time, so a dead submitter's Job is found."""
+        """One Job (a map: one Indexed Job), named for what it runs:
+
+        - a first submission: ``job_name(<job or array id>)``;
+        - a rerun (jobs reopened by ``jobkit retry``): ``<id>-r<tag>``, the tag
+          from the rerun's time, so a dead submitter's Job is found by name;
+        - a later attempt jobkit resubmits (one job, ``attempt`` > 0: a retry
+          on a backend-observed failure): :func:`attempt_job_name`, with the
+          record's resources as they now are (an OOM retry's grown memory).
+
+        A map's items with gaps (a rerun, a map partly answered from the cache,
+        one item resubmitted) run as an Indexed Job over exactly those items
+        (``jobkit.dev/items``).  Jobs with ``mem_growth`` are not rerun by
+        Kubernetes (``backoffLimit`` 0): their records say so
+        (``extra["reruns"] = False``) and the reconciler's process resubmits
+        each retry."""
         first = records[0]
         array = first.array_id is not None
         job_id = first.array_id if first.array_id is not None else first.id
         suffix = _rerun_suffix(first)
+        retried = not suffix and len(records) == 1 and first.attempt > 0
+        if suffix:
+            name = job_name(job_id + suffix)
+        elif retried:
+            name = attempt_job_name(first.id, first.attempt)
+        else:
+            name = job_name(job_id)
         indices = [int(r.array_index or 0) for r in records]
-        gaps = indices != list(range(len(records)))  # a rerun, or a map partly cached
+        gaps = indices != list(range(len(records)))
         items = indices if array and (suffix or gaps) else None
         manifest = self.manifest(
             job_id,
@@ -184,13 +208,21 @@ class KubernetesBackend(Backend):
             resources,
             count=len(records) if array else None,
             items=items,
-            name_suffix=suffix,
+            kube_name=name,
         )
-        self.api.create_job(manifest)
-        name = job_name(job_id + suffix)
+        from .api import AlreadyExists
+
+        try:
+            self.api.create_job(manifest)
+        except AlreadyExists:
+            if not retried:
+                raise
+            # The attempt's Job has one name: another jobkit process that saw
+            # the same end resubmitted it first.  Created once, accepted by both.
         self._ensure_watch()
+        extra: dict[str, Any] = {"reruns": False} if resources.mem_growth else {}
         return [
-            Accepted(record.id, f"{name}[{record.array_index}]" if array else name)
+            Accepted(record.id, f"{name}[{record.array_index}]" if array else name, extra)
             for record in records
         ]
 

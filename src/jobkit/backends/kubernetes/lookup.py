@@ -32,8 +32,11 @@ IDS_PER_SELECTOR = 50
 
 def find(api: KubeApi, records: Sequence[JobRecord]) -> tuple[list[dict[str, Any]], set[str]]:
     """The pods of ``records``' Jobs, and the names of those Jobs that exist."""
+    # A map's item resubmitted as a Job of its own (a retry with grown memory)
+    # carries its own id label, not its array's.
+    alone = [r for r in records if r.array_id is None or "[" not in (r.backend_id or "[")]
     by_label = {
-        JOB_ID: sorted({r.id for r in records if r.array_id is None}),
+        JOB_ID: sorted({r.id for r in alone}),
         ARRAY_ID: sorted({r.array_id for r in records if r.array_id is not None}),
     }
     pods: list[dict[str, Any]] = []

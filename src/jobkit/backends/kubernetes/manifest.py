@@ -87,6 +87,12 @@ def job_name(job_id: str) -> str:
     return name
 
 
+def attempt_job_name(job_id: str, attempt: int) -> str:
+    """The Job of a resubmitted attempt of ``job_id`` (a map's item too, as a Job
+    of its own): ``jk-abc-a1``, ``jk-abc-3-a2``.  Attempt 0 is ``job_name(job_id)``."""
+    return job_name(f"{job_id.replace('.', '-')}-a{attempt}")
+
+
 def build_job(
     *,
     job_id: str,
@@ -97,11 +103,12 @@ def build_job(
     count: int | None = None,
     per_index_retries: bool = True,
     items: list[int] | None = None,
-    name_suffix: str = "",
+    kube_name: str | None = None,
 ) -> dict[str, Any]:
     """The Job for one jobkit job (``count`` None) or a map of ``count`` items (``job_id``
-    is then the array id).  A rerun names its Job ``<id><name_suffix>`` (the first
-    attempt's Job may still exist) and, for a map, runs only ``items``."""
+    is then the array id).  ``kube_name``: the Job's name, when not ``job_name(job_id)``
+    (a rerun's or a resubmitted attempt's: the first attempt's Job may still
+    exist); ``items``: for a map, run only these item indices."""
     check_extras(resources.kubernetes)
     extras: Mapping[str, Any] = resources.kubernetes
     image = resources.image or settings.image
@@ -132,7 +139,9 @@ def build_job(
     if pod_annotations:
         template["metadata"]["annotations"] = pod_annotations
     spec: dict[str, Any] = {"template": template}
-    retries = int(resources.retries)
+    # A job whose memory grows on OOM is never rerun by Kubernetes (the pod
+    # template cannot change): jobkit resubmits each retry as a new Job.
+    retries = 0 if resources.mem_growth else int(resources.retries)
     if array:
         assert count is not None
         if count > MAX_INDEXED_COMPLETIONS:
@@ -157,7 +166,7 @@ def build_job(
         job_labels[settings.queue_label] = resources.queue
         spec["suspend"] = True  # Kueue admits (unsuspends) it when the queue has room
     metadata: dict[str, Any] = {
-        "name": job_name(job_id + name_suffix),
+        "name": kube_name or job_name(job_id),
         "namespace": settings.namespace,
         "labels": job_labels,
     }

@@ -111,6 +111,28 @@ def judge(
     phase = str(status.get("phase") or "Pending")
     name = str((pod.get("metadata") or {}).get("name") or "")
     terminated, waiting = _container_state(status)
+    labels = (pod.get("metadata") or {}).get("labels") or {}
+    job = labels.get("batch.kubernetes.io/job-name") or labels.get("job-name")
+    if job and record.backend_id and job != record.backend_id.split("[", 1)[0]:
+        return None  # an earlier attempt's Job (jobkit resubmitted the job as another)
+    if name and any(a.get("host") == name for a in record.attempts):
+        # An attempt already counted, its pod seen again.  Kubernetes starts the
+        # next one, unless it leaves this job to jobkit (``extra["reruns"]``):
+        # then the pod's end says the requeued attempt awaits its resubmission.
+        if (
+            record.state is JobState.QUEUED
+            and record.extra.get("reruns") is False
+            and phase in ("Failed", "Succeeded")
+        ):
+            return Observation(
+                f"{phase}/requeued",
+                Phase.ENDED,
+                FailureReason.LOST,
+                f"pod {name} ended after attempt {record.attempt - 1}; Kubernetes does not "
+                "rerun this job, jobkit resubmits it",
+                host=name,
+            )
+        return None
     never_ran = record.state in (JobState.PENDING, JobState.QUEUED) and record.host is None
     if phase == "Pending":
         return _pending(pod, status, waiting, now=now, grace=grace, never_ran=never_ran)
