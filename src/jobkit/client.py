@@ -160,6 +160,7 @@ class Client:
 
         check_calls(fn, calls, array=array)  # before anything is written
         calls, depends = self._dependencies(calls, after)
+        states = self._dependency_states(depends)  # an unknown id: refused before any write
         res = self.resolve_resources(resources)
         backend = self.backend(backend_name)
         backend.check_resources(res)
@@ -205,7 +206,7 @@ class Client:
         self.store.put_blobs(payloads)
         del payloads
         backend.prepare(records, res)
-        to_submit, failed = self._hold(backend, records)
+        to_submit, failed = self._hold(backend, records, states)
         self.store.create(records)
         written: dict[str, JobRecord] = {}
         for record, why in failed:
@@ -239,18 +240,13 @@ class Client:
             depends.append(list(dict.fromkeys([*ids, *waits])) if waits else ids)
         return out, depends
 
-    def _hold(
-        self, backend: Backend, records: list[JobRecord]
-    ) -> tuple[list[JobRecord], list[tuple[JobRecord, Verdict]]]:
-        """Which new records go to the backend now, and which fail at once
-        because a dependency already failed.  Those still waiting are marked
-        held (``extra["held"]``): by the backend if it can hold them (they
-        are submitted too), else by the store (released later by a reconciler)."""
-        from jobkit.dependencies import states_of, verdict
+    def _dependency_states(self, depends: list[list[str]]) -> dict[str, list[JobRecord]]:
+        """The records of every dependency (an array's items); ConfigError for an unknown id."""
+        from jobkit.dependencies import states_of
 
-        wanted = {d for r in records for d in r.depends_on}
+        wanted = {d for ids in depends for d in ids}
         if not wanted:
-            return records, []
+            return {}
         states = states_of(self.store, wanted)
         unknown = sorted(wanted - set(states))
         if unknown:
@@ -258,6 +254,22 @@ class Client:
                 f"invalid dependency {unknown[0]!r}: no job or array with that id in the "
                 f"store {self.store.url!r}; pass Jobs or JobArrays of this store"
             )
+        return states
+
+    def _hold(
+        self,
+        backend: Backend,
+        records: list[JobRecord],
+        states: Mapping[str, Sequence[JobRecord]],
+    ) -> tuple[list[JobRecord], list[tuple[JobRecord, Verdict]]]:
+        """Which new records go to the backend now, and which fail at once
+        because a dependency already failed.  Those still waiting are marked
+        held (``extra["held"]``): by the backend if it can hold them (they
+        are submitted too), else by the store (released later by a reconciler)."""
+        from jobkit.dependencies import verdict
+
+        if not states:
+            return records, []
         ready: list[JobRecord] = []
         waiting: list[JobRecord] = []
         failed: list[tuple[JobRecord, Verdict]] = []

@@ -479,3 +479,23 @@ def active_held(store: Store) -> list[JobRecord]:
     """Every active job in the store that waits on dependencies (``jobkit watch``)."""
     active = store.query(states=sorted(ACTIVE_STATES))
     return [r for r in active if r.depends_on and is_held(r)]
+
+
+def waiting_on(store: Store, record: JobRecord) -> dict[str, str]:
+    """What ``record`` depends on, each id with its state in words (an
+    array's as counts, e.g. ``"array: 3 SUCCEEDED, 7 RUNNING"``): what
+    ``jobkit status`` shows of a held job."""
+    states = states_of(store, record.depends_on)
+    shown: dict[str, str] = {}
+    for dep_id in record.depends_on:
+        members = states.get(dep_id)
+        if not members:
+            shown[dep_id] = "not in the store"
+        elif len(members) == 1 and members[0].id == dep_id:
+            shown[dep_id] = members[0].state.value
+        else:
+            counts: dict[str, int] = {}
+            for member in members:
+                counts[member.state.value] = counts.get(member.state.value, 0) + 1
+            shown[dep_id] = "array: " + ", ".join(f"{n} {s}" for s, n in counts.items())
+    return shown
