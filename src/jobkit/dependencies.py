@@ -265,15 +265,19 @@ def step(client: Client, records: Sequence[JobRecord]) -> list[JobRecord]:
                 else:
                     others[member.id] = member
         frontier = nxt
-    # Oldest ancestors first: releasing or failing one changes what its dependents see.
+    # Oldest ancestors first: failing one fails its dependents in the same pass.
+    # Jobs found ready are released together (one submission per array and
+    # backend): none of them can be another's unmet dependency.
+    ready: list[JobRecord] = []
     for record in reversed(order):
         current = verdict(record, seen)
         if current.failure is not None:
             ended = fail_dependents(client, [record], current)
             _remember(seen, ended)
         elif current.ready:
-            released = release(client, [record])
-            _remember(seen, released)
+            ready.append(record)
+    if ready:
+        release(client, ready)
     return list(others.values())
 
 
@@ -312,11 +316,13 @@ def release(client: Client, records: Sequence[JobRecord]) -> list[JobRecord]:
     marked released and their backend told."""
     from jobkit.reconcile import accept
     from jobkit.resources import Resources
+    from jobkit.stores.base import Change
     from jobkit.submitter import current as current_submitter
 
     store = client.store
     now = time.time()
     out: list[JobRecord] = []
+    claims: list[Change] = []
     for record in records:
         if record.extra.get(HELD) == "backend":
             marked = _mark_released(store, record, now)
@@ -325,20 +331,24 @@ def release(client: Client, records: Sequence[JobRecord]) -> list[JobRecord]:
                 out.append(marked)
             continue
         extra = {**record.extra, RELEASED: now, "submitter": dict(current_submitter())}
-        claimed = store.transition(
-            record.id, JobState.QUEUED, expect=(JobState.PENDING,), extra=extra
-        )
-        if claimed is None:
-            continue  # another process released it, or it was cancelled
-        backend = client.backend(claimed.backend)
-        resources = Resources.from_record(claimed.resources)
+        fields = {"extra": extra, "submitted_at": now}
+        claims.append(Change(record.id, JobState.QUEUED, (JobState.PENDING,), fields))
+    # One compare-and-set each (one transaction on SQLite): a job another
+    # process released, or that was cancelled, is refused and left alone.
+    claimed = [r for r in store.transition_many(claims) if r is not None] if claims else []
+    batches: dict[tuple[str, str], list[JobRecord]] = {}
+    for record in claimed:
+        batches.setdefault((record.backend, record.array_id or record.id), []).append(record)
+    for (name, _), batch in batches.items():
+        batch.sort(key=lambda r: r.array_index or 0)  # an array's items in index order
         try:
-            accepted = backend.submit([claimed], resources)
+            backend = client.backend(name)
+            accepted = backend.submit(batch, Resources.from_record(batch[0].resources))
         except Exception as exc:  # recorded whatever it is: never QUEUED forever
-            client._record_submit_error([claimed], exc)
+            client._record_submit_error(batch, exc)
             continue
-        written = accept(store, [claimed], accepted, submitted_at=time.time())
-        out.append(written.get(claimed.id, claimed))
+        written = accept(store, batch, accepted, submitted_at=time.time())
+        out.extend(written.get(r.id, r) for r in batch)
     return out
 
 

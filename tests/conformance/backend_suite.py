@@ -155,8 +155,15 @@ class BackendConformance:
 
     def subprocess_options(self, client: Any) -> dict[str, Any]:
         """``jobkit.use`` arguments for a separate submitting process, beyond the
-        store and backend (JSON-serializable)."""
-        return {}
+        store and backend (JSON-serializable): the backends' settings in force."""
+        config = client.config
+        return {
+            "slurm": config.slurm,
+            "kubernetes": config.kubernetes,
+            "backends": config.backends,
+            "local": config.local.model_dump(mode="json", exclude_unset=True),
+            "poll_interval": config.poll_interval,
+        }
 
     def submissions(self, client: Any) -> int:
         """How many submissions the backend has received so far (its own count)."""
@@ -362,11 +369,11 @@ class BackendConformance:
             from backend_suite import pick, prep_data, total
             with jobkit.use(**json.loads({json.dumps(json.dumps(options))})):
                 prep = jobkit.submit(prep_data, 10, 2.0)
-                items = jobkit.map(pick, [prep] * 10, range(10))
-                reduce = jobkit.submit(total, items)
+                # No handle kept on what follows: this process must not release it.
+                reduce_id = jobkit.submit(total, jobkit.map(pick, [prep] * 10, range(10))).id
                 if {self.runs_in_submitter is not None!r}:
                     prep.result(timeout={T})
-                print(json.dumps([reduce.id, os.getpid()]), flush=True)
+                print(json.dumps([reduce_id, os.getpid()]), flush=True)
                 os._exit(0)  # at once: no monitor, no cleanup
             """
         )
