@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 from jobkit.errors import ConfigError, JobkitError
 from jobkit.observation import Failure
 from jobkit.placeholders import (
+    ATOMIC,
     KEEP,
     ArrayResults,
     DependencyUnavailable,
@@ -82,25 +83,41 @@ def placeholders(
     """``args``/``kwargs`` with Jobs and JobArrays as placeholders, and the
     ids they depend on (in order of appearance, each once).  A job of another
     store is a ConfigError: its outcome could never be read."""
-    from jobkit.job import Job, JobArray
+    return Finder(store_identity).call(args, kwargs)
 
-    found: list[str] = []
 
-    def replace(value: Any) -> Any:
-        if isinstance(value, Job):
-            _same_store(value, store_identity)
-            found.append(value.id)
+class Finder:
+    """:func:`placeholders` for many calls (a map's items): set up once."""
+
+    def __init__(self, store_identity: str) -> None:
+        from jobkit.job import Job, JobArray
+
+        self.identity = store_identity
+        self.job, self.array = Job, JobArray
+        self.found: list[str] = []
+
+    def replace(self, value: Any) -> Any:
+        if isinstance(value, self.job):
+            _same_store(value, self.identity)
+            self.found.append(value.id)
             return JobResult(value.id)
-        if isinstance(value, JobArray):
+        if isinstance(value, self.array):
             for job in value:
-                _same_store(job, store_identity)
-            found.append(value.id)
+                _same_store(job, self.identity)
+            self.found.append(value.id)
             return ArrayResults(value.id, tuple(job.id for job in value))
         return KEEP
 
-    new_args = walk(tuple(args), replace)
-    new_kwargs = walk(dict(kwargs), replace)
-    return new_args, new_kwargs, list(dict.fromkeys(found))
+    def call(
+        self, args: tuple[Any, ...], kwargs: Mapping[str, Any]
+    ) -> tuple[tuple[Any, ...], dict[str, Any], list[str]]:
+        atomic = ATOMIC
+        if all(type(a) in atomic for a in args) and all(type(v) in atomic for v in kwargs.values()):
+            return tuple(args), dict(kwargs), []
+        self.found = []
+        new_args = walk(tuple(args), self.replace)
+        new_kwargs = walk(dict(kwargs), self.replace)
+        return new_args, new_kwargs, list(dict.fromkeys(self.found))
 
 
 def after_ids(after: Iterable[Any], store_identity: str) -> list[str]:
