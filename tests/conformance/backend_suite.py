@@ -357,6 +357,18 @@ class BackendConformance:
             late.result(timeout=T)
         assert caught.value.dependency_id == broken.id
 
+    def test_cancelling_a_dependency_fails_its_dependents(self, client: Any) -> None:
+        slow = jobkit.submit(sleep_then, 60)
+        dependent = jobkit.map(square, [slow, slow])
+        wait_for(lambda: slow.info.state is JobState.RUNNING)
+        assert slow.cancel()
+        for job in dependent:
+            with pytest.raises(jobkit.DependencyError) as caught:
+                job.result(timeout=T)
+            assert caught.value.dependency_id == slow.id
+            assert job.info.message == f"dependency {slow.id} failed (CANCELLED)"
+            assert job.info.started_at is None
+
     def test_a_chain_finishes_after_its_submitter_exited(self, client: Any) -> None:
         options = {
             "store": client.config.store,
