@@ -10,6 +10,9 @@ Data flow for one job::
     get_blob(payloads/JOB_ID) ──► verify HMAC ──► check Python version ──► unpickle
         │                        └─ any failure: FAILED/SUBMIT_ERROR, nothing unpickled
         ▼
+    depends_on? placeholders ◄── get_blobs(outcomes of the dependencies), each verified
+        │                        └─ missing or not a success: FAILED/DEPENDENCY
+        ▼
     fn(*args, **kwargs)
         ▼
     outcomes/JOB_ID + SUCCEEDED in one transition_many (one SQLite transaction),
@@ -42,6 +45,7 @@ from typing import Any
 
 from jobkit.errors import JobkitError, StoreUnavailableError
 from jobkit.launchers import PLAIN, launcher_names, load_launcher
+from jobkit.placeholders import DependencyUnavailable
 from jobkit.reconcile import Failure, exception_names, fail, requeue, retry_allowed
 from jobkit.serialization import Call, dump_outcome, load_payload
 from jobkit.states import FailureReason, JobRecord, JobState
@@ -115,6 +119,12 @@ def run_job(
     except (JobkitError, OSError) as exc:
         _fail_unloadable(store, job_id, key, exc)
         return EXIT_UNLOADABLE
+    if record.depends_on:
+        try:
+            call = _with_dependencies(store, key, call)
+        except DependencyUnavailable as exc:
+            _fail_dependency(store, job_id, exc)
+            return EXIT_FAILED
     if on_call is not None:
         on_call(call)
 
@@ -167,6 +177,30 @@ def run_job(
 
 _RUNNING = (JobState.RUNNING,)
 """What a worker records its end from: the state it moved the job to."""
+
+
+def _with_dependencies(store: Store, key: bytes, call: Call) -> Call:
+    """``call`` with its dependencies' results in place of their placeholders."""
+    import dataclasses
+
+    from jobkit.placeholders import resolve
+
+    args, kwargs = resolve(store, key, call.args, call.kwargs)
+    return dataclasses.replace(call, args=args, kwargs=kwargs)
+
+
+def _fail_dependency(store: Store, job_id: str, exc: DependencyUnavailable) -> None:
+    """A dependency's result is not there to pass: the job cannot run (DEPENDENCY)."""
+    print(f"jobkit worker: {exc}", file=sys.stderr)
+    _flush_std()
+    extra = {**store.get(job_id).extra, "failed_dependency": exc.dependency_id}
+    fail(
+        store,
+        job_id,
+        Failure(FailureReason.DEPENDENCY, str(exc)[:1000], EXIT_FAILED),
+        expect=_RUNNING,
+        extra=extra,
+    )
 
 
 def _failure_of(

@@ -11,8 +11,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -49,6 +51,7 @@ def toy_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 class TestToyBackend(BackendConformance):
     backend_name = "toy"
     blockers = 2
+    runs_in_submitter = "the toy plugin starts its workers from threads of the submitting process"
 
     @pytest.fixture(scope="class")
     @classmethod
@@ -64,6 +67,68 @@ class TestToyBackend(BackendConformance):
 
     def submissions(self, client: Any) -> int:
         return int(type(client.backend("toy")).submissions)
+
+    def test_jobkit_watch_releases_a_held_job_and_status_says_what_it_waits_on(
+        self, client: Any, tmp_path: Path
+    ) -> None:
+        """The toy backend cannot hold jobs: a dependent waits in the store,
+        its submitter gone, and ``jobkit watch`` (another process) releases it."""
+        from backend_suite import T, plus_one, value_or_wait, wait_for
+
+        url = client.config.store
+        gate = tmp_path / "gate"
+        prep = jobkit.submit(value_or_wait, 5, str(gate))
+        script = (
+            "import jobkit, os\n"
+            f"from backend_suite import plus_one\n"
+            f"with jobkit.use(store={url!r}, backend='toy'):\n"
+            f"    print(jobkit.submit(plus_one, jobkit.get({prep.id!r})).id, flush=True)\n"
+            "    os._exit(0)\n"
+        )
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(
+                [str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]
+            ),
+        }
+        made = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, timeout=T, env=env
+        )
+        assert made.returncode == 0, made.stderr
+        dep_id = made.stdout.strip()
+        held = client.store.get(dep_id)
+        assert held.state is jobkit.JobState.PENDING and held.extra["held"] == "store"
+        cli = [sys.executable, "-m", "jobkit", "--store", url]
+        status = subprocess.run(
+            [*cli, "status", dep_id, "--json"], capture_output=True, text=True, timeout=T, env=env
+        )
+        assert status.returncode == 0, status.stderr
+        waits = json.loads(status.stdout)["waiting_on"]
+        assert list(waits) == [prep.id] and waits[prep.id] in ("QUEUED", "RUNNING")
+        text = subprocess.run(
+            [*cli, "status", dep_id], capture_output=True, text=True, timeout=T, env=env
+        )
+        assert "waiting on" in text.stdout and prep.id in text.stdout
+        watcher = subprocess.Popen(
+            [*cli, "watch", "--interval", "0.2"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        try:
+            time.sleep(1.0)
+            assert client.store.get(dep_id).state is jobkit.JobState.PENDING  # prep still runs
+            gate.touch()
+            assert prep.result(timeout=T) == 5
+            wait_for(lambda: client.store.get(dep_id).state.is_terminal, timeout=T)
+        finally:
+            watcher.send_signal(signal.SIGTERM)
+            out, err = watcher.communicate(timeout=30)
+        assert watcher.returncode == 0, err
+        assert f"{dep_id} released" in out
+        assert client.store.get(dep_id).state is jobkit.JobState.SUCCEEDED
+        assert jobkit.get(dep_id).result(timeout=T) == plus_one(5)
 
 
 # -- local: the real agent ------------------------------------------------------------
@@ -84,6 +149,65 @@ class TestLocalBackend(BackendConformance):
         """Jobs reach the agent through one ``submit`` (a "wake") per batch: the
         backend's own method, counted by a pass-through wrapper."""
         return count_calls(client.backend("local"), "submit")
+
+
+def test_the_agent_holds_a_local_job_after_a_job_of_another_backend(
+    toy_site: Path, tmp_path: Path
+) -> None:
+    """Local jobs depending on toy jobs, submitted by a process that exits at
+    once: the agent holds them, looks at the toy jobs' states itself (no
+    client reconciles them), then runs them or fails them DEPENDENCY."""
+    from backend_suite import T, fail_with, value_or_wait, wait_for
+
+    gate = tmp_path / "gate"
+    with local_env(tmp_path, cpus=2, idle_timeout=30) as client:
+        prep = jobkit.remote(backend="toy")(value_or_wait).submit(4, str(gate))
+        broken = jobkit.remote(backend="toy")(fail_with).submit(2)
+        script = (
+            "import json, os, jobkit\n"
+            "from backend_suite import plus_one\n"
+            f"with jobkit.use(store={client.config.store!r}, backend='local',\n"
+            "                local={'cpus': 2, 'idle_timeout': 30}):\n"
+            f"    prep, broken = jobkit.get({prep.id!r}), jobkit.get({broken.id!r})\n"
+            "    after = jobkit.submit(plus_one, prep)\n"
+            "    doomed = jobkit.map(plus_one, [broken, broken])\n"
+            "    print(json.dumps([after.id, [j.id for j in doomed]]), flush=True)\n"
+            "    os._exit(0)\n"
+        )
+        path = os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])
+        made = subprocess.run(
+            [sys.executable, "-c", script],
+            capture_output=True,
+            text=True,
+            timeout=T,
+            env={**os.environ, "PYTHONPATH": path},
+        )
+        assert made.returncode == 0, made.stderr
+        after_id, doomed_ids = json.loads(made.stdout)
+        store = client.store
+
+        def state(job_id: str) -> jobkit.JobState:
+            return store.get(job_id).state
+
+        wait_for(lambda: state(after_id) is jobkit.JobState.QUEUED)
+        assert store.get(after_id).extra["held"] == "backend"
+        time.sleep(1.5)  # past the agent's re-check: prep has not ended, so it still waits
+        assert state(after_id) is jobkit.JobState.QUEUED
+        assert "released_at" not in store.get(after_id).extra
+        gate.touch()
+        assert prep.result(timeout=T) == 4
+        # Only the store is read from here on: nothing in this process releases them.
+        wait_for(lambda: all(state(i) is jobkit.JobState.FAILED for i in doomed_ids))
+        wait_for(lambda: state(after_id) is jobkit.JobState.SUCCEEDED)
+        assert store.get(after_id).extra["released_at"]
+        assert jobkit.get(after_id).result(timeout=T) == 5
+        for job_id in doomed_ids:
+            record = store.get(job_id)
+            assert record.failure_reason is jobkit.FailureReason.DEPENDENCY
+            assert record.extra["failed_dependency"] == broken.id and record.started_at is None
+            with pytest.raises(jobkit.DependencyError) as caught:
+                jobkit.get(job_id).result(timeout=T)
+            assert caught.value.dependency_id == broken.id
 
 
 def count_calls(backend: Any, method: str) -> int:
