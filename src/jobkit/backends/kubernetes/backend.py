@@ -14,6 +14,10 @@
     one-shot ─► the first observe of a process with no watch running (``jobkit
                list``): LIST the pods and Jobs of those jobs by id label
                (lookup.py), no watch; a second observe starts the watch
+    held    ─► a job with unfinished dependencies (can_hold) is created suspended
+               (manifest.hold: no pods, no resources) ─► release: one merge PATCH
+               per Job, suspend: false (a map's Job once all its items are
+               released); a held Job cancelled is deleted like any other
     cancel  ─► DELETE the Job, propagationPolicy=Background (its pods go with it);
                part of a map: DELETE those pods, whose replacements find the job
                CANCELLED in the store and exit at once
@@ -36,13 +40,14 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from jobkit.backends import waiting
 from jobkit.backends.base import Accepted, Backend, BackendServices, Observation
 from jobkit.errors import ConfigError, JobkitError
 from jobkit.observation import Phase
 from jobkit.reconcile import abandoned_message, submitter_gone
 from jobkit.states import ACTIVE_STATES, FailureReason, JobRecord, JobState
 
-from .manifest import INDEX_ANNOTATION, build_job, job_name, to_yaml, validate
+from .manifest import INDEX_ANNOTATION, RELEASE, build_job, hold, job_name, to_yaml, validate
 from .settings import KubernetesSettings
 from .states import created, jobkit_id, judge, worth_a_look
 
@@ -133,13 +138,23 @@ class KubernetesBackend(Backend):
         return manifest
 
     def plan(
-        self, resources: Resources, *, checkpointable: bool = False, name: str | None = None
+        self,
+        resources: Resources,
+        *,
+        checkpointable: bool = False,
+        name: str | None = None,
+        after: Sequence[str] = (),
     ) -> str:
         self.check_resources(resources)
         job_name = resources.name or name or "job"
-        manifest = to_yaml(self.manifest("jk-0123456789abcd", job_name, resources, count=None))
+        manifest = self.manifest("jk-0123456789abcd", job_name, resources, count=None)
+        note = ""
+        if after and resources.queue:
+            note = f"# held by jobkit until {', '.join(after)} succeed (Kueue owns suspend)\n"
+        elif after:
+            hold(manifest, after)
         source = self.settings.namespace_source
-        return f"# namespace {self.settings.namespace}: from {source}\n{manifest}"
+        return f"# namespace {self.settings.namespace}: from {source}\n{note}{to_yaml(manifest)}"
 
     def plan_warnings(self, resources: Resources) -> list[str]:
         """A store the pods cannot reach: every job would fail in its pod."""
@@ -157,19 +172,58 @@ class KubernetesBackend(Backend):
             record.extra["namespace"] = self.settings.namespace
 
     def submit(self, records: Sequence[JobRecord], resources: Resources) -> list[Accepted]:
+        """One Job (a map: one Indexed Job), suspended while a dependency has not
+        succeeded yet (``can_hold`` said so; released by :meth:`release`)."""
         first = records[0]
         array = first.array_id is not None
         job_id = first.array_id if first.array_id is not None else first.id
         manifest = self.manifest(
             job_id, first.name, resources, count=len(records) if array else None
         )
-        self.api.create_job(manifest)
         name = job_name(job_id)
+        extra: dict[str, str] = {}
+        if not resources.queue:
+            if waiting.unfinished(waiting.load(self.store, records)):
+                hold(manifest, sorted({d for r in records for d in r.depends_on}))
+                extra[waiting.HELD_BY] = f"Kubernetes: suspended Job {name}"
+        self.api.create_job(manifest)
         self._ensure_watch()
         return [
-            Accepted(record.id, f"{name}[{record.array_index}]" if array else name)
+            Accepted(record.id, f"{name}[{record.array_index}]" if array else name, extra)
             for record in records
         ]
+
+    def can_hold(
+        self, records: Sequence[JobRecord], dependencies: Mapping[str, Sequence[JobRecord]]
+    ) -> bool:
+        """A suspended Job holds nothing of the cluster, so any dependency can be
+        waited on that way; except for Kueue-queued jobs: Kueue owns their
+        ``suspend`` and would start them when admitted, so jobkit holds those
+        in the store and creates them once released."""
+        if not records or records[0].resources.get("queue"):
+            return False
+        return bool(waiting.unfinished(dependencies)) and not waiting.failed(dependencies)
+
+    def release(self, records: Sequence[JobRecord]) -> None:
+        """Unsuspend the records' Jobs: one merge PATCH per Job, idempotent (a
+        released or deleted Job is left as it is).  A map's Indexed Job starts
+        only once every item is released or over: its pods cannot start one
+        index at a time."""
+        names: dict[str, str | None] = {}
+        for record in records:
+            if record.backend_id:
+                names.setdefault(_job_of(record.backend_id), record.array_id)
+        releasing = {r.id for r in records}
+        for name, array_id in names.items():
+            if array_id is not None and not self._all_released(array_id, releasing):
+                continue
+            self.api.patch_job(name, RELEASE)
+
+    def _all_released(self, array_id: str, releasing: set[str]) -> bool:
+        members = self.store.query(array_id=array_id)
+        return all(
+            m.id in releasing or m.is_terminal or m.extra.get("released_at") for m in members
+        )
 
     def _per_index_retries(self) -> bool:
         """``backoffLimitPerIndex`` where the cluster has it (beta in 1.29, GA in 1.33)."""

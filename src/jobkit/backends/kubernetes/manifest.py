@@ -13,6 +13,8 @@ prints exactly what ``submit`` sends::
     retries          -> backoffLimit (single) / backoffLimitPerIndex (map, where supported)
     priority         -> priorityClassName (priority_classes)
     queue            -> the Kueue queue label on the Job
+    depends_on (unfinished) -> spec.suspend: true, label jobkit.dev/held, annotation
+                        jobkit.dev/waits-on (hold); released by a merge patch (RELEASE)
     map over N items -> ONE Indexed Job: completions N, parallelism = the cap
 
 Each pod runs ``python -m jobkit.worker``, which reads the payload from the
@@ -26,7 +28,7 @@ from __future__ import annotations
 
 import copy
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from jobkit.errors import ConfigError
@@ -42,6 +44,12 @@ NAME = "jobkit.dev/name"
 SELECTOR = f"{MANAGED_BY}=jobkit"
 """The label selector of the one watch that follows every jobkit pod."""
 INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
+HELD = "jobkit.dev/held"
+"""Label on a Job created suspended until its dependencies succeed (removed on release)."""
+WAITS_ON = "jobkit.dev/waits-on"
+"""Annotation on a held Job: the ids of the jobs or arrays it waits for."""
+RELEASE: dict[str, Any] = {"metadata": {"labels": {HELD: None}}, "spec": {"suspend": False}}
+"""The merge patch that lets a held Job start its pods (and says it is no longer held)."""
 CONTAINER = "job"
 MAX_INDEXED_COMPLETIONS = 100_000
 """Kubernetes' cap on ``completions`` of an Indexed Job with ``backoffLimitPerIndex``."""
@@ -148,6 +156,16 @@ def build_job(
     if annotations:
         metadata["annotations"] = annotations
     return {"apiVersion": "batch/v1", "kind": "Job", "metadata": metadata, "spec": spec}
+
+
+def hold(manifest: dict[str, Any], waits_on: Sequence[str]) -> None:
+    """Create the Job suspended: no pods, nothing requested from the cluster,
+    until :data:`RELEASE` is patched in.  Not for Kueue-queued Jobs, whose
+    ``suspend`` Kueue owns."""
+    manifest["spec"]["suspend"] = True
+    metadata = manifest["metadata"]
+    metadata["labels"][HELD] = "true"
+    metadata.setdefault("annotations", {})[WAITS_ON] = ",".join(waits_on)
 
 
 def _pod_spec(

@@ -1,0 +1,181 @@
+"""Dependencies the scheduler holds itself: Slurm's ``--dependency`` on the real
+test cluster, suspended Jobs on the Kubernetes emulator over HTTP.
+
+Slurm: the sbatch scripts (golden files under tests/golden/slurm, regenerate
+with ``JOBKIT_UPDATE_GOLDEN=1``), what ``scontrol``/``squeue`` show of a
+held job, that it starts only after its dependency ended, and that a job
+Slurm cancels because its dependency failed ends FAILED/DEPENDENCY.
+Kubernetes: dependents exist suspended and podless until released.
+What every backend does with dependencies is in tests/conformance/.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from jobkit.backends import waiting
+from jobkit.backends.slurm import dependency
+from jobkit.resources import parse_resources
+from jobkit.states import JobRecord, JobState
+
+T = 120
+GOLDEN = Path(__file__).parent.parent / "golden" / "slurm"
+
+
+def normalised(script: str, backend: Any, store: str) -> str:
+    return (
+        script.replace(store, "<STORE>")
+        .replace(str(backend.folder), "<FOLDER>")
+        .replace(sys.executable, "<PYTHON>")
+    )
+
+
+def check_golden(name: str, text: str) -> None:
+    path = GOLDEN / f"{name}.sh"
+    if os.environ.get("JOBKIT_UPDATE_GOLDEN"):
+        path.write_text(text)
+    assert path.exists(), f"no golden file {path}; run with JOBKIT_UPDATE_GOLDEN=1"
+    assert text == path.read_text(), f"sbatch script for {name!r} changed; see {path}"
+
+
+def slurm_record(job_id: str, slurm_id: str, cluster: str, **fields: Any) -> JobRecord:
+    """A job Slurm took (QUEUED, with its Slurm id), as submit records it."""
+    return JobRecord(
+        id=job_id,
+        name="dep",
+        backend="slurm",
+        state=JobState.QUEUED,
+        backend_id=slurm_id,
+        extra={dependency.CLUSTER_KEY: cluster},
+        **fields,
+    )
+
+
+@pytest.fixture
+def held_store(slurm: Any) -> Iterator[tuple[Any, str]]:
+    """The slurm client, with fake Slurm dependencies in its store: a job
+    (Slurm id 12345) and an array of 3 (Slurm array 12346)."""
+    backend = slurm.backend("slurm")
+    cluster = backend.cluster_name()
+    suffix = str(time.time_ns())
+    records = [slurm_record(f"jk-one{suffix}", "12345", cluster)]
+    records += [
+        slurm_record(
+            f"jk-arr{suffix}.{i}",
+            f"12346_{i}",
+            cluster,
+            array_id=f"jk-arr{suffix}",
+            array_index=i,
+        )
+        for i in range(3)
+    ]
+    slurm.store.create(records)
+    yield slurm, suffix
+
+
+def test_sbatch_waits_afterok_on_a_job_and_a_whole_array(held_store: tuple[Any, str]) -> None:
+    client, suffix = held_store
+    backend = client.backend("slurm")
+    script = backend.plan(parse_resources(), after=[f"jk-one{suffix}", f"jk-arr{suffix}"])
+    assert "#SBATCH --dependency=afterok:12345:12346\n" in script
+    assert "#SBATCH --kill-on-invalid-dep=yes\n" in script
+    check_golden("depends_afterok", normalised(script, backend, client.store.url))
+
+
+def test_an_item_wise_map_waits_aftercorr(held_store: tuple[Any, str]) -> None:
+    client, suffix = held_store
+    backend = client.backend("slurm")
+    items = [
+        JobRecord(
+            id=f"jk-eval.{i}",
+            name="evaluate",
+            backend="slurm",
+            array_id="jk-eval",
+            array_index=i,
+            depends_on=[f"jk-arr{suffix}.{i}"],
+        )
+        for i in range(3)
+    ]
+    deps = waiting.load(client.store, items)
+    assert backend.can_hold(items, deps)
+    script = backend.script(items, parse_resources(), deps)
+    assert "#SBATCH --dependency=aftercorr:12346\n" in script
+    assert "#SBATCH --array=0-2%3\n" in script
+    check_golden("depends_aftercorr", normalised(script, backend, client.store.url))
+    # Item 0 after item 1: not item-wise any more, every task waits for both.
+    crossed = [items[0], items[1]]
+    crossed[0].depends_on = [f"jk-arr{suffix}.1"]
+    crossed[1].depends_on = [f"jk-arr{suffix}.0"]
+    assert dependency.option(crossed, deps) == "afterok:12346_0:12346_1"
+
+
+def test_only_slurm_jobs_of_this_cluster_are_held_by_slurm(held_store: tuple[Any, str]) -> None:
+    client, suffix = held_store
+    backend = client.backend("slurm")
+    one = client.store.get(f"jk-one{suffix}")
+    job = JobRecord(id="jk-x", name="x", backend="slurm", depends_on=[one.id])
+    assert backend.can_hold([job], {one.id: [one]})
+    other = JobRecord(id="jk-y", name="y", backend="local", state=JobState.QUEUED)
+    assert not backend.can_hold([job], {one.id: [one], other.id: [other]})
+    elsewhere = slurm_record("jk-z", "999", "another-cluster")
+    assert not backend.can_hold([job], {elsewhere.id: [elsewhere]})
+    unsent = JobRecord(id="jk-w", name="w", backend="slurm")  # PENDING, no Slurm id yet
+    assert not backend.can_hold([job], {unsent.id: [unsent]})
+    done = JobRecord(id="jk-v", name="v", backend="local", state=JobState.SUCCEEDED)
+    assert backend.can_hold([job], {one.id: [one], done.id: [done]})  # nothing to wait for there
+    assert not backend.can_hold([job], {done.id: [done]})  # nothing at all: no hold needed
+
+
+def test_plan_cli_shows_the_dependency_line(held_store: tuple[Any, str], tmp_path: Path) -> None:
+    client, suffix = held_store
+    (tmp_path / "planned.py").write_text("def main():\n    return 1\n")
+    env = {
+        **os.environ,
+        "JOBKIT_STORE": client.store.url,
+        "JOBKIT_BACKEND": "slurm",
+        "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]),
+    }
+    shown = subprocess.run(
+        [sys.executable, "-m", "jobkit", "plan", "planned:main", "--after", f"jk-one{suffix}"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert "#SBATCH --dependency=afterok:12345" in shown.stdout
+    unknown = subprocess.run(
+        [sys.executable, "-m", "jobkit", "plan", "planned:main", "--after", "jk-nothing"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert unknown.returncode == 1
+    assert len(unknown.stderr.strip().splitlines()) == 1 and "jk-nothing" in unknown.stderr
+
+
+def _scontrol_job(slurm_id: str) -> dict[str, str]:
+    out = subprocess.run(
+        ["scontrol", "show", "job", "-o", slurm_id], capture_output=True, text=True, check=True
+    ).stdout
+    return dict(word.split("=", 1) for word in out.split() if "=" in word)
+
+
+def _sacct_times(slurm_id: str) -> tuple[str, str]:
+    out = subprocess.run(
+        ["sacct", "-j", slurm_id, "--allocations", "--noheader", "--parsable2", "-o", "Start,End"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    start, end = out[0].split("|")
+    return start, end
