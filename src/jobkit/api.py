@@ -25,44 +25,71 @@ class RemoteFunction(Generic[T]):
     """A function that can also run as a job; made by :func:`remote`."""
 
     def __init__(
-        self, fn: Callable[..., T], resources: Resources, backend: str | None = None
+        self,
+        fn: Callable[..., T],
+        resources: Resources,
+        backend: str | None = None,
+        after: tuple[Job[Any] | JobArray[Any], ...] = (),
     ) -> None:
         if not callable(fn):
             raise ConfigError(f"@jobkit.remote needs a callable, got {type(fn).__name__} {fn!r}")
         self._fn = fn
         self.resources = resources
         self.backend = backend
+        self.after = after
+        """Jobs and arrays every submission waits for (``options(after=...)``)."""
         functools.update_wrapper(self, fn)
 
     def __call__(self, *args: Any, **kwargs: Any) -> T:
         return self._fn(*args, **kwargs)
 
-    def options(self, *, backend: str | None = None, **resources: Any) -> RemoteFunction[T]:
-        """A copy with some resources or the backend overridden."""
+    def options(
+        self, *, backend: str | None = None, after: Any = None, **resources: Any
+    ) -> RemoteFunction[T]:
+        """A copy with some resources or the backend overridden.
+
+        ``after``: Jobs and JobArrays that must succeed before each job of
+        this copy runs (their results are not passed; pass a Job as an
+        argument for that).  If one fails, the job ends FAILED/DEPENDENCY.
+        """
+        from jobkit.dependencies import check_after
+
         if backend is not None and not isinstance(backend, str):
             raise ConfigError(
                 f"invalid backend {backend!r}: expected a backend name such as 'local'"
             )
+        waits = self.after if after is None else check_after(after)
         merged = self.resources.merged(**resources) if resources else self.resources
-        return RemoteFunction(self._fn, merged, backend or self.backend)
+        return RemoteFunction(self._fn, merged, backend or self.backend, waits)
 
     def submit(self, *args: Any, **kwargs: Any) -> Job[T]:
-        """Run ``fn(*args, **kwargs)`` as a job; returns at once."""
+        """Run ``fn(*args, **kwargs)`` as a job; returns at once.
+
+        A Job among the arguments (also inside lists, tuples, dicts and sets)
+        makes this job wait for it and receive its result in its place; a
+        JobArray, the list of its results."""
         job: Job[T] = current_client().submit(
-            self._fn, args, kwargs, resources=self.resources, backend=self.backend
+            self._fn,
+            args,
+            kwargs,
+            resources=self.resources,
+            backend=self.backend,
+            after=self.after,
         )
         return job
 
     def map(self, *iterables: Iterable[Any], **kwargs: Any) -> JobArray[T]:
         """One job per item (``zip`` of the iterables), submitted as one array.
 
-        Keyword arguments are passed unchanged to every call.
+        Keyword arguments are passed unchanged to every call.  A JobArray
+        as an iterable is item-wise: item *i* receives the result of the
+        array's item *i*, and waits for that item only.
         """
         if not iterables:
             raise ConfigError("map() needs at least one iterable of arguments")
         items = [(tuple(args), kwargs) for args in zip(*iterables, strict=False)]
         array: JobArray[T] = current_client().map(
-            self._fn, items, resources=self.resources, backend=self.backend
+            self._fn, items, resources=self.resources, backend=self.backend, after=self.after
         )
         return array
 

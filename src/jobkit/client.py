@@ -18,6 +18,7 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from jobkit.dependencies import fail_dependents
 from jobkit.errors import (
     BackendError,
     BlobNotFoundError,
@@ -36,6 +37,7 @@ from jobkit.submitter import current as current_submitter
 if TYPE_CHECKING:
     from jobkit.backends.base import Backend, BackendServices
     from jobkit.config import Config
+    from jobkit.dependencies import Verdict
     from jobkit.job import Job, JobArray
     from jobkit.resources import Resources
     from jobkit.serialization import Outcome
@@ -121,8 +123,10 @@ class Client:
         *,
         resources: Resources | None = None,
         backend: str | None = None,
+        after: Sequence[Job[Any] | JobArray[Any]] = (),
     ) -> Job[Any]:
-        return self._submit(fn, [(tuple(args), dict(kwargs))], resources, backend, array=False)[0]
+        calls = [(tuple(args), dict(kwargs))]
+        return self._submit(fn, calls, resources, backend, array=False, after=after)[0]
 
     def map(
         self,
@@ -131,11 +135,12 @@ class Client:
         *,
         resources: Resources | None = None,
         backend: str | None = None,
+        after: Sequence[Job[Any] | JobArray[Any]] = (),
     ) -> JobArray[Any]:
         from jobkit.job import JobArray
 
         calls = [(tuple(a), dict(k)) for a, k in items]
-        jobs = self._submit(fn, calls, resources, backend, array=True)
+        jobs = self._submit(fn, calls, resources, backend, array=True, after=after)
         array_id = jobs[0]._record.array_id if jobs else new_job_id()
         return JobArray(array_id or "", jobs)
 
@@ -147,12 +152,15 @@ class Client:
         backend_name: str | None,
         *,
         array: bool,
+        after: Sequence[Job[Any] | JobArray[Any]] = (),
     ) -> list[Job[Any]]:
         from jobkit.calls import check_calls
         from jobkit.job import Job
         from jobkit.serialization import Call, dump_payload, pickle_function
 
         check_calls(fn, calls, array=array)  # before anything is written
+        calls, depends = self._dependencies(calls, after)
+        states = self._dependency_states(depends)  # an unknown id: refused before any write
         res = self.resolve_resources(resources)
         backend = self.backend(backend_name)
         backend.check_resources(res)
@@ -190,6 +198,7 @@ class Client:
                     resources=res.to_record(),
                     labels=dict(res.labels),
                     extra={"submitter": dict(submitter), **checkpoint},
+                    depends_on=list(depends[index]),
                 )
             )
         if not records:
@@ -197,14 +206,88 @@ class Client:
         self.store.put_blobs(payloads)
         del payloads
         backend.prepare(records, res)
+        to_submit, failed = self._hold(backend, records, states)
         self.store.create(records)
-        try:
-            accepted = backend.submit(records, res)
-        except Exception as exc:  # recorded whatever it is: no job stays PENDING forever
-            self._record_submit_error(records, exc)
-            raise
-        written = accept(self.store, records, accepted, submitted_at=time.time())
+        written: dict[str, JobRecord] = {}
+        for record, why in failed:
+            ended = fail_dependents(self, [record], why)
+            written.update((r.id, r) for r in ended)
+        if to_submit:
+            try:
+                accepted = backend.submit(to_submit, res)
+            except Exception as exc:  # recorded whatever it is: no job stays PENDING forever
+                self._record_submit_error(to_submit, exc)
+                raise
+            written.update(accept(self.store, to_submit, accepted, submitted_at=time.time()))
         return [Job(self, written.get(r.id, r)) for r in records]
+
+    def _dependencies(
+        self,
+        calls: list[tuple[tuple[Any, ...], dict[str, Any]]],
+        after: Sequence[Job[Any] | JobArray[Any]],
+    ) -> tuple[list[tuple[tuple[Any, ...], dict[str, Any]]], list[list[str]]]:
+        """The calls with Jobs and JobArrays among their arguments replaced by
+        placeholders, and each call's dependencies (those and ``after``'s)."""
+        from jobkit.dependencies import after_ids, placeholders
+
+        identity = self.store.identity
+        waits = after_ids(after, identity) if after else []
+        out: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+        depends: list[list[str]] = []
+        for args, kwargs in calls:
+            new_args, new_kwargs, ids = placeholders(args, kwargs, identity)
+            out.append((new_args, new_kwargs))
+            depends.append(list(dict.fromkeys([*ids, *waits])) if waits else ids)
+        return out, depends
+
+    def _dependency_states(self, depends: list[list[str]]) -> dict[str, list[JobRecord]]:
+        """The records of every dependency (an array's items); ConfigError for an unknown id."""
+        from jobkit.dependencies import states_of
+
+        wanted = {d for ids in depends for d in ids}
+        if not wanted:
+            return {}
+        states = states_of(self.store, wanted)
+        unknown = sorted(wanted - set(states))
+        if unknown:
+            raise ConfigError(
+                f"invalid dependency {unknown[0]!r}: no job or array with that id in the "
+                f"store {self.store.url!r}; pass Jobs or JobArrays of this store"
+            )
+        return states
+
+    def _hold(
+        self,
+        backend: Backend,
+        records: list[JobRecord],
+        states: Mapping[str, Sequence[JobRecord]],
+    ) -> tuple[list[JobRecord], list[tuple[JobRecord, Verdict]]]:
+        """Which new records go to the backend now, and which fail at once
+        because a dependency already failed.  Those still waiting are marked
+        held (``extra["held"]``): by the backend if it can hold them (they
+        are submitted too), else by the store (released later by a reconciler)."""
+        from jobkit.dependencies import verdict
+
+        if not states:
+            return records, []
+        ready: list[JobRecord] = []
+        waiting: list[JobRecord] = []
+        failed: list[tuple[JobRecord, Verdict]] = []
+        for record in records:
+            found = verdict(record, states) if record.depends_on else None
+            if found is None or found.ready:
+                ready.append(record)
+            elif found.failure is not None:
+                failed.append((record, found))
+            else:
+                waiting.append(record)
+        if not waiting:
+            return ready, failed
+        deps = {d: states[d] for r in waiting for d in r.depends_on}
+        holder = "backend" if backend.can_hold(waiting, deps) else "store"
+        for record in waiting:
+            record.extra["held"] = holder
+        return (ready + waiting if holder == "backend" else ready), failed
 
     def _record_submit_error(self, records: Sequence[JobRecord], exc: Exception) -> None:
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -275,14 +358,23 @@ class Client:
         (:func:`jobkit.reconcile.observable`); those of a dead submitter are,
         so that their backend takes them or the reconciler fails them.
 
+        First, held jobs among ``records`` whose dependencies ended are
+        released or failed (:func:`jobkit.dependencies.step`), together with
+        their held ancestors; the active ancestors are observed as well, so
+        waiting on the last job of a chain drives the whole chain.
+
         ``stale``: the records are copies that may be out of date (the
         monitor's); only those whose observation would change them are read
         again, observed again and reconciled.  Returns the records read again.
         """
+        from jobkit.dependencies import step
         from jobkit.reconcile import would_write
 
         reread: dict[str, JobRecord] = {}
         by_backend: dict[str, list[JobRecord]] = {}
+        given = {r.id for r in records}
+        ancestors = [r for r in step(self, records) if r.id not in given]
+        records = [*records, *ancestors]
         for record in observable(records):
             by_backend.setdefault(record.backend, []).append(record)
         for name, group in by_backend.items():

@@ -41,7 +41,7 @@ import time
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
 
-from jobkit.errors import JobFailedError
+from jobkit.errors import DependencyError, JobFailedError
 from jobkit.states import FailureReason, JobRecord, JobState
 
 if TYPE_CHECKING:
@@ -232,9 +232,18 @@ def _reattach(store: str, job_id: str) -> Job[Any] | JobArray[Any]:
 
 
 def failure_error(record: JobRecord) -> JobFailedError:
-    """The error for a job that failed without an outcome (timeout, OOM, lost)."""
+    """The error for a job that failed without an outcome (timeout, OOM, lost;
+    :class:`~jobkit.errors.DependencyError` naming the root job for a
+    DEPENDENCY failure)."""
     reason = record.failure_reason or FailureReason.LOST
     detail = f": {record.message}" if record.message else ""
+    if reason is FailureReason.DEPENDENCY:
+        return DependencyError(
+            f"job {record.id} ({record.name}) never ran{detail}",
+            job_id=record.id,
+            dependency_id=str(record.extra.get("failed_dependency") or ""),
+            reason=reason,
+        )
     return JobFailedError(
         f"job {record.id} ({record.name}) failed with {reason.value}{detail}",
         job_id=record.id,

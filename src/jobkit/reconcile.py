@@ -193,9 +193,12 @@ def fail(
     expect: Collection[JobState] = ACTIVE_STATES,
     finished_at: float | None = None,
     host: str | None = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> JobRecord | None:
     """Record the job FAILED for ``failure``, if its state is still in ``expect``
-    (``host``: where it ran, when the worker never got to record it).
+    (``host``: where it ran, when the worker never got to record it; ``extra``:
+    the record's whole ``extra`` to write alongside, e.g. the root of a
+    DEPENDENCY failure).
 
     Returns the failed record, or None when the job had already moved on (a
     late observer must not overwrite what the worker or a cancel recorded).
@@ -210,6 +213,8 @@ def fail(
         fields["native_state"] = failure.native_state
     if host is not None:
         fields["host"] = host
+    if extra is not None:
+        fields["extra"] = dict(extra)
     return store.transition(job_id, JobState.FAILED, expect=expect, **fields)
 
 
@@ -348,8 +353,13 @@ def submitter_dead(record: JobRecord, *, now: float | None = None, host: str | N
 
 
 def submitter_gone(record: JobRecord, *, now: float | None = None, host: str | None = None) -> bool:
-    """Whether ``record`` is PENDING with no backend id and nobody left to submit it."""
-    if record.state is not JobState.PENDING or record.backend_id:
+    """Whether ``record`` is PENDING with no backend id and nobody left to submit it
+    (a job held in the store for its dependencies is jobkit's, never abandoned;
+    once claimed by a releaser, QUEUED without a backend id, it is that process's)."""
+    held = record.extra.get("held") == "store"
+    if record.backend_id or (record.state is JobState.PENDING and held):
+        return False
+    if record.state is not JobState.PENDING and not (record.state is JobState.QUEUED and held):
         return False
     return submitter_dead(record, now=now, host=host)
 
@@ -360,6 +370,11 @@ def observable(
     """``records`` less the PENDING ones still in their submitter's hands: a
     backend asked about those would find nothing and call them stuck.
 
+    Jobs held in the store for their dependencies (``extra["held"] ==
+    "store"``, PENDING) are in jobkit's hands, never abandoned; once a
+    releaser claimed one (QUEUED, no backend id yet) it counts as that
+    process's submission (``extra["submitter"]`` names the releaser).
+
     A map's items share one submitter: it is checked once per call (a look
     at ``/proc``), not once per item."""
     now = time.time() if now is None else now
@@ -367,7 +382,12 @@ def observable(
     verdicts: dict[tuple[object, object], bool] = {}
 
     def in_hands(record: JobRecord) -> bool:
-        if record.state is not JobState.PENDING or record.backend_id:
+        if record.backend_id:
+            return False
+        if record.state is JobState.PENDING and record.extra.get("held") == "store":
+            return True  # jobkit holds it until its dependencies succeed: not abandoned
+        claimed = record.state is JobState.QUEUED and record.extra.get("held") == "store"
+        if record.state is not JobState.PENDING and not claimed:
             return False
         who = record.extra.get("submitter")
         if not (isinstance(who, dict) and who.get("host") == host):

@@ -10,6 +10,9 @@ Data flow for one job::
     get_blob(payloads/JOB_ID) ──► verify HMAC ──► check Python version ──► unpickle
         │                        └─ any failure: FAILED/SUBMIT_ERROR, nothing unpickled
         ▼
+    depends_on? placeholders ◄── get_blobs(outcomes of the dependencies), each verified
+        │                        └─ missing or not a success: FAILED/DEPENDENCY
+        ▼
     fn(*args, **kwargs)
         ▼
     outcomes/JOB_ID + SUCCEEDED in one transition_many (one SQLite transaction),
@@ -40,6 +43,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from jobkit.dependencies import DependencyUnavailable
 from jobkit.errors import JobkitError, StoreUnavailableError
 from jobkit.launchers import PLAIN, launcher_names, load_launcher
 from jobkit.reconcile import Failure, exception_names, fail, requeue, retry_allowed
@@ -115,6 +119,12 @@ def run_job(
     except (JobkitError, OSError) as exc:
         _fail_unloadable(store, job_id, key, exc)
         return EXIT_UNLOADABLE
+    if record.depends_on:
+        try:
+            call = _with_dependencies(store, key, call)
+        except DependencyUnavailable as exc:
+            _fail_dependency(store, job_id, exc)
+            return EXIT_FAILED
     if on_call is not None:
         on_call(call)
 
@@ -160,6 +170,26 @@ def run_job(
     store.put_blob(outcome_key(job_id), outcome)
     fail(store, job_id, failure)
     return EXIT_FAILED
+
+
+def _with_dependencies(store: Store, key: bytes, call: Call) -> Call:
+    """``call`` with its dependencies' results in place of their placeholders."""
+    import dataclasses
+
+    from jobkit.dependencies import resolve
+
+    args, kwargs = resolve(store, key, call.args, call.kwargs)
+    return dataclasses.replace(call, args=args, kwargs=kwargs)
+
+
+def _fail_dependency(store: Store, job_id: str, exc: DependencyUnavailable) -> None:
+    """A dependency's result is not there to pass: the job cannot run (DEPENDENCY)."""
+    print(f"jobkit worker: {exc}", file=sys.stderr)
+    _flush_std()
+    extra = {**store.get(job_id).extra, "failed_dependency": exc.dependency_id}
+    fail(
+        store, job_id, Failure(FailureReason.DEPENDENCY, str(exc)[:1000], EXIT_FAILED), extra=extra
+    )
 
 
 def _failure_of(

@@ -152,6 +152,18 @@ class LocalBackend(Backend):
         self._send(configure + encode_request(Op.WAKE))
         return []
 
+    def can_hold(
+        self, records: Sequence[JobRecord], dependencies: Mapping[str, Sequence[JobRecord]]
+    ) -> bool:
+        """Always: the agent keeps jobs whose dependencies have not succeeded
+        out of its queue, and admits or fails them as those end (its own jobs'
+        ends, and a periodic look for dependencies on other backends)."""
+        return True
+
+    def release(self, records: Sequence[JobRecord]) -> None:
+        """Wake the agent: it sees released dependencies itself, sooner."""
+        self._send(encode_request(Op.WAKE))
+
     def cancel(self, records: Sequence[JobRecord]) -> None:
         self._send(encode_request(Op.CANCEL, ids=[r.id for r in records]), start=False)
 

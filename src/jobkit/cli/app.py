@@ -23,6 +23,7 @@ from jobkit.cli.errors import EXIT_ERROR, JobkitGroup, fail, print_error
 from jobkit.cli.outcomes import failure_line, load_outcome, wait_for
 from jobkit.cli.session import Session
 from jobkit.cli.store import store_app
+from jobkit.cli.watch import watch
 from jobkit.errors import JobkitError
 from jobkit.states import TERMINAL_STATES, FailureReason, JobState
 
@@ -207,10 +208,23 @@ def status(ctx: typer.Context, job_id: JobIdArgument, as_json: JsonOption = Fals
             render.array_summary(found.id, members, time.time())
         return
     record = session.fresh(found.records)[0]
+    waits = _waiting_on(session, record)
     if as_json:
-        render.print_json(record.to_dict())
+        data = record.to_dict()
+        if waits:
+            data["waiting_on"] = waits
+        render.print_json(data)
     else:
-        render.record_table(record, time.time())
+        render.record_table(record, time.time(), waiting_on=waits)
+
+
+def _waiting_on(session: Session, record: Any) -> dict[str, str]:
+    """A held job's dependencies and their states (empty for any other job)."""
+    from jobkit.dependencies import is_held, waiting_on
+
+    if not record.depends_on or record.is_terminal or not is_held(record):
+        return {}
+    return waiting_on(session.store, record)
 
 
 @app.command()
@@ -478,6 +492,7 @@ def prune(
 
 
 app.add_typer(store_app)
+app.command()(watch)
 
 
 def main() -> int:

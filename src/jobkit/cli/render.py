@@ -260,8 +260,11 @@ def emit(out: Console, *objects: Any, **options: Any) -> None:
     out.file.flush()
 
 
-def record_table(record: JobRecord, now: float) -> None:
-    """``jobkit status``: every field of one record, timestamps made readable."""
+def record_table(
+    record: JobRecord, now: float, *, waiting_on: Mapping[str, str] | None = None
+) -> None:
+    """``jobkit status``: every field of one record, timestamps made readable;
+    ``waiting_on``: a held job's dependencies with their states."""
     from rich.table import Table
     from rich.text import Text
 
@@ -284,6 +287,9 @@ def record_table(record: JobRecord, now: float) -> None:
         table.add_row(name, Text(shown) if isinstance(shown, str) else shown)
         if name == "finished_at":
             table.add_row("run time", run_time(record, now))
+        if name == "state" and waiting_on:
+            waits = ", ".join(f"{i} ({s})" for i, s in waiting_on.items())
+            table.add_row("waiting on", Text(waits))
     emit(console(), table)
 
 

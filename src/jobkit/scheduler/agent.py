@@ -75,6 +75,8 @@ from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
+from jobkit.dependencies import FAILED_DEPENDENCY, RELEASED, is_held, states_of, verdict
+from jobkit.errors import JobkitError
 from jobkit.reconcile import Failure, fail, settle, settle_from_outcome
 from jobkit.scheduler.daemon import (
     AgentPaths,
@@ -115,6 +117,7 @@ from jobkit.states import FailureReason, JobRecord, JobState
 from jobkit.stores.base import Change, Store, outcome_key
 
 QUEUE_STATES = (JobState.PENDING, JobState.QUEUED)
+HELD_RECHECK = 1.0  # seconds between looks at held jobs' dependencies on other backends
 RELOAD_INTERVAL = 30.0  # seconds between full re-reads of the waiting queue
 OOM_READ_EVERY = 0.1  # seconds a reading of the OOM killer's counter is reused
 AHEAD_IF_SHORTER = 0.005
@@ -193,6 +196,8 @@ class Agent:
         self.dirty = True
         self.queue: dict[str, JobRecord] = {}
         self.waiting = WaitQueue()
+        self.held: dict[str, JobRecord] = {}  # waiting on dependencies, out of the queue
+        self.held_checked = 0.0
         self.unaccepted: list[str] = []  # PENDING jobs read this round, to record QUEUED
         self.outbox: list[bytes] = []  # events for every client, sent once per loop
         self.ends: list[tuple[Change, WarmWorker]] = []  # successes workers handed over
@@ -238,6 +243,8 @@ class Agent:
             key.data(key.fileobj)
         now = time.monotonic()
         self._timers(now)
+        if self.held and now >= self.held_checked + HELD_RECHECK:
+            self.dirty = True  # dependencies on other backends end without telling us
         if self.dirty:
             self.dirty = False
             self._schedule()
@@ -254,6 +261,8 @@ class Agent:
     def _next_timeout(self) -> float:
         now = time.monotonic()
         wakeups = [self.next_rescan, self.last_activity + self.settings.idle_timeout + 0.01]
+        if self.held:
+            wakeups.append(self.held_checked + HELD_RECHECK)
         if self.outbox or self.acks:
             wakeups.append(self.flushed_at + FLUSH_EVERY)
         for run in self.running.values():
@@ -446,11 +455,15 @@ class Agent:
         if self.reload_queue:
             self.reload_queue = self.fetch_new = False
             self.queue, self.waiting, self.unaccepted = {}, WaitQueue(), []
+            self.held = {}
             self._enqueue(self._waiting(QUEUE_STATES))
         elif self.fetch_new:
             self.fetch_new = False
             self._enqueue(self._waiting((JobState.PENDING,)))
+        if self.held:
+            self._check_held()
         if not self.queue:
+            self._accept_waiting()
             return
         self.last_activity = time.monotonic()
         started = plan(self.waiting, self.ledger)
@@ -495,7 +508,7 @@ class Agent:
 
     def _accept_waiting(self) -> None:
         """Record QUEUED for the PENDING jobs that did not start at once (one commit)."""
-        ids = [i for i in self.unaccepted if i in self.queue]
+        ids = [i for i in self.unaccepted if i in self.queue or i in self.held]
         self.unaccepted = []
         if not ids:
             return
@@ -504,11 +517,45 @@ class Agent:
         pending = (JobState.PENDING,)
         changes = [Change(i, JobState.QUEUED, expect=pending, fields=fields) for i in ids]
         for job_id, accepted in zip(ids, self.store.transition_many(changes), strict=True):
-            if accepted is None:
+            if job_id in self.held:
+                if accepted is None:
+                    self.held.pop(job_id)  # cancelled meanwhile
+                else:
+                    self.held[job_id] = accepted
+            elif accepted is None:
                 if self.queue[job_id].state is JobState.PENDING:
                     self._unqueue(job_id)  # cancelled meanwhile
             else:
                 self.queue[job_id] = accepted
+
+    def _check_held(self) -> None:
+        """Admit the held jobs whose dependencies all succeeded (marked
+        released in the store), and fail those with a failed or cancelled
+        one (DEPENDENCY, naming the root job).  Runs on every scheduling
+        round while jobs are held (its own jobs' ends wake it) and every
+        :data:`HELD_RECHECK` seconds for dependencies on other backends; one
+        batched read of the dependencies' states."""
+        now = time.monotonic()
+        self.held_checked = now
+        self.last_activity = now  # an agent holding jobs stays to release them
+        records = list(self.held.values())
+        states = states_of(self.store, {d for r in records for d in r.depends_on})
+        released: list[JobRecord] = []
+        for record in records:
+            found = verdict(record, states)
+            if found.failure is not None:
+                del self.held[record.id]
+                extra = {**record.extra, FAILED_DEPENDENCY: found.root}
+                if fail(self.store, record.id, found.failure, extra=extra) is not None:
+                    self._broadcast(encode_event(Event.DONE, record.id))
+                    self.dirty = True  # its own dependents fail next round
+            elif found.ready:
+                del self.held[record.id]
+                extra = {**record.extra, RELEASED: time.time()}
+                with contextlib.suppress(JobkitError):
+                    released.append(self.store.update(record.id, extra=extra))
+        if released:
+            self._enqueue(released)
 
     def _unqueue(self, job_id: str) -> JobRecord | None:
         self.waiting.remove(job_id)
@@ -517,6 +564,11 @@ class Agent:
     def _enqueue(self, records: list[JobRecord]) -> None:
         for record in records:
             if record.id in self.running or record.id in self.queue:
+                continue
+            if record.depends_on and is_held(record):
+                self.held[record.id] = record
+                if record.state is JobState.PENDING:
+                    self.unaccepted.append(record.id)
                 continue
             request = request_of(record)
             why = never_fits(request, self.ledger.capacity)
@@ -1015,6 +1067,7 @@ class Agent:
             if run is not None and run.kill_reason is None:
                 self._kill(run, signal.SIGTERM, None, "cancelled")
             self._unqueue(job_id)
+            self.held.pop(job_id, None)
         self.dirty = True
 
     def _kill(
