@@ -12,6 +12,7 @@ What every backend does with dependencies is in tests/conformance/.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -19,12 +20,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import helpers
 import pytest
 
+import jobkit
+from conftest import wait_for
 from jobkit.backends import waiting
 from jobkit.backends.slurm import dependency
 from jobkit.resources import parse_resources
-from jobkit.states import JobRecord, JobState
+from jobkit.states import FailureReason, JobRecord, JobState
 
 T = 120
 GOLDEN = Path(__file__).parent.parent / "golden" / "slurm"
@@ -179,3 +183,123 @@ def _sacct_times(slurm_id: str) -> tuple[str, str]:
     ).stdout.split()
     start, end = out[0].split("|")
     return start, end
+
+
+# -- the real cluster holds, releases and kills -------------------------------------
+
+
+def scontrol_job(slurm_id: str) -> dict[str, str]:
+    """``scontrol show job -o``: what this Slurm version exposes of a job's
+    dependency (its sacct has no Dependency field)."""
+    out = subprocess.run(
+        ["scontrol", "show", "job", "-o", slurm_id], capture_output=True, text=True, check=True
+    ).stdout
+    return dict(word.split("=", 1) for word in out.split() if "=" in word)
+
+
+def sacct_times(slurm_id: str) -> tuple[str, str]:
+    """(Start, End) of a finished Slurm job, ISO seconds: comparable as strings."""
+
+    def read() -> str:
+        return subprocess.run(
+            ["sacct", "-j", slurm_id, "-X", "--noheader", "--parsable2", "-o", "Start,End"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+
+    wait_for(lambda: "Unknown" not in read() and read() != "", 60)
+    start, end = read().splitlines()[0].split("|")
+    return start, end
+
+
+def test_slurm_holds_a_dependent_until_its_dependency_ended(slurm: Any, tmp_path: Path) -> None:
+    first = jobkit.submit(helpers.sleep_then, 4, 5)
+    second = jobkit.submit(helpers.square, first)  # waits for first; gets its result
+    info = second.info
+    assert info.extra.get("held") == "backend" and info.backend_id, info.extra
+    assert first.info.backend_id
+    shown = scontrol_job(info.backend_id)
+    assert shown["Dependency"].startswith(f"afterok:{first.info.backend_id}"), shown
+    assert shown["KillOInInvalidDependent"] == "Yes", shown
+    assert info.extra.get("held_by") == f"Slurm: afterok:{first.info.backend_id}"
+    status = helpers.jobkit_cli(
+        tmp_path, "status", second.id, without="JOBKIT_NONE", JOBKIT_STORE=slurm.store.url
+    )
+    shown_held = re.search(r"held by\s+(Slurm: afterok:\d+)", status.stdout)
+    assert (shown_held and shown_held[1] == f"Slurm: afterok:{first.info.backend_id}") or (
+        second.info.extra.get("released_at")  # the chain moved on before status looked
+    ), status.stdout + status.stderr
+    assert second.result(timeout=T) == 25
+    _first_start, first_end = sacct_times(str(first.info.backend_id))
+    second_start, _ = sacct_times(str(info.backend_id))
+    assert second_start >= first_end  # Slurm started it only after its dependency ended
+
+
+def test_an_item_wise_map_is_held_aftercorr_by_slurm(slurm: Any) -> None:
+    prep = jobkit.map(helpers.sleep_then, [2, 2, 2], [0, 1, 2])
+    evals = jobkit.map(helpers.square, prep)  # item i waits for item i only
+    slurm_ids = {j.info.backend_id for j in evals}
+    assert all(slurm_ids) and len({s.split("_")[0] for s in slurm_ids if s}) == 1
+    base = str(prep[0].info.backend_id).split("_")[0]
+    shown = scontrol_job(str(evals[0].info.backend_id))
+    assert shown["Dependency"].startswith(f"aftercorr:{base}_"), shown
+    assert evals.results(timeout=T, progress=False) == [0, 1, 4]
+
+
+CHAIN = """
+import sys, time, jobkit
+
+def wait_then(seconds, value):
+    time.sleep(seconds)
+    return value
+
+def square(x):
+    return x * x
+
+with jobkit.use(store=sys.argv[1], backend="slurm"):
+    first = jobkit.submit(wait_then, 2, "not a number")
+    second = jobkit.submit(square, first)  # runs, and fails: str * str
+    third = jobkit.submit(square, second)  # held by Slurm: afterok on second
+    print(second.id, third.id, third.info.extra.get("held"), third.info.backend_id)
+"""
+
+
+def test_a_job_slurm_killed_for_its_failed_dependency_ends_failed_dependency(
+    slurm: Any,
+) -> None:
+    """The chain is submitted by a process that exits at once: only Slurm
+    watches it, and kills the job whose dependency failed; jobkit then reads
+    that as FAILED/DEPENDENCY naming the failed job, never CANCELLED."""
+    submitted = subprocess.run(
+        [sys.executable, "-c", CHAIN, slurm.store.url],
+        capture_output=True,
+        text=True,
+        timeout=T,
+    )
+    assert submitted.returncode == 0, submitted.stderr
+    second_id, third_id, held, third_slurm = submitted.stdout.split()
+    assert held == "backend"
+
+    def killed_by_slurm() -> bool:
+        squeue = subprocess.run(
+            ["squeue", "--me", "-h", "--states=all", "-j", third_slurm, "-o", "%T|%r"],
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        return squeue == "CANCELLED|DependencyNeverSatisfied"
+
+    wait_for(killed_by_slurm, T)
+    assert slurm.store.get(second_id).failure_reason is FailureReason.ERROR
+    record = slurm.store.get(third_id)
+    assert record.state is JobState.QUEUED  # no jobkit process has looked yet
+    seen = slurm.backend("slurm").observe([record])[third_id]
+    assert seen.hint is FailureReason.DEPENDENCY, seen
+    assert seen.message and seen.message.startswith(f"dependency {second_id} failed (ERROR:")
+    third = jobkit.get(third_id)
+    with pytest.raises(jobkit.DependencyError) as raised:
+        third.result(timeout=T)  # type: ignore[union-attr]
+    assert raised.value.dependency_id == second_id
+    record = slurm.store.get(third_id)
+    assert record.state is JobState.FAILED and record.failure_reason is FailureReason.DEPENDENCY
+    assert record.started_at is None  # it never ran
