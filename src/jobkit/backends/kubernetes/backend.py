@@ -182,10 +182,9 @@ class KubernetesBackend(Backend):
         )
         name = job_name(job_id)
         extra: dict[str, str] = {}
-        if not resources.queue:
-            if waiting.unfinished(waiting.load(self.store, records)):
-                hold(manifest, sorted({d for r in records for d in r.depends_on}))
-                extra[waiting.HELD_BY] = f"Kubernetes: suspended Job {name}"
+        if not resources.queue and waiting.unfinished(waiting.load(self.store, records)):
+            hold(manifest, sorted({d for r in records for d in r.depends_on}))
+            extra[waiting.HELD_BY] = f"Kubernetes: suspended Job {name}"
         self.api.create_job(manifest)
         self._ensure_watch()
         return [
