@@ -30,6 +30,8 @@ from jobkit.backends.slurm import dependency
 from jobkit.resources import parse_resources
 from jobkit.states import FailureReason, JobRecord, JobState
 
+pytest_plugins = ["s3_fixtures", "jobkit_testing.k8s_emulator.fixtures"]
+
 T = 120
 GOLDEN = Path(__file__).parent.parent / "golden" / "slurm"
 
@@ -303,3 +305,100 @@ def test_a_job_slurm_killed_for_its_failed_dependency_ends_failed_dependency(
     record = slurm.store.get(third_id)
     assert record.state is JobState.FAILED and record.failure_reason is FailureReason.DEPENDENCY
     assert record.started_at is None  # it never ran
+
+
+# -- Kubernetes: suspended Jobs, released in order ------------------------------------
+
+K8S_T = 60
+
+
+@pytest.fixture
+def kube(k8s_emulator: Any, k8s_controller: Any, s3_bucket: str) -> Iterator[Any]:
+    from jobkit_testing.k8s_emulator.clients import on_kubernetes
+
+    with on_kubernetes(k8s_emulator, f"s3://{s3_bucket}/k8s") as client:
+        yield client
+
+
+def kube_job(emulator: Any, job_id: str) -> dict[str, Any] | None:
+    from jobkit.backends.kubernetes.manifest import job_name
+    from jobkit_testing.k8s_emulator.clients import NAMESPACE
+
+    found: dict[str, Any] | None = emulator.get("jobs", NAMESPACE, job_name(job_id))
+    return found
+
+
+def pods_of(emulator: Any, job_id: str) -> list[dict[str, Any]]:
+    from jobkit.backends.kubernetes.manifest import job_name
+    from jobkit_testing.k8s_emulator.clients import NAMESPACE
+
+    name = job_name(job_id)
+    return [
+        p
+        for p in emulator.objects("pods", NAMESPACE)
+        if (p["metadata"].get("labels") or {}).get("job-name") == name
+    ]
+
+
+def test_kubernetes_chain_waits_suspended_and_podless_then_runs_in_order(
+    kube: Any, k8s_emulator: Any
+) -> None:
+    from jobkit.backends.kubernetes.manifest import HELD, WAITS_ON, job_name
+
+    k8s_emulator.clear_requests()
+    first = jobkit.submit(helpers.sleep_then, 3, 2)
+    second = jobkit.submit(helpers.square, first)
+    third = jobkit.submit(helpers.square, second)
+    for job, waits_on in ((second, first), (third, second)):
+        assert job.info.extra.get("held") == "backend"
+        manifest = kube_job(k8s_emulator, job.id)
+        assert manifest is not None and manifest["spec"]["suspend"] is True
+        assert manifest["metadata"]["labels"][HELD] == "true"
+        assert manifest["metadata"]["annotations"][WAITS_ON] == waits_on.id
+        assert job.info.extra.get("held_by") == f"Kubernetes: suspended Job {job_name(job.id)}"
+    wait_for(lambda: pods_of(k8s_emulator, first.id), K8S_T)  # the first one runs...
+    assert not pods_of(k8s_emulator, second.id) and not pods_of(k8s_emulator, third.id)
+    assert third.result(timeout=K8S_T) == 16  # ...and the chain follows: (2 * 2) ** 2
+    patches = k8s_emulator.requests("patch", "jobs")
+    assert [r.name for r in patches] == [job_name(second.id), job_name(third.id)]
+    assert all(
+        r.body == {"metadata": {"labels": {HELD: None}}, "spec": {"suspend": False}}
+        for r in patches
+    )
+    for job in (second, third):
+        manifest = kube_job(k8s_emulator, job.id)
+        assert manifest is not None and manifest["spec"]["suspend"] is False
+        assert HELD not in manifest["metadata"]["labels"]
+        assert len(pods_of(k8s_emulator, job.id)) == 1  # one pod, once released
+
+
+def test_kubernetes_held_job_cancelled_or_failed_dependency_deletes_its_job(
+    kube: Any, k8s_emulator: Any
+) -> None:
+    first = jobkit.submit(helpers.sleep_then, 30)
+    waiting_job = jobkit.submit(helpers.square, first)
+    assert kube_job(k8s_emulator, waiting_job.id) is not None
+    waiting_job.cancel()
+    wait_for(lambda: kube_job(k8s_emulator, waiting_job.id) is None, K8S_T)
+    assert waiting_job.info.state is JobState.CANCELLED
+    first.cancel()  # a dependency cancelled: its held dependent fails, its Job goes
+    doomed = jobkit.submit(helpers.square, jobkit.submit(helpers.fail_with, 3))
+    assert kube_job(k8s_emulator, doomed.id) is not None
+    with pytest.raises(jobkit.DependencyError):
+        doomed.result(timeout=K8S_T)
+    wait_for(lambda: kube_job(k8s_emulator, doomed.id) is None, K8S_T)
+    assert not pods_of(k8s_emulator, doomed.id)
+
+
+def test_kueue_queued_dependents_are_held_by_jobkit_not_suspended(
+    kube: Any, k8s_emulator: Any
+) -> None:
+    """Kueue owns a queued Job's ``suspend`` and would start it when admitted,
+    dependency or not: such jobs wait in the store and are created once released."""
+    first = jobkit.submit(helpers.sleep_then, 30)
+    queued = jobkit.remote(helpers.square).options(queue="team-a").submit(first)
+    assert queued.info.extra.get("held") == "store"
+    assert kube_job(k8s_emulator, queued.id) is None
+    first.cancel()
+    with pytest.raises(jobkit.DependencyError):
+        queued.result(timeout=K8S_T)
