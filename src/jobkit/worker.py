@@ -43,9 +43,9 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from jobkit.dependencies import DependencyUnavailable
 from jobkit.errors import JobkitError, StoreUnavailableError
 from jobkit.launchers import PLAIN, launcher_names, load_launcher
+from jobkit.placeholders import DependencyUnavailable
 from jobkit.reconcile import Failure, exception_names, fail, requeue, retry_allowed
 from jobkit.serialization import Call, dump_outcome, load_payload
 from jobkit.states import FailureReason, JobRecord, JobState
@@ -176,7 +176,7 @@ def _with_dependencies(store: Store, key: bytes, call: Call) -> Call:
     """``call`` with its dependencies' results in place of their placeholders."""
     import dataclasses
 
-    from jobkit.dependencies import resolve
+    from jobkit.placeholders import resolve
 
     args, kwargs = resolve(store, key, call.args, call.kwargs)
     return dataclasses.replace(call, args=args, kwargs=kwargs)

@@ -77,6 +77,41 @@ def tick_until(path: str, limit: float) -> int:
     return count
 
 
+def prep_data(n: int, seconds: float = 0.0) -> list[int]:
+    time.sleep(seconds)
+    return list(range(n))
+
+
+def pick(data: list[int], i: int) -> int:
+    return data[i] * 10
+
+
+def total(values: list[int]) -> int:
+    return sum(values)
+
+
+def value_or_wait(value: int, path: str | None) -> int:
+    """``value`` at once, or once ``path`` exists (item-wise dependency tests)."""
+    deadline = time.monotonic() + T
+    while path is not None and not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return value
+
+
+def plus_one(x: int) -> int:
+    return x + 1
+
+
+def write_after(path: str, seconds: float) -> str:
+    time.sleep(seconds)
+    Path(path).write_text("written")
+    return path
+
+
+def read_text(path: str) -> str:
+    return Path(path).read_text()
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -112,6 +147,16 @@ class BackendConformance:
     time_limit_skip: ClassVar[str | None] = None
     impossible: ClassVar[dict[str, Any] | None] = None
     """Valid resources this backend can never satisfy (a ConfigError at submit)."""
+    runs_in_submitter: ClassVar[str | None] = None
+    """Why jobs this backend took stop when their submitting process exits
+    (the toy plugin starts workers from threads of the submitter); the
+    chain-after-exit case then lets the submitter see the first job end before
+    it exits, and what follows must still complete without it."""
+
+    def subprocess_options(self, client: Any) -> dict[str, Any]:
+        """``jobkit.use`` arguments for a separate submitting process, beyond the
+        store and backend (JSON-serializable)."""
+        return {}
 
     def submissions(self, client: Any) -> int:
         """How many submissions the backend has received so far (its own count)."""
@@ -239,6 +284,109 @@ class BackendConformance:
         job = jobkit.remote(retries=1)(fail_once).submit(str(tmp_path / "tried"))
         assert job.result(timeout=T) == "second try"
         assert job.info.state is JobState.SUCCEEDED and job.info.attempt == 1
+
+    # -- dependencies: jobs as arguments, after=, failed dependencies ------------------
+    def test_a_three_stage_chain_passes_results(self, client: Any) -> None:
+        prep = jobkit.submit(prep_data, 10)
+        items = jobkit.map(pick, [prep] * 10, range(10))
+        reduce = jobkit.submit(total, items)
+        assert reduce.result(timeout=T) == sum(i * 10 for i in range(10))
+        assert items.results(timeout=T, progress=False) == [i * 10 for i in range(10)]
+        assert reduce.info.depends_on == [items.id]
+        assert {tuple(job.info.depends_on) for job in items} == {(prep.id,)}
+        assert prep.info.depends_on == []
+        ended = [prep.info, *(j.info for j in items), reduce.info]
+        assert all(r.state is JobState.SUCCEEDED for r in ended)
+        assert max(j.info.finished_at or 0 for j in items) <= (reduce.info.started_at or 0)
+        assert (prep.info.finished_at or 0) <= min(j.info.started_at or 0 for j in items)
+
+    def test_an_item_wise_map_waits_for_its_own_item_only(
+        self, client: Any, tmp_path: Path
+    ) -> None:
+        gate = tmp_path / "gate"
+        first = jobkit.map(value_or_wait, [1, 2], [None, str(gate)])
+        second = jobkit.map(plus_one, first)
+        assert [job.info.depends_on for job in second] == [[first[0].id], [first[1].id]]
+        assert second[0].result(timeout=T) == 2  # while first[1] still waits on the gate
+        assert first[1].info.state in (JobState.PENDING, JobState.QUEUED, JobState.RUNNING)
+        assert not second[1].done()
+        gate.touch()
+        assert second[1].result(timeout=T) == 3
+        assert (second[0].info.finished_at or 0) < (first[1].info.finished_at or 0)
+
+    def test_after_orders_without_passing_results(self, client: Any, tmp_path: Path) -> None:
+        target = tmp_path / "written"
+        first = jobkit.submit(write_after, str(target), 1.0)
+        sweep = jobkit.map(square, [2, 3])
+        reader = jobkit.remote(read_text).options(after=[first, sweep])
+        later = reader.submit(str(target))
+        many = reader.map([str(target)] * 2)
+        assert later.result(timeout=T) == "written"
+        assert many.results(timeout=T, progress=False) == ["written", "written"]
+        assert later.info.depends_on == [first.id, sweep.id]
+        assert {tuple(j.info.depends_on) for j in many} == {(first.id, sweep.id)}
+
+    def test_a_failed_dependency_fails_its_dependents_transitively(self, client: Any) -> None:
+        root = jobkit.submit(sleep_then, 0.5)
+        broken = jobkit.remote(fail_with).options(after=[root]).submit(3)
+        middle = jobkit.submit(square, broken)
+        last = jobkit.remote(total).options(after=[middle]).submit([middle])
+        for job in (middle, last):
+            with pytest.raises(jobkit.DependencyError) as caught:
+                job.result(timeout=T)
+            assert caught.value.dependency_id == broken.id
+            assert isinstance(caught.value, jobkit.JobFailedError)
+            info = job.info
+            assert info.state is JobState.FAILED
+            assert info.failure_reason is FailureReason.DEPENDENCY
+            assert broken.id in (info.message or "") and "ERROR" in (info.message or "")
+            assert info.started_at is None  # it never ran
+        assert isinstance(broken.exception(timeout=T), SuiteError)
+        before = self.submissions(client)
+        late = jobkit.submit(square, last)  # known failed at submit: never sent
+        assert late.info.failure_reason is FailureReason.DEPENDENCY
+        assert self.submissions(client) == before
+        with pytest.raises(jobkit.DependencyError) as caught:
+            late.result(timeout=T)
+        assert caught.value.dependency_id == broken.id
+
+    def test_a_chain_finishes_after_its_submitter_exited(self, client: Any) -> None:
+        options = {
+            "store": client.config.store,
+            "backend": self.backend_name,
+            **self.subprocess_options(client),
+        }
+        script = textwrap.dedent(
+            f"""
+            import json, os, jobkit
+            from backend_suite import pick, prep_data, total
+            with jobkit.use(**json.loads({json.dumps(json.dumps(options))})):
+                prep = jobkit.submit(prep_data, 10, 2.0)
+                items = jobkit.map(pick, [prep] * 10, range(10))
+                reduce = jobkit.submit(total, items)
+                if {self.runs_in_submitter is not None!r}:
+                    prep.result(timeout={T})
+                print(json.dumps([reduce.id, os.getpid()]), flush=True)
+                os._exit(0)  # at once: no monitor, no cleanup
+            """
+        )
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(
+                [str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]
+            ),
+        }
+        out = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, timeout=T, env=env
+        )
+        assert out.returncode == 0, out.stderr
+        reduce_id, pid = json.loads(out.stdout)
+        assert not _alive(pid)
+        again = jobkit.get(reduce_id)
+        assert isinstance(again, jobkit.Job)
+        assert not again.info.state.is_terminal  # the submitter left it waiting
+        assert again.info.extra["submitter"]["pid"] == pid
+        assert again.result(timeout=T) == sum(i * 10 for i in range(10))
 
     # -- futures ---------------------------------------------------------------------
     def test_await_as_completed_and_wait(self, client: Any) -> None:

@@ -11,8 +11,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -49,6 +51,10 @@ def toy_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 class TestToyBackend(BackendConformance):
     backend_name = "toy"
     blockers = 2
+    runs_in_submitter = "the toy plugin starts its workers from threads of the submitting process"
+
+    def subprocess_options(self, client: Any) -> dict[str, Any]:
+        return {"backends": {"toy": {"max_parallel": 2}}, "poll_interval": 0.1}
 
     @pytest.fixture(scope="class")
     @classmethod
@@ -65,6 +71,68 @@ class TestToyBackend(BackendConformance):
     def submissions(self, client: Any) -> int:
         return int(type(client.backend("toy")).submissions)
 
+    def test_jobkit_watch_releases_a_held_job_and_status_says_what_it_waits_on(
+        self, client: Any, tmp_path: Path
+    ) -> None:
+        """The toy backend cannot hold jobs: a dependent waits in the store,
+        its submitter gone, and ``jobkit watch`` (another process) releases it."""
+        from backend_suite import T, plus_one, value_or_wait, wait_for
+
+        url = client.config.store
+        gate = tmp_path / "gate"
+        prep = jobkit.submit(value_or_wait, 5, str(gate))
+        script = (
+            "import jobkit, os\n"
+            f"from backend_suite import plus_one\n"
+            f"with jobkit.use(store={url!r}, backend='toy'):\n"
+            f"    print(jobkit.submit(plus_one, jobkit.get({prep.id!r})).id, flush=True)\n"
+            "    os._exit(0)\n"
+        )
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(
+                [str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]
+            ),
+        }
+        made = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, timeout=T, env=env
+        )
+        assert made.returncode == 0, made.stderr
+        dep_id = made.stdout.strip()
+        held = client.store.get(dep_id)
+        assert held.state is jobkit.JobState.PENDING and held.extra["held"] == "store"
+        cli = [sys.executable, "-m", "jobkit", "--store", url]
+        status = subprocess.run(
+            [*cli, "status", dep_id, "--json"], capture_output=True, text=True, timeout=T, env=env
+        )
+        assert status.returncode == 0, status.stderr
+        waits = json.loads(status.stdout)["waiting_on"]
+        assert list(waits) == [prep.id] and waits[prep.id] in ("QUEUED", "RUNNING")
+        text = subprocess.run(
+            [*cli, "status", dep_id], capture_output=True, text=True, timeout=T, env=env
+        )
+        assert "waiting on" in text.stdout and prep.id in text.stdout
+        watcher = subprocess.Popen(
+            [*cli, "watch", "--interval", "0.2"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        try:
+            time.sleep(1.0)
+            assert client.store.get(dep_id).state is jobkit.JobState.PENDING  # prep still runs
+            gate.touch()
+            assert prep.result(timeout=T) == 5
+            wait_for(lambda: client.store.get(dep_id).state.is_terminal, timeout=T)
+        finally:
+            watcher.send_signal(signal.SIGTERM)
+            out, err = watcher.communicate(timeout=30)
+        assert watcher.returncode == 0, err
+        assert f"{dep_id} released" in out
+        assert client.store.get(dep_id).state is jobkit.JobState.SUCCEEDED
+        assert jobkit.get(dep_id).result(timeout=T) == plus_one(5)
+
 
 # -- local: the real agent ------------------------------------------------------------
 
@@ -73,6 +141,9 @@ class TestLocalBackend(BackendConformance):
     backend_name = "local"
     blocker_options = {"cpus": 4}
     impossible = {"nodes": 2}
+
+    def subprocess_options(self, client: Any) -> dict[str, Any]:
+        return {"local": {"cpus": 4, "idle_timeout": 10}}
 
     @pytest.fixture(scope="class")
     @classmethod

@@ -7,6 +7,7 @@ backend here (the conformance suite runs chains on every backend).
 from __future__ import annotations
 
 import collections
+import dataclasses
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -29,6 +30,7 @@ from jobkit.job import Job, JobArray
 from jobkit.serialization import Call, dump_outcome, dump_payload
 from jobkit.states import FailureReason, JobRecord, JobState
 from jobkit.stores.base import outcome_key, payload_key
+from jobkit.submitter import current as current_submitter
 from jobkit.worker import run_job
 
 KEY = b"k" * 32
@@ -233,3 +235,27 @@ def test_an_unknown_dependency_is_refused_before_anything_is_written(client: Any
         jobkit.submit(len, ghost)
     assert "\n" not in str(caught.value)
     assert client.store.query() == [] and client.store.payload_blobs() == {}
+
+
+def test_a_store_held_job_of_a_dead_submitter_is_not_handed_over() -> None:
+    from jobkit.reconcile import observable, submitter_gone
+
+    dead = {"host": "elsewhere", "pid": 1, "started": 1}
+    old = dict(created_at=1.0, depends_on=["jk-dep"])
+    held = JobRecord(
+        id="jk-h", name="h", backend="toy", extra={"held": "store", "submitter": dead}, **old
+    )
+    plain = JobRecord(id="jk-p", name="p", backend="toy", extra={"submitter": dead}, created_at=1.0)
+    claimed = JobRecord(
+        id="jk-c",
+        name="c",
+        backend="toy",
+        state=JobState.QUEUED,
+        extra={"held": "store", "released_at": 2.0, "submitter": dead},
+        **old,
+    )
+    assert not submitter_gone(held) and submitter_gone(plain) and submitter_gone(claimed)
+    assert [r.id for r in observable([held, plain, claimed])] == ["jk-p", "jk-c"]
+    mine = {**claimed.extra, "submitter": current_submitter()}
+    releasing = dataclasses.replace(claimed, extra=mine)
+    assert observable([releasing]) == []  # its releaser still submits it
