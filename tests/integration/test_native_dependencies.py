@@ -135,6 +135,9 @@ def test_only_slurm_jobs_of_this_cluster_are_held_by_slurm(held_store: tuple[Any
     assert not backend.can_hold([job], {elsewhere.id: [elsewhere]})
     unsent = JobRecord(id="jk-w", name="w", backend="slurm")  # PENDING, no Slurm id yet
     assert not backend.can_hold([job], {unsent.id: [unsent]})
+    retried = slurm_record("jk-u", "998", one.extra[dependency.CLUSTER_KEY])
+    retried.resources = {"retries": 2}  # a retry gets a new Slurm id: afterok would kill
+    assert not backend.can_hold([job], {retried.id: [retried]})
     done = JobRecord(id="jk-v", name="v", backend="local", state=JobState.SUCCEEDED)
     assert backend.can_hold([job], {one.id: [one], done.id: [done]})  # nothing to wait for there
     assert not backend.can_hold([job], {done.id: [done]})  # nothing at all: no hold needed

@@ -38,14 +38,17 @@ ACCOUNTING_REASON = "Dependency"
 
 def holdable(dependencies: Mapping[str, Sequence[JobRecord]], cluster: str | None) -> bool:
     """True when Slurm can keep the dependents waiting itself: every unfinished
-    dependency is a Slurm job of ``cluster`` with a Slurm id, and none has
-    failed already (that is the reconciler's to record, not Slurm's)."""
+    dependency is a Slurm job of ``cluster`` with a Slurm id, none has failed
+    already (that is the reconciler's to record, not Slurm's), and none may
+    be retried: jobkit resubmits a retried attempt under a new Slurm id, and
+    Slurm would kill the dependent when the first attempt fails."""
     waiting = unfinished(dependencies)
     return bool(cluster) and all(
         r.backend == "slurm"
         and r.backend_id
         and r.extra.get(CLUSTER_KEY) == cluster
         and not r.is_terminal
+        and not r.resources.get("retries")
         for r in waiting
     )
 
