@@ -405,3 +405,35 @@ def test_kueue_queued_dependents_are_held_by_jobkit_not_suspended(
     first.cancel()
     with pytest.raises(jobkit.DependencyError):
         queued.result(timeout=K8S_T)
+
+
+def test_kubernetes_item_wise_map_is_one_suspended_job_per_item(
+    kube: Any, k8s_emulator: Any, tmp_path: Path
+) -> None:
+    """An Indexed Job cannot start index 0 and not index 1, so the items of an
+    item-wise map wait in Jobs of their own, each released when its item may run."""
+    from jobkit.backends.kubernetes.manifest import job_name
+
+    gate = tmp_path / "gate"
+    first = jobkit.map(helpers.wait_for_file, [str(tmp_path / "never"), str(gate)], [0, 30])
+    second = jobkit.map(helpers.square, first)  # item i after item i only
+    k8s_emulator.clear_requests()
+    names = [job_name(f"{second.id}-{i}") for i in range(2)]
+    assert [j.info.backend_id for j in second] == names
+    for name in names:
+        manifest = k8s_emulator.get("jobs", "jobkit", name)
+        assert manifest is not None and manifest["spec"]["suspend"] is True
+    assert second[0].result(timeout=K8S_T) == 0  # square(False): item 0 ran...
+    assert not pods_of_job(k8s_emulator, names[1])  # ...while item 1 waits, podless
+    assert k8s_emulator.get("jobs", "jobkit", names[1])["spec"]["suspend"] is True
+    gate.touch()
+    assert second[1].result(timeout=K8S_T) == 1  # square(True)
+    assert [r.name for r in k8s_emulator.requests("patch", "jobs")] == names
+
+
+def pods_of_job(emulator: Any, name: str) -> list[dict[str, Any]]:
+    return [
+        p
+        for p in emulator.objects("pods", "jobkit")
+        if (p["metadata"].get("labels") or {}).get("job-name") == name
+    ]

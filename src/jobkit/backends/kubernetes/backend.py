@@ -47,7 +47,16 @@ from jobkit.observation import Phase
 from jobkit.reconcile import abandoned_message, submitter_gone
 from jobkit.states import ACTIVE_STATES, FailureReason, JobRecord, JobState
 
-from .manifest import INDEX_ANNOTATION, RELEASE, build_job, hold, job_name, to_yaml, validate
+from .manifest import (
+    INDEX_ANNOTATION,
+    RELEASE,
+    as_item,
+    build_job,
+    hold,
+    job_name,
+    to_yaml,
+    validate,
+)
 from .settings import KubernetesSettings
 from .states import created, jobkit_id, judge, worth_a_look
 
@@ -173,16 +182,21 @@ class KubernetesBackend(Backend):
 
     def submit(self, records: Sequence[JobRecord], resources: Resources) -> list[Accepted]:
         """One Job (a map: one Indexed Job), suspended while a dependency has not
-        succeeded yet (``can_hold`` said so; released by :meth:`release`)."""
+        succeeded yet (``can_hold`` said so; released by :meth:`release`).  An
+        item-wise map (items waiting on different jobs) is held as one Job per
+        item: an Indexed Job cannot start some indexes and not others."""
         first = records[0]
         array = first.array_id is not None
         job_id = first.array_id if first.array_id is not None else first.id
+        held = not resources.queue and bool(waiting.unfinished(waiting.load(self.store, records)))
+        if held and array and len({tuple(r.depends_on) for r in records}) > 1:
+            return self._submit_items(records, resources)
         manifest = self.manifest(
             job_id, first.name, resources, count=len(records) if array else None
         )
         name = job_name(job_id)
         extra: dict[str, str] = {}
-        if not resources.queue and waiting.unfinished(waiting.load(self.store, records)):
+        if held:
             hold(manifest, sorted({d for r in records for d in r.depends_on}))
             extra[waiting.HELD_BY] = f"Kubernetes: suspended Job {name}"
         self.api.create_job(manifest)
@@ -191,6 +205,30 @@ class KubernetesBackend(Backend):
             Accepted(record.id, f"{name}[{record.array_index}]" if array else name, extra)
             for record in records
         ]
+
+    def _submit_items(self, records: Sequence[JobRecord], resources: Resources) -> list[Accepted]:
+        """Each item its own suspended Job ``<array>-<index>``, released on its own.
+        A create that fails after others succeeded fails them all (SubmitError):
+        the Jobs already made are deleted first, so none runs unrecorded."""
+        accepted: list[Accepted] = []
+        made: list[str] = []
+        try:
+            for record in records:
+                array_id, index = str(record.array_id), int(record.array_index or 0)
+                name = job_name(f"{array_id}-{index}")
+                manifest = self.manifest(name, record.name, resources, count=None)
+                as_item(manifest, array_id=array_id, index=index, item_id=record.id)
+                hold(manifest, record.depends_on)
+                self.api.create_job(manifest)
+                made.append(name)
+                extra = {waiting.HELD_BY: f"Kubernetes: suspended Job {name}"}
+                accepted.append(Accepted(record.id, name, extra))
+        except JobkitError:
+            for name in made:
+                self.api.delete_job(name)
+            raise
+        self._ensure_watch()
+        return accepted
 
     def can_hold(
         self, records: Sequence[JobRecord], dependencies: Mapping[str, Sequence[JobRecord]]
@@ -207,11 +245,12 @@ class KubernetesBackend(Backend):
         """Unsuspend the records' Jobs: one merge PATCH per Job, idempotent (a
         released or deleted Job is left as it is).  A map's Indexed Job starts
         only once every item is released or over: its pods cannot start one
-        index at a time."""
+        index at a time (item-wise maps have a Job per item instead)."""
         names: dict[str, str | None] = {}
         for record in records:
             if record.backend_id:
-                names.setdefault(_job_of(record.backend_id), record.array_id)
+                indexed = "[" in record.backend_id
+                names.setdefault(_job_of(record.backend_id), record.array_id if indexed else None)
         releasing = {r.id for r in records}
         for name, array_id in names.items():
             if array_id is not None and not self._all_released(array_id, releasing):
@@ -360,7 +399,8 @@ class KubernetesBackend(Backend):
                 by_job.setdefault(_job_of(record.backend_id), []).append(record)
         for name, group in by_job.items():
             array_id = group[0].array_id
-            whole = array_id is None or self._all_cancelled(array_id)
+            own_job = "[" not in str(group[0].backend_id)  # a job's, or one item's
+            whole = own_job or array_id is None or self._all_cancelled(array_id)
             if whole:
                 self.api.delete_job(name)
                 continue
@@ -410,6 +450,9 @@ def _handover(
     its Job, found by the deterministic name, or stuck if its submitter is gone."""
     array = record.array_id is not None
     name = job_name(record.array_id if record.array_id is not None else record.id)
+    item = job_name(f"{record.array_id}-{record.array_index}") if array else name
+    if item in jobs:  # an item-wise held map's item: a Job of its own
+        name, array = item, False
     if name in jobs:
         backend_id = f"{name}[{record.array_index}]" if array else name
         observed = judge(pod, record, now=now, grace=grace) if pod is not None else None

@@ -14,7 +14,8 @@ prints exactly what ``submit`` sends::
     priority         -> priorityClassName (priority_classes)
     queue            -> the Kueue queue label on the Job
     depends_on (unfinished) -> spec.suspend: true, label jobkit.dev/held, annotation
-                        jobkit.dev/waits-on (hold); released by a merge patch (RELEASE)
+                        jobkit.dev/waits-on (hold); released by a merge patch (RELEASE);
+                        an item-wise map: one such Job per item (as_item)
     map over N items -> ONE Indexed Job: completions N, parallelism = the cap
 
 Each pod runs ``python -m jobkit.worker``, which reads the payload from the
@@ -166,6 +167,18 @@ def hold(manifest: dict[str, Any], waits_on: Sequence[str]) -> None:
     metadata = manifest["metadata"]
     metadata["labels"][HELD] = "true"
     metadata.setdefault("annotations", {})[WAITS_ON] = ",".join(waits_on)
+
+
+def as_item(manifest: dict[str, Any], *, array_id: str, index: int, item_id: str) -> None:
+    """Make a single-job manifest the Job of one map item: its pods carry the
+    array's id label and the item's index (what an Indexed Job's pods carry),
+    and run that item.  For item-wise held maps, whose items start one by one."""
+    spec = manifest["spec"]
+    for meta in (manifest["metadata"], spec["template"]["metadata"]):
+        meta["labels"].pop(JOB_ID, None)
+        meta["labels"][ARRAY_ID] = array_id
+    spec["template"]["metadata"].setdefault("annotations", {})[INDEX_ANNOTATION] = str(index)
+    spec["template"]["spec"]["containers"][0]["command"][-1] = item_id
 
 
 def _pod_spec(
