@@ -301,6 +301,9 @@ def test_a_job_slurm_killed_for_its_failed_dependency_ends_failed_dependency(
     seen = slurm.backend("slurm").observe([record])[third_id]
     assert seen.hint is FailureReason.DEPENDENCY, seen
     assert seen.message and seen.message.startswith(f"dependency {second_id} failed (ERROR:")
+    assert slurm.store.get(third_id).extra["failed_dependency"] == second_id
+    slurm.reconcile([slurm.store.get(third_id)])  # one pass, as a one-shot `jobkit status`
+    assert slurm.store.get(third_id).failure_reason is FailureReason.DEPENDENCY
     third = jobkit.get(third_id)
     with pytest.raises(jobkit.DependencyError) as raised:
         third.result(timeout=T)  # type: ignore[union-attr]

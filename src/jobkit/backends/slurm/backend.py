@@ -403,12 +403,23 @@ class SlurmBackend(Backend):
         self, record: JobRecord, observed: Observation, state: queries.NativeState
     ) -> Observation:
         """A job Slurm cancelled for its dependency: FAILED/DEPENDENCY naming the
-        job that failed.  sacct's reason ``Dependency`` is also that of a job
-        cancelled from outside while it waited: without a failed dependency in
-        the store, it is read as the cancellation it then is."""
-        root = waiting.failed_root(self.store, record)
-        if root is not None:
-            return dataclasses.replace(observed, message=waiting.failure_message(root))
+        job that failed, as the reconciler words it (its root is kept in
+        ``extra["failed_dependency"]`` for ``DependencyError``).  While the store
+        does not know yet that a dependency ended, the job is left waiting: the
+        reconciler fails it once it records that end.  sacct's reason
+        ``Dependency`` is also that of a job cancelled from outside while it
+        waited: with every dependency succeeded, it is the cancellation it is."""
+        from jobkit.dependencies import FAILED_DEPENDENCY
+
+        found = waiting.failure(self.store, record)
+        if found is not None:
+            failure, root = found
+            current = self.store.get(record.id)
+            if current.extra.get(FAILED_DEPENDENCY) != root:
+                self.store.update(record.id, extra={**current.extra, FAILED_DEPENDENCY: root})
+            return dataclasses.replace(observed, message=failure.message)
+        if waiting.unfinished(waiting.load(self.store, [record])):
+            return Observation(state.state, Phase.WAITING, message=observed.message)
         if state.reason in dependency.KILLED_REASONS:
             return observed
         return Observation(state.state, Phase.CANCELLED)

@@ -13,7 +13,7 @@ chain finishes after the notebook that submitted it is gone::
              ─► #SBATCH --dependency=...  #SBATCH --kill-on-invalid-dep=yes
     a dependency fails ─► Slurm cancels the dependent (DependencyNeverSatisfied;
                 sacct says CANCELLED/Dependency) ─► observe reads it as
-                FAILED/DEPENDENCY naming the failed job (waiting.failed_root)
+                FAILED/DEPENDENCY naming the failed job (waiting.failure)
 
 ``--kill-on-invalid-dep=yes`` so that nothing waits forever in Slurm's
 queue once its dependency failed.  Dependencies that already SUCCEEDED are
