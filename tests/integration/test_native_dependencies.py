@@ -27,6 +27,7 @@ import jobkit
 from conftest import wait_for
 from jobkit.backends import waiting
 from jobkit.backends.slurm import dependency
+from jobkit.observation import Phase
 from jobkit.resources import parse_resources
 from jobkit.states import FailureReason, JobRecord, JobState
 
@@ -299,11 +300,12 @@ def test_a_job_slurm_killed_for_its_failed_dependency_ends_failed_dependency(
     record = slurm.store.get(third_id)
     assert record.state is JobState.QUEUED  # no jobkit process has looked yet
     seen = slurm.backend("slurm").observe([record])[third_id]
-    assert seen.hint is FailureReason.DEPENDENCY, seen
-    assert seen.message and seen.message.startswith(f"dependency {second_id} failed (ERROR:")
-    assert slurm.store.get(third_id).extra["failed_dependency"] == second_id
-    slurm.reconcile([slurm.store.get(third_id)])  # one pass, as a one-shot `jobkit status`
-    assert slurm.store.get(third_id).failure_reason is FailureReason.DEPENDENCY
+    assert seen.phase is Phase.WAITING, seen  # never CANCELLED: the step fails it...
+    slurm.reconcile([slurm.store.get(third_id)])  # ...in one pass, as `jobkit status` makes
+    record = slurm.store.get(third_id)
+    assert record.failure_reason is FailureReason.DEPENDENCY
+    assert record.extra["failed_dependency"] == second_id
+    assert (record.message or "").startswith(f"dependency {second_id} failed (ERROR:")
     third = jobkit.get(third_id)
     with pytest.raises(jobkit.DependencyError) as raised:
         third.result(timeout=T)  # type: ignore[union-attr]

@@ -4,8 +4,6 @@ themselves (Slurm's ``--dependency``, suspended Kubernetes Jobs).
     record.depends_on ─► load(store, records) ─► {id: [records]} (an id that is
                          no job is an array: its items, in index order)
                       ─► unfinished(...): what a hold still waits for
-    a dependency ended FAILED/CANCELLED ─► failure(store, record): the DEPENDENCY
-                      failure and its root job, in the reconciler's words
 
 The reconciler's release/fail step (:mod:`jobkit.dependencies`) decides
 when held jobs start or fail; these helpers only let a backend say what it
@@ -20,7 +18,6 @@ from typing import TYPE_CHECKING
 from jobkit.states import JobRecord, JobState
 
 if TYPE_CHECKING:
-    from jobkit.observation import Failure
     from jobkit.stores.base import Store
 
 HELD_BY = "held_by"
@@ -48,16 +45,3 @@ def failed(dependencies: Mapping[str, Sequence[JobRecord]]) -> bool:
         for deps in dependencies.values()
         for r in deps
     )
-
-
-def failure(store: Store, record: JobRecord) -> tuple[Failure, str] | None:
-    """The DEPENDENCY failure ``record`` ends with and the root job it names,
-    when one of its dependencies ended FAILED or CANCELLED (the reconciler's
-    own wording, :func:`jobkit.dependencies.failure_of`); else None."""
-    from jobkit.dependencies import failure_of
-
-    for deps in load(store, [record]).values():
-        for dep in deps:
-            if dep.state in (JobState.FAILED, JobState.CANCELLED):
-                return failure_of(dep)
-    return None

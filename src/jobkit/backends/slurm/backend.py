@@ -402,24 +402,21 @@ class SlurmBackend(Backend):
     def _dependency_end(
         self, record: JobRecord, observed: Observation, state: queries.NativeState
     ) -> Observation:
-        """A job Slurm cancelled for its dependency: FAILED/DEPENDENCY naming the
-        job that failed, as the reconciler words it (its root is kept in
-        ``extra["failed_dependency"]`` for ``DependencyError``).  While the store
-        does not know yet that a dependency ended, the job is left waiting: the
-        reconciler fails it once it records that end.  sacct's reason
-        ``Dependency`` is also that of a job cancelled from outside while it
-        waited: with every dependency succeeded, it is the cancellation it is."""
-        from jobkit.dependencies import FAILED_DEPENDENCY
+        """A job Slurm cancelled for its dependency, never read as CANCELLED.
 
-        found = waiting.failure(self.store, record)
-        if found is not None:
-            failure, root = found
-            current = self.store.get(record.id)
-            if current.extra.get(FAILED_DEPENDENCY) != root:
-                self.store.update(record.id, extra={**current.extra, FAILED_DEPENDENCY: root})
-            return dataclasses.replace(observed, message=failure.message)
-        if waiting.unfinished(waiting.load(self.store, [record])):
-            return Observation(state.state, Phase.WAITING, message=observed.message)
+        While a dependency is unfinished or failed in the store, it is left
+        waiting: the reconciler's release/fail step (which runs before observe)
+        fails it FAILED/DEPENDENCY naming the root job, with
+        ``extra["failed_dependency"]``, as soon as the store knows how the
+        dependency ended.  With every dependency SUCCEEDED in the store, Slurm's
+        word stands: FAILED/DEPENDENCY with Slurm's reason; except for sacct's
+        ``Dependency``, which is also the reason of a job cancelled from outside
+        while it waited: that is the cancellation it is."""
+        deps = waiting.load(self.store, [record])
+        if waiting.unfinished(deps):
+            # No message: the step may have just ended it, and a message is
+            # written whatever the state (reconcile.apply).
+            return Observation(state.state, Phase.WAITING)
         if state.reason in dependency.KILLED_REASONS:
             return observed
         return Observation(state.state, Phase.CANCELLED)

@@ -12,8 +12,9 @@ chain finishes after the notebook that submitted it is gone::
                 one Slurm array) or afterok:<id>:<id>... (everything else)
              ─► #SBATCH --dependency=...  #SBATCH --kill-on-invalid-dep=yes
     a dependency fails ─► Slurm cancels the dependent (DependencyNeverSatisfied;
-                sacct says CANCELLED/Dependency) ─► observe reads it as
-                FAILED/DEPENDENCY naming the failed job (waiting.failure)
+                sacct says CANCELLED/Dependency) ─► observe: never CANCELLED; left
+                waiting for the reconciler's step to fail it FAILED/DEPENDENCY
+                naming the root job (SlurmBackend._dependency_end)
 
 ``--kill-on-invalid-dep=yes`` so that nothing waits forever in Slurm's
 queue once its dependency failed.  Dependencies that already SUCCEEDED are
