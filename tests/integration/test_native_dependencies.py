@@ -117,6 +117,9 @@ def test_an_item_wise_map_waits_aftercorr(held_store: tuple[Any, str]) -> None:
     assert "#SBATCH --dependency=aftercorr:12346\n" in script
     assert "#SBATCH --array=0-2%3\n" in script
     check_golden("depends_aftercorr", normalised(script, backend, client.store.url))
+    # Items 1 and 2 alone, as tasks 1 and 2: still task i after task i.
+    assert dependency.option(items[1:], deps, [1, 2]) == "aftercorr:12346"
+    assert dependency.option(items[1:], deps) == "afterok:12346_1:12346_2"  # as tasks 0, 1
     # Item 0 after item 1: not item-wise any more, every task waits for both.
     crossed = [items[0], items[1]]
     crossed[0].depends_on = [f"jk-arr{suffix}.1"]

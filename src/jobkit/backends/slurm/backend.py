@@ -201,9 +201,11 @@ class SlurmBackend(Backend):
         chunk: Sequence[JobRecord],
         deps: Mapping[str, Sequence[JobRecord]],
         options: dict[str, str | None],
+        tasks: Sequence[int] | None = None,
     ) -> None:
-        """Set (or clear) the chunk's ``--dependency`` on ``executor``."""
-        value = dependency.option(chunk, deps) if deps else None
+        """Set (or clear) the chunk's ``--dependency`` on ``executor``; ``tasks``:
+        the chunk's array task ids (default 0, 1, ...)."""
+        value = dependency.option(chunk, deps, tasks) if deps else None
         extra = dict(executor.parameters.get("additional_parameters") or {})
         extra.pop("dependency", None)
         extra.pop("kill-on-invalid-dep", None)

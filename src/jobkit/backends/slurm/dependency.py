@@ -55,9 +55,12 @@ def holdable(dependencies: Mapping[str, Sequence[JobRecord]], cluster: str | Non
 
 
 def option(
-    chunk: Sequence[JobRecord], dependencies: Mapping[str, Sequence[JobRecord]]
+    chunk: Sequence[JobRecord],
+    dependencies: Mapping[str, Sequence[JobRecord]],
+    tasks: Sequence[int] | None = None,
 ) -> str | None:
-    """The ``--dependency`` value for one sbatch of ``chunk`` (task k = chunk[k]).
+    """The ``--dependency`` value for one sbatch of ``chunk``, whose item k is
+    array task ``tasks[k]`` (default: task k).
 
     ``aftercorr:<array job>`` when item k waits only for item k of a single
     Slurm array submitted with the same task numbering; otherwise
@@ -65,7 +68,7 @@ def option(
     job id(s)): an array's tasks share one sbatch, so each waits for all.
     None when nothing is left to wait for.
     """
-    corresponding = _corresponding(chunk, dependencies)
+    corresponding = _corresponding(chunk, dependencies, tasks or range(len(chunk)))
     if corresponding is not None:
         return f"aftercorr:{corresponding}"
     ids: set[str] = set()
@@ -80,13 +83,16 @@ def option(
 
 
 def _corresponding(
-    chunk: Sequence[JobRecord], dependencies: Mapping[str, Sequence[JobRecord]]
+    chunk: Sequence[JobRecord],
+    dependencies: Mapping[str, Sequence[JobRecord]],
+    tasks: Sequence[int],
 ) -> str | None:
-    """The Slurm array job whose task k is chunk[k]'s only dependency, if there is one."""
+    """The Slurm array job whose task ``tasks[k]`` is chunk[k]'s only dependency,
+    if there is one (aftercorr pairs equal task ids of the two arrays)."""
     if not chunk or any(r.array_id is None or len(r.depends_on) != 1 for r in chunk):
         return None
     bases: set[str] = set()
-    for task, record in enumerate(chunk):
+    for task, record in zip(tasks, chunk, strict=True):
         deps = dependencies.get(record.depends_on[0], [])
         if len(deps) != 1 or deps[0].array_id is None or not deps[0].backend_id:
             return None
