@@ -445,3 +445,19 @@ def pods_of_job(emulator: Any, name: str) -> list[dict[str, Any]]:
         for p in emulator.objects("pods", "jobkit")
         if (p["metadata"].get("labels") or {}).get("job-name") == name
     ]
+
+
+def test_a_slurm_job_after_a_local_one_is_held_by_jobkit(slurm: Any) -> None:
+    """Slurm cannot wait on a local job: jobkit holds the Slurm job in its store
+    and submits it, without --dependency, once the local job succeeded."""
+    try:
+        first = jobkit.remote(backend="local")(helpers.sleep_then).submit(1, 3)
+        second = jobkit.submit(helpers.square, first)
+        held = second.info
+        assert held.extra.get("held") == "store" and held.backend_id is None
+        assert second.result(timeout=T) == 9
+        slurm_id = str(second.info.backend_id)
+        assert "_" not in slurm_id and slurm_id.isdigit()
+        assert "held_by" not in second.info.extra  # submitted once free: nothing held it
+    finally:
+        slurm.backend("local").stop_agent()
