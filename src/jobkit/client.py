@@ -278,6 +278,9 @@ class Client:
             if found is None or found.ready:
                 ready.append(record)
             elif found.failure is not None:
+                # Held until failed just below: should this process die in
+                # between, a reconciler fails it; no backend ever runs it.
+                record.extra["held"] = "store"
                 failed.append((record, found))
             else:
                 waiting.append(record)

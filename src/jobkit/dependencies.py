@@ -319,9 +319,10 @@ def release(client: Client, records: Sequence[JobRecord]) -> list[JobRecord]:
     out: list[JobRecord] = []
     for record in records:
         if record.extra.get(HELD) == "backend":
-            marked = store.update(record.id, extra={**record.extra, RELEASED: now})
-            _by_backend(client, [marked], "release")
-            out.append(marked)
+            marked = _mark_released(store, record, now)
+            if marked is not None:
+                _by_backend(client, [marked], "release")
+                out.append(marked)
             continue
         extra = {**record.extra, RELEASED: now, "submitter": dict(current_submitter())}
         claimed = store.transition(
@@ -339,6 +340,19 @@ def release(client: Client, records: Sequence[JobRecord]) -> list[JobRecord]:
         written = accept(store, [claimed], accepted, submitted_at=time.time())
         out.append(written.get(claimed.id, claimed))
     return out
+
+
+def _mark_released(store: Store, record: JobRecord, now: float) -> JobRecord | None:
+    """Add ``released_at`` to a backend-held job's ``extra``.  A QUEUED one
+    through a compare-and-set on QUEUED, so that the extra a scheduler wrote
+    when it started the job meanwhile (the agent's log paths) is never
+    overwritten; None when the job moved on."""
+    extra = {**record.extra, RELEASED: now}
+    if record.state is JobState.QUEUED:
+        return store.transition(record.id, JobState.QUEUED, expect=(JobState.QUEUED,), extra=extra)
+    if record.state is JobState.PENDING:
+        return store.update(record.id, extra=extra)
+    return None
 
 
 def _by_backend(client: Client, records: Sequence[JobRecord], method: str) -> None:

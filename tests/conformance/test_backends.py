@@ -157,6 +157,65 @@ class TestLocalBackend(BackendConformance):
         return count_calls(client.backend("local"), "submit")
 
 
+def test_the_agent_holds_a_local_job_after_a_job_of_another_backend(
+    toy_site: Path, tmp_path: Path
+) -> None:
+    """Local jobs depending on toy jobs, submitted by a process that exits at
+    once: the agent holds them, looks at the toy jobs' states itself (no
+    client reconciles them), then runs them or fails them DEPENDENCY."""
+    from backend_suite import T, fail_with, value_or_wait, wait_for
+
+    gate = tmp_path / "gate"
+    with local_env(tmp_path, cpus=2, idle_timeout=30) as client:
+        prep = jobkit.remote(backend="toy")(value_or_wait).submit(4, str(gate))
+        broken = jobkit.remote(backend="toy")(fail_with).submit(2)
+        script = (
+            "import json, os, jobkit\n"
+            "from backend_suite import plus_one\n"
+            f"with jobkit.use(store={client.config.store!r}, backend='local',\n"
+            "                local={'cpus': 2, 'idle_timeout': 30}):\n"
+            f"    prep, broken = jobkit.get({prep.id!r}), jobkit.get({broken.id!r})\n"
+            "    after = jobkit.submit(plus_one, prep)\n"
+            "    doomed = jobkit.map(plus_one, [broken, broken])\n"
+            "    print(json.dumps([after.id, [j.id for j in doomed]]), flush=True)\n"
+            "    os._exit(0)\n"
+        )
+        path = os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])
+        made = subprocess.run(
+            [sys.executable, "-c", script],
+            capture_output=True,
+            text=True,
+            timeout=T,
+            env={**os.environ, "PYTHONPATH": path},
+        )
+        assert made.returncode == 0, made.stderr
+        after_id, doomed_ids = json.loads(made.stdout)
+        store = client.store
+
+        def state(job_id: str) -> jobkit.JobState:
+            return store.get(job_id).state
+
+        wait_for(lambda: state(after_id) is jobkit.JobState.QUEUED)
+        assert store.get(after_id).extra["held"] == "backend"
+        time.sleep(1.5)  # past the agent's re-check: prep has not ended, so it still waits
+        assert state(after_id) is jobkit.JobState.QUEUED
+        assert "released_at" not in store.get(after_id).extra
+        gate.touch()
+        assert prep.result(timeout=T) == 4
+        # Only the store is read from here on: nothing in this process releases them.
+        wait_for(lambda: all(state(i) is jobkit.JobState.FAILED for i in doomed_ids))
+        wait_for(lambda: state(after_id) is jobkit.JobState.SUCCEEDED)
+        assert store.get(after_id).extra["released_at"]
+        assert jobkit.get(after_id).result(timeout=T) == 5
+        for job_id in doomed_ids:
+            record = store.get(job_id)
+            assert record.failure_reason is jobkit.FailureReason.DEPENDENCY
+            assert record.extra["failed_dependency"] == broken.id and record.started_at is None
+            with pytest.raises(jobkit.DependencyError) as caught:
+                jobkit.get(job_id).result(timeout=T)
+            assert caught.value.dependency_id == broken.id
+
+
 def count_calls(backend: Any, method: str) -> int:
     """Calls of ``backend.method`` since the first count (the real method still runs)."""
     counter = f"_suite_{method}_calls"

@@ -23,6 +23,14 @@ Data flow::
                          │   else record TIMEOUT / OOM / LOST
                          └─► "done" event to every connected client
 
+Jobs with dependencies not yet succeeded (``extra["held"]``, see
+:mod:`jobkit.dependencies`) are recorded QUEUED but kept out of the wait
+queue, in ``held``: each scheduling round while some are held (this agent's
+own jobs' ends wake it), and every :data:`HELD_RECHECK` seconds for
+dependencies on other backends, one batched read of their dependencies'
+states admits them (``extra["released_at"]``) or fails them DEPENDENCY.
+Jobs without dependencies never cost a read for it.
+
 Machine settings (cpus, mem, gpus, max_jobs) come from the client that
 starts the agent, and every later submitter sends its own ("configure")
 before it records jobs: the agent reloads them in place, so the latest
