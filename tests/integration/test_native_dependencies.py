@@ -461,3 +461,48 @@ def test_a_slurm_job_after_a_local_one_is_held_by_jobkit(slurm: Any) -> None:
         assert "held_by" not in second.info.extra  # submitted once free: nothing held it
     finally:
         slurm.backend("local").stop_agent()
+
+
+K8S_CHAIN = """
+import json, sys, time, jobkit
+
+def wait_then(seconds, value):
+    time.sleep(seconds)
+    return value
+
+def square(x):
+    return x * x
+
+with jobkit.use(store=sys.argv[1], backend="kubernetes", kubernetes=json.loads(sys.argv[2])):
+    first = jobkit.submit(wait_then, 1, 3)
+    second = jobkit.submit(square, first)
+    print(first.id, second.id, second.info.extra.get("held"))
+"""
+
+
+def test_kubernetes_a_release_cut_short_is_patched_again(kube: Any, k8s_emulator: Any) -> None:
+    """A releaser killed between recording the release and its patch leaves a
+    released job in a suspended Job; the next observe of any process patches it."""
+    import json
+    import time as clock
+
+    submitted = subprocess.run(
+        [sys.executable, "-c", K8S_CHAIN, kube.store.url, json.dumps(kube.config.kubernetes)],
+        capture_output=True,
+        text=True,
+        timeout=K8S_T,
+    )
+    assert submitted.returncode == 0, submitted.stderr
+    first_id, second_id, held = submitted.stdout.split()
+    assert held == "backend"
+    assert jobkit.get(first_id).result(timeout=K8S_T) == 3  # type: ignore[union-attr]
+    record = kube.store.get(second_id)
+    assert "released_at" not in record.extra  # no process has looked at it yet
+    # What a releaser killed right after recording the release leaves behind:
+    kube.store.update(second_id, extra={**record.extra, "released_at": clock.time()})
+    manifest = kube_job(k8s_emulator, second_id)
+    assert manifest is not None and manifest["spec"]["suspend"] is True
+    k8s_emulator.clear_requests()
+    assert jobkit.get(second_id).result(timeout=K8S_T) == 9  # type: ignore[union-attr]
+    patches = k8s_emulator.requests("patch", "jobs")
+    assert [r.name for r in patches] == [manifest["metadata"]["name"]]

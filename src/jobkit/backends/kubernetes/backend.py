@@ -33,6 +33,7 @@ nothing secret is in the manifest.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import threading
@@ -48,6 +49,7 @@ from jobkit.reconcile import abandoned_message, submitter_gone
 from jobkit.states import ACTIVE_STATES, FailureReason, JobRecord, JobState
 
 from .manifest import (
+    HELD,
     INDEX_ANNOTATION,
     RELEASE,
     as_item,
@@ -325,8 +327,9 @@ class KubernetesBackend(Backend):
             if not watch.synced(SYNC_TIMEOUT):
                 return {}
             pods_seen = watch.snapshot("pods")
-            jobs = {str((j.get("metadata") or {}).get("name")) for j in watch.snapshot("jobs")}
+            jobs = {str((j.get("metadata") or {}).get("name")): j for j in watch.snapshot("jobs")}
         pods = self._latest_pods(pods_seen)
+        self._release_again(active, jobs)
         now = time.time()
         seen: dict[str, Observation] = {}
         for record in active:
@@ -347,6 +350,23 @@ class KubernetesBackend(Backend):
                     "(deleted, or removed by ttlSecondsAfterFinished)",
                 )
         return seen
+
+    def _release_again(
+        self, records: Sequence[JobRecord], jobs: Mapping[str, Mapping[str, Any]]
+    ) -> None:
+        """Patch again the Jobs of released jobs that are still suspended and
+        held: their releaser died between recording the release and its patch,
+        and no reconciler would release them again (the patch is idempotent)."""
+        late = [
+            r
+            for r in records
+            if r.extra.get("released_at")
+            and r.backend_id
+            and _still_held(jobs.get(_job_of(r.backend_id)))
+        ]
+        if late:
+            with contextlib.suppress(JobkitError):  # tried again on the next observe
+                self.release(late)
 
     def _running_watch(self) -> ClusterWatch | None:
         """The watch, started on the second question within its idle time
@@ -433,6 +453,14 @@ class KubernetesBackend(Backend):
         return self.api.read_log(str((latest.get("metadata") or {}).get("name")))
 
 
+def _still_held(job: Mapping[str, Any] | None) -> bool:
+    """A Job created suspended by jobkit and not released yet."""
+    if job is None:
+        return False
+    labels = (job.get("metadata") or {}).get("labels") or {}
+    return bool((job.get("spec") or {}).get("suspend")) and labels.get(HELD) == "true"
+
+
 def _job_of(backend_id: str) -> str:
     """``jk-abc[3]`` -> ``jk-abc``: the Job a map item's pod belongs to."""
     return backend_id.split("[", 1)[0]
@@ -440,7 +468,7 @@ def _job_of(backend_id: str) -> str:
 
 def _handover(
     record: JobRecord,
-    jobs: set[str],
+    jobs: Mapping[str, Any],
     pod: Mapping[str, Any] | None,
     *,
     now: float,
