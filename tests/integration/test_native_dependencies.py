@@ -360,6 +360,10 @@ def test_kubernetes_chain_waits_suspended_and_podless_then_runs_in_order(
     first = jobkit.submit(helpers.sleep_then, 3, 2)
     second = jobkit.submit(helpers.square, first)
     third = jobkit.submit(helpers.square, second)
+    planned = kube.backend("kubernetes").plan(
+        kube.resolve_resources(None), name="square", after=[first.id]
+    )
+    assert "suspend: true" in planned and f"jobkit.dev/waits-on: {first.id}" in planned
     for job, waits_on in ((second, first), (third, second)):
         assert job.info.extra.get("held") == "backend"
         manifest = kube_job(k8s_emulator, job.id)
