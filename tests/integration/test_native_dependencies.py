@@ -354,8 +354,12 @@ def pods_of(emulator: Any, job_id: str) -> list[dict[str, Any]]:
 def test_kubernetes_chain_waits_suspended_and_podless_then_runs_in_order(
     kube: Any, k8s_emulator: Any
 ) -> None:
+    import yaml  # type: ignore[import-untyped]
+
     from jobkit.backends.kubernetes.manifest import HELD, WAITS_ON, job_name
 
+    role = Path(__file__).resolve().parents[2] / "backends" / "kubernetes" / "role.yaml"
+    k8s_emulator.enforce_role(yaml.safe_load(role.read_text())["rules"])  # it is enough
     k8s_emulator.clear_requests()
     first = jobkit.submit(helpers.sleep_then, 3, 2)
     second = jobkit.submit(helpers.square, first)
@@ -510,3 +514,22 @@ def test_kubernetes_a_release_cut_short_is_patched_again(kube: Any, k8s_emulator
     assert jobkit.get(second_id).result(timeout=K8S_T) == 9  # type: ignore[union-attr]
     patches = k8s_emulator.requests("patch", "jobs")
     assert [r.name for r in patches] == [manifest["metadata"]["name"]]
+
+
+def test_kubernetes_a_refused_release_is_said_and_retried(kube: Any, k8s_emulator: Any) -> None:
+    """Without the Role's patch verb the release is refused: the held job says
+    why while it waits, and starts once the patch is allowed."""
+    import yaml  # type: ignore[import-untyped]
+
+    role = Path(__file__).resolve().parents[2] / "backends" / "kubernetes" / "role.yaml"
+    rules = yaml.safe_load(role.read_text())["rules"]
+    rules[0]["verbs"] = [v for v in rules[0]["verbs"] if v != "patch"]
+    k8s_emulator.enforce_role(rules)
+    first = jobkit.submit(helpers.sleep_then, 0.5, 4)
+    second = jobkit.submit(helpers.square, first)
+    wait_for(lambda: "forbidden (403)" in (kube.store.get(second.id).message or ""), K8S_T)
+    message = kube.store.get(second.id).message or ""
+    assert "could not be started" in message and "role.yaml" in message, message
+    assert kube.store.get(second.id).state is JobState.QUEUED
+    k8s_emulator.enforce_role(None)
+    assert second.result(timeout=K8S_T) == 16

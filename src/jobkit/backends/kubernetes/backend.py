@@ -33,7 +33,6 @@ nothing secret is in the manifest.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 import threading
@@ -329,9 +328,13 @@ class KubernetesBackend(Backend):
             pods_seen = watch.snapshot("pods")
             jobs = {str((j.get("metadata") or {}).get("name")): j for j in watch.snapshot("jobs")}
         pods = self._latest_pods(pods_seen)
-        self._release_again(active, jobs)
+        stuck = self._release_again(active, jobs)
         now = time.time()
-        seen: dict[str, Observation] = {}
+        seen: dict[str, Observation] = {
+            r.id: Observation("Suspended", Phase.WAITING, message=stuck[r.id])
+            for r in active
+            if r.id in stuck
+        }
         for record in active:
             pod = pods.get(record.id)
             if record.backend_id is None:
@@ -353,10 +356,12 @@ class KubernetesBackend(Backend):
 
     def _release_again(
         self, records: Sequence[JobRecord], jobs: Mapping[str, Mapping[str, Any]]
-    ) -> None:
+    ) -> dict[str, str]:
         """Patch again the Jobs of released jobs that are still suspended and
-        held: their releaser died between recording the release and its patch,
-        and no reconciler would release them again (the patch is idempotent)."""
+        held: their releaser died between recording the release, or the API
+        refused the patch (403 without the Role's patch verb).  The patch is
+        idempotent; tried again on every observe.  Returns, for jobs whose
+        patch failed, why (shown in their record while they wait)."""
         late = [
             r
             for r in records
@@ -364,9 +369,14 @@ class KubernetesBackend(Backend):
             and r.backend_id
             and _still_held(jobs.get(_job_of(r.backend_id)))
         ]
-        if late:
-            with contextlib.suppress(JobkitError):  # tried again on the next observe
-                self.release(late)
+        if not late:
+            return {}
+        try:
+            self.release(late)
+        except JobkitError as exc:
+            why = f"released, but its suspended Job could not be started: {exc}"
+            return {r.id: why for r in late}
+        return {}
 
     def _running_watch(self) -> ClusterWatch | None:
         """The watch, started on the second question within its idle time
