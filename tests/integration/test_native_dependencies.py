@@ -533,3 +533,19 @@ def test_kubernetes_a_refused_release_is_said_and_retried(kube: Any, k8s_emulato
     assert kube.store.get(second.id).state is JobState.QUEUED
     k8s_emulator.enforce_role(None)
     assert second.result(timeout=K8S_T) == 16
+
+
+def test_cancelling_a_job_slurm_holds_cancels_it_in_slurm(slurm: Any) -> None:
+    first = jobkit.submit(helpers.sleep_then, 20)
+    second = jobkit.submit(helpers.square, first)
+    slurm_id = str(second.info.backend_id)
+    assert second.info.extra.get("held") == "backend"
+    assert second.cancel()
+    gone = subprocess.run(
+        ["squeue", "--me", "-h", "--states=all", "-j", slurm_id, "-o", "%T"],
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    assert gone in ("CANCELLED", ""), gone
+    assert second.info.state is JobState.CANCELLED and second.info.started_at is None
+    first.cancel()

@@ -412,6 +412,10 @@ def plan(
     for warning in backend_obj.plan_warnings(res):
         typer.echo(f"Warning: {warning}", err=True)
     if after:  # only then: backends written before ``after`` still plan
+        import inspect
+
+        if "after" not in inspect.signature(backend_obj.plan).parameters:
+            fail(f"backend {backend_obj.name!r} cannot plan with --after: plan without it")
         planned = backend_obj.plan(res, checkpointable=checkpointable, name=name, after=after)
     else:
         planned = backend_obj.plan(res, checkpointable=checkpointable, name=name)
