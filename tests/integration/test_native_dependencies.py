@@ -145,6 +145,10 @@ def test_only_slurm_jobs_of_this_cluster_are_held_by_slurm(held_store: tuple[Any
     done = JobRecord(id="jk-v", name="v", backend="local", state=JobState.SUCCEEDED)
     assert backend.can_hold([job], {one.id: [one], done.id: [done]})  # nothing to wait for there
     assert not backend.can_hold([job], {done.id: [done]})  # nothing at all: no hold needed
+    client.store.create([other, done])
+    planned = backend.plan(parse_resources(), after=[other.id])
+    assert planned.startswith("# held by jobkit until") and "#SBATCH --dependency" not in planned
+    assert "#SBATCH --dependency" not in backend.plan(parse_resources(), after=[done.id])
 
 
 def test_plan_cli_shows_the_dependency_line(held_store: tuple[Any, str], tmp_path: Path) -> None:

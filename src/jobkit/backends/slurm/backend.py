@@ -297,10 +297,11 @@ class SlurmBackend(Backend):
         unknown = [i for i in after if i not in deps]
         if unknown:
             raise JobNotFoundError(f"no job or array {unknown[0]} in the store {self.store.url}")
-        if deps and not self.can_hold([job], deps):
+        if waiting.unfinished(deps) and not self.can_hold([job], deps):
             note = (
-                "# held by jobkit until its dependencies succeed (not all are Slurm jobs of "
-                "this cluster with a Slurm id), then submitted without --dependency\n"
+                "# held by jobkit until its dependencies succeed (Slurm can wait only on "
+                "Slurm jobs of this cluster with a Slurm id and no retries), then submitted "
+                "without --dependency\n"
             )
             return note + self.script([job], resources, {})
         return self.script([job], resources, deps)
