@@ -228,14 +228,15 @@ class Client:
     ) -> tuple[list[tuple[tuple[Any, ...], dict[str, Any]]], list[list[str]]]:
         """The calls with Jobs and JobArrays among their arguments replaced by
         placeholders, and each call's dependencies (those and ``after``'s)."""
-        from jobkit.dependencies import after_ids, placeholders
+        from jobkit.dependencies import Finder, after_ids
 
         identity = self.store.identity
         waits = after_ids(after, identity) if after else []
+        finder = Finder(identity)
         out: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
         depends: list[list[str]] = []
         for args, kwargs in calls:
-            new_args, new_kwargs, ids = placeholders(args, kwargs, identity)
+            new_args, new_kwargs, ids = finder.call(args, kwargs)
             out.append((new_args, new_kwargs))
             depends.append(list(dict.fromkeys([*ids, *waits])) if waits else ids)
         return out, depends

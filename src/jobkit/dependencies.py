@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 from jobkit.errors import ConfigError, JobkitError
 from jobkit.observation import Failure
 from jobkit.placeholders import (
+    ATOMIC,
     KEEP,
     ArrayResults,
     DependencyUnavailable,
@@ -82,25 +83,41 @@ def placeholders(
     """``args``/``kwargs`` with Jobs and JobArrays as placeholders, and the
     ids they depend on (in order of appearance, each once).  A job of another
     store is a ConfigError: its outcome could never be read."""
-    from jobkit.job import Job, JobArray
+    return Finder(store_identity).call(args, kwargs)
 
-    found: list[str] = []
 
-    def replace(value: Any) -> Any:
-        if isinstance(value, Job):
-            _same_store(value, store_identity)
-            found.append(value.id)
+class Finder:
+    """:func:`placeholders` for many calls (a map's items): set up once."""
+
+    def __init__(self, store_identity: str) -> None:
+        from jobkit.job import Job, JobArray
+
+        self.identity = store_identity
+        self.job, self.array = Job, JobArray
+        self.found: list[str] = []
+
+    def replace(self, value: Any) -> Any:
+        if isinstance(value, self.job):
+            _same_store(value, self.identity)
+            self.found.append(value.id)
             return JobResult(value.id)
-        if isinstance(value, JobArray):
+        if isinstance(value, self.array):
             for job in value:
-                _same_store(job, store_identity)
-            found.append(value.id)
+                _same_store(job, self.identity)
+            self.found.append(value.id)
             return ArrayResults(value.id, tuple(job.id for job in value))
         return KEEP
 
-    new_args = walk(tuple(args), replace)
-    new_kwargs = walk(dict(kwargs), replace)
-    return new_args, new_kwargs, list(dict.fromkeys(found))
+    def call(
+        self, args: tuple[Any, ...], kwargs: Mapping[str, Any]
+    ) -> tuple[tuple[Any, ...], dict[str, Any], list[str]]:
+        atomic = ATOMIC
+        if all(type(a) in atomic for a in args) and all(type(v) in atomic for v in kwargs.values()):
+            return tuple(args), dict(kwargs), []
+        self.found = []
+        new_args = walk(tuple(args), self.replace)
+        new_kwargs = walk(dict(kwargs), self.replace)
+        return new_args, new_kwargs, list(dict.fromkeys(self.found))
 
 
 def after_ids(after: Iterable[Any], store_identity: str) -> list[str]:
@@ -265,15 +282,19 @@ def step(client: Client, records: Sequence[JobRecord]) -> list[JobRecord]:
                 else:
                     others[member.id] = member
         frontier = nxt
-    # Oldest ancestors first: releasing or failing one changes what its dependents see.
+    # Oldest ancestors first: failing one fails its dependents in the same pass.
+    # Jobs found ready are released together (one submission per array and
+    # backend): none of them can be another's unmet dependency.
+    ready: list[JobRecord] = []
     for record in reversed(order):
         current = verdict(record, seen)
         if current.failure is not None:
             ended = fail_dependents(client, [record], current)
             _remember(seen, ended)
         elif current.ready:
-            released = release(client, [record])
-            _remember(seen, released)
+            ready.append(record)
+    if ready:
+        release(client, ready)
     return list(others.values())
 
 
@@ -312,11 +333,13 @@ def release(client: Client, records: Sequence[JobRecord]) -> list[JobRecord]:
     marked released and their backend told."""
     from jobkit.reconcile import accept
     from jobkit.resources import Resources
+    from jobkit.stores.base import Change
     from jobkit.submitter import current as current_submitter
 
     store = client.store
     now = time.time()
     out: list[JobRecord] = []
+    claims: list[Change] = []
     for record in records:
         if record.extra.get(HELD) == "backend":
             marked = _mark_released(store, record, now)
@@ -325,20 +348,24 @@ def release(client: Client, records: Sequence[JobRecord]) -> list[JobRecord]:
                 out.append(marked)
             continue
         extra = {**record.extra, RELEASED: now, "submitter": dict(current_submitter())}
-        claimed = store.transition(
-            record.id, JobState.QUEUED, expect=(JobState.PENDING,), extra=extra
-        )
-        if claimed is None:
-            continue  # another process released it, or it was cancelled
-        backend = client.backend(claimed.backend)
-        resources = Resources.from_record(claimed.resources)
+        fields = {"extra": extra, "submitted_at": now}
+        claims.append(Change(record.id, JobState.QUEUED, (JobState.PENDING,), fields))
+    # One compare-and-set each (one transaction on SQLite): a job another
+    # process released, or that was cancelled, is refused and left alone.
+    claimed = [r for r in store.transition_many(claims) if r is not None] if claims else []
+    batches: dict[tuple[str, str], list[JobRecord]] = {}
+    for record in claimed:
+        batches.setdefault((record.backend, record.array_id or record.id), []).append(record)
+    for (name, _), batch in batches.items():
+        batch.sort(key=lambda r: r.array_index or 0)  # an array's items in index order
         try:
-            accepted = backend.submit([claimed], resources)
+            backend = client.backend(name)
+            accepted = backend.submit(batch, Resources.from_record(batch[0].resources))
         except Exception as exc:  # recorded whatever it is: never QUEUED forever
-            client._record_submit_error([claimed], exc)
+            client._record_submit_error(batch, exc)
             continue
-        written = accept(store, [claimed], accepted, submitted_at=time.time())
-        out.append(written.get(claimed.id, claimed))
+        written = accept(store, batch, accepted, submitted_at=time.time())
+        out.extend(written.get(r.id, r) for r in batch)
     return out
 
 

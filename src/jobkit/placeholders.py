@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from jobkit.stores.base import Store
 
 __all__ = [
+    "ATOMIC",
     "KEEP",
     "ArrayResults",
     "DependencyUnavailable",
@@ -76,12 +77,18 @@ KEEP: Any = object()
 """What a ``replace`` function of :func:`walk` returns for a value it leaves alone."""
 
 
+ATOMIC: frozenset[type] = frozenset({int, float, str, bytes, bool, complex, type(None)})
+"""Types never replaced nor walked into: most arguments of a map's items."""
+
+
 def walk(value: Any, replace: Callable[[Any], Any]) -> Any:
     """``value`` with every object that ``replace`` maps to something other
     than :data:`KEEP` replaced (the replacement is not walked into), through
     lists, tuples, dicts and sets, their types kept.  Containers with nothing
     replaced come back as they were (the same object: a large argument is
     not copied)."""
+    if type(value) in ATOMIC:  # the common case, without a call
+        return value
     new = replace(value)
     if new is not KEEP:
         return new

@@ -155,8 +155,15 @@ class BackendConformance:
 
     def subprocess_options(self, client: Any) -> dict[str, Any]:
         """``jobkit.use`` arguments for a separate submitting process, beyond the
-        store and backend (JSON-serializable)."""
-        return {}
+        store and backend (JSON-serializable): the backends' settings in force."""
+        config = client.config
+        return {
+            "slurm": config.slurm,
+            "kubernetes": config.kubernetes,
+            "backends": config.backends,
+            "local": config.local.model_dump(mode="json", exclude_unset=True),
+            "poll_interval": config.poll_interval,
+        }
 
     def submissions(self, client: Any) -> int:
         """How many submissions the backend has received so far (its own count)."""
@@ -350,6 +357,18 @@ class BackendConformance:
             late.result(timeout=T)
         assert caught.value.dependency_id == broken.id
 
+    def test_cancelling_a_dependency_fails_its_dependents(self, client: Any) -> None:
+        slow = jobkit.submit(sleep_then, 60)
+        dependent = jobkit.map(square, [slow, slow])
+        wait_for(lambda: slow.info.state is JobState.RUNNING)
+        assert slow.cancel()
+        for job in dependent:
+            with pytest.raises(jobkit.DependencyError) as caught:
+                job.result(timeout=T)
+            assert caught.value.dependency_id == slow.id
+            assert job.info.message == f"dependency {slow.id} failed (CANCELLED)"
+            assert job.info.started_at is None
+
     def test_a_chain_finishes_after_its_submitter_exited(self, client: Any) -> None:
         options = {
             "store": client.config.store,
@@ -362,11 +381,11 @@ class BackendConformance:
             from backend_suite import pick, prep_data, total
             with jobkit.use(**json.loads({json.dumps(json.dumps(options))})):
                 prep = jobkit.submit(prep_data, 10, 2.0)
-                items = jobkit.map(pick, [prep] * 10, range(10))
-                reduce = jobkit.submit(total, items)
+                # No handle kept on what follows: this process must not release it.
+                reduce_id = jobkit.submit(total, jobkit.map(pick, [prep] * 10, range(10))).id
                 if {self.runs_in_submitter is not None!r}:
                     prep.result(timeout={T})
-                print(json.dumps([reduce.id, os.getpid()]), flush=True)
+                print(json.dumps([reduce_id, os.getpid()]), flush=True)
                 os._exit(0)  # at once: no monitor, no cleanup
             """
         )

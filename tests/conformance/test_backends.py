@@ -53,9 +53,6 @@ class TestToyBackend(BackendConformance):
     blockers = 2
     runs_in_submitter = "the toy plugin starts its workers from threads of the submitting process"
 
-    def subprocess_options(self, client: Any) -> dict[str, Any]:
-        return {"backends": {"toy": {"max_parallel": 2}}, "poll_interval": 0.1}
-
     @pytest.fixture(scope="class")
     @classmethod
     def client(cls, toy_site: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
@@ -141,9 +138,6 @@ class TestLocalBackend(BackendConformance):
     backend_name = "local"
     blocker_options = {"cpus": 4}
     impossible = {"nodes": 2}
-
-    def subprocess_options(self, client: Any) -> dict[str, Any]:
-        return {"local": {"cpus": 4, "idle_timeout": 10}}
 
     @pytest.fixture(scope="class")
     @classmethod
