@@ -288,10 +288,6 @@ class TestKubernetesBackend(BackendConformance):
             self.emulator = k8s_emulator
             yield configured
 
-    def subprocess_options(self, client: Any) -> dict[str, Any]:
-        """The same emulated cluster (API server, namespace, image, Secret)."""
-        return {"kubernetes": dict(client.config.kubernetes), "poll_interval": 0.2}
-
     def let_go(self, client: Any, job: Any) -> bool:
         """The Kubernetes Job and its pods are deleted, not only marked."""
         return not any(
