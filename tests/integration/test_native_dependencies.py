@@ -553,3 +553,24 @@ def test_cancelling_a_job_slurm_holds_cancels_it_in_slurm(slurm: Any) -> None:
     assert gone in ("CANCELLED", ""), gone
     assert second.info.state is JobState.CANCELLED and second.info.started_at is None
     first.cancel()
+
+
+def test_a_slurm_map_item_wise_after_a_local_map_runs_each_item_once_released(
+    slurm: Any, tmp_path: Path
+) -> None:
+    """Held in the store (Slurm cannot wait on local jobs), item 1 is released
+    and submitted on its own after item 0: each sbatch runs its own item."""
+    gate = tmp_path / "gate"
+    try:
+        first = jobkit.remote(backend="local")(helpers.wait_for_file).map(
+            [str(tmp_path / "never"), str(gate)], [0, 30]
+        )
+        second = jobkit.map(helpers.square, first)
+        assert [j.info.extra.get("held") for j in second] == ["store", "store"]
+        assert second[0].result(timeout=T) == 0  # square(False), while item 1 waits
+        gate.touch()
+        assert second[1].result(timeout=T) == 1  # square(True): its own item, not item 0's
+        ids = [str(j.info.backend_id) for j in second]
+        assert ids[0].split("_")[0] != ids[1].split("_")[0]  # two submissions
+    finally:
+        slurm.backend("local").stop_agent()

@@ -215,8 +215,21 @@ class SlurmBackend(Backend):
         options.update((r.id, value) for r in chunk)
 
     def _chunks(self, records: Sequence[JobRecord]) -> list[tuple[int, Sequence[JobRecord]]]:
+        """A map's items as sbatch arrays: (offset, items), one per run of
+        consecutive item indices of at most ``MaxArraySize``; item ``i`` is task
+        ``i - offset``.  A whole map is ``0..n-1``; items released on their own
+        (held in the store for their dependencies) keep their own index."""
         size = self.max_array_size()
-        return [(start, records[start : start + size]) for start in range(0, len(records), size)]
+        chunks: list[tuple[int, list[JobRecord]]] = []
+        for position, record in enumerate(records):
+            index = record.array_index if record.array_index is not None else position
+            if chunks:
+                offset, run = chunks[-1]
+                if index == offset + len(run) and len(run) < size:
+                    run.append(record)
+                    continue
+            chunks.append((index, [record]))
+        return [(offset, run) for offset, run in chunks]
 
     def _submit_with_submitit(
         self,
