@@ -574,3 +574,28 @@ def test_a_slurm_map_item_wise_after_a_local_map_runs_each_item_once_released(
         assert ids[0].split("_")[0] != ids[1].split("_")[0]  # two submissions
     finally:
         slurm.backend("local").stop_agent()
+
+
+def test_kueue_item_wise_items_released_one_by_one_get_jobs_of_their_own(
+    kube: Any, k8s_emulator: Any, tmp_path: Path
+) -> None:
+    """Held in the store (Kueue owns suspend), an item-wise map's items are
+    released one by one: each is created as a Job of its own (no name clash)."""
+    from jobkit.backends.kubernetes.manifest import job_name
+
+    gate = tmp_path / "gate"
+    first = jobkit.map(helpers.wait_for_file, [str(tmp_path / "never"), str(gate)], [0, 30])
+    second = jobkit.remote(helpers.square).options(queue="team-a").map(first)
+    assert [j.info.extra.get("held") for j in second] == ["store", "store"]
+    wait_for(lambda: second[0].info.backend_id is not None, K8S_T)
+    assert second[1].info.backend_id is None  # item 1 still waits for its own item
+    gate.touch()
+    wait_for(lambda: second[1].info.backend_id is not None, K8S_T)
+    names = [job_name(f"{second.id}-{i}") for i in range(2)]
+    assert [j.info.backend_id for j in second] == names
+    for name in names:  # queued for Kueue's admission (suspended by Kueue, not jobkit)
+        manifest = k8s_emulator.get("jobs", "jobkit", name)
+        assert manifest["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-a"
+        assert "jobkit.dev/held" not in manifest["metadata"]["labels"]
+    assert all(j.info.state is JobState.QUEUED for j in second)
+    second.cancel()

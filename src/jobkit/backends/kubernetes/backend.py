@@ -190,8 +190,12 @@ class KubernetesBackend(Backend):
         array = first.array_id is not None
         job_id = first.array_id if first.array_id is not None else first.id
         held = not resources.queue and bool(waiting.unfinished(waiting.load(self.store, records)))
-        if held and array and len({tuple(r.depends_on) for r in records}) > 1:
-            return self._submit_items(records, resources)
+        item_wise = len({tuple(r.depends_on) for r in records}) > 1
+        released = any(r.extra.get("held") == "store" for r in records)
+        if array and ((held and item_wise) or released):
+            # Items released from the store come a few at a time: one Indexed
+            # Job per release would collide on the array's name.
+            return self._submit_items(records, resources, held=held)
         manifest = self.manifest(
             job_id, first.name, resources, count=len(records) if array else None
         )
@@ -207,10 +211,13 @@ class KubernetesBackend(Backend):
             for record in records
         ]
 
-    def _submit_items(self, records: Sequence[JobRecord], resources: Resources) -> list[Accepted]:
-        """Each item its own suspended Job ``<array>-<index>``, released on its own.
-        A create that fails after others succeeded fails them all (SubmitError):
-        the Jobs already made are deleted first, so none runs unrecorded."""
+    def _submit_items(
+        self, records: Sequence[JobRecord], resources: Resources, *, held: bool
+    ) -> list[Accepted]:
+        """Each item its own Job ``<array>-<index>`` (suspended while ``held``,
+        then released on its own).  A create that fails after others succeeded
+        fails them all (SubmitError): the Jobs already made are deleted first,
+        so none runs unrecorded."""
         accepted: list[Accepted] = []
         made: list[str] = []
         try:
@@ -219,10 +226,12 @@ class KubernetesBackend(Backend):
                 name = job_name(f"{array_id}-{index}")
                 manifest = self.manifest(name, record.name, resources, count=None)
                 as_item(manifest, array_id=array_id, index=index, item_id=record.id)
-                hold(manifest, record.depends_on)
+                extra: dict[str, str] = {}
+                if held:
+                    hold(manifest, record.depends_on)
+                    extra[waiting.HELD_BY] = f"Kubernetes: suspended Job {name}"
                 self.api.create_job(manifest)
                 made.append(name)
-                extra = {waiting.HELD_BY: f"Kubernetes: suspended Job {name}"}
                 accepted.append(Accepted(record.id, name, extra))
         except JobkitError:
             for name in made:
