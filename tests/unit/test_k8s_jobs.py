@@ -15,8 +15,10 @@ from typing import Any
 import pytest
 
 from jobkit.backends.kubernetes.manifest import (
+    as_item,
     build_job,
     cpu_quantity,
+    hold,
     memory_quantity,
     merge,
     to_yaml,
@@ -58,6 +60,13 @@ CASES: dict[str, dict[str, Any]] = {
         "resources": {"gpus": 2, "gpu_type": "a100", "priority": "high", "queue": "team-a"},
     },
     "fractional": {"resources": {"gpus": 0.5, "mem": 20 << 30}},
+    # Dependencies not yet succeeded: created suspended (no pods), released by a patch.
+    "held": {"resources": {"cpus": 1}, "hold": ["jk-1m7zprepprepre", "jk-1m7zsweepsweep"]},
+    "held_item": {
+        "resources": {"cpus": 1},
+        "hold": ["jk-1m7zsweepsweep.3"],
+        "item": ("jk-1m7zevalevalev", 3),
+    },
     "extras": {
         "resources": {
             "env": {"WANDB_PROJECT": "sweep"},
@@ -78,14 +87,20 @@ CASES: dict[str, dict[str, Any]] = {
 def manifest(case: str) -> dict[str, Any]:
     spec = CASES[case]
     count = spec.get("count")
-    return build_job(
-        job_id="jk-1m7zabcdefghij",
+    item = spec.get("item")
+    built = build_job(
+        job_id=f"{item[0]}-{item[1]}" if item else "jk-1m7zabcdefghij",
         name="train lr=0.1",
         resources=Resources(**spec["resources"]),
         settings=SETTINGS,
         store_url=STORE,
         count=count,
     )
+    if item:
+        as_item(built, array_id=item[0], index=item[1], item_id=f"{item[0]}.{item[1]}")
+    if spec.get("hold"):
+        hold(built, spec["hold"])
+    return built
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

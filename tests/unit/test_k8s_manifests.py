@@ -97,7 +97,8 @@ def test_the_role_grants_exactly_what_a_client_needs() -> None:
         for resource in rule["resources"]
         for verb in rule["verbs"]
     }
-    expected = {("batch", "jobs", verb) for verb in ("create", "get", "list", "watch", "delete")}
+    verbs = ("create", "get", "list", "watch", "delete", "patch")  # patch: release a held Job
+    expected = {("batch", "jobs", verb) for verb in verbs}
     expected |= {("", "pods", verb) for verb in ("get", "list", "watch", "delete")}
     expected |= {("", "pods/log", "get")}
     assert granted == expected

@@ -165,3 +165,21 @@ def test_no_controller_configured_names_slurm_conf() -> None:
 
     text = explain("sbatch: error: resolve_ctls_from_dns_srv: res_nsearch error: Unknown host")
     assert "set SLURM_CONF" in text
+
+
+def test_a_job_slurm_killed_for_its_dependency_is_a_dependency_failure() -> None:
+    from jobkit.backends.slurm.backend import _observation
+    from jobkit.backends.slurm.queries import NativeState
+    from jobkit.observation import Phase
+
+    killed = _observation(
+        NativeState("CANCELLED", "DependencyNeverSatisfied", dependency="afterok:12(failed)")
+    )
+    assert (killed.phase, killed.hint) == (Phase.ENDED, FailureReason.DEPENDENCY)
+    assert killed.message and "afterok:12(failed)" in killed.message
+    accounted = _observation(NativeState("CANCELLED", "Dependency"))  # sacct's word for it
+    assert accounted.hint is FailureReason.DEPENDENCY
+    cancelled = _observation(NativeState("CANCELLED by 0", "None"))
+    assert (cancelled.phase, cancelled.hint) == (Phase.CANCELLED, None)
+    waiting = _observation(NativeState("PENDING", "Dependency", dependency="afterok:12"))
+    assert waiting.phase is Phase.WAITING

@@ -137,11 +137,18 @@ class Backend(abc.ABC):
         default does nothing, for backends that see it themselves."""
 
     def plan(
-        self, resources: Resources, *, checkpointable: bool = False, name: str | None = None
+        self,
+        resources: Resources,
+        *,
+        checkpointable: bool = False,
+        name: str | None = None,
+        after: Sequence[str] = (),
     ) -> str:
         """What a submission with ``resources`` would send (``jobkit plan``); ``name``
-        is the job's name as a submit gives it (``resources.name`` or the function's)."""
-        return f"backend {self.name!r} submits job {name!r} with: {resources.to_record()}"
+        is the job's name as a submit gives it (``resources.name`` or the function's);
+        ``after``: ids of jobs or arrays in the store it would depend on."""
+        waits = f", after {', '.join(after)}" if after else ""
+        return f"backend {self.name!r} submits job {name!r} with: {resources.to_record()}{waits}"
 
     def plan_warnings(self, resources: Resources) -> list[str]:
         """One line each for what would make such a submission fail (``jobkit plan``)."""

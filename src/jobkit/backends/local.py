@@ -294,7 +294,12 @@ class LocalBackend(Backend):
         self._reset()
 
     def plan(
-        self, resources: Resources, *, checkpointable: bool = False, name: str | None = None
+        self,
+        resources: Resources,
+        *,
+        checkpointable: bool = False,
+        name: str | None = None,
+        after: Sequence[str] = (),
     ) -> str:
         """What the local agent would do with such a job."""
         cap = self.capacity()
@@ -316,6 +321,8 @@ class LocalBackend(Backend):
                 "# warm: runs in a reused worker process (same environment and cpus); "
                 "isolate=True for a fresh one"
             )
+        if after:
+            lines.append(f"# held by the agent until {', '.join(after)} succeed")
         if resources.time is not None:
             lines.append(f"# time limit: SIGTERM at {resources.time}, SIGKILL 3 s later")
         if resources.mem:

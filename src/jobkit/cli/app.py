@@ -420,6 +420,12 @@ def plan(
     backend: Annotated[
         str | None, typer.Option("--backend", "-b", help="Plan for this backend.")
     ] = None,
+    after: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--after", help="A job or array id it would depend on (repeatable): shows the hold."
+        ),
+    ] = None,
 ) -> None:
     """Dry run: the exact sbatch script (or description) a submission would use."""
     from jobkit.cli.planning import job_name, load_target
@@ -433,7 +439,15 @@ def plan(
     name = res.name or job_name(fn)  # as a submit names it
     for warning in backend_obj.plan_warnings(res):
         typer.echo(f"Warning: {warning}", err=True)
-    typer.echo(backend_obj.plan(res, checkpointable=checkpointable, name=name), nl=False)
+    if after:  # only then: backends written before ``after`` still plan
+        import inspect
+
+        if "after" not in inspect.signature(backend_obj.plan).parameters:
+            fail(f"backend {backend_obj.name!r} cannot plan with --after: plan without it")
+        planned = backend_obj.plan(res, checkpointable=checkpointable, name=name, after=after)
+    else:
+        planned = backend_obj.plan(res, checkpointable=checkpointable, name=name)
+    typer.echo(planned, nl=False)
 
 
 @app.command()

@@ -294,6 +294,9 @@ def record_table(
         if name == "state" and waiting_on:
             waits = ", ".join(f"{i} ({s})" for i, s in waiting_on.items())
             table.add_row("waiting on", Text(waits))
+            held_by = record.extra.get("held_by")  # backends/waiting.py: HELD_BY
+            if held_by:
+                table.add_row("held by", Text(str(held_by)))
     emit(console(), table)
     if record.attempts:
         sys.stdout.write("\nattempts:\n" + attempts_table(record, now))

@@ -83,6 +83,24 @@ class KubeApi:
             return False
         return True
 
+    def patch_job(self, name: str, patch: dict[str, Any]) -> bool:
+        """Merge-patch a Job (one request); False if it is gone."""
+        try:
+            self._json(
+                "patch",
+                f"jobs/{name}",
+                lambda: self.batch.patch_namespaced_job(
+                    name,
+                    self.namespace,
+                    patch,
+                    _content_type="application/merge-patch+json",
+                    _preload_content=False,
+                ),
+            )
+        except _NotFound:
+            return False
+        return True
+
     def delete_pod(self, name: str) -> bool:
         try:
             self._json(

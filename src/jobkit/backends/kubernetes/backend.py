@@ -14,6 +14,10 @@
     one-shot ─► the first observe of a process with no watch running (``jobkit
                list``): LIST the pods and Jobs of those jobs by id label
                (lookup.py), no watch; a second observe starts the watch
+    held    ─► a job with unfinished dependencies (can_hold) is created suspended
+               (manifest.hold: no pods, no resources) ─► release: one merge PATCH
+               per Job, suspend: false (a map's Job once all its items are
+               released); a held Job cancelled is deleted like any other
     cancel  ─► DELETE the Job, propagationPolicy=Background (its pods go with it);
                part of a map: DELETE those pods, whose replacements find the job
                CANCELLED in the store and exit at once
@@ -36,6 +40,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from jobkit.backends import waiting
 from jobkit.backends.base import Accepted, Backend, BackendServices, Observation
 from jobkit.errors import ConfigError, JobkitError
 from jobkit.observation import Phase
@@ -43,8 +48,12 @@ from jobkit.reconcile import abandoned_message, submitter_gone
 from jobkit.states import ACTIVE_STATES, FailureReason, JobRecord, JobState
 
 from .manifest import (
+    HELD,
+    RELEASE,
+    as_item,
     attempt_job_name,
     build_job,
+    hold,
     job_name,
     to_yaml,
     validate,
@@ -149,13 +158,23 @@ class KubernetesBackend(Backend):
         return manifest
 
     def plan(
-        self, resources: Resources, *, checkpointable: bool = False, name: str | None = None
+        self,
+        resources: Resources,
+        *,
+        checkpointable: bool = False,
+        name: str | None = None,
+        after: Sequence[str] = (),
     ) -> str:
         self.check_resources(resources)
         job_name = resources.name or name or "job"
-        manifest = to_yaml(self.manifest("jk-0123456789abcd", job_name, resources, count=None))
+        manifest = self.manifest("jk-0123456789abcd", job_name, resources, count=None)
+        note = ""
+        if after and resources.queue:
+            note = f"# held by jobkit until {', '.join(after)} succeed (Kueue owns suspend)\n"
+        elif after:
+            hold(manifest, after)
         source = self.settings.namespace_source
-        return f"# namespace {self.settings.namespace}: from {source}\n{manifest}"
+        return f"# namespace {self.settings.namespace}: from {source}\n{note}{to_yaml(manifest)}"
 
     def plan_warnings(self, resources: Resources) -> list[str]:
         """A store the pods cannot reach: every job would fail in its pod."""
@@ -184,15 +203,26 @@ class KubernetesBackend(Backend):
 
         A map's items with gaps (a rerun, a map partly answered from the cache,
         one item resubmitted) run as an Indexed Job over exactly those items
-        (``jobkit.dev/items``).  Jobs with ``mem_growth`` are not rerun by
-        Kubernetes (``backoffLimit`` 0): their records say so
-        (``extra["reruns"] = False``) and the reconciler's process resubmits
-        each retry."""
+        (``jobkit.dev/items``).  A Job is created suspended while a dependency
+        has not succeeded yet (``can_hold`` said so; released by
+        :meth:`release`); an item-wise map (items waiting on different jobs),
+        and items released from the store a few at a time, get one Job per
+        item: an Indexed Job cannot start some indexes and not others.  Jobs
+        with ``mem_growth`` are not rerun by Kubernetes (``backoffLimit`` 0):
+        their records say so (``extra["reruns"] = False``) and the reconciler's
+        process resubmits each retry."""
         first = records[0]
         array = first.array_id is not None
         job_id = first.array_id if first.array_id is not None else first.id
         suffix = _rerun_suffix(first)
         retried = not suffix and len(records) == 1 and first.attempt > 0
+        held = not resources.queue and bool(waiting.unfinished(waiting.load(self.store, records)))
+        item_wise = len({tuple(r.depends_on) for r in records}) > 1
+        released = any(r.extra.get("held") == "store" for r in records)
+        if array and not (suffix or retried) and ((held and item_wise) or released):
+            # Items released from the store come a few at a time: one Indexed
+            # Job per release would collide on the array's name.
+            return self._submit_items(records, resources, held=held)
         if suffix:
             name = job_name(job_id + suffix)
         elif retried:
@@ -210,6 +240,10 @@ class KubernetesBackend(Backend):
             items=items,
             kube_name=name,
         )
+        extra: dict[str, Any] = {"reruns": False} if resources.mem_growth else {}
+        if held:
+            hold(manifest, sorted({d for r in records for d in r.depends_on}))
+            extra[waiting.HELD_BY] = f"Kubernetes: suspended Job {name}"
         from .api import AlreadyExists
 
         try:
@@ -220,11 +254,72 @@ class KubernetesBackend(Backend):
             # The attempt's Job has one name: another jobkit process that saw
             # the same end resubmitted it first.  Created once, accepted by both.
         self._ensure_watch()
-        extra: dict[str, Any] = {"reruns": False} if resources.mem_growth else {}
         return [
             Accepted(record.id, f"{name}[{record.array_index}]" if array else name, extra)
             for record in records
         ]
+
+    def _submit_items(
+        self, records: Sequence[JobRecord], resources: Resources, *, held: bool
+    ) -> list[Accepted]:
+        """Each item its own Job ``<array>-<index>`` (suspended while ``held``,
+        then released on its own).  A create that fails after others succeeded
+        fails them all (SubmitError): the Jobs already made are deleted first,
+        so none runs unrecorded."""
+        accepted: list[Accepted] = []
+        made: list[str] = []
+        try:
+            for record in records:
+                array_id, index = str(record.array_id), int(record.array_index or 0)
+                name = job_name(f"{array_id}-{index}")
+                manifest = self.manifest(name, record.name, resources, count=None)
+                as_item(manifest, array_id=array_id, index=index, item_id=record.id)
+                extra: dict[str, Any] = {"reruns": False} if resources.mem_growth else {}
+                if held:
+                    hold(manifest, record.depends_on)
+                    extra[waiting.HELD_BY] = f"Kubernetes: suspended Job {name}"
+                self.api.create_job(manifest)
+                made.append(name)
+                accepted.append(Accepted(record.id, name, extra))
+        except JobkitError:
+            for name in made:
+                self.api.delete_job(name)
+            raise
+        self._ensure_watch()
+        return accepted
+
+    def can_hold(
+        self, records: Sequence[JobRecord], dependencies: Mapping[str, Sequence[JobRecord]]
+    ) -> bool:
+        """A suspended Job holds nothing of the cluster, so any dependency can be
+        waited on that way; except for Kueue-queued jobs: Kueue owns their
+        ``suspend`` and would start them when admitted, so jobkit holds those
+        in the store and creates them once released."""
+        if not records or records[0].resources.get("queue"):
+            return False
+        return bool(waiting.unfinished(dependencies)) and not waiting.failed(dependencies)
+
+    def release(self, records: Sequence[JobRecord]) -> None:
+        """Unsuspend the records' Jobs: one merge PATCH per Job, idempotent (a
+        released or deleted Job is left as it is).  A map's Indexed Job starts
+        only once every item is released or over: its pods cannot start one
+        index at a time (item-wise maps have a Job per item instead)."""
+        names: dict[str, str | None] = {}
+        for record in records:
+            if record.backend_id:
+                indexed = "[" in record.backend_id
+                names.setdefault(_job_of(record.backend_id), record.array_id if indexed else None)
+        releasing = {r.id for r in records}
+        for name, array_id in names.items():
+            if array_id is not None and not self._all_released(array_id, releasing):
+                continue
+            self.api.patch_job(name, RELEASE)
+
+    def _all_released(self, array_id: str, releasing: set[str]) -> bool:
+        members = self.store.query(array_id=array_id)
+        return all(
+            m.id in releasing or m.is_terminal or m.extra.get("released_at") for m in members
+        )
 
     def _per_index_retries(self) -> bool:
         """``backoffLimitPerIndex`` where the cluster has it (beta in 1.29, GA in 1.33)."""
@@ -288,10 +383,15 @@ class KubernetesBackend(Backend):
             if not watch.synced(SYNC_TIMEOUT):
                 return {}
             pods_seen = watch.snapshot("pods")
-            jobs = {str((j.get("metadata") or {}).get("name")) for j in watch.snapshot("jobs")}
+            jobs = {str((j.get("metadata") or {}).get("name")): j for j in watch.snapshot("jobs")}
         pods = self._latest_pods(pods_seen, {r.id: r for r in active})
+        stuck = self._release_again(active, jobs)
         now = time.time()
-        seen: dict[str, Observation] = {}
+        seen: dict[str, Observation] = {
+            r.id: Observation("Suspended", Phase.WAITING, message=stuck[r.id])
+            for r in active
+            if r.id in stuck
+        }
         for record in active:
             pod = pods.get(record.id)
             if record.backend_id is None:
@@ -310,6 +410,30 @@ class KubernetesBackend(Backend):
                     "(deleted, or removed by ttlSecondsAfterFinished)",
                 )
         return seen
+
+    def _release_again(
+        self, records: Sequence[JobRecord], jobs: Mapping[str, Mapping[str, Any]]
+    ) -> dict[str, str]:
+        """Patch again the Jobs of released jobs that are still suspended and
+        held: their releaser died between recording the release, or the API
+        refused the patch (403 without the Role's patch verb).  The patch is
+        idempotent; tried again on every observe.  Returns, for jobs whose
+        patch failed, why (shown in their record while they wait)."""
+        late = [
+            r
+            for r in records
+            if r.extra.get("released_at")
+            and r.backend_id
+            and _still_held(jobs.get(_job_of(r.backend_id)))
+        ]
+        if not late:
+            return {}
+        try:
+            self.release(late)
+        except JobkitError as exc:
+            why = f"released, but its suspended Job could not be started: {exc}"
+            return {r.id: why for r in late}
+        return {}
 
     def _running_watch(self) -> ClusterWatch | None:
         """The watch, started on the second question within its idle time
@@ -366,7 +490,8 @@ class KubernetesBackend(Backend):
                 by_job.setdefault(_job_of(record.backend_id), []).append(record)
         for name, group in by_job.items():
             array_id = group[0].array_id
-            whole = array_id is None or self._all_cancelled(array_id)
+            own_job = "[" not in str(group[0].backend_id)  # a job's, or one item's
+            whole = own_job or array_id is None or self._all_cancelled(array_id)
             if whole:
                 self.api.delete_job(name)
                 continue
@@ -425,6 +550,14 @@ def _current(pod: Mapping[str, Any], record: JobRecord) -> bool:
     return job == _job_of(record.backend_id)
 
 
+def _still_held(job: Mapping[str, Any] | None) -> bool:
+    """A Job created suspended by jobkit and not released yet."""
+    if job is None:
+        return False
+    labels = (job.get("metadata") or {}).get("labels") or {}
+    return bool((job.get("spec") or {}).get("suspend")) and labels.get(HELD) == "true"
+
+
 def _job_of(backend_id: str) -> str:
     """``jk-abc[3]`` -> ``jk-abc``: the Job a map item's pod belongs to."""
     return backend_id.split("[", 1)[0]
@@ -432,7 +565,7 @@ def _job_of(backend_id: str) -> str:
 
 def _handover(
     record: JobRecord,
-    jobs: set[str],
+    jobs: Mapping[str, Any],
     pod: Mapping[str, Any] | None,
     *,
     now: float,
@@ -443,6 +576,9 @@ def _handover(
     array = record.array_id is not None
     base = record.array_id if record.array_id is not None else record.id
     name = job_name(base + _rerun_suffix(record))  # a rerun's Job has a name of its own
+    item = job_name(f"{record.array_id}-{record.array_index}") if array else name
+    if item in jobs:  # an item-wise held map's item: a Job of its own
+        name, array = item, False
     if name in jobs:
         backend_id = f"{name}[{record.array_index}]" if array else name
         observed = judge(pod, record, now=now, grace=grace) if pod is not None else None

@@ -30,8 +30,10 @@ if TYPE_CHECKING:
 IDS_PER_SELECTOR = 50
 
 
-def find(api: KubeApi, records: Sequence[JobRecord]) -> tuple[list[dict[str, Any]], set[str]]:
-    """The pods of ``records``' Jobs, and the names of those Jobs that exist."""
+def find(
+    api: KubeApi, records: Sequence[JobRecord]
+) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
+    """The pods of ``records``' Jobs, and those Jobs that exist, by name."""
     # A map's item resubmitted as a Job of its own (a retry with grown memory)
     # carries its own id label, not its array's.
     alone = [r for r in records if r.array_id is None or "[" not in (r.backend_id or "[")]
@@ -40,12 +42,12 @@ def find(api: KubeApi, records: Sequence[JobRecord]) -> tuple[list[dict[str, Any
         ARRAY_ID: sorted({r.array_id for r in records if r.array_id is not None}),
     }
     pods: list[dict[str, Any]] = []
-    jobs: set[str] = set()
+    jobs: dict[str, dict[str, Any]] = {}
     for label, ids in by_label.items():
         for start in range(0, len(ids), IDS_PER_SELECTOR):
             chunk = ids[start : start + IDS_PER_SELECTOR]
             selector = f"{SELECTOR},{label} in ({','.join(chunk)})"
             pods += api.list("pods", selector).get("items") or []
             for job in api.list("jobs", selector).get("items") or []:
-                jobs.add(str((job.get("metadata") or {}).get("name")))
+                jobs[str((job.get("metadata") or {}).get("name"))] = job
     return pods, jobs

@@ -13,6 +13,9 @@ prints exactly what ``submit`` sends::
     retries          -> backoffLimit (single) / backoffLimitPerIndex (map, where supported)
     priority         -> priorityClassName (priority_classes)
     queue            -> the Kueue queue label on the Job
+    depends_on (unfinished) -> spec.suspend: true, label jobkit.dev/held, annotation
+                        jobkit.dev/waits-on (hold); released by a merge patch (RELEASE);
+                        an item-wise map: one such Job per item (as_item)
     map over N items -> ONE Indexed Job: completions N, parallelism = the cap
     rerun of items   -> ONE Indexed Job named <array>-r<random> over just those items:
                         pod i runs item ITEMS[i] (annotation and $JOBKIT_ARRAY_ITEMS)
@@ -28,7 +31,7 @@ from __future__ import annotations
 
 import copy
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from jobkit.errors import ConfigError
@@ -49,6 +52,12 @@ ITEMS_ANNOTATION = "jobkit.dev/items"
 (``3,7,12``: completion index 1 runs item 7); absent, the index is the item."""
 ITEMS_ENV = "JOBKIT_ARRAY_ITEMS"
 """The same list, for the worker (:func:`jobkit.worker.array_item`)."""
+HELD = "jobkit.dev/held"
+"""Label on a Job created suspended until its dependencies succeed (removed on release)."""
+WAITS_ON = "jobkit.dev/waits-on"
+"""Annotation on a held Job: the ids of the jobs or arrays it waits for."""
+RELEASE: dict[str, Any] = {"metadata": {"labels": {HELD: None}}, "spec": {"suspend": False}}
+"""The merge patch that lets a held Job start its pods (and says it is no longer held)."""
 CONTAINER = "job"
 MAX_INDEXED_COMPLETIONS = 100_000
 """Kubernetes' cap on ``completions`` of an Indexed Job with ``backoffLimitPerIndex``."""
@@ -173,6 +182,28 @@ def build_job(
     if annotations:
         metadata["annotations"] = annotations
     return {"apiVersion": "batch/v1", "kind": "Job", "metadata": metadata, "spec": spec}
+
+
+def hold(manifest: dict[str, Any], waits_on: Sequence[str]) -> None:
+    """Create the Job suspended: no pods, nothing requested from the cluster,
+    until :data:`RELEASE` is patched in.  Not for Kueue-queued Jobs, whose
+    ``suspend`` Kueue owns."""
+    manifest["spec"]["suspend"] = True
+    metadata = manifest["metadata"]
+    metadata["labels"][HELD] = "true"
+    metadata.setdefault("annotations", {})[WAITS_ON] = ",".join(waits_on)
+
+
+def as_item(manifest: dict[str, Any], *, array_id: str, index: int, item_id: str) -> None:
+    """Make a single-job manifest the Job of one map item: its pods carry the
+    array's id label and the item's index (what an Indexed Job's pods carry),
+    and run that item.  For item-wise held maps, whose items start one by one."""
+    spec = manifest["spec"]
+    for meta in (manifest["metadata"], spec["template"]["metadata"]):
+        meta["labels"].pop(JOB_ID, None)
+        meta["labels"][ARRAY_ID] = array_id
+    spec["template"]["metadata"].setdefault("annotations", {})[INDEX_ANNOTATION] = str(index)
+    spec["template"]["spec"]["containers"][0]["command"][-1] = item_id
 
 
 def _pod_spec(

@@ -15,6 +15,11 @@ sees of active jobs with one ``squeue`` per cycle for all of them, plus one
 ``sacct`` for jobs the controller has already forgotten; the reconciler
 records from it what the worker could not (timeouts, OOM kills, node
 failures, an ``scancel`` from outside).
+
+Dependencies on Slurm jobs of the same cluster are Slurm's to hold
+(``can_hold``; ``--dependency=afterok``/``aftercorr``, see
+:mod:`jobkit.backends.slurm.dependency`): a dependent Slurm cancelled
+because its dependency failed is observed as FAILED/DEPENDENCY.
 """
 
 from __future__ import annotations
@@ -26,11 +31,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from jobkit.backends import waiting
 from jobkit.backends.base import Accepted, Backend, BackendServices, Observation
-from jobkit.backends.slurm import queries, submitit_adapter
+from jobkit.backends.slurm import dependency, queries, submitit_adapter
 from jobkit.backends.slurm.submitit_adapter import Submitted
 from jobkit.backends.slurm.translate import SlurmSettings, sbatch_parameters, translate_state
-from jobkit.errors import BackendError, SubmitError
+from jobkit.errors import BackendError, JobNotFoundError, SubmitError
 from jobkit.observation import Phase
 from jobkit.reconcile import abandoned_message, submitter_gone
 from jobkit.states import FailureReason, JobRecord, JobState
@@ -74,6 +80,7 @@ class SlurmBackend(Backend):
         )
         self._accounting: bool | None = {"on": True, "off": False}.get(self.settings.accounting)
         self._max_array: int | None = None
+        self._cluster: str | None = None
         self.queries_made = 0
         """Scheduler commands issued by observe (for the benchmark's count)."""
 
@@ -133,11 +140,14 @@ class SlurmBackend(Backend):
         checkpointable = bool(records[0].extra.get("checkpointable"))
         executor = self._executor(resources, checkpointable=checkpointable, name=records[0].name)
         direct = not checkpointable and resources.nodes * resources.tasks_per_node == 1
+        deps = waiting.load(self.store, records)
+        options: dict[str, str | None] = {}
         try:
+            cluster = self.cluster_name()  # one `scontrol show config` per process
             if direct:
-                jobs = self._submit_direct(executor, records)
+                jobs = self._submit_direct(executor, records, deps, options)
             else:
-                jobs = self._submit_with_submitit(executor, records)
+                jobs = self._submit_with_submitit(executor, records, deps, options)
         except queries.CommandError as exc:  # sbatch refused: its message, once, in one line
             raise SubmitError(str(exc)) from exc
         except OSError as exc:
@@ -146,14 +156,66 @@ class SlurmBackend(Backend):
             if not submitit_adapter.is_failed_job_error(exc):
                 raise
             raise SubmitError(queries.explain(_first_line(str(exc)) or "sbatch failed")) from exc
+        extras: list[dict[str, str]] = []
+        for record, job in zip(records, jobs, strict=True):
+            extra = {"stdout": str(job.stdout), "stderr": str(job.stderr)}
+            if cluster:
+                extra[dependency.CLUSTER_KEY] = cluster
+            held = options.get(record.id)
+            if held:
+                extra[waiting.HELD_BY] = f"Slurm: {held}"
+            extras.append(extra)
         return [
-            Accepted(
-                record.id,
-                str(job.job_id),
-                {"stdout": str(job.stdout), "stderr": str(job.stderr)},
-            )
-            for record, job in zip(records, jobs, strict=True)
+            Accepted(record.id, str(job.job_id), extra)
+            for record, job, extra in zip(records, jobs, extras, strict=True)
         ]
+
+    def can_hold(
+        self, records: Sequence[JobRecord], dependencies: Mapping[str, Sequence[JobRecord]]
+    ) -> bool:
+        """Slurm holds the jobs itself (``--dependency``) when every unfinished
+        dependency is a Slurm job of this cluster with a Slurm id."""
+        if not waiting.unfinished(dependencies):
+            return False
+        try:
+            cluster = self.cluster_name()
+        except BackendError:
+            return False  # jobkit holds them; submit reports what is wrong with Slurm
+        return dependency.holdable(dependencies, cluster)
+
+    def cluster_name(self) -> str:
+        """This cluster's ClusterName (recorded with each job, compared by ``can_hold``)."""
+        if self._cluster is None:
+            self._read_config()
+        return self._cluster or ""
+
+    def _read_config(self) -> None:
+        config = queries.show_config()
+        self._cluster = config.get("ClusterName", "")
+        if self._max_array is None:
+            try:
+                self._max_array = int(config.get("MaxArraySize", ""))
+            except ValueError:
+                self._max_array = queries.DEFAULT_MAX_ARRAY_SIZE
+
+    @staticmethod
+    def _depend(
+        executor: Any,
+        chunk: Sequence[JobRecord],
+        deps: Mapping[str, Sequence[JobRecord]],
+        options: dict[str, str | None],
+        tasks: Sequence[int] | None = None,
+    ) -> None:
+        """Set (or clear) the chunk's ``--dependency`` on ``executor``; ``tasks``:
+        the chunk's array task ids (default 0, 1, ...)."""
+        value = dependency.option(chunk, deps, tasks) if deps else None
+        extra = dict(executor.parameters.get("additional_parameters") or {})
+        extra.pop("dependency", None)
+        extra.pop("kill-on-invalid-dep", None)
+        if value:
+            extra.update({"dependency": value, "kill-on-invalid-dep": "yes"})
+        executor.update_parameters(additional_parameters=extra)
+        options.update((r.id, value) for r in chunk)
 
     def _chunks(self, records: Sequence[JobRecord]) -> list[tuple[int, list[JobRecord], list[int]]]:
         """A map's items as sbatch arrays: (offset, items, task ids), one per
@@ -170,22 +232,36 @@ class SlurmBackend(Backend):
             tasks.append(index - start)
         return [(start, chunk, tasks) for start, (chunk, tasks) in sorted(windows.items())]
 
-    def _submit_with_submitit(self, executor: Any, records: Sequence[JobRecord]) -> list[Submitted]:
+    def _submit_with_submitit(
+        self,
+        executor: Any,
+        records: Sequence[JobRecord],
+        deps: Mapping[str, Sequence[JobRecord]],
+        options: dict[str, str | None],
+    ) -> list[Submitted]:
         from jobkit.backends.slurm.entry import SlurmEntry
 
         entry, url = SlurmEntry(), self.store.url
         if len(records) == 1 and records[0].array_id is None:
             executor.update_parameters(comment=_mark(records[0], 0))
+            self._depend(executor, records, deps, options)
             return [submitit_adapter.submit_call(executor, entry, url, records[0].id)]
         jobs: list[Submitted] = []
         for start, chunk, tasks in self._chunks(records):
             executor.update_parameters(comment=_mark(chunk[0], start))
+            self._depend(executor, chunk, deps, options, tasks)
             jobs += submitit_adapter.submit_call_array(
                 executor, entry, tasks, [url] * len(chunk), [r.id for r in chunk]
             )
         return jobs
 
-    def _submit_direct(self, executor: Any, records: Sequence[JobRecord]) -> list[Submitted]:
+    def _submit_direct(
+        self,
+        executor: Any,
+        records: Sequence[JobRecord],
+        deps: Mapping[str, Sequence[JobRecord]],
+        options: dict[str, str | None],
+    ) -> list[Submitted]:
         import shlex
 
         worker = self._worker_command(executor)
@@ -193,11 +269,13 @@ class SlurmBackend(Backend):
             # submitit's own script writer and sbatch call, with our command.
             command = f"{worker} {shlex.quote(records[0].id)}"
             executor.update_parameters(comment=_mark(records[0], 0))
+            self._depend(executor, records, deps, options)
             return [submitit_adapter.submit_command(executor, command)]
         jobs: list[Submitted] = []
         array_id = shlex.quote(str(records[0].array_id))
         for start, chunk, tasks in self._chunks(records):
             executor.update_parameters(comment=_mark(chunk[0], start))
+            self._depend(executor, chunk, deps, options, tasks)
             command = f"{worker} --array {array_id} --offset {start}"
             jobs += submitit_adapter.submit_command_array(executor, command, tasks)
         return jobs
@@ -212,22 +290,62 @@ class SlurmBackend(Backend):
 
     def max_array_size(self) -> int:
         if self._max_array is None:
-            self._max_array = queries.max_array_size()
-        return self._max_array
+            self._read_config()
+        return self._max_array or queries.DEFAULT_MAX_ARRAY_SIZE
 
     def plan(
-        self, resources: Resources, *, checkpointable: bool = False, name: str | None = None
+        self,
+        resources: Resources,
+        *,
+        checkpointable: bool = False,
+        name: str | None = None,
+        after: Sequence[str] = (),
     ) -> str:
-        """The exact sbatch script a submission with these resources gets."""
-        executor = self._executor(resources, checkpointable=checkpointable, name=name)
-        direct = not checkpointable and resources.nodes * resources.tasks_per_node == 1
+        """The exact sbatch script a submission with these resources gets; with
+        ``after`` (job or array ids in the store), the ``--dependency`` it would
+        carry, or a comment saying jobkit would hold it instead."""
         # A single job's id is only known at submit time: JOB_ID stands for it.
-        command = (
-            f"{self._worker_command(executor)} JOB_ID"
-            if direct
-            else submitit_adapter.submitit_command(executor)
-        )
-        return submitit_adapter.sbatch_script(command, self.folder, executor.parameters)
+        job = JobRecord(id="JOB_ID", name=name or "", backend=self.name, depends_on=list(after))
+        job.extra["checkpointable"] = checkpointable
+        deps = waiting.load(self.store, [job]) if after else {}
+        unknown = [i for i in after if i not in deps]
+        if unknown:
+            raise JobNotFoundError(f"no job or array {unknown[0]} in the store {self.store.url}")
+        if waiting.unfinished(deps) and not self.can_hold([job], deps):
+            note = (
+                "# held by jobkit until its dependencies succeed (Slurm can wait only on "
+                "Slurm jobs of this cluster with a Slurm id and no retries), then submitted "
+                "without --dependency\n"
+            )
+            return note + self.script([job], resources, {})
+        return self.script([job], resources, deps)
+
+    def script(
+        self,
+        records: Sequence[JobRecord],
+        resources: Resources,
+        dependencies: Mapping[str, Sequence[JobRecord]],
+    ) -> str:
+        """The sbatch script ``submit`` sends for ``records`` (their first chunk),
+        waiting on ``dependencies`` as Slurm would hold them."""
+        first = records[0]
+        checkpointable = bool(first.extra.get("checkpointable"))
+        executor = self._executor(resources, checkpointable=checkpointable, name=first.name)
+        direct = not checkpointable and resources.nodes * resources.tasks_per_node == 1
+        array = first.array_id is not None
+        chunk = records[: self.max_array_size()] if array else records[:1]
+        self._depend(executor, chunk, dependencies, {})
+        parameters = dict(executor.parameters)
+        if array:
+            parameters["map_count"] = len(chunk)  # as submit_command_array sets it
+        worker = self._worker_command(executor)
+        if not direct:
+            command = submitit_adapter.submitit_command(executor)
+        elif array:
+            command = f"{worker} --array {first.array_id} --offset 0"
+        else:
+            command = f"{worker} {first.id}"
+        return submitit_adapter.sbatch_script(command, self.folder, parameters)
 
     # -- controlling -----------------------------------------------------------
     def cancel(self, records: Sequence[JobRecord]) -> None:
@@ -285,7 +403,10 @@ class SlurmBackend(Backend):
                 continue
             state = native.get(record.backend_id)
             if state is not None:
-                seen[record.id] = _observation(state)
+                observed = _observation(state)
+                if observed.hint is FailureReason.DEPENDENCY:
+                    observed = self._dependency_end(record, observed, state)
+                seen[record.id] = observed
             elif self._accounting is False:
                 seen[record.id] = Observation(
                     "GONE",
@@ -294,6 +415,28 @@ class SlurmBackend(Backend):
                     "is disabled, so Slurm's reason is unknown)",
                 )
         return seen
+
+    def _dependency_end(
+        self, record: JobRecord, observed: Observation, state: queries.NativeState
+    ) -> Observation:
+        """A job Slurm cancelled for its dependency, never read as CANCELLED.
+
+        While a dependency is unfinished or failed in the store, it is left
+        waiting: the reconciler's release/fail step (which runs before observe)
+        fails it FAILED/DEPENDENCY naming the root job, with
+        ``extra["failed_dependency"]``, as soon as the store knows how the
+        dependency ended.  With every dependency SUCCEEDED in the store, Slurm's
+        word stands: FAILED/DEPENDENCY with Slurm's reason; except for sacct's
+        ``Dependency``, which is also the reason of a job cancelled from outside
+        while it waited: that is the cancellation it is."""
+        deps = waiting.load(self.store, [record])
+        if waiting.unfinished(deps):
+            # No message: the step may have just ended it, and a message is
+            # written whatever the state (reconcile.apply).
+            return Observation(state.state, Phase.WAITING)
+        if state.reason in dependency.KILLED_REASONS:
+            return observed
+        return Observation(state.state, Phase.CANCELLED)
 
 
 def _observation(seen: queries.NativeState) -> Observation:
@@ -305,6 +448,16 @@ def _observation(seen: queries.NativeState) -> Observation:
     if mapped is None:  # a state we do not know: keep Slurm's word for it
         return Observation(seen.state, Phase.UNKNOWN)
     state, reason = mapped
+    if state is JobState.CANCELLED and (
+        seen.reason in dependency.KILLED_REASONS or seen.reason == dependency.ACCOUNTING_REASON
+    ):
+        held = f" ({seen.dependency})" if seen.dependency else ""
+        return Observation(
+            seen.state,
+            Phase.ENDED,
+            FailureReason.DEPENDENCY,
+            f"Slurm cancelled it: its dependency can never be satisfied{held}",
+        )
     phase = PHASES[state]
     if phase is not Phase.ENDED:
         return Observation(seen.state, phase)

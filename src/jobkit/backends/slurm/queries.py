@@ -28,6 +28,8 @@ class NativeState:
     exit_code: int | None = None
     comment: str = ""
     """The job's ``--comment``: jobkit marks its submissions (``jobkit:<id>:<offset>``)."""
+    dependency: str = ""
+    """What the job waits on, in squeue's words (``afterok:12(failed)``); '' if nothing."""
 
 
 def run(command: Sequence[str], *, timeout: float = TIMEOUT) -> str:
@@ -103,14 +105,17 @@ def config_problem() -> str | None:
 
 def squeue() -> dict[str, NativeState]:
     """States of this user's jobs the controller still holds, by Slurm id."""
-    out = run(["squeue", "--me", "--noheader", "--array", "--states=all", "--format=%i|%T|%r|%k"])
+    out = run(
+        ["squeue", "--me", "--noheader", "--array", "--states=all", "--format=%i|%T|%r|%E|%k"]
+    )
     states = {}
     for line in out.splitlines():
-        parts = line.strip().split("|", 3)
+        parts = line.strip().split("|", 4)  # the comment last: it may hold a "|"
         if len(parts) >= 2:
             reason = parts[2] if len(parts) > 2 else ""
-            comment = parts[3] if len(parts) > 3 and parts[3] != "(null)" else ""
-            states[parts[0]] = NativeState(parts[1], reason, comment=comment)
+            depends = parts[3] if len(parts) > 3 and parts[3] != "(null)" else ""
+            comment = parts[4] if len(parts) > 4 and parts[4] != "(null)" else ""
+            states[parts[0]] = NativeState(parts[1], reason, comment=comment, dependency=depends)
     return states
 
 
@@ -147,16 +152,26 @@ def accounting_disabled(error: BackendError) -> bool:
     return "accounting storage is disabled" in text or "slurmdbd" in text
 
 
+DEFAULT_MAX_ARRAY_SIZE = 1001
+"""Slurm's default MaxArraySize (an array's indices must stay below it)."""
+
+
+def show_config() -> dict[str, str]:
+    """``scontrol show config`` as name -> value (ClusterName, MaxArraySize, ...)."""
+    config: dict[str, str] = {}
+    for line in run(["scontrol", "show", "config"]).splitlines():
+        name, equals, value = line.partition("=")
+        if equals:
+            config.setdefault(name.strip(), value.strip())
+    return config
+
+
 def max_array_size() -> int:
     """The cluster's MaxArraySize (an array's indices must stay below it)."""
-    for line in run(["scontrol", "show", "config"]).splitlines():
-        name, _, value = line.partition("=")
-        if name.strip() == "MaxArraySize":
-            try:
-                return int(value.strip())
-            except ValueError:
-                break
-    return 1001  # Slurm's default
+    try:
+        return int(show_config().get("MaxArraySize", ""))
+    except ValueError:
+        return DEFAULT_MAX_ARRAY_SIZE
 
 
 def scancel(ids: Iterable[str]) -> None:
