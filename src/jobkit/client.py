@@ -459,14 +459,19 @@ class Client:
         monitor's); only those whose observation would change them are read
         again, observed again and reconciled.  Returns the records read again.
         """
-        from jobkit.dependencies import step
+        from jobkit.dependencies import is_held, step
         from jobkit.reconcile import would_write
 
         reread: dict[str, JobRecord] = {}
         by_backend: dict[str, list[JobRecord]] = {}
         given = {r.id for r in records}
+        held = [r.id for r in records if r.depends_on and is_held(r)]
         ancestors = [r for r in step(self, records) if r.id not in given]
-        records = [*records, *ancestors]
+        if held:  # the step may have released or failed them: observe what it wrote
+            fresh = self.store.get_many(held)
+            reread.update(fresh)
+            records = [fresh.get(r.id, r) for r in records]
+        records = [r for r in (*records, *ancestors) if not r.is_terminal]
         for record in observable(records):
             by_backend.setdefault(record.backend, []).append(record)
         for name, group in by_backend.items():
