@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -273,6 +274,55 @@ while not os.path.exists({str(flag)!r}) and time.monotonic() < deadline:
             ).check()
             assert again.result().isdigit()
             assert k.run("again.state.value").check().result() == "'SUCCEEDED'"
+    finally:
+        stop_agent(store)
+
+
+def test_a_chain_submitted_from_a_notebook_completes_after_the_kernel_shut_down(
+    tmp_path: Path,
+) -> None:
+    """prep -> map of 3 (each gets prep's result) -> total, submitted from cells
+    whose kernel is shut down while prep still waits on a file: the local agent
+    holds and releases the rest; this test only reads the store."""
+    require_nbclient()
+    store = store_url(tmp_path)
+    write_project(tmp_path, store)
+    gate = tmp_path / "gate"
+    try:
+        with Kernel(tmp_path, kernel_env()).running() as k:
+            ran = k.run(
+                f"""
+import os, time, jobkit
+
+def prep(path):
+    while not os.path.exists(path):
+        time.sleep(0.05)
+    return [1, 2, 3]
+
+def scale(data, factor):
+    return [x * factor for x in data]
+
+def total(parts):
+    return sum(sum(p) for p in parts)
+
+data = jobkit.submit(prep, {str(gate)!r})
+parts = jobkit.map(scale, [data] * 3, [1, 10, 100])
+answer = jobkit.submit(total, parts)
+(answer.id, answer.state.value, data.state.value)
+"""
+            ).check()
+            answer_id, state, prep_state = eval(ran.result())
+            assert state in ("PENDING", "QUEUED") and prep_state != "SUCCEEDED"
+        gate.touch()  # the kernel is gone: nothing of it waits on the chain
+        with jobkit.use(store=store) as client:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                record = client.store.get(answer_id)
+                if record.is_terminal:
+                    break
+                time.sleep(0.1)
+            assert record.state is jobkit.JobState.SUCCEEDED, record
+            assert client.load_outcome(record).value == 6 * 111
     finally:
         stop_agent(store)
 
