@@ -26,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from jobkit.states import JobRecord, JobState
@@ -49,6 +49,35 @@ def outcome_owner(record: JobRecord) -> str:
     """The id whose outcome blob holds ``record``'s result (the source of a cached job)."""
     source = record.extra.get("cached_from") if record.extra else None
     return source if isinstance(source, str) and source else record.id
+
+
+def keyed_by_source(
+    calls: Sequence[tuple[tuple[Any, ...], dict[str, Any]]],
+    states: Mapping[str, Sequence[JobRecord]],
+) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
+    """``calls`` as they are keyed: a SUCCEEDED dependency passed as an argument
+    stands for the job whose outcome it reads (:func:`outcome_owner`), so a
+    stage downstream of a cache hit has the same key as the run it reuses
+    (the hit is a new job with a new id, its result the source's)."""
+    from jobkit.placeholders import KEEP, ArrayResults, JobResult, walk
+
+    owners = {
+        r.id: outcome_owner(r)
+        for members in states.values()
+        for r in members
+        if r.state is JobState.SUCCEEDED
+    }
+    if not owners:
+        return list(calls)
+
+    def source(value: Any) -> Any:
+        if isinstance(value, JobResult) and value.job_id in owners:
+            return JobResult(owners[value.job_id])
+        if isinstance(value, ArrayResults) and all(i in owners for i in value.item_ids):
+            return ArrayResults("", tuple(owners[i] for i in value.item_ids))
+        return KEEP
+
+    return [(walk(args, source), walk(kwargs, source)) for args, kwargs in calls]
 
 
 def cache_version(cache: bool | str) -> str | None:

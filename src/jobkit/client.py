@@ -171,7 +171,20 @@ class Client:
             )
         backend = self.backend(backend_name)
         backend.check_resources(res)
-        cached = caching.plan(self.store, fn, calls, res.cache) if res.cache else None
+        cached = None
+        if res.cache:
+            keyed = caching.keyed_by_source(calls, states) if states else calls
+            cached = caching.plan(self.store, fn, keyed, res.cache)
+        if cached is not None and states:
+            # A hit stands for a run; with a dependency not succeeded (an
+            # ``after=`` still running, or failed) the call waits or fails as
+            # uncached calls do.
+            ready = {
+                i: source
+                for i, source in cached.hits.items()
+                if all(m.state is JobState.SUCCEEDED for d in depends[i] for m in states[d])
+            }
+            cached = dataclasses.replace(cached, hits=ready)
         if cached is not None and array:
             cached = caching.fitted(cached, len(calls), sparse=backend.sparse_arrays)
         hits = cached.hits if cached is not None else {}

@@ -151,11 +151,15 @@ def resolve(
     owners = {i: outcome_owner(records[i]) if i in records else i for i in needed}
     blobs = store.get_blobs([outcome_key(owner) for owner in set(owners.values())])
     values: dict[str, Any] = {}
+    used: set[str] = set()
     for job_id in needed:
         owner = owners[job_id]
         data = blobs.get(outcome_key(owner))
         if data is None:
             raise DependencyUnavailable(f"dependency {job_id} has no stored result", job_id)
+        if owner in used:  # cached items of one source: each its own copy, never aliased
+            data = bytearray(data)
+        used.add(owner)
         try:
             outcome = load_outcome(data, key=key, job_id=owner)
         except JobkitError as exc:

@@ -90,6 +90,7 @@ def reopen(store: Store, records: Sequence[JobRecord]) -> list[JobRecord]:
         extra: dict[str, Any] = {k: v for k, v in record.extra.items() if k not in DROPPED_EXTRA}
         extra["submitter"] = submitter
         extra["rerun_at"] = now
+        extra["rerun_attempt"] = record.attempt + 1  # later attempts are retries, not the rerun
         fields = {
             **CLEARED,
             "attempt": record.attempt + 1,

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 
 class CustomError(Exception):
@@ -131,3 +132,39 @@ def fail_once(marker: str) -> str:
         Path(marker).touch()
         raise RuntimeError("first try fails")
     return "second try"
+
+
+def fail_once_after(gate: str, marker: str) -> str:
+    """Waits for ``gate`` (up to 60 s), then raises the first time (leaving ``marker``)."""
+    deadline = time.monotonic() + 60
+    while not os.path.exists(gate) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return fail_once(marker)
+
+
+def ones(n: int) -> Any:
+    """A numpy array: its pickle carries an out-of-band buffer."""
+    import numpy
+
+    return numpy.ones(n)
+
+
+def bump_first(arrays: list[Any]) -> list[float]:
+    """Adds 5 to the first array in place; the sums show whether arrays alias."""
+    arrays[0] += 5
+    return [float(a.sum()) for a in arrays]
+
+
+def add(x: int, y: int) -> int:
+    return x + y
+
+
+def lost_then_error_then_ok(folder: str) -> str:
+    """Call 1 SIGKILLs its own process (LOST), call 2 raises (ERROR), call 3 returns."""
+    calls = len(list(Path(folder).glob("call-*")))
+    (Path(folder) / f"call-{calls}").touch()
+    if calls == 0:
+        os.kill(os.getpid(), 9)
+    if calls == 1:
+        raise RuntimeError("second call fails")
+    return "third call"

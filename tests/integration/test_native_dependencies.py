@@ -451,6 +451,42 @@ def test_kubernetes_item_wise_map_is_one_suspended_job_per_item(
     assert [r.name for r in k8s_emulator.requests("patch", "jobs")] == names
 
 
+def test_kubernetes_item_wise_map_holds_only_the_items_that_wait(
+    kube: Any, k8s_emulator: Any, tmp_path: Path
+) -> None:
+    """Item 0's dependency has succeeded when the map is submitted, item 1's
+    has not: only item 1's Job is suspended (item 0's has nothing to release it)."""
+    from jobkit.backends.kubernetes.manifest import job_name
+
+    gate = tmp_path / "gate"
+    first = jobkit.map(helpers.wait_for_file, [str(tmp_path / "never"), str(gate)], [0, 30])
+    assert first[0].result(timeout=K8S_T) is False
+    second = jobkit.map(helpers.square, first)
+    names = [job_name(f"{second.id}-{i}") for i in range(2)]
+    suspended = [k8s_emulator.get("jobs", "jobkit", n)["spec"]["suspend"] for n in names]
+    assert suspended == [False, True]
+    assert second[0].result(timeout=K8S_T) == 0
+    gate.touch()
+    assert second[1].result(timeout=K8S_T) == 1
+
+
+def test_kubernetes_a_retry_after_a_rerun_gets_a_job_of_its_own(
+    kube: Any, k8s_emulator: Any, tmp_path: Path
+) -> None:
+    """A rerun (``jobkit retry``) runs as ``<id>-r<tag>``; its failed attempt,
+    resubmitted by jobkit (``mem_growth``: Kubernetes does not rerun it), is
+    ``<id>-a<N>``, not the rerun's name again (which would be a 409)."""
+    flaky = jobkit.remote(mem="256MiB", mem_growth=2.0, retries=3, retry_on={"ERROR", "OOM"})
+    job = flaky(helpers.lost_then_error_then_ok).submit(str(tmp_path))
+    with pytest.raises(jobkit.JobFailedError):  # LOST: not a class retry_on names
+        job.result(timeout=K8S_T)
+    (rerun,) = kube.retry([job.id])
+    assert rerun.result(timeout=K8S_T) == "third call"
+    info = rerun.info
+    assert info.attempt == 2 and [a["reason"] for a in info.attempts] == ["LOST", "ERROR"]
+    assert info.backend_id is not None and info.backend_id.endswith("-a2")
+
+
 def pods_of_job(emulator: Any, name: str) -> list[dict[str, Any]]:
     return [
         p

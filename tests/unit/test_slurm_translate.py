@@ -183,3 +183,40 @@ def test_a_job_slurm_killed_for_its_dependency_is_a_dependency_failure() -> None
     assert (cancelled.phase, cancelled.hint) == (Phase.CANCELLED, None)
     waiting = _observation(NativeState("PENDING", "Dependency", dependency="afterok:12"))
     assert waiting.phase is Phase.WAITING
+
+
+def test_a_rerun_after_a_succeeded_array_waits_on_nothing_slurm_may_have_forgotten() -> None:
+    """Items 3 and 7 of an array whose items 3 and 7 of the dependency already
+    SUCCEEDED (a rerun): no ``aftercorr`` on a finished array (Slurm forgets ended
+    jobs after MinJobAge, and sbatch would refuse), and no afterok either; a
+    still-running dependency item keeps its own task id in ``afterok``."""
+    from jobkit.backends.slurm import dependency
+    from jobkit.states import JobRecord, JobState
+
+    def dep(index: int, state: JobState) -> JobRecord:
+        return JobRecord(
+            id=f"jk-a.{index}",
+            name="d",
+            backend="slurm",
+            state=state,
+            backend_id=f"100_{index}",
+            array_id="jk-a",
+            array_index=index,
+        )
+
+    def item(index: int) -> JobRecord:
+        return JobRecord(
+            id=f"jk-b.{index}",
+            name="b",
+            backend="slurm",
+            array_id="jk-b",
+            array_index=index,
+            depends_on=[f"jk-a.{index}"],
+        )
+
+    done = {f"jk-a.{i}": [dep(i, JobState.SUCCEEDED)] for i in (3, 7)}
+    assert dependency.option([item(3), item(7)], done, [3, 7]) is None
+    mixed = {"jk-a.3": [dep(3, JobState.SUCCEEDED)], "jk-a.7": [dep(7, JobState.RUNNING)]}
+    assert dependency.option([item(3), item(7)], mixed, [3, 7]) == "afterok:100_7"
+    running = {f"jk-a.{i}": [dep(i, JobState.RUNNING)] for i in (3, 7)}
+    assert dependency.option([item(3), item(7)], running, [3, 7]) == "aftercorr:100"

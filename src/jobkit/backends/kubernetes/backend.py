@@ -275,7 +275,7 @@ class KubernetesBackend(Backend):
                 manifest = self.manifest(name, record.name, resources, count=None)
                 as_item(manifest, array_id=array_id, index=index, item_id=record.id)
                 extra: dict[str, Any] = {"reruns": False} if resources.mem_growth else {}
-                if held:
+                if held and record.extra.get("held") == "backend":  # not an item ready now
                     hold(manifest, record.depends_on)
                     extra[waiting.HELD_BY] = f"Kubernetes: suspended Job {name}"
                 self.api.create_job(manifest)
@@ -528,10 +528,12 @@ RERUN = "rerun_at"
 
 def _rerun_suffix(record: JobRecord) -> str:
     """``-r<tag>`` naming a rerun's Job (the reopening time in ms, base 36);
-    empty for a first submission."""
+    empty for a first submission and for attempts after the rerun's."""
     when = record.extra.get(RERUN)
     if not isinstance(when, int | float):
         return ""
+    if record.extra.get("rerun_attempt", record.attempt) != record.attempt:
+        return ""  # a later attempt (a retry jobkit resubmits): a Job named for its attempt
     number, digits = int(when * 1000), ""
     while number:
         number, digit = divmod(number, 36)
@@ -577,7 +579,7 @@ def _handover(
     base = record.array_id if record.array_id is not None else record.id
     name = job_name(base + _rerun_suffix(record))  # a rerun's Job has a name of its own
     item = job_name(f"{record.array_id}-{record.array_index}") if array else name
-    if item in jobs:  # an item-wise held map's item: a Job of its own
+    if item in jobs and not _rerun_suffix(record):  # an item-wise held map's item
         name, array = item, False
     if name in jobs:
         backend_id = f"{name}[{record.array_index}]" if array else name

@@ -96,6 +96,8 @@ def _corresponding(
         deps = dependencies.get(record.depends_on[0], [])
         if len(deps) != 1 or deps[0].array_id is None or not deps[0].backend_id:
             return None
+        if deps[0].state is JobState.SUCCEEDED:
+            return None  # Slurm may have forgotten it (MinJobAge): afterok names the rest
         base, _, index = deps[0].backend_id.partition("_")
         if index != str(task):
             return None
