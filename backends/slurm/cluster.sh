@@ -124,8 +124,14 @@ MailProg=/bin/true
 # No cgroups in this container: track processes by parent pid, no binding.
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
+# --mem is enforced without cgroups: the linux gatherer samples each step's
+# summed RSS every second (task=1) and OverMemoryKill kills a step over its
+# limit (Slurm says FAILED, and writes "exceeded memory limit" to the job's
+# stderr, which jobkit reads as OOM). A job without --mem is held to
+# DefMemPerCPU (1000 MB per CPU) below, far above what a worker uses.
 JobAcctGatherType=jobacct_gather/linux
-JobAcctGatherFrequency=30
+JobAcctGatherParams=OverMemoryKill
+JobAcctGatherFrequency=task=1
 # Cores and memory are both consumable, so --cpus-per-task/--mem are
 # scheduled; DefMemPerCPU keeps a job without --mem from taking the whole node.
 SelectType=select/cons_tres

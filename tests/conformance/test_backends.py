@@ -231,13 +231,6 @@ def count_calls(backend: Any, method: str) -> int:
 class TestSlurmBackend(BackendConformance):
     backend_name = "slurm"
     time_limit = "1m"  # Slurm's smallest limit; the case is marked slow below
-    oom_skip = (
-        "the test cluster does not enforce --mem: no cgroups (ProctrackType=proctrack/linuxproc, "
-        "TaskPlugin=task/none) and no JobAcctGatherParams=OverMemoryKill "
-        "(backends/slurm/cluster.sh), so a job over its memory is never killed; an observed "
-        "OUT_OF_MEMORY is resubmitted with grown mem by the generic path "
-        "(tests/unit/test_reconcile.py, the toy backend's case)"
-    )
     # No "impossible" request: only slurmctld knows what its nodes can hold, so
     # sbatch's refusal arrives at submit as one SubmitError and the job is
     # recorded FAILED/SUBMIT_ERROR (tests/integration/test_slurm_cli.py).

@@ -25,6 +25,8 @@ because its dependency failed is observed as FAILED/DEPENDENCY.
 from __future__ import annotations
 
 import dataclasses
+import os
+import re
 import shutil
 import time
 from collections.abc import Mapping, Sequence
@@ -406,6 +408,8 @@ class SlurmBackend(Backend):
                 observed = _observation(state)
                 if observed.hint is FailureReason.DEPENDENCY:
                     observed = self._dependency_end(record, observed, state)
+                elif observed.phase is Phase.ENDED and observed.hint in _MAYBE_MEMORY:
+                    observed = _memory_kill(record, observed)
                 seen[record.id] = observed
             elif self._accounting is False:
                 seen[record.id] = Observation(
@@ -437,6 +441,41 @@ class SlurmBackend(Backend):
         if state.reason in dependency.KILLED_REASONS:
             return observed
         return Observation(state.state, Phase.CANCELLED)
+
+
+_MAYBE_MEMORY = (None, FailureReason.ERROR, FailureReason.LOST)
+"""Hints under which a job may have been killed for its memory: without cgroups
+(``OverMemoryKill`` of the linux gatherer) Slurm says only FAILED."""
+
+_MEMORY_KILL = re.compile(r"exceeded (?:job )?memory limit[^\n]*", re.IGNORECASE)
+
+
+def _memory_kill(record: JobRecord, observed: Observation) -> Observation:
+    """``observed`` as an OOM when slurmstepd wrote that it killed the job for
+    its memory (``... exceeded memory limit (N > M), being killed``) to the job's
+    stderr, which jobkit names in ``extra["stderr"]``; else ``observed``.
+
+    Slurm reports ``OUT_OF_MEMORY`` only from cgroup OOM events; a cluster that
+    enforces ``--mem`` by sampling (``JobAcctGatherParams=OverMemoryKill``, as
+    the test cluster does) reports plain FAILED, and only this line tells."""
+    path = record.extra.get("stderr")
+    if not isinstance(path, str) or not path:
+        return observed
+    try:
+        with open(path, "rb") as stream:
+            stream.seek(0, os.SEEK_END)
+            stream.seek(max(0, stream.tell() - 65536))
+            tail = stream.read().decode(errors="replace")
+    except OSError:
+        return observed
+    found = _MEMORY_KILL.search(tail)
+    if found is None:
+        return observed
+    return dataclasses.replace(
+        observed,
+        hint=FailureReason.OOM,
+        message=f"Slurm killed it for its memory (--mem): {found.group(0).strip()}",
+    )
 
 
 def _observation(seen: queries.NativeState) -> Observation:
