@@ -161,7 +161,9 @@ def run_job(
     value = None
     _flush_std()
     if failure is None:  # the outcome and the end in one write (one transaction on SQLite)
-        done = {"finished_at": time.time(), "exit_code": EXIT_OK}
+        done: dict[str, Any] = {"finished_at": time.time(), "exit_code": EXIT_OK}
+        if record.attempt > 0 and record.message:
+            done["message"] = None  # "retrying after ...": the attempts history keeps it
         if hand_over is not None and hand_over(job_id, outcome, done):
             return EXIT_OK
         blobs = {outcome_key(job_id): outcome}

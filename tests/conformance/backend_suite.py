@@ -385,6 +385,7 @@ class BackendConformance:
         (first,) = job.info.attempts
         assert first["attempt"] == 0 and first["reason"] == "ERROR"
         assert "first try fails" in first["message"]
+        assert not (job.info.message or "").startswith("retrying")  # the history says it
 
     # -- retries by failure class ------------------------------------------------------
     def test_a_lost_attempt_is_retried_by_default(self, client: Any, tmp_path: Path) -> None:

@@ -907,7 +907,7 @@ class Agent:
         self.last_activity = time.monotonic()
         self.dirty = True
         fields: dict[str, Any] = {
-            k: end[k] for k in ("started_at", "finished_at", "exit_code") if k in end
+            k: end[k] for k in ("started_at", "finished_at", "exit_code", "message") if k in end
         }
         blobs = {outcome_key(run.record.id): outcome}
         change = Change(run.record.id, JobState.SUCCEEDED, (JobState.RUNNING,), fields, blobs)
