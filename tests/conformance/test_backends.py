@@ -305,11 +305,6 @@ class TestKubernetesBackend(BackendConformance):
         "the emulator's Job controller starts every pod at once: it has no node "
         "capacity for a job to queue behind"
     )
-    oom_skip = (
-        "the emulator's kubelet runs pod processes without memory limits: OOMKilled comes "
-        "only from its simulated faults (tests/integration/test_kubernetes.py covers the OOM "
-        "retry with grown memory that way)"
-    )
 
     @pytest.fixture
     def client(

@@ -630,11 +630,12 @@ def test_injected_errors_tokens_and_rbac(
         'secrets is forbidden: User "system:serviceaccount:jobkit:jobkit" cannot list resource '
         '"secrets" in API group "" in the namespace "jobkit"'
     )
-    with pytest.raises(ApiException) as error:
-        batch.patch_namespaced_job("retry", NS, {"metadata": {"labels": {"x": "y"}}})
+    batch.patch_namespaced_job("retry", NS, {"spec": {"suspend": False}})  # releasing held Jobs
+    with pytest.raises(ApiException) as error:  # pods: never patched by jobkit, not granted
+        core.patch_namespaced_pod("absent", NS, {"metadata": {"labels": {"x": "y"}}})
     assert api_error(error.value)["message"] == (
-        'jobs.batch "retry" is forbidden: User "system:serviceaccount:jobkit:jobkit" cannot '
-        'patch resource "jobs" in API group "batch" in the namespace "jobkit"'
+        'pods "absent" is forbidden: User "system:serviceaccount:jobkit:jobkit" cannot '
+        'patch resource "pods" in API group "" in the namespace "jobkit"'
     )
     batch.delete_namespaced_job("retry", NS, propagation_policy="Background")
     k8s_emulator.enforce_role(None)

@@ -113,7 +113,10 @@ class JobController:
     ``backoffLimitPerIndex`` / ``maxFailedIndexes``, ``activeDeadlineSeconds``
     (active pods killed and deleted, Job Failed/DeadlineExceeded), the pod spec's
     ``activeDeadlineSeconds`` (the kubelet kills the pod: Failed/DeadlineExceeded), ``suspend``
-    (no new pods), pod deletion (the process gets SIGTERM, then SIGKILL after
+    (no new pods), the first container's ``limits.memory`` (its process group's
+    resident memory sampled every MEMORY_SAMPLE seconds; over it, the group is
+    killed and the container ends OOMKilled, exit 137, as the kernel's cgroup
+    OOM killer ends it), pod deletion (the process gets SIGTERM, then SIGKILL after
     ``min(terminationGracePeriodSeconds, max_grace)``; a deleted pod of a running
     Job counts as failed and is replaced, as with podReplacementPolicy
     TerminatingOrFailed). Not emulated: retry back-off delays, podFailurePolicy,
@@ -963,6 +966,10 @@ class JobController:
         # The kubelet's own limit: the pod's activeDeadlineSeconds (not the Job's).
         pod_deadline = spec.get("activeDeadlineSeconds")
         deadline_at = None if pod_deadline is None else time.monotonic() + float(pod_deadline)
+        # The kernel's OOM killer of the container's cgroup: the first container's
+        # memory limit against its process group's resident memory, sampled.
+        limit = _memory_limit((spec.get("containers") or [{}])[0])
+        next_sample = 0.0
         while any(p.poll() is None for p in run.processes):
             if deadline_at is not None and time.monotonic() >= deadline_at:
                 for process in run.processes:
@@ -970,6 +977,14 @@ class JobController:
                 for process in run.processes:
                     process.wait()
                 return "pod_deadline"
+            if limit is not None and run.processes and time.monotonic() >= next_sample:
+                next_sample = time.monotonic() + MEMORY_SAMPLE
+                if _group_rss(run.processes[0].pid) > limit:
+                    for process in run.processes[:1]:
+                        _kill_group(process, signal.SIGKILL)
+                    for process in run.processes:
+                        process.wait()
+                    return "oom"
             if disruptive and time.monotonic() >= fault_at:
                 for process in run.processes[:1]:
                     _kill_group(process, signal.SIGKILL)
@@ -1133,6 +1148,42 @@ def _condition(kind: str, reason: str, message: str, now: str) -> Obj:
 def _api_status(error: BaseException) -> int | None:
     status = getattr(error, "status", None)
     return status if isinstance(status, int) else None
+
+
+MEMORY_SAMPLE = 0.2
+"""Seconds between samples of a limited container's resident memory."""
+
+_QUANTITY_UNITS = {
+    "": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
+    "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40,
+}  # fmt: skip
+
+
+def _memory_limit(container: Obj) -> int | None:
+    """The container's ``limits.memory`` in bytes (None: unlimited, or unparsable)."""
+    value = ((container.get("resources") or {}).get("limits") or {}).get("memory")
+    match = re.fullmatch(r"([0-9.]+)([a-zA-Z]*)", str(value)) if value is not None else None
+    if match is None or match.group(2) not in _QUANTITY_UNITS:
+        return None
+    return int(float(match.group(1)) * _QUANTITY_UNITS[match.group(2)])
+
+
+def _group_rss(pgid: int) -> int:
+    """Resident bytes of every process in process group ``pgid`` (a pod's
+    container runs in a session of its own), read from ``/proc``."""
+    page = os.sysconf("SC_PAGE_SIZE")
+    total = 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as stat:
+                fields = stat.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:  # after ")": state, ppid, pgrp, ..., rss is field 24
+            total += int(fields[21]) * page
+    return total
 
 
 def _kill_group(process: subprocess.Popen[bytes], sig: int) -> None:
