@@ -561,10 +561,15 @@ class Client:
                 raise
             return Outcome(ok=False, error=failure_error(record))
         try:
-            return load_outcome(data, key=self.key, job_id=owner)
+            outcome = load_outcome(data, key=self.key, job_id=owner)
         except SignatureError as exc:  # say which object, so it can be found and replaced
             where = self.store.blob_location(outcome_key(owner))
             raise SignatureError(f"{exc} (stored at {where})") from exc
+        if outcome.ok and record.state is not JobState.SUCCEEDED:
+            # An earlier attempt's result (a late worker of an attempt that
+            # ended, then rerun): never the answer of a job that failed.
+            return Outcome(ok=False, error=failure_error(record))
+        return outcome
 
     def load_outcomes(self, records: Sequence[JobRecord]) -> dict[str, Outcome]:
         """Outcomes of many ended jobs, their blobs read in a few round trips
@@ -582,7 +587,10 @@ class Client:
                 blob = data if copy == 0 else bytearray(data)  # results never share memory
                 with contextlib.suppress(JobkitError):
                     owner = caching.outcome_owner(record)
-                    found[record.id] = load_outcome(blob, key=self.key, job_id=owner)
+                    outcome = load_outcome(blob, key=self.key, job_id=owner)
+                    if outcome.ok and record.state is not JobState.SUCCEEDED:
+                        continue  # a stale success: load_outcome says what happened
+                    found[record.id] = outcome
         return found
 
     def read_logs(self, record: JobRecord, stream: str) -> str:

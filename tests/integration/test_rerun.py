@@ -162,3 +162,33 @@ def test_reopen_refuses_what_is_not_failed_or_cancelled(tmp_path: Path) -> None:
     assert moved.attempt == 1 and moved.attempts[0]["ended_at"] == 5.0
     assert store.get_blobs([outcome_key(failed.id)]) == {}  # no stale error to read
     assert reopen(store, [failed]) == []  # the stale copy: already reopened, refused
+
+
+def test_a_late_success_outcome_never_answers_a_failed_attempt(tmp_path: Path) -> None:
+    """A late worker of an ended attempt may leave its success outcome (its end
+    was refused, its blob written); if the rerun then ends LOST without an
+    outcome of its own, ``result()`` says LOST, never the old attempt's value."""
+    from jobkit.serialization import dump_outcome
+
+    store_url = f"sqlite:///{tmp_path}/jobkit.db"
+    with jobkit.use(store=store_url) as client:
+        record = JobRecord(
+            id="jk-lateoutcome",
+            name="late",
+            backend="local",
+            state=JobState.FAILED,
+            created_at=time.time(),
+            finished_at=time.time(),
+            failure_reason=FailureReason.LOST,
+            message="the worker vanished",
+            attempt=1,
+        )
+        client.store.create([record])
+        client.store.put_blob(
+            outcome_key(record.id), dump_outcome(key=client.key, job_id=record.id, value="old")
+        )
+        job = client.get(record.id)
+        with pytest.raises(jobkit.JobFailedError) as caught:
+            job.result(timeout=5)
+        assert caught.value.reason is FailureReason.LOST
+        assert client.load_outcomes([record]) == {}
