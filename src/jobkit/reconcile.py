@@ -510,6 +510,12 @@ def apply(
         ):
             # Only toward QUEUED (accepted, or requeued by the scheduler): RUNNING
             # is the worker's to record, and a stale snapshot must not undo a requeue.
+            if record.state is JobState.RUNNING and record.backend_id is None:
+                # Found by its mark or name after its submitter died, its worker
+                # already running: the backend waits for nothing, keep the id.
+                if seen.backend_id:
+                    store.update(record.id, backend_id=seen.backend_id, submitted_at=now)
+                continue
             if record.state is JobState.RUNNING:
                 # The scheduler took a running attempt away and runs the job again
                 # itself (Slurm's requeue, preemption in REQUEUE mode): that attempt

@@ -339,7 +339,8 @@ def test_apply_reads_each_phase_once(
     reason: str | None,
     attempt: int,
 ) -> None:
-    record = put(store, JobState.RUNNING, retries=1)
+    put(store, JobState.RUNNING, retries=1)
+    record = store.update("jk-running-0", backend_id="7")  # the backend's job, as observed
     apply(store, [record], {record.id: seen}, reruns=reruns, now=9.0)
     got = store.get(record.id)
     assert got.state is JobState(state) and got.attempt == attempt
@@ -493,3 +494,17 @@ def test_a_running_attempt_the_scheduler_requeued_is_kept_as_preempted(store: St
     queued = put(store, JobState.QUEUED, job_id="jk-waits")  # still waiting: no attempt ended
     apply(store, [queued], {queued.id: Observation("PENDING", Phase.WAITING)})
     assert store.get(queued.id).attempt == 0 and store.get(queued.id).attempts == []
+
+
+def test_a_running_job_found_by_its_mark_after_its_submitter_died_keeps_running(
+    store: Store,
+) -> None:
+    """Its worker started before anyone recorded the backend id; the backend's
+    hand-over says it found the job (WAITING with the id): that is no requeue,
+    only the id to keep (the Kubernetes fault test found 20 jobs requeued)."""
+    record = put(store, JobState.RUNNING, job_id="jk-handed-over")
+    found = Observation("Found", Phase.WAITING, backend_id="jk-handed-over[0]")
+    apply(store, [record], {record.id: found}, reruns=True)
+    got = store.get(record.id)
+    assert got.state is JobState.RUNNING and got.attempt == 0 and got.attempts == []
+    assert got.backend_id == "jk-handed-over[0]"
