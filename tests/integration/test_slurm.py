@@ -237,7 +237,8 @@ def test_checkpointed_job_is_requeued_and_resumes(slurm: Any) -> None:
     result = job.result(timeout=T)
     assert result["done"] == 40 and result["attempts"] == 2
     assert job.info.attempt == 1
-    assert "checkpoint" in (job.info.message or "")
+    (first,) = job.info.attempts  # the ended attempt, kept in the history
+    assert first["reason"] == "CHECKPOINTED" and "checkpoint" in first["message"]
 
 
 def test_cli_in_a_fresh_shell_reconciles_what_no_one_watched(slurm: Any) -> None:
