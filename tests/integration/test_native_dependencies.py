@@ -598,8 +598,10 @@ def test_a_slurm_map_item_wise_after_a_local_map_runs_each_item_once_released(
     and submitted on its own after item 0: each sbatch runs its own item."""
     gate = tmp_path / "gate"
     try:
+        # Item 0's dependency ends (False) 2 s after it starts: still running when
+        # the dependent map is submitted, so both items are held.
         first = jobkit.remote(backend="local")(helpers.wait_for_file).map(
-            [str(tmp_path / "never"), str(gate)], [0, 30]
+            [str(tmp_path / "never"), str(gate)], [2, 60]
         )
         second = jobkit.map(helpers.square, first)
         assert [j.info.extra.get("held") for j in second] == ["store", "store"]
