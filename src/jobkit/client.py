@@ -200,6 +200,7 @@ class Client:
         # Who submits: lets any reconciling process tell, should this process die
         # before the backend is told, that these PENDING jobs are abandoned.
         submitter = current_submitter()
+        resource_record = res.to_record()  # once: pydantic's defaults are slow per item
         records: list[JobRecord] = []
         payloads: dict[str, list[Any]] = {}
         for index, (args, kwargs) in enumerate(calls):
@@ -220,7 +221,7 @@ class Client:
                     owner=owner,
                     array_id=array_id,
                     array_index=index if array_id else None,
-                    resources=res.to_record(),
+                    resources=dict(resource_record),
                     labels=dict(res.labels),
                     extra={"submitter": dict(submitter), **checkpoint},
                     depends_on=list(depends[index]),
