@@ -134,6 +134,10 @@ class JobRecord:
     attempts: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     """The earlier attempts, oldest first, one dict each (see
     :func:`jobkit.reconcile.attempt_entry`); the current attempt is the record itself."""
+    usage: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """What the job used, sampled by its worker (see :mod:`jobkit.usage`): CPU,
+    memory and, where a GPU is visible, per device; updated while it runs, final
+    at its end.  Empty until the first sample."""
 
     @property
     def cached_from(self) -> str | None:
@@ -155,6 +159,7 @@ class JobRecord:
             data[name] = dict(data[name])
         data["depends_on"] = list(self.depends_on)
         data["attempts"] = [dict(a) for a in self.attempts]
+        data["usage"] = dict(self.usage)
         return data
 
     def to_json(self) -> str:
