@@ -17,6 +17,7 @@ import pytest
 from jobkit.errors import BlobNotFoundError, IllegalTransitionError, JobNotFoundError, StoreError
 from jobkit.states import LEGAL_TRANSITIONS, FailureReason, JobRecord, JobRow, JobState
 from jobkit.stores.base import Change, Store, outcome_key, payload_key
+from jobkit.usage import usage_key
 
 _ids = itertools.count()
 
@@ -584,13 +585,15 @@ class StoreConformance:
         for record in (gone, kept):
             store.put_blob(payload_key(record.id), b"payload")
             store.put_blob(outcome_key(record.id), b"outcome")
+            store.put_blob(usage_key(record.id), b"{}")
         assert store.delete([gone.id, "jk-never-existed"]) == 1
         assert store.get_many([gone.id, kept.id]) == {kept.id: kept}
-        for key in (payload_key(gone.id), outcome_key(gone.id)):
+        for key in (payload_key(gone.id), outcome_key(gone.id), usage_key(gone.id)):
             with pytest.raises(BlobNotFoundError):
                 store.get_blob(key)
         assert store.get_blob(payload_key(kept.id)) == b"payload"
         assert store.get_blob(outcome_key(kept.id)) == b"outcome"
+        assert store.get_blob(usage_key(kept.id)) == b"{}"
         assert store.delete([gone.id]) == 0
         assert store.delete([]) == 0
 

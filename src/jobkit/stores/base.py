@@ -34,6 +34,13 @@ def outcome_key(job_id: str) -> str:
     return f"outcomes/{job_id}"
 
 
+def job_blob_keys(job_id: str) -> tuple[str, ...]:
+    """Every blob that belongs to one job and goes when its record goes: its
+    payload, its outcome and its usage series (:func:`jobkit.usage.usage_key`,
+    spelled out here so stores never import the usage module)."""
+    return (payload_key(job_id), outcome_key(job_id), f"usage/{job_id}")
+
+
 @dataclasses.dataclass(frozen=True)
 class Change:
     """One compare-and-set of :meth:`Store.transition_many`.

@@ -32,7 +32,7 @@ from typing import Any
 from jobkit.errors import BlobNotFoundError, JobkitError, StoreError
 from jobkit.states import JobRecord
 
-from .base import Store, outcome_key, payload_key
+from .base import Store, job_blob_keys
 
 BATCH = 200
 """Records created per ``create`` call (and blobs in flight per round)."""
@@ -155,7 +155,7 @@ def _copy_batch(
 
 def _copy_blobs(source: Store, destination: Store, record: JobRecord) -> str | None:
     """Copy the job's blobs that exist in the source; the error as text, or None."""
-    keys = [payload_key(record.id), outcome_key(record.id)]
+    keys = list(job_blob_keys(record.id))
     env_ref = record.extra.get("env") if isinstance(record.extra, dict) else None
     if isinstance(env_ref, str) and env_ref:
         keys.append(f"envs/{env_ref}")

@@ -30,7 +30,7 @@ from ._common import (
     id_order,
     normalised,
 )
-from .base import Buffer, Store, outcome_key, payload_key
+from .base import Buffer, Store, job_blob_keys
 
 logger = logging.getLogger("jobkit.stores")
 
@@ -185,8 +185,8 @@ class MemoryStore(Store):
             for job_id in set(job_ids):
                 if self._records.pop(job_id, None) is not None:
                     existed += 1
-                self._blobs.pop(payload_key(job_id), None)
-                self._blobs.pop(outcome_key(job_id), None)
+                for key in job_blob_keys(job_id):
+                    self._blobs.pop(key, None)
             return existed
 
     # -- blobs -------------------------------------------------------------

@@ -57,7 +57,7 @@ from ._common import (
     normalised,
 )
 from ._files import FILE_MODE, BlobFiles, make_private_dirs
-from .base import Buffer, Change, Store, outcome_key, payload_key
+from .base import Buffer, Change, Store, job_blob_keys
 from .sqlite_sql import (
     CHUNK,
     INLINE_MAX,
@@ -477,7 +477,7 @@ class SQLiteStore(Store):
                 chunk = ids[start : start + CHUNK]
                 marks = ",".join("?" * len(chunk))
                 existed += conn.execute(f"DELETE FROM jobs WHERE id IN ({marks})", chunk).rowcount
-        self.delete_blobs([key for i in ids for key in (payload_key(i), outcome_key(i))])
+        self.delete_blobs([key for i in ids for key in job_blob_keys(i)])
         return existed
 
     def find_corrupted(self) -> dict[str, str]:

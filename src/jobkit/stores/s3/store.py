@@ -100,7 +100,7 @@ from .._common import (
     expected_sources,
     normalised,
 )
-from ..base import Buffer, Change, Store, outcome_key, payload_key
+from ..base import Buffer, Change, Store, job_blob_keys
 from . import listing
 from .batch import Stored as _Stored
 from .batch import Written, transition_all
@@ -602,7 +602,7 @@ class S3Store(Store):
         for job_id in ids:
             self._written.take(job_id)
         found = self._map(keys_of, ids)
-        doomed = [self.layout.blob(k) for i in ids for k in (payload_key(i), outcome_key(i))]
+        doomed = [self.layout.blob(k) for i in ids for k in job_blob_keys(i)]
         for job_id, (existed, index_keys) in zip(ids, found, strict=True):
             if existed:
                 doomed += [self.layout.record(job_id), *index_keys]
