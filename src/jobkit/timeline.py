@@ -68,7 +68,14 @@ COLOURS: dict[str, str] = {
     "queued": "#cfd8dc",
     "attempt": "#8d6e63",
 }
-"""Fill per state (running bar and end mark), for waiting time, and for earlier attempts."""
+"""Fill per state (running bar), for waiting time, and for earlier attempts."""
+
+END_COLOURS: dict[str, str] = {
+    "SUCCEEDED": "#1b5e20",
+    "FAILED": "#7f0000",
+    "CANCELLED": "#424242",
+}
+"""The end mark: a darker shade of the final state, so it shows at a bar's end."""
 
 _SEVERITY = (
     JobState.FAILED,
@@ -125,7 +132,8 @@ class Layout:
     """The picture in seconds; renderers map it to pixels."""
 
     origin: float
-    """Epoch seconds of the array's first submission: the axis' zero."""
+    """Epoch seconds of the array's first submission (the earliest ``created_at``,
+    when the user submitted; a backend's ``submitted_at`` is later): the axis' zero."""
     span: float
     """Seconds from the origin to the last end (or ``now`` while items run)."""
     rows: tuple[Row, ...]
@@ -162,20 +170,22 @@ def _stamps_from(record: JobRecord) -> float:
 
 def _item_row(record: JobRecord, position: int, origin: float, now: float) -> Row:
     index = record.array_index if record.array_index is not None else position
-    segments: list[Segment] = []
-    queued_from = record.submitted_at or record.created_at
-    ended = record.finished_at if record.is_terminal else None
-    queued_to = record.started_at or ended or (None if record.is_terminal else now)
-    title = _title(record, index, now)
-    if queued_to is not None and queued_to >= queued_from:
-        segments.append(
-            Segment("queued", queued_from - origin, queued_to - origin, record.state, title)
-        )
-    if record.started_at:
-        run_to = ended or (None if record.is_terminal else now) or record.started_at
-        segments.append(
-            Segment("running", record.started_at - origin, run_to - origin, record.state, title)
-        )
+    start = record.started_at
+    ended: float | None = None
+    if record.is_terminal:  # a record ended without a time: at its last known moment
+        ended = record.finished_at or start or record.submitted_at or record.created_at
+    waited_to = start or ended or now
+    # A worker can record its start before the submitter records the submission:
+    # then the wait is counted from the record's creation.
+    waited_from = record.submitted_at or record.created_at
+    if waited_from > waited_to:
+        waited_from = min(record.created_at, waited_to)
+    run_to = max(start, ended or now) if start else None  # a clock behind: no negative bar
+    ran = run_to - start if run_to is not None and start else None
+    title = _title(record, index, waited_to - waited_from, ran)
+    segments = [Segment("queued", waited_from - origin, waited_to - origin, record.state, title)]
+    if start and run_to is not None:
+        segments.append(Segment("running", start - origin, run_to - origin, record.state, title))
     if ended is not None:
         segments.append(Segment("end", ended - origin, ended - origin, record.state, title))
     for entry in record.attempts:  # last: thin bars drawn over the current attempt's
@@ -204,22 +214,16 @@ def _attempt_segment(
     )
 
 
-def _title(record: JobRecord, index: int, now: float) -> str:
+def _title(record: JobRecord, index: int, waited: float, ran: float | None) -> str:
     """The hover text of an item's bars."""
     state = record.state.value
     if record.failure_reason is not None:
         state += f" ({record.failure_reason.value})"
-    lines = [f"item {index} · {record.id}", state]
-    queued_from = record.submitted_at or record.created_at
-    queued_to = record.started_at or record.finished_at or (None if record.is_terminal else now)
-    if queued_to is not None:
-        lines.append(f"queued for {_duration(queued_to - queued_from)}")
-    if record.started_at:
-        end = record.finished_at or (None if record.is_terminal else now)
-        if end is not None:
-            lines.append(f"ran for {_duration(end - record.started_at)}")
+    lines = [f"item {index} · {record.id}", state, f"queued for {_duration(waited)}"]
+    if ran is not None:
+        lines.append(f"ran for {_duration(ran)}")
     if record.attempts:
-        lines.append(f"attempt {record.attempt + 1} (earlier: {len(record.attempts)})")
+        lines.append(f"{len(record.attempts)} earlier attempt(s)")
     if record.host:
         lines.append(f"host: {record.host}")
     if record.message and record.failure_reason is not None:
@@ -359,6 +363,8 @@ def _fill(segment: Segment) -> str:
         return COLOURS["PENDING" if segment.state is JobState.PENDING else "queued"]
     if segment.kind == "attempt":
         return COLOURS["attempt"]
+    if segment.kind == "end":
+        return END_COLOURS.get(segment.state.value, COLOURS[segment.state.value])
     return COLOURS[segment.state.value]
 
 
