@@ -13,9 +13,12 @@ and the web view's array page draw the same picture::
                         └──► render_png(...)  Pillow (the ``ui`` extra), same frame
 
 Each row of the SVG is ``<g class="item" data-index=I data-state=STATE>``
-holding ``<rect class="bar queued|running|end|attempt STATE">`` with a
-``<title>`` (the hover text: id, state, queued for, ran for, host, failure).
-A running item's bar reaches ``now``.
+holding ``<rect class="bar queued|running|end|attempt state">`` (``state``
+lower case) with a ``<title>`` (the hover text: id, state, queued for, ran
+for, host, failure).  Waiting is light grey whatever came after; the running
+bar takes the final state's colour (green, red, grey; blue while running) and
+reaches ``now`` while the item runs; the end is a darker mark; an earlier
+attempt (``record.attempts``) is a thin brown bar over the row.
 
 Many items: beyond :data:`MAX_ROWS` items, consecutive items are folded into
 one row per bucket of ``ceil(n / MAX_ROWS)`` items (``<g class="items"
