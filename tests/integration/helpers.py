@@ -168,3 +168,13 @@ def lost_then_error_then_ok(folder: str) -> str:
     if calls == 1:
         raise RuntimeError("second call fails")
     return "third call"
+
+
+def burn_cpu(seconds: float) -> int:
+    """Keep one core busy for ``seconds``; returns how many loops it ran."""
+    loops = 0
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        sum(range(1000))
+        loops += 1
+    return loops
