@@ -171,10 +171,11 @@ def lost_then_error_then_ok(folder: str) -> str:
 
 
 def burn_cpu(seconds: float) -> int:
-    """Keep one core busy for ``seconds``; returns how many loops it ran."""
+    """Keep one core busy until this process used ``seconds`` of CPU (not of
+    wall time: a shared machine slows it down, never changes what it used)."""
     loops = 0
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
+    deadline = time.process_time() + seconds
+    while time.process_time() < deadline:
         sum(range(1000))
         loops += 1
     return loops

@@ -440,8 +440,8 @@ def test_a_real_cpu_burning_job_shows_its_figures_everywhere(tmp_path: Path) -> 
         data = json.loads(ok(cli(store, "status", short.id, "--json")))
         figures = data["usage"]
         assert figures["final"] is True
-        assert 2.0 < figures["cpu_seconds"] < 10.0  # one busy core for 3 s
-        assert 0.6 < figures["max_cpu_util"] < 1.6
+        assert 2.5 < figures["cpu_seconds"] < 10.0  # the job burns 3 CPU seconds
+        assert 0.2 < figures["max_cpu_util"] < 1.6  # one thread: at most one core, give or take
         assert figures["peak_rss_bytes"] > 10 * MIB
         shown = ok(cli(store, "status", short.id))
         assert "usage (final)" in shown and f"{figures['cpu_seconds']:.1f}s" in shown

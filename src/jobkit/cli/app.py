@@ -183,14 +183,12 @@ def list_jobs(
             f"{limit} is not a positive number of jobs; use e.g. --limit 50",
             param_hint="'--limit'",
         )
-    from jobkit.cli.usage_list import check_sort
-
-    sort = check_sort(sort)
     states = parse_state_option(state) if state else None
     session = session_of(ctx)
     if sort != "created" or idle_gpus or flagged:  # usage is in records: read them
-        from jobkit.cli.usage_list import list_by_usage
+        from jobkit.cli.usage_list import check_sort, list_by_usage
 
+        sort = check_sort(sort)
         list_by_usage(
             session,
             states=states,

@@ -28,18 +28,13 @@ import typer
 
 from jobkit.cli import render
 from jobkit.cli.session import Session
-from jobkit.cli.usage_view import (
-    cpu_cell,
-    figures_age,
-    gpu_cell,
-    mem_cell,
-    sort_key,
-)
 from jobkit.states import JobRecord, JobState
-from jobkit.usage import flags
 
 if TYPE_CHECKING:
     from rich.table import Table
+
+# Only the standard library and the CLI's own modules at import: the ``jobkit``
+# app imports this module for every command, ``list`` included.
 
 TOP_SORT_KEYS = ("cpu", "mem", "gpu", "wall", "created")
 QUIT_KEYS = frozenset(b"qQ")
@@ -118,6 +113,8 @@ def snapshot(
     sort: str,
 ) -> list[JobRecord]:
     """The matching jobs, asked of their schedulers, biggest first."""
+    from jobkit.cli.usage_view import sort_key
+
     now = time.time()
     records = session.fresh(session.store.query(states=states, backend=backend, name=name))
     records.sort(key=sort_key(sort, now), reverse=True)
@@ -126,6 +123,9 @@ def snapshot(
 
 def snapshot_entry(record: JobRecord, now: float) -> dict[str, Any]:
     """One job of ``--json``: where it runs, the usage summary, its flags."""
+    from jobkit.cli.usage_view import figures_age
+    from jobkit.usage import flags
+
     elapsed = None
     if record.started_at:
         elapsed = (record.finished_at or now) - record.started_at
@@ -148,8 +148,12 @@ _HEADERS = ("ID", "NAME", "BACKEND", "HOST", "STATE", "ELAPSED", "CPU", "RSS/MEM
 
 
 def table(records: list[JobRecord], now: float, title: str | None = None) -> Table:
+    """The jobs as rows: where, how long, CPU cores, RSS/mem, GPU, flags, figures' age."""
     from rich.table import Table
     from rich.text import Text
+
+    from jobkit.cli.usage_view import cpu_cell, figures_age, gpu_cell, mem_cell
+    from jobkit.usage import flags
 
     out = Table(box=None, header_style="bold", pad_edge=False, title=title, title_justify="left")
     id_width = max((len(r.id) for r in records), default=2)
