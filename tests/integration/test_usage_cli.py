@@ -317,6 +317,29 @@ def test_top_without_a_terminal_prints_one_table_and_exits(store: Store) -> None
     assert "900MiB/64.0GiB" in rows[1] and "idle_gpu,mem_over_granted" in rows[1]
 
 
+def test_top_piped_from_a_terminal_prints_one_table_and_exits(store: Store) -> None:
+    """``jobkit top | less``: keys could be read, but no screen redraws in place."""
+    master, slave = os.openpty()
+    try:
+        home = Path(store.url.removeprefix("sqlite://")).parent
+        env = {k: v for k, v in os.environ.items() if not k.startswith("JOBKIT_")}
+        env.update(JOBKIT_STORE=store.url, JOBKIT_HOME=str(home / "home"))
+        done = subprocess.run(
+            [sys.executable, "-m", "jobkit", "top"],
+            stdin=slave,
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=home,
+            timeout=30,
+        )
+    finally:
+        os.close(master)
+        os.close(slave)
+    assert done.returncode == 0, done.stderr
+    assert ids_of(done.stdout) == ["jk-busy", "jk-idle"]
+
+
 def test_top_rejects_a_bad_interval(store: Store) -> None:
     done = cli(store, "top", "--interval", "0")
     assert done.returncode == 2 and "--interval" in done.stderr

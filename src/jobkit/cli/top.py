@@ -9,8 +9,9 @@ reads the store, so it shows jobs of every backend alike::
     stdin in cbreak mode: `q` ─► leave; terminal settings restored on every exit
         (q, Ctrl-C, SIGTERM, an error)
 
-``--json`` prints one snapshot (a JSON list) and exits; so does a run whose
-stdin is not a terminal (a table then), since no key could ever stop it.
+``--json`` prints one snapshot (a JSON list) and exits; so does a run without
+a terminal on stdin or stdout (a table then): no key could stop it, or no
+screen redraw it.
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ def top(
 ) -> None:
     """Show running jobs with live CPU, memory and GPU use; `q` quits.
 
-    Without a terminal on stdin (a pipe, cron), prints one snapshot table and exits.
+    Without a terminal (stdin or stdout a pipe, cron), prints one snapshot table and exits.
     """
     from jobkit.cli.app import parse_state_option
 
@@ -235,8 +236,9 @@ def wait_for_quit(fd: int, seconds: float) -> bool:
 
 
 def _interactive() -> bool:
+    """Keys can be read (stdin) and the table redrawn in place (stdout)."""
     try:
-        return sys.stdin.isatty()
+        return sys.stdin.isatty() and sys.stdout.isatty()
     except (AttributeError, ValueError):
         return False
 
