@@ -151,7 +151,8 @@ def usage_section(record: JobRecord, now: float) -> None:
     usage = record.usage
     out = console()
     if not usage:
-        emit(out, Text("\nusage: not sampled (yet)", style="dim"))
+        missing = "not sampled" if record.is_terminal else "not sampled yet"
+        emit(out, Text(f"\nusage: {missing}", style="dim"))
         return
     emit(out, Text("\nusage ") + Text(_freshness(record, now), style="dim"))
     table = Table(box=None, show_header=False, pad_edge=False)
