@@ -139,7 +139,8 @@ def store(tmp_path: Path) -> Iterator[Store]:
     opened.update(
         "jk-idle",
         usage=usage(
-            cpu_seconds=20.0,
+            cpu_seconds=2000.0,  # more CPU seconds than jk-busy, far fewer cores
+            wall_seconds=20000.0,
             mean_cpu_util=0.1,
             peak_rss_bytes=900 * MIB,
             final=False,
@@ -254,7 +255,7 @@ def test_array_status_says_which_items_were_slow_and_idle(store: Store) -> None:
 def test_list_sorts_by_usage_biggest_first_unknown_last(store: Store) -> None:
     by_cpu = ok(cli(store, "list", "--sort", "cpu"))
     assert by_cpu.splitlines()[0].split()[-2:] == ["USAGE", "FLAGS"]
-    assert ids_of(by_cpu)[:2] == ["jk-done", "jk-busy"]
+    assert ids_of(by_cpu)[:3] == ["jk-done", "jk-idle", "jk-busy"]  # CPU seconds
     assert ids_of(by_cpu)[-1] == "jk-none"
     assert "4000.0s cpu, 5.0GiB" in by_cpu
     assert ids_of(ok(cli(store, "list", "--sort", "mem")))[:2] == ["jk-done", "jk-idle"]
@@ -294,7 +295,7 @@ def test_bad_sort_key_is_one_usage_line_naming_the_choices(store: Store) -> None
 
 def test_top_json_is_one_snapshot_of_running_jobs_by_cpu(store: Store) -> None:
     snap = json.loads(ok(cli(store, "top", "--json")))
-    assert [e["id"] for e in snap] == ["jk-busy", "jk-idle"]
+    assert [e["id"] for e in snap] == ["jk-busy", "jk-idle"]  # busy cores, not CPU seconds
     busy, idle = snap
     assert busy["usage"]["mean_cpu_util"] == 3.5 and busy["flags"] == []
     assert busy["figures_age_seconds"] >= 7

@@ -62,7 +62,11 @@ def top(
     ] = None,
     sort: Annotated[
         str,
-        typer.Option("--sort", metavar="KEY", help="Biggest first: cpu, mem, gpu, wall, created."),
+        typer.Option(
+            "--sort",
+            metavar="KEY",
+            help="Biggest first: cpu (busy cores), mem (peak RSS), gpu (util), wall, created.",
+        ),
     ] = "cpu",
     interval: Annotated[
         float,
@@ -118,7 +122,7 @@ def snapshot(
 
     now = time.time()
     records = session.fresh(session.store.query(states=states, backend=backend, name=name))
-    records.sort(key=sort_key(sort, now), reverse=True)
+    records.sort(key=sort_key("cores" if sort == "cpu" else sort, now), reverse=True)
     return records
 
 
@@ -145,7 +149,7 @@ def snapshot_entry(record: JobRecord, now: float) -> dict[str, Any]:
     }
 
 
-_HEADERS = ("ID", "NAME", "BACKEND", "HOST", "STATE", "ELAPSED", "CPU", "RSS/MEM", "GPU")
+_HEADERS = ("ID", "NAME", "BACKEND", "HOST", "STATE", "ELAPSED", "CORES", "RSS/MEM", "GPU")
 
 
 def table(records: list[JobRecord], now: float, title: str | None = None) -> Table:

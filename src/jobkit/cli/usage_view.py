@@ -107,11 +107,18 @@ def flag_names(record: JobRecord) -> list[str]:
 
 
 def sort_key(name: str, now: float) -> Callable[[JobRecord], float]:
-    """Biggest first when used with ``reverse=True``; unknown figures sort last."""
+    """Biggest first when used with ``reverse=True``; unknown figures sort last.
+
+    ``cpu`` is CPU seconds (what a finished job cost), ``cores`` the mean
+    number of busy cores (what ``top`` sorts running jobs by)."""
     missing = -1.0
 
     def cpu(r: JobRecord) -> float:
         value = _number(r.usage.get("cpu_seconds"))
+        return missing if value is None else value
+
+    def cores(r: JobRecord) -> float:
+        value = _number(r.usage.get("mean_cpu_util"))
         return missing if value is None else value
 
     def mem(r: JobRecord) -> float:
@@ -130,6 +137,7 @@ def sort_key(name: str, now: float) -> Callable[[JobRecord], float]:
 
     keys: dict[str, Callable[[JobRecord], float]] = {
         "cpu": cpu,
+        "cores": cores,
         "mem": mem,
         "gpu": gpu,
         "wall": wall,
