@@ -92,7 +92,10 @@ def store(tmp_path: Path) -> Iterator[Store]:
     - jk-idle: running, asked for 1 GPU and 64GiB, used neither (flagged).
     - jk-done: succeeded, the most CPU seconds, final summary, no GPU.
     - jk-none: succeeded before sampling existed: no usage at all.
-    - jk-arr.0..4: an array; item 3 ran longest, item 1 left its GPU idle.
+    - jk-arr.0..4: a Kubernetes array; item 3 ran longest, item 1 left its GPU idle.
+
+    The running jobs are local ones: their records are read as they are (a
+    running Slurm job the scheduler does not know would be reconciled away).
     """
     opened = open_store(f"sqlite:///{tmp_path}/jobkit.db")
     records = [
@@ -103,7 +106,6 @@ def store(tmp_path: Path) -> Iterator[Store]:
             age=200,
             ran=0,
             name="probe",
-            backend="slurm",
             host="gpu7",
             resources={"gpus": 1, "mem": 64 * GIB},
         ),
@@ -118,6 +120,7 @@ def store(tmp_path: Path) -> Iterator[Store]:
                 age=2000,
                 ran=ran,
                 name="sweep",
+                backend="kubernetes",
                 array_id="jk-arr",
                 array_index=index,
                 resources={"gpus": 1},
@@ -270,9 +273,10 @@ def test_list_filters_idle_gpus_and_flagged_jobs(store: Store) -> None:
     idle = ok(cli(store, "list", "--idle-gpus"))
     assert sorted(ids_of(idle)) == ["jk-arr.1", "jk-idle"]
     assert "idle_gpu,mem_over_granted" in idle
-    flagged = json.loads(ok(cli(store, "list", "--flagged", "--backend", "slurm", "--json")))
-    assert [r["id"] for r in flagged] == ["jk-idle"]
-    assert flagged[0]["usage"]["peak_rss_bytes"] == 900 * MIB
+    flagged = json.loads(ok(cli(store, "list", "--flagged", "--backend", "kubernetes", "--json")))
+    assert [r["id"] for r in flagged] == ["jk-arr.1"]
+    assert flagged[0]["usage"]["gpus"][0]["util_max"] == 2.0
+    assert sorted(ids_of(ok(cli(store, "list", "--flagged")))) == ["jk-arr.1", "jk-idle"]
 
 
 def test_plain_list_reads_no_usage(store: Store) -> None:
@@ -300,13 +304,18 @@ def test_top_json_is_one_snapshot_of_running_jobs_by_cpu(store: Store) -> None:
     assert busy["usage"]["mean_cpu_util"] == 3.5 and busy["flags"] == []
     assert busy["figures_age_seconds"] >= 7
     assert [f["name"] for f in idle["flags"]] == ["idle_gpu", "mem_over_granted"]
-    assert idle["host"] == "gpu7" and idle["backend"] == "slurm"
+    assert idle["host"] == "gpu7" and idle["backend"] == "local"
     by_mem = json.loads(ok(cli(store, "top", "--json", "--sort", "mem")))
     assert [e["id"] for e in by_mem] == ["jk-idle", "jk-busy"]
     only = json.loads(ok(cli(store, "top", "--json", "--name", "probe")))
     assert [e["id"] for e in only] == ["jk-idle"]
     done = json.loads(ok(cli(store, "top", "--json", "--state", "succeeded", "--sort", "cpu")))
     assert done[0]["id"] == "jk-done"
+    items = json.loads(
+        ok(cli(store, "top", "--json", "-s", "succeeded", "--backend", "kubernetes", "--sort", "wall"))
+    )
+    assert [e["id"] for e in items][:2] == ["jk-arr.3", "jk-arr.4"]
+    assert json.loads(ok(cli(store, "top", "--json", "--backend", "kubernetes"))) == []
 
 
 def test_top_without_a_terminal_prints_one_table_and_exits(store: Store) -> None:
