@@ -311,9 +311,8 @@ def test_top_json_is_one_snapshot_of_running_jobs_by_cpu(store: Store) -> None:
     assert [e["id"] for e in only] == ["jk-idle"]
     done = json.loads(ok(cli(store, "top", "--json", "--state", "succeeded", "--sort", "cpu")))
     assert done[0]["id"] == "jk-done"
-    items = json.loads(
-        ok(cli(store, "top", "--json", "-s", "succeeded", "--backend", "kubernetes", "--sort", "wall"))
-    )
+    ended = ("--json", "-s", "succeeded", "--backend", "kubernetes", "--sort", "wall")
+    items = json.loads(ok(cli(store, "top", *ended)))
     assert [e["id"] for e in items][:2] == ["jk-arr.3", "jk-arr.4"]
     assert json.loads(ok(cli(store, "top", "--json", "--backend", "kubernetes"))) == []
 
