@@ -166,7 +166,8 @@ def list_jobs(
         typer.Option(
             "--sort",
             metavar="KEY",
-            help="created (newest first), or biggest first by usage: cpu, mem, gpu, wall.",
+            help="created (newest first), or biggest first: cpu (CPU seconds), mem (peak RSS), "
+            "gpu (mean utilization), wall (run time).",
         ),
     ] = "created",
     idle_gpus: Annotated[
@@ -185,6 +186,7 @@ def list_jobs(
         )
     states = parse_state_option(state) if state else None
     session = session_of(ctx)
+    sort = sort.strip().lower()
     if sort != "created" or idle_gpus or flagged:  # usage is in records: read them
         from jobkit.cli.usage_list import check_sort, list_by_usage
 
