@@ -421,6 +421,30 @@ def test_top_quits_on_q_and_restores_the_terminal(store: Store) -> None:
         os.close(slave)
 
 
+def test_top_keeps_a_job_that_just_ended_on_screen(store: Store) -> None:
+    proc, master, slave, _ = _top_in_a_pty(store)
+    try:
+        _drain(master)
+        store.transition("jk-busy", JobState.SUCCEEDED, finished_at=time.time())
+        store.transition("jk-idle", JobState.CANCELLED, finished_at=time.time() - 60)
+        screen = b""
+        deadline = time.monotonic() + 10
+        while screen.count(b"q to quit") < 4 and time.monotonic() < deadline:
+            if select.select([master], [], [], 0.5)[0]:
+                screen += os.read(master, 65536)
+        last_frame = screen.split(b"q to quit")[-2]  # complete: the next one began after it
+        assert b"jk-busy" in last_frame and b"SUCCEEDED" in last_frame  # just ended
+        assert b"jk-idle" not in last_frame  # ended a minute ago: gone
+        os.write(master, b"q")
+        assert proc.wait(timeout=5) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+        os.close(slave)
+
+
 @pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
 def test_top_restores_the_terminal_when_interrupted(store: Store, how: str) -> None:
     proc, master, slave, before = _top_in_a_pty(store)

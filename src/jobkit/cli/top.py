@@ -5,7 +5,8 @@ The figures are the summaries the workers' samplers write into the records
 reads the store, so it shows jobs of every backend alike::
 
     every INTERVAL s: store.query(running, filters) ─► session.fresh (schedulers asked)
-        ─► sort (cpu by default) ─► rich table in a Live display
+        ─► sort (busy cores by default) ─► + jobs of the last screen that just ended
+        ─► rich table in a Live display
     stdin in cbreak mode: `q` ─► leave; terminal settings restored on every exit
         (q, Ctrl-C, SIGTERM, an error)
 
@@ -33,6 +34,8 @@ from jobkit.states import JobRecord, JobState
 
 if TYPE_CHECKING:
     from rich.table import Table
+
+    from jobkit.stores.base import Store
 
 # Only the standard library and the CLI's own modules at import: the ``jobkit``
 # app imports this module for every command, ``list`` included.
@@ -106,7 +109,7 @@ def top(
         render.emit(render.console(), table(records, time.time()))
         return
     title = f"{session.store.url}: {_states_text(states)} jobs, sorted by {key}"
-    live_loop(take, title, interval)
+    live_loop(take, session.store, title, interval)
 
 
 def snapshot(
@@ -191,17 +194,44 @@ def table(records: list[JobRecord], now: float, title: str | None = None) -> Tab
     return out
 
 
-def live_loop(take: Any, title: str, interval: float) -> None:
+def live_loop(take: Any, store: Store, title: str, interval: float) -> None:
     """Refresh the table every ``interval`` s until `q` (or Ctrl-C, SIGTERM)."""
     from rich.live import Live
 
     console = render.console()
     heading = f"{title} (every {interval:g}s; q to quit)"
+    shown: list[str] = []
     with keys_in_cbreak() as fd, Live(console=console, auto_refresh=False) as live:
         while True:
-            live.update(table(take(), time.time(), heading), refresh=True)
+            now = time.time()
+            records = with_just_ended(store, shown, take(), now)
+            shown = [r.id for r in records]
+            live.update(table(records, now, heading), refresh=True)
             if wait_for_quit(fd, interval):
                 return
+
+
+ENDED_SHOWN = 10.0
+"""Seconds a job that ended while on screen stays there, under the live ones:
+the user sees how it ended (and its final figures) instead of a row vanishing."""
+
+
+def with_just_ended(
+    store: Store, shown: list[str], records: list[JobRecord], now: float
+) -> list[JobRecord]:
+    """``records``, then the jobs of the last refresh that ended in the last
+    :data:`ENDED_SHOWN` seconds (newest end first)."""
+    current = {r.id for r in records}
+    gone = [job_id for job_id in shown if job_id not in current]
+    if not gone:
+        return records
+    ended = [
+        r
+        for r in store.get_many(gone).values()
+        if r.is_terminal and r.finished_at and now - r.finished_at <= ENDED_SHOWN
+    ]
+    ended.sort(key=lambda r: r.finished_at or 0.0, reverse=True)
+    return records + ended
 
 
 @contextlib.contextmanager
