@@ -97,6 +97,8 @@ def store(tmp_path: Path) -> Iterator[Store]:
     The running jobs are local ones: their records are read as they are (a
     running Slurm job the scheduler does not know would be reconciled away).
     """
+    global NOW
+    NOW = time.time()  # the figures' ages are checked: count from now, not from collection
     opened = open_store(f"sqlite:///{tmp_path}/jobkit.db")
     records = [
         job("jk-busy", JobState.RUNNING, age=300, ran=0, resources={"cpus": 4, "gpus": 1}),
@@ -201,7 +203,8 @@ def ids_of(table: str) -> list[str]:
 def test_status_shows_live_usage_per_gpu(store: Store) -> None:
     out = ok(cli(store, "status", "jk-busy"))
     section = out[out.index("\nusage") :]
-    assert "(live, updated 7" in section  # the summary is 7 s old
+    age = section.split("(live, updated ", 1)[1].split("s ago)", 1)[0]
+    assert 7.0 <= float(age) < 60.0  # the summary was written 7 s before the command ran
     assert "1050.0s" in section  # CPU seconds
     assert "3.50 mean, 3.90 max (asked for 4)" in section
     assert "200MiB peak, 150MiB mean" in section

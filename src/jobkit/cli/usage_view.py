@@ -253,12 +253,14 @@ def array_section(members: Sequence[JobRecord], now: float) -> None:
 
     found = array_usage(members, now)
     out = console()
-    emit(
-        out,
-        f"usage: {found['cpu_hours']:.3f} CPU-hours over {found['sampled']} sampled item(s) "
-        f"of {len(members)}",
-        markup=False,
-    )
+    if found["sampled"]:
+        line = (
+            f"usage: {found['cpu_hours']:.3f} CPU-hours over {found['sampled']} sampled "
+            f"item(s) of {len(members)}"
+        )
+    else:
+        line = "usage: no item sampled"
+    emit(out, line, markup=False)
     idle = found["idle_gpu_items"]
     if idle:
         more = f", ... {len(idle) - SLOWEST_SHOWN} more" if len(idle) > SLOWEST_SHOWN else ""
