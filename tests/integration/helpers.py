@@ -179,3 +179,14 @@ def timeline_item(index: int, marker_dir: str) -> int:
     if index == 2:
         kill_self_once(os.path.join(marker_dir, "killed"))
     return index
+
+
+def burn_cpu(seconds: float) -> int:
+    """Keep one core busy until this process used ``seconds`` of CPU (not of
+    wall time: a shared machine slows it down, never changes what it used)."""
+    loops = 0
+    deadline = time.process_time() + seconds
+    while time.process_time() < deadline:
+        sum(range(1000))
+        loops += 1
+    return loops

@@ -25,6 +25,7 @@ from jobkit.cli.outcomes import failure_line, load_outcome, wait_for
 from jobkit.cli.session import Session
 from jobkit.cli.store import store_app
 from jobkit.cli.timeline import timeline
+from jobkit.cli.top import top
 from jobkit.cli.watch import watch
 from jobkit.errors import JobkitError
 from jobkit.states import TERMINAL_STATES, FailureReason, JobState
@@ -161,9 +162,24 @@ def list_jobs(
         int,
         typer.Option("--limit", "-l", metavar="N", help="Show at most this many (newest first)."),
     ] = 50,
+    sort: Annotated[
+        str,
+        typer.Option(
+            "--sort",
+            metavar="KEY",
+            help="created (newest first), or biggest first: cpu (CPU seconds), mem (peak RSS), "
+            "gpu (mean utilization), wall (run time).",
+        ),
+    ] = "created",
+    idle_gpus: Annotated[
+        bool, typer.Option("--idle-gpus", help="Only jobs that asked for GPUs and left them idle.")
+    ] = False,
+    flagged: Annotated[
+        bool, typer.Option("--flagged", help="Only jobs with a waste flag (idle GPUs, CPUs, mem).")
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """List jobs, newest first."""
+    """List jobs, newest first (or by usage with --sort; adds USAGE and FLAGS columns)."""
     if limit < 1:
         raise typer.BadParameter(
             f"{limit} is not a positive number of jobs; use e.g. --limit 50",
@@ -171,6 +187,23 @@ def list_jobs(
         )
     states = parse_state_option(state) if state else None
     session = session_of(ctx)
+    sort = sort.strip().lower()
+    if sort != "created" or idle_gpus or flagged:  # usage is in records: read them
+        from jobkit.cli.usage_list import check_sort, list_by_usage
+
+        sort = check_sort(sort)
+        list_by_usage(
+            session,
+            states=states,
+            backend=backend,
+            name=name,
+            limit=limit,
+            sort=sort,
+            idle_gpus=idle_gpus,
+            flagged=flagged,
+            as_json=as_json,
+        )
+        return
     if as_json:  # whole records
         records = session.store.query(states=states, backend=backend, name=name, limit=limit + 1)
         render.print_json([r.to_dict() for r in session.fresh(records[:limit])])
@@ -196,6 +229,8 @@ def status(ctx: typer.Context, job_id: JobIdArgument, as_json: JsonOption = Fals
     session = session_of(ctx)
     found = find(session.store, job_id)
     if found.is_array:
+        from jobkit.cli.usage_view import array_usage
+
         members = session.fresh(found.members)
         if as_json:
             render.print_json(
@@ -203,6 +238,7 @@ def status(ctx: typer.Context, job_id: JobIdArgument, as_json: JsonOption = Fals
                     "array_id": found.id,
                     "total": len(members),
                     "states": render.state_counts(members),
+                    "usage": array_usage(members, time.time()),
                     "jobs": [m.to_dict() for m in members],
                 }
             )
@@ -528,6 +564,7 @@ app.add_typer(store_app)
 app.add_typer(cache_app)
 app.command()(watch)
 app.command()(timeline)
+app.command()(top)
 
 
 def main() -> int:

@@ -140,10 +140,10 @@ def jobs_table(records: Sequence[JobRow], now: float) -> None:
     ]
     styles = [STATE_ANSI.get(r.state, "") for r in records]
     out = sys.stdout
-    out.write(columns(_JOB_HEADERS, rows, style_column=3, styles=styles, color=use_color(out)))
+    out.write(columns(JOB_HEADERS, rows, style_column=3, styles=styles, color=use_color(out)))
 
 
-_JOB_HEADERS = ("ID", "NAME", "BACKEND", "STATE", "CREATED", "DURATION", "HOST")
+JOB_HEADERS = ("ID", "NAME", "BACKEND", "STATE", "CREATED", "DURATION", "HOST")
 _RIGHT_ALIGNED = frozenset({"DURATION"})
 
 STATE_ANSI: Mapping[JobState, str] = {
@@ -278,8 +278,8 @@ def record_table(
             shown: Text | str = Text(state_text(record), style=STATE_STYLES.get(record.state, ""))
         elif name == "failure_reason":
             continue  # part of the state line
-        elif name == "attempts":
-            continue  # a table of its own, below
+        elif name in ("attempts", "usage"):
+            continue  # sections of their own, below
         elif name in _TIME_FIELDS:
             shown = format_time(value, now)
         elif name == "resources":
@@ -298,6 +298,9 @@ def record_table(
             if held_by:
                 table.add_row("held by", Text(str(held_by)))
     emit(console(), table)
+    from jobkit.cli.usage_view import usage_section
+
+    usage_section(record, now)
     if record.attempts:
         sys.stdout.write("\nattempts:\n" + attempts_table(record, now))
         sys.stdout.flush()
@@ -376,6 +379,9 @@ def array_summary(array_id: str, members: Sequence[JobRecord], now: float) -> No
         emit(out, f"  {m.id} {state_text(m)}{detail}", markup=False)
     if len(failed) > 5:
         emit(out, f"  ... and {len(failed) - 5} more failed jobs", markup=False)
+    from jobkit.cli.usage_view import array_section
+
+    array_section(members, now)
 
 
 def backends_table(rows: Iterable[Mapping[str, Any]]) -> None:
