@@ -24,6 +24,7 @@ from jobkit.cli.errors import EXIT_ERROR, JobkitGroup, fail, print_error
 from jobkit.cli.outcomes import failure_line, load_outcome, wait_for
 from jobkit.cli.session import Session
 from jobkit.cli.store import store_app
+from jobkit.cli.ui import ui
 from jobkit.cli.watch import watch
 from jobkit.errors import JobkitError
 from jobkit.states import TERMINAL_STATES, FailureReason, JobState
@@ -526,6 +527,7 @@ def prune(
 app.add_typer(store_app)
 app.add_typer(cache_app)
 app.command()(watch)
+app.command()(ui)
 
 
 def main() -> int:

@@ -1,0 +1,17 @@
+// jobkit ui: live logs. Each <pre class="log" data-live> follows its stream
+// through server-sent events from the offset the page was rendered at.
+"use strict";
+document.querySelectorAll("pre.log[data-live]").forEach(function (pre) {
+  var url = "/jobs/" + encodeURIComponent(pre.dataset.job) + "/logs/" + pre.dataset.stream +
+    "/events?offset=" + encodeURIComponent(pre.dataset.offset || "0");
+  var source = new EventSource(url);
+  source.addEventListener("text", function (event) {
+    pre.appendChild(document.createTextNode(JSON.parse(event.data)));
+    pre.scrollTop = pre.scrollHeight;
+  });
+  source.addEventListener("end", function (event) {
+    source.close();
+    pre.removeAttribute("data-live");
+    pre.dataset.ended = JSON.parse(event.data);
+  });
+});
