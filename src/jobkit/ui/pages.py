@@ -192,14 +192,6 @@ def job_page(
     if r.extra:
         shown = [(k, HIDDEN if SECRET_WORDS.search(k) else _json(v)) for k, v in r.extra.items()]
         parts.append("<h2>Backend facts</h2>" + definitions((k, e(v)) for k, v in shown))
-    live = "" if r.is_terminal else " data-live"
-    for stream in ("stdout", "stderr"):
-        text = logs.get(stream, "")
-        parts.append(
-            f"<h2>{stream}</h2>"
-            f'<pre class=log id="log-{stream}" data-stream="{stream}" '
-            f'data-offset="{len(text)}" data-job="{e(r.id)}"{live}>{e(text)}</pre>'
-        )
     return layout(f"job {r.id}", "".join(parts))
 
 

@@ -43,7 +43,7 @@ HEADERS = {
     "content-security-policy": CSP,
     "x-content-type-options": "nosniff",
     "x-frame-options": "DENY",
-    "referrer-policy": "no-referrer",
+    "referrer-policy": "same-origin",  # "no-referrer" makes Chromium post forms with Origin: null
     "cache-control": "no-store",
     "cross-origin-resource-policy": "same-origin",
 }
