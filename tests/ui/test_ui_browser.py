@@ -92,7 +92,9 @@ def wait(driver: Any, condition: Any, timeout: float = WAIT) -> Any:
         return WebDriverWait(driver, timeout, poll_frequency=0.1).until(condition)
     except TimeoutException:  # say what the page showed instead
         text = driver.find_element("tag name", "body").text
-        raise AssertionError(f"{driver.current_url} never got there; it shows:\n{text[:1500]}")
+        raise AssertionError(
+            f"{driver.current_url} never got there; it shows:\n{text[:1500]}"
+        ) from None
 
 
 def table_ids(driver: Any) -> list[str]:

@@ -183,6 +183,14 @@ def job_page(
         "<h2>Resources</h2>" + definitions((k, e(_json(v))) for k, v in r.resources.items())
     )
     parts.append(usage_section(r, charts, flags))
+    live = "" if r.is_terminal else " data-live"
+    for stream in ("stdout", "stderr"):
+        text = logs.get(stream, "")
+        parts.append(
+            f"<h2>{stream}</h2>"
+            f'<pre class=log id="log-{stream}" data-stream="{stream}" '
+            f'data-offset="{len(text)}" data-job="{e(r.id)}"{live}>{e(text)}</pre>'
+        )
     if r.attempts:
         keys = list(dict.fromkeys(k for a in r.attempts for k in a))
         parts.append(
