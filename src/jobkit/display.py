@@ -38,8 +38,8 @@ UPDATE_INTERVAL = 0.1
 """Seconds between two redraws of a notebook progress display, at least."""
 TICK = 1.0
 """Seconds between redraws when nothing finishes, so the elapsed time moves."""
-MAX_ITEMS_SHOWN = 1000
-"""An array's items drawn one square each, up to this many."""
+TIMELINE_MAX_HEIGHT = 480
+"""Pixels of an array's timeline shown before its box scrolls."""
 
 _COLOURS = {
     JobState.PENDING: "#9e9e9e",
@@ -67,6 +67,16 @@ def current_states(array: JobArray[Any]) -> list[JobState]:
         return array.states()
     except Exception:  # as above
         return [job._record.state for job in array]
+
+
+def current_records(array: JobArray[Any]) -> list[JobRecord]:
+    """The items' records now, in one store read; the last ones known if it fails."""
+    jobs = list(array)
+    try:
+        records = jobs[0]._client.store.get_many([j.id for j in jobs]) if jobs else {}
+    except Exception:  # as above
+        records = {}
+    return [records.get(j.id, j._record) for j in jobs]
 
 
 # -- text/plain ----------------------------------------------------------------
@@ -136,25 +146,36 @@ def job_html(record: JobRecord, *, now: float | None = None) -> str:
     return _table(rows, css_class="jobkit-job")
 
 
-def array_html(array: JobArray[Any]) -> str:
-    """Counts by state, then one coloured square per item (hover for its id)."""
-    states = current_states(array)
-    name = array[0].name if len(array) else ""
+def array_html(array: JobArray[Any], *, now: float | None = None) -> str:
+    """Counts by state, then the array's timeline (:mod:`jobkit.timeline`):
+    one row per item, hover for its id, times, host and failure.
+
+    One store read for all items; the SVG is inline (no files, no scripts),
+    so a saved notebook keeps the picture.  Arrays beyond the timeline's
+    :data:`~jobkit.timeline.MAX_ROWS` show folded rows; the box scrolls
+    past :data:`TIMELINE_MAX_HEIGHT` pixels.
+    """
+    from jobkit.timeline import render_svg
+
+    records = current_records(array)
+    name = records[0].name if records else ""
+    states = [r.state for r in records]
     counts = " ".join(f"{_badge(state)}&nbsp;{n}" for state, n in _counts(states)) or "empty"
-    squares = "".join(
-        f'<span title="{_e(job.id)} {state.value}" style="display:inline-block;width:9px;'
-        f'height:9px;margin:1px;background:{_COLOURS[state]}"></span>'
-        for job, state in zip(array[:MAX_ITEMS_SHOWN], states[:MAX_ITEMS_SHOWN], strict=True)
-    )
-    if len(states) > MAX_ITEMS_SHOWN:
-        squares += f" &hellip; and {len(states) - MAX_ITEMS_SHOWN} more"
     rows = [
         ("array", f"<code>{_e(array.id)}</code>"),
         ("name", _e(name)),
         ("jobs", str(len(states))),
         ("states", counts),
-        ("items", f'<div style="max-width:40em;line-height:0">{squares}</div>'),
     ]
+    if records:
+        picture = render_svg(records, now=now)
+        rows.append(
+            (
+                "timeline",
+                f'<div class="jobkit-timeline" style="max-height:{TIMELINE_MAX_HEIGHT}px;'
+                f'overflow:auto">{picture}</div>',
+            )
+        )
     return _table(rows, css_class="jobkit-array")
 
 

@@ -347,7 +347,7 @@ class JobArray(Sequence[Job[T]]):
         return array_text(self)
 
     def _repr_html_(self) -> str:
-        """Jupyter's view: counts by state and one square per item."""
+        """Jupyter's view: counts by state and the timeline, from one store read."""
         from jobkit.display import array_html
 
         return array_html(self)

@@ -168,3 +168,14 @@ def lost_then_error_then_ok(folder: str) -> str:
     if calls == 1:
         raise RuntimeError("second call fails")
     return "third call"
+
+
+def timeline_item(index: int, marker_dir: str) -> int:
+    """An item of the timeline tests' array: 1 and 4 raise, 2 is SIGKILLed on its
+    first attempt (LOST, then retried), the others succeed."""
+    time.sleep(0.3)
+    if index in (1, 4):
+        raise CustomError(index)
+    if index == 2:
+        kill_self_once(os.path.join(marker_dir, "killed"))
+    return index

@@ -161,6 +161,43 @@ mixed
         assert field in page
 
 
+def test_array_display_has_counts_and_a_timeline_with_one_group_per_item(
+    kernel: Kernel,
+) -> None:
+    """``display(array)``: a display_data whose text/html holds the counts and
+    an inline SVG timeline, one ``<g class="item">`` per item in its state."""
+    import xml.etree.ElementTree as ET
+
+    ran = kernel.run(
+        """
+from IPython.display import display
+
+def odd_fails(x):
+    if x % 2:
+        raise ValueError(f"odd {x}")
+    return x
+
+drawn = jobkit.map(odd_fails, range(5))
+drawn.wait(timeout=60)
+display(drawn)
+"""
+    ).check()
+    shown = [
+        o["data"]["text/html"]
+        for o in ran.outputs
+        if o["output_type"] == "display_data" and "jobkit-array" in o["data"].get("text/html", "")
+    ]
+    assert len(shown) == 1, ran.outputs  # the array's (the wait's progress is another)
+    page = shown[0]
+    assert ">SUCCEEDED</span>&nbsp;3" in page and ">FAILED</span>&nbsp;2" in page
+    svg = page[page.index("<svg") : page.index("</svg>") + len("</svg>")]
+    root = ET.fromstring(svg)
+    groups = [g for g in root.iter("{http://www.w3.org/2000/svg}g") if g.get("class") == "item"]
+    assert {g.get("data-index"): g.get("data-state") for g in groups} == {
+        str(i): "FAILED" if i % 2 else "SUCCEEDED" for i in range(5)
+    }
+
+
 def test_repr_shows_the_state_now_not_at_creation(kernel: Kernel, tmp_path: Path) -> None:
     flag = tmp_path / "started"
     ran = kernel.run(

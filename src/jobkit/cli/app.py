@@ -24,6 +24,7 @@ from jobkit.cli.errors import EXIT_ERROR, JobkitGroup, fail, print_error
 from jobkit.cli.outcomes import failure_line, load_outcome, wait_for
 from jobkit.cli.session import Session
 from jobkit.cli.store import store_app
+from jobkit.cli.timeline import timeline
 from jobkit.cli.ui import ui
 from jobkit.cli.watch import watch
 from jobkit.errors import JobkitError
@@ -527,6 +528,7 @@ def prune(
 app.add_typer(store_app)
 app.add_typer(cache_app)
 app.command()(watch)
+app.command()(timeline)
 app.command()(ui)
 
 
