@@ -224,13 +224,17 @@ def test_an_array_page_counts_states_and_draws_one_bar_per_item(
 ) -> None:
     from selenium.webdriver.common.by import By
 
-    pytest.importorskip("jobkit.timeline", reason="the timeline renderer is not merged yet")
     array = world["array"]
     browser.get(f"{server.base}/arrays/{array.id}")
     assert "4 items" in browser.find_element(By.ID, "counts").text
     assert "SUCCEEDED: 4" in browser.find_element(By.ID, "counts").text
-    bars = browser.find_elements(By.CSS_SELECTOR, "#timeline svg rect.bar")
-    assert len(bars) == len(array)
+    rows = browser.find_elements(By.CSS_SELECTOR, "#timeline svg g.item")
+    assert sorted(int(r.get_attribute("data-index") or -1) for r in rows) == [0, 1, 2, 3]
+    for row in rows:  # one run bar each, in its final state's colour, with a hover title
+        bar = row.find_element(By.CSS_SELECTOR, "rect.bar.running")
+        assert "succeeded" in (bar.get_attribute("class") or "")
+        assert bar.size["width"] > 0
+        assert row.find_elements(By.TAG_NAME, "title")
     save_screenshot(browser, "array-page")
 
 
