@@ -311,5 +311,11 @@ def test_actions_are_refused_unless_allowed_and_cancel_a_running_job_when_they_a
         browser.get(f"{acting.base}/jobs/{job.id}")
         browser.find_element(By.ID, "cancel").click()
         wait(browser, lambda d: "CANCELLED" in d.find_element(By.CSS_SELECTOR, "dd .state").text)
-    assert world["client"].store.get(job.id).state is jobkit.JobState.CANCELLED
-    assert job.cancelled() or job.done()
+        assert world["client"].store.get(job.id).state is jobkit.JobState.CANCELLED
+        assert not browser.find_elements(By.ID, "cancel")  # ended: only retry is offered
+        browser.find_element(By.ID, "retry").click()
+        wait(
+            browser, lambda d: "CANCELLED" not in d.find_element(By.CSS_SELECTOR, "dd .state").text
+        )
+        assert world["client"].store.get(job.id).attempt == 1
+        world["client"].cancel([job.id])  # the rerun sleeps a minute: end it
