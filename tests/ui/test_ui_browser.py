@@ -259,6 +259,8 @@ def test_requests_without_the_token_or_from_elsewhere_are_refused(
     assert get(f"{server.base}/", {**bearer, "Host": f"localhost:{port}"})[0] == 200
     cookie = {"Cookie": f"jobkit_ui_{port}={server.token}"}
     assert get(f"{server.base}/", cookie)[0] == 200
+    status, body = get(f"{server.base}/jobs/jk-nosuchjob", bearer)
+    assert status == 404 and "jk-nosuchjob" in body
 
 
 def test_the_token_in_the_url_becomes_a_strict_http_only_cookie(server: Server) -> None:
@@ -307,6 +309,10 @@ def test_actions_are_refused_unless_allowed_and_cancel_a_running_job_when_they_a
     with ui_server(world["store"], "--allow-actions") as acting:
         no_origin = {"Authorization": f"Bearer {acting.token}"}
         assert get(f"{acting.base}/jobs/{job.id}/cancel", no_origin, method="POST")[0] == 403
+        ours = {**no_origin, "Origin": acting.base}
+        status, body = get(f"{acting.base}/jobs/{world['greeted'][0]}/retry", ours, method="POST")
+        assert status == 409 and "SUCCEEDED" in body  # nothing to rerun, nothing changed
+        assert get(f"{acting.base}/jobs/jk-nosuchjob/cancel", ours, method="POST")[0] == 404
         browser.get(acting.url)
         browser.get(f"{acting.base}/jobs/{job.id}")
         browser.find_element(By.ID, "cancel").click()

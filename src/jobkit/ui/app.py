@@ -82,7 +82,7 @@ def build_app(client: Client, guard: Guard, *, actions: bool = False) -> Starlet
         for stream in STREAMS:
             try:
                 text = await run(client.read_logs, record, stream)
-            except (JobkitError, OSError) as exc:
+            except (JobkitError, OSError, ImportError) as exc:
                 text = f"(logs not readable: {exc})\n"
             logs[stream] = text[-LOG_SHOWN:] if len(text) > LOG_SHOWN else text
         charts: list[str] = []
@@ -157,10 +157,17 @@ def build_app(client: Client, guard: Guard, *, actions: bool = False) -> Starlet
             from jobkit.cancelling import cancel_ids
 
             report = await run(cancel_ids, client, [target])
+            if report.unknown:
+                return PlainTextResponse("; ".join(report.unknown), 404)
             if not report.ok:
-                return PlainTextResponse("; ".join([*report.problems, *report.unknown]), 409)
+                return PlainTextResponse("; ".join(report.problems), 409)
         elif verb == "retry":
-            await run(client.retry, [target])
+            try:
+                await run(client.retry, [target])
+            except JobNotFoundError:
+                raise
+            except JobkitError as exc:  # e.g. a job that succeeded: nothing to rerun
+                return PlainTextResponse(str(exc), 409)
         else:
             return PlainTextResponse(f"no action {verb!r}: use cancel or retry", 404)
         kind = "jobs" if "job_id" in request.path_params else "arrays"

@@ -19,6 +19,8 @@ import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING
 
+from jobkit.errors import JobkitError
+
 if TYPE_CHECKING:
     from jobkit.client import Client
 
@@ -43,7 +45,11 @@ async def log_events(
     idle = 0.0
     while not await disconnected():
         record = await asyncio.to_thread(client.store.get, job_id)
-        text = await asyncio.to_thread(client.read_logs, record, stream)
+        try:
+            text = await asyncio.to_thread(client.read_logs, record, stream)
+        except (JobkitError, OSError, ImportError) as exc:  # e.g. a backend not installed here
+            yield event("end", f"logs not readable: {exc}")
+            return
         if len(text) < offset:  # a new attempt started a new log
             offset = 0
         if len(text) > offset:
