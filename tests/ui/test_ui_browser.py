@@ -23,6 +23,7 @@ from conftest import local_env
 
 pytestmark = pytest.mark.timeout(90)
 WAIT = 20
+SECRET = "s3cr3t-value-for-the-ui-test"
 
 
 def greet(who: str) -> str:
@@ -54,7 +55,9 @@ def square(x: int) -> int:
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     directory = tmp_path_factory.mktemp("ui")
     with local_env(directory, cpus=4) as client:
-        remote_greet = jobkit.remote(greet).options(name="alpha-greet", labels={"team": "a"})
+        remote_greet = jobkit.remote(greet).options(
+            name="alpha-greet", labels={"team": "a"}, env={"API_TOKEN": SECRET}
+        )
         greeted = [remote_greet.submit(who) for who in ("ann", "bob")]
         failed = jobkit.remote(broken).options(name="beta-broken", labels={"team": "b"}).submit()
         array = jobkit.remote(square).options(name="gamma-square").map(range(4))
@@ -189,8 +192,11 @@ def test_the_job_page_shows_usage_flags_and_charts_from_the_series(
 
     store = world["client"].store
     job_id = world["greeted"][0]
+    # As a sampler would leave them: a summary in the record, the series in a blob.
+    gpu = {"index": 0, "name": "A100", "uuid": "GPU-1", "util_max": 0.0, "util_mean": 0.0}
     store.update(
         job_id,
+        resources={"cpus": 4, "gpus": 1, "env": {"API_TOKEN": SECRET}},
         usage={
             "wall_seconds": 4.0,
             "cpu_seconds": 3.0,
@@ -198,6 +204,7 @@ def test_the_job_page_shows_usage_flags_and_charts_from_the_series(
             "peak_rss_bytes": 50_000_000,
             "samples": 4,
             "final": True,
+            "gpus": [gpu],
         },
     )
     series = {
@@ -205,14 +212,19 @@ def test_the_job_page_shows_usage_flags_and_charts_from_the_series(
         "t": [0, 1, 2, 3],
         "cpu_util": [0.5, 1.0, 0.9, 0.6],
         "rss_bytes": [10_000_000, 30_000_000, 50_000_000, 40_000_000],
+        "gpus": [{"index": 0, "name": "A100", "util": [0, 0, 0, 0], "mem_bytes": [0, 1, 2, 3]}],
     }
     store.put_blob(usage.usage_key(job_id), usage.encode_series(series))
     browser.get(f"{server.base}/jobs/{job_id}")
     charts = browser.find_elements(By.CSS_SELECTOR, "#usage svg.chart")
-    assert len(charts) == 2  # CPU and memory; no GPU was measured
+    assert len(charts) == 4  # CPU, memory, GPU 0 utilization and memory
     points = charts[0].find_element(By.TAG_NAME, "polyline").get_attribute("points") or ""
     assert len(points.split()) == 4
+    flags = {f.get_attribute("class") for f in browser.find_elements(By.CSS_SELECTOR, "li.flag")}
+    assert flags == {"flag flag-idle_gpu", "flag flag-idle_cpus"}  # as jobkit.usage.flags says
     assert "peak_rss_bytes" in browser.find_element(By.ID, "usage").text
+    # The credential handed to the job through env= is named, never shown.
+    assert "API_TOKEN" in browser.page_source and SECRET not in browser.page_source
     status, body = get(
         f"{server.base}/blobs/usage/{job_id}", {"Authorization": f"Bearer {server.token}"}
     )

@@ -20,9 +20,28 @@ from jobkit.states import JobRecord, JobState
 
 HIDDEN = "(hidden)"
 SECRET_WORDS = re.compile(r"secret|token|passw|key|credential|auth|env|cookie", re.IGNORECASE)
-"""``extra`` entries whose name looks like one of these are shown as
-:data:`HIDDEN`: backends keep log paths and native ids there, but a plugin or
-a user could keep anything, and the page must not show a credential."""
+"""Entries of ``resources``, ``extra`` and attempts (at any depth) whose name
+looks like one of these have their values shown as :data:`HIDDEN` (the names
+stay): ``env={"API_TOKEN": ...}`` is how users hand a job its credentials,
+and a backend or plugin could keep anything in ``extra``."""
+
+
+def redact(value: Any) -> Any:
+    """``value`` with the values under secret-looking names replaced by :data:`HIDDEN`."""
+    if isinstance(value, dict):
+        return {
+            k: (_hide(v) if SECRET_WORDS.search(str(k)) else redact(v)) for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [redact(v) for v in value]
+    return value
+
+
+def _hide(value: Any) -> Any:
+    """Names of a secret mapping are kept (which variables were set), values never."""
+    if isinstance(value, dict):
+        return {k: HIDDEN for k in value}
+    return HIDDEN
 
 
 def e(value: object) -> str:
@@ -180,7 +199,7 @@ def job_page(
             + "</section>"
         )
     parts.append(
-        "<h2>Resources</h2>" + definitions((k, e(_json(v))) for k, v in r.resources.items())
+        "<h2>Resources</h2>" + definitions((k, e(_json(v))) for k, v in redact(r.resources).items())
     )
     parts.append(usage_section(r, charts, flags))
     live = "" if r.is_terminal else " data-live"
@@ -195,11 +214,17 @@ def job_page(
         keys = list(dict.fromkeys(k for a in r.attempts for k in a))
         parts.append(
             "<h2>Earlier attempts</h2>"
-            + table(keys, ([e(_json(a.get(k))) for k in keys] for a in r.attempts), css="attempts")
+            + table(
+                keys,
+                ([e(_json(a.get(k))) for k in keys] for a in redact(r.attempts)),
+                css="attempts",
+            )
         )
     if r.extra:
-        shown = [(k, HIDDEN if SECRET_WORDS.search(k) else _json(v)) for k, v in r.extra.items()]
-        parts.append("<h2>Backend facts</h2>" + definitions((k, e(v)) for k, v in shown))
+        shown = redact(r.extra)
+        parts.append(
+            "<h2>Backend facts</h2>" + definitions((k, e(_json(v))) for k, v in shown.items())
+        )
     return layout(f"job {r.id}", "".join(parts))
 
 
