@@ -163,11 +163,12 @@ def test_a_job_page_shows_log_lines_appearing_while_the_job_runs(
     assert len(browser.find_element(By.ID, "log-stdout").text) > at_load
     browser.execute_script("arguments[0].scrollIntoView()", browser.find_element(By.ID, "usage"))
     save_screenshot(browser, "job-page")
-    assert "RUNNING" in browser.find_element(By.CSS_SELECTOR, "dd .state").text
+    assert browser.find_element(By.CSS_SELECTOR, "#job-state .state").text == "RUNNING"
     job.result(timeout=60)
     wait(browser, lambda d: d.find_element(By.ID, "log-stdout").get_attribute("data-ended"))
     assert browser.find_element(By.ID, "log-stdout").get_attribute("data-ended") == "SUCCEEDED"
     assert "tick 39" in browser.find_element(By.ID, "log-stdout").text
+    assert browser.find_element(By.CSS_SELECTOR, "#job-state .state").text == "SUCCEEDED"
     assert browser.find_element(By.ID, "log-stdout").text.count("tick 5\n") <= 1
 
 

@@ -166,7 +166,7 @@ def job_page(
 ) -> str:
     r = record
     facts = [
-        ("state", state_badge(r.state)),
+        ("state", f"<span id=job-state>{state_badge(r.state)}</span>"),
         ("name", e(r.name)),
         ("backend", e(r.backend) + (f" ({e(r.backend_id)})" if r.backend_id else "")),
         ("array", array_link(r.array_id) + (f" item {r.array_index}" if r.array_id else "")),

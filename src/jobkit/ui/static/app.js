@@ -12,6 +12,12 @@ document.querySelectorAll("pre.log[data-live]").forEach(function (pre) {
   source.addEventListener("end", function (event) {
     source.close();
     pre.removeAttribute("data-live");
-    pre.dataset.ended = JSON.parse(event.data);
+    var state = JSON.parse(event.data);
+    pre.dataset.ended = state;
+    var badge = document.querySelector("#job-state .state");
+    if (badge && /^[A-Z]+$/.test(state)) {  // the job's final state, without a reload
+      badge.textContent = state;
+      badge.className = "state state-" + state.toLowerCase();
+    }
   });
 });
