@@ -322,6 +322,9 @@ def test_actions_are_refused_unless_allowed_and_cancel_a_running_job_when_they_a
     with ui_server(world["store"], "--allow-actions") as acting:
         no_origin = {"Authorization": f"Bearer {acting.token}"}
         assert get(f"{acting.base}/jobs/{job.id}/cancel", no_origin, method="POST")[0] == 403
+        foreign = {**no_origin, "Origin": "http://evil.example"}
+        assert get(f"{acting.base}/jobs/{job.id}/cancel", foreign, method="POST")[0] == 403
+        assert job.running()
         ours = {**no_origin, "Origin": acting.base}
         status, body = get(f"{acting.base}/jobs/{world['greeted'][0]}/retry", ours, method="POST")
         assert status == 409 and "SUCCEEDED" in body  # nothing to rerun, nothing changed
