@@ -224,6 +224,8 @@ def test_the_job_page_shows_usage_flags_and_charts_from_the_series(
     flags = {f.get_attribute("class") for f in browser.find_elements(By.CSS_SELECTOR, "li.flag")}
     assert flags == {"flag flag-idle_gpu", "flag flag-idle_cpus"}  # as jobkit.usage.flags says
     assert "peak_rss_bytes" in browser.find_element(By.ID, "usage").text
+    browser.execute_script("arguments[0].scrollIntoView()", browser.find_element(By.ID, "usage"))
+    save_screenshot(browser, "job-usage")
     # The credential handed to the job through env= is named, never shown.
     assert "API_TOKEN" in browser.page_source and SECRET not in browser.page_source
     status, body = get(
