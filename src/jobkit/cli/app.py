@@ -26,6 +26,7 @@ from jobkit.cli.session import Session
 from jobkit.cli.store import store_app
 from jobkit.cli.timeline import timeline
 from jobkit.cli.top import top
+from jobkit.cli.ui import ui
 from jobkit.cli.watch import watch
 from jobkit.errors import JobkitError
 from jobkit.states import TERMINAL_STATES, FailureReason, JobState
@@ -565,6 +566,7 @@ app.add_typer(cache_app)
 app.command()(watch)
 app.command()(timeline)
 app.command()(top)
+app.command()(ui)
 
 
 def main() -> int:

@@ -1,0 +1,65 @@
+"""A job's log as server-sent events, while it runs.
+
+The store and the backends block (SQLite, files, HTTP to a scheduler), so
+each poll runs in a worker thread; the event loop only waits::
+
+    every POLL s:  record = store.get(id)            (thread)
+                   text   = client.read_logs(record)  (thread)
+                   text[offset:] ──► "event: text"
+    record ended:  the last text, then "event: end" and the stream closes
+
+The record is read before the log, so the log read after seeing the end is
+complete: nothing the job wrote is lost between the two.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from jobkit.errors import JobkitError
+
+if TYPE_CHECKING:
+    from jobkit.client import Client
+
+POLL = 0.3
+HEARTBEAT = 15.0
+"""Seconds between comments sent while nothing is written (keeps proxies and
+the browser from timing the stream out)."""
+
+
+def event(name: str, data: object) -> bytes:
+    return f"event: {name}\ndata: {json.dumps(data)}\n\n".encode()
+
+
+async def log_events(
+    client: Client,
+    job_id: str,
+    stream: str,
+    offset: int,
+    disconnected: Callable[[], Awaitable[bool]],
+) -> AsyncIterator[bytes]:
+    """The events of ``stream`` from character ``offset`` until the job ends."""
+    idle = 0.0
+    while not await disconnected():
+        record = await asyncio.to_thread(client.store.get, job_id)
+        try:
+            text = await asyncio.to_thread(client.read_logs, record, stream)
+        except (JobkitError, OSError, ImportError) as exc:  # e.g. a backend not installed here
+            yield event("end", f"logs not readable: {exc}")
+            return
+        if len(text) < offset:  # a new attempt started a new log
+            offset = 0
+        if len(text) > offset:
+            yield event("text", text[offset:])
+            offset, idle = len(text), 0.0
+        elif idle >= HEARTBEAT:
+            yield b": still running\n\n"
+            idle = 0.0
+        if record.is_terminal:
+            yield event("end", record.state.value)
+            return
+        await asyncio.sleep(POLL)
+        idle += POLL
