@@ -34,6 +34,7 @@ import pytest
 import jobkit
 from jobkit.serialization import RemoteTraceback
 from jobkit.states import FailureReason, JobState
+from jobkit.usage import decode_series, usage_key
 
 T = 120
 
@@ -89,6 +90,30 @@ def allocate(nbytes: int, hold: float) -> int:
     block = bytearray(b"\x01") * nbytes  # filled, so every page is resident
     time.sleep(hold)
     return len(block)
+
+
+def burn(seconds: float) -> float:
+    """Keeps one core busy for ``seconds`` of wall time."""
+    deadline = time.monotonic() + seconds
+    spins = 0.0
+    while time.monotonic() < deadline:
+        spins += 1.0
+    return spins
+
+
+def ramp(nbytes: int, steps: int, pause: float) -> int:
+    """Allocates and touches ``nbytes`` in ``steps`` blocks, pausing after each."""
+    blocks = []
+    for _ in range(steps):
+        blocks.append(bytearray(b"\x01") * (nbytes // steps))
+        time.sleep(pause)
+    return sum(len(b) for b in blocks)
+
+
+def burn_in_child(seconds: float) -> int:
+    """A child process burns the CPU; this one only waits for it."""
+    code = f"import time\nd = time.monotonic() + {seconds}\nwhile time.monotonic() < d: pass"
+    return subprocess.run([sys.executable, "-c", code], check=True, timeout=T).returncode
 
 
 def tick_until(path: str, limit: float) -> int:
@@ -686,6 +711,58 @@ class BackendConformance:
         assert miss["submits"] == 1 and miss["cached_from"] is None and miss["result"] == 28
         again = submit_cached_elsewhere(client, tmp_path, module, 7)
         assert again["submits"] == 0 and again["cached_from"] == miss["id"]
+
+    # -- usage: sampled by the worker, on every backend --------------------------------
+    def test_a_cpu_burn_is_in_the_usage_and_its_series(self, client: Any) -> None:
+        job = jobkit.submit(burn, 1.5)
+        job.result(timeout=T)
+        usage = job.info.usage
+        assert usage["final"] is True and usage["samples"] >= 2, usage
+        assert usage["cpu_seconds"] > 0.5 and usage["mean_cpu_util"] > 0.4, usage
+        assert usage["wall_seconds"] >= 1.5 and usage["max_cpu_util"] > 0.4, usage
+        assert 0 <= usage["sampler_cpu_seconds"] < usage["cpu_seconds"], usage
+        assert "gpus" not in usage or usage["gpus"], usage  # absent, never empty
+        series = decode_series(client.store.get_blob(usage_key(job.id)))
+        assert len(series["t"]) == len(series["cpu_util"]) == len(series["rss_bytes"]) >= 2
+        assert series["t"] == sorted(series["t"]) and max(series["cpu_util"]) > 0.4, series
+        out = subprocess.run(  # another process, as a user would look
+            [sys.executable, "-m", "jobkit", "--store", client.config.store, "status", job.id]
+            + ["--json"],
+            capture_output=True,
+            text=True,
+            timeout=T,
+        )
+        assert out.returncode == 0, out.stderr
+        assert json.loads(out.stdout)["usage"] == usage
+
+    def test_a_memory_ramp_reaches_its_peak_in_the_usage(self, client: Any) -> None:
+        mib = 2**20
+        job = jobkit.submit(ramp, 160 * mib, 8, 0.25)
+        assert job.result(timeout=T) == 160 * mib
+        usage = job.info.usage
+        assert usage["final"] is True and usage["peak_rss_bytes"] >= 150 * mib, usage
+        assert 0 < usage["mean_rss_bytes"] <= usage["peak_rss_bytes"], usage
+        rss = decode_series(client.store.get_blob(usage_key(job.id)))["rss_bytes"]
+        assert max(rss) - rss[0] >= 100 * mib, rss  # it rose while the job ran
+
+    def test_a_child_process_cpu_is_counted(self, client: Any) -> None:
+        job = jobkit.submit(burn_in_child, 1.5)
+        assert job.result(timeout=T) == 0
+        usage = job.info.usage
+        assert usage["final"] is True and usage["cpu_seconds"] > 0.5, usage
+
+    def test_live_usage_while_running_survives_a_kill(self, client: Any) -> None:
+        job = jobkit.submit(burn, 60)
+        live = wait_for(lambda: job.info.usage)  # the first flush, about 2 s in
+        assert job.info.state is JobState.RUNNING
+        assert live["final"] is False and live["samples"] >= 1 and live["cpu_seconds"] > 0, live
+        assert decode_series(client.store.get_blob(usage_key(job.id)))["t"]
+        assert job.cancel()  # the worker is killed: it never writes a final summary
+        with pytest.raises(concurrent.futures.CancelledError):
+            job.result(timeout=T)
+        wait_for(lambda: self.let_go(client, job))
+        kept = job.info.usage
+        assert kept["final"] is False and kept["wall_seconds"] >= live["wall_seconds"], kept
 
     # -- bad input, plan ---------------------------------------------------------------
     def test_bad_resources_are_one_line_before_anything_is_recorded(self, client: Any) -> None:

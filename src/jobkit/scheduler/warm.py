@@ -160,19 +160,22 @@ class _Ends:
         and-set on RUNNING, so one the agent did commit changes nothing."""
         from jobkit.states import JobState
         from jobkit.stores.base import Change, outcome_key
+        from jobkit.usage import split_end
 
         if not self.held:
             return
-        changes = [
-            Change(
-                job_id,
-                JobState.SUCCEEDED,
-                expect=(JobState.RUNNING,),
-                fields=end,
-                blobs={outcome_key(job_id): outcome},
+        changes = []
+        for job_id, (outcome, end) in self.held.items():
+            fields, blobs = split_end(job_id, end)
+            changes.append(
+                Change(
+                    job_id,
+                    JobState.SUCCEEDED,
+                    expect=(JobState.RUNNING,),
+                    fields=fields,
+                    blobs={**blobs, outcome_key(job_id): outcome},
+                )
             )
-            for job_id, (outcome, end) in self.held.items()
-        ]
         with contextlib.suppress(Exception):  # a dead store: nothing more can be done
             self.store.transition_many(changes)
         self.held.clear()
