@@ -725,9 +725,9 @@ class BackendConformance:
         series = decode_series(client.store.get_blob(usage_key(job.id)))
         assert len(series["t"]) == len(series["cpu_util"]) == len(series["rss_bytes"]) >= 2
         assert series["t"] == sorted(series["t"]) and max(series["cpu_util"]) > 0.4, series
+        cli = [sys.executable, "-m", "jobkit", "--store", client.config.store]
         out = subprocess.run(  # another process, as a user would look
-            [sys.executable, "-m", "jobkit", "--store", client.config.store, "status", job.id]
-            + ["--json"],
+            [*cli, "status", job.id, "--json"],
             capture_output=True,
             text=True,
             timeout=T,
