@@ -4,7 +4,8 @@ Data flow for one job (:func:`jobkit.worker.run_job`)::
 
     Sampler.start()   baseline: this process's CPU times (getrusage, self + reaped
         │             children), peak-RSS mark reset (/proc/self/clear_refs)
-        │  thread ──► every interval (0.1 s, doubling up to 5 s):
+        │  the process's sampling thread (one, kept between jobs) ──►
+        │             every interval (0.1 s, doubling up to 5 s):
         │               psutil: this process and its children, recursively:
         │                 CPU user+system (+ their reaped children's), RSS
         │               NVML (jobkit.nvml), where a GPU is visible: util, memory, power
@@ -13,8 +14,8 @@ Data flow for one job (:func:`jobkit.worker.run_job`)::
         │                                      + put_blob(usage/ID, series)
     fn(*args, **kwargs)
         ▼
-    Sampler.stop() ── the thread takes a last sample and is joined ──► Ended
-        ▼               (final summary + series bytes)
+    Sampler.stop() ── waits out a probe or write in progress, takes the last
+        ▼               probe ──► Ended (final summary + series bytes)
     the worker's terminal write carries both: the success's Change (fields and
     blobs, or the agent's hand-over), or fail()/requeue() with the series put first
 
@@ -32,7 +33,8 @@ reaped, it is in their parent's children times, which are summed too.
 Cost: nothing is imported and nothing is written for a job that ends before
 the first sample (0.1 s): its figures come from getrusage and /proc/self at
 the end, and land in the terminal write alone.  psutil is imported in the
-thread, at the first sample, once per process.  The thread's own CPU time is
+thread, at the first sample, once per process; the thread itself is started
+once per process and waits between jobs.  The thread's own CPU time is
 recorded as ``sampler_cpu_seconds``, so the overhead is measured on every job.
 Sampling is telemetry: a failure is one line on stderr, never the job's.
 """
@@ -58,6 +60,12 @@ FIRST_FLUSH = 2.0
 """Seconds into the job of the first live write (shorter jobs write only their end)."""
 FLUSH_EVERY = 10.0
 """Seconds between later live writes."""
+POLL = 0.1
+"""Longest sleep of the sampling thread while a job runs or just ran: it finds
+a new or stopped job by looking, so :meth:`Sampler.start` and
+:meth:`Sampler.stop` wake nothing (a trivial job pays no thread switch)."""
+DEEP_SLEEP_AFTER = 10.0
+"""Idle this long, the thread sleeps until the next job's start wakes it."""
 
 
 @dataclass(frozen=True)
@@ -235,79 +243,96 @@ class Sampler:
     def __init__(self, store: Any, job_id: str) -> None:
         self.store = store
         self.job_id = job_id
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._stopped = False
+        self._busy = threading.Lock()
+        """Held by the thread while it probes or writes: :meth:`stop` waits it out."""
         self._tally: Tally | None = None
         self._base_cpu = 0.0
         self._start = 0.0
         self._hwm_reset = False
-        self._sampler_cpu = 0.0
+        self._clock0 = 0.0
+        self._devices: Any = None
+        self._tree: Any = None
 
     def start(self) -> None:
+        loop = _loop()
         self._hwm_reset = _reset_peak_rss()
         self._base_cpu = _own_cpu()
+        self._clock0 = loop.cpu_clock()
         self._start = time.monotonic()
         self._tally = Tally(time.time())
-        self._thread = threading.Thread(target=self._run, name="jobkit-usage", daemon=True)
-        self._thread.start()
+        loop.take(self)
 
     def stop(self) -> Ended | None:
-        """Join the thread (so no live write can land after the end) and
-        return the final figures; None if sampling failed altogether."""
-        if self._thread is None or self._tally is None:
+        """Stop sampling, wait out a probe or write in progress (so no live write
+        lands after the end), take the last probe; None if that failed.
+        Nothing wakes the thread: it finds the job stopped at its next poll."""
+        tally = self._tally
+        if tally is None:
             return None
-        self._stop.set()
-        self._thread.join()
+        self._stopped = True
+        with self._busy:
+            tally = self._tally or tally
         try:
-            tally = self._tally
-            if tally.samples == 0 or tally.last_t < time.monotonic() - self._start - 0.05:
-                tally.add(self._own_probe())  # ended before the thread sampled (or it failed)
+            before = time.thread_time()
+            if self._tree is not None:  # the thread sampled: the end includes children
+                probe = self._tree_probe(self._tree, self._devices)
+            else:  # a job shorter than the first sample: no import, a few reads
+                probe = self._own_probe()
+            tally.add(probe)
+            spent = _loop().cpu_clock() - self._clock0 + time.thread_time() - before
             peak = _peak_rss() if self._hwm_reset else 0
-            summary = tally.summary(final=True, sampler_cpu=self._sampler_cpu, peak_rss=peak)
+            summary = tally.summary(final=True, sampler_cpu=max(spent, 0.0), peak_rss=peak)
             return Ended(summary, encode_series(tally.series()))
         except Exception as exc:  # telemetry: never the job's failure
             _say(f"usage figures lost: {type(exc).__name__}: {exc}")
             return None
 
-    # -- the thread ------------------------------------------------------------------------
-    def _run(self) -> None:
+    # -- in the sampling thread ------------------------------------------------------------
+    def run(self, loop: _Loop) -> None:
+        """Probe at growing intervals until stopped (or replaced by the next
+        job); flush on schedule.  Sleeps at most :data:`POLL` at a time."""
         interval = FIRST_INTERVAL
+        due = self._start + interval
         next_flush = FIRST_FLUSH
-        tree: Any = None
+        while not self._stopped and loop.current is self:
+            now = time.monotonic()
+            if now < due:
+                time.sleep(min(due - now, POLL))
+                continue
+            with self._busy:
+                if self._stopped:
+                    return
+                try:
+                    tally = self._probe()
+                    if tally.last_t >= next_flush:
+                        self._flush(tally, loop)
+                        next_flush = tally.last_t + FLUSH_EVERY
+                except Exception as exc:
+                    _say(f"usage sampling stopped: {type(exc).__name__}: {exc}")
+                    return
+            interval = min(interval * 2, MAX_INTERVAL * 2**tally.thinned)
+            due = time.monotonic() + interval
+
+    def _probe(self) -> Tally:
         assert self._tally is not None
-        tally = self._tally
-        try:
-            if self._stop.wait(interval):
-                return  # a short job: stop() reads its end without psutil
+        if self._tree is None:  # the first sample: psutil and NVML, once per process
             import psutil
 
             from jobkit.nvml import visible_devices
 
-            tree = psutil.Process()
-            devices = visible_devices()
-            if devices is not None:
-                self._tally = tally = Tally(tally.started_at, devices.devices)
-            while True:
-                tally.add(self._tree_probe(tree, devices))
-                if tally.last_t >= next_flush and not self._stop.is_set():
-                    self._flush(tally)
-                    next_flush = tally.last_t + FLUSH_EVERY
-                if self._stop.is_set():
-                    return
-                interval = min(interval * 2, MAX_INTERVAL * 2**tally.thinned)
-                if self._stop.wait(interval):
-                    tally.add(self._tree_probe(tree, devices))  # the end, children included
-                    return
-        except Exception as exc:
-            _say(f"usage sampling stopped: {type(exc).__name__}: {exc}")
-        finally:
-            self._sampler_cpu = time.thread_time()
+            self._devices = visible_devices()
+            if self._devices is not None:
+                self._tally = Tally(self._tally.started_at, self._devices.devices)
+            self._tree = psutil.Process()
+        self._tally.add(self._tree_probe(self._tree, self._devices))
+        return self._tally
 
-    def _flush(self, tally: Tally) -> None:
+    def _flush(self, tally: Tally, loop: _Loop) -> None:
         if self.store is None:
             return
         try:
-            summary = tally.summary(final=False, sampler_cpu=time.thread_time())
+            summary = tally.summary(final=False, sampler_cpu=loop.cpu_clock() - self._clock0)
             self.store.put_blob(usage_key(self.job_id), encode_series(tally.series()))
             self.store.update(self.job_id, usage=summary)
         except Exception as exc:  # the store's own patience has run out: try again later
@@ -336,6 +361,85 @@ class Sampler:
 
     def _own_probe(self) -> Probe:
         return Probe(time.monotonic() - self._start, _own_cpu() - self._base_cpu, _own_rss())
+
+
+THREAD_NAME = "jobkit-usage"
+"""The sampling thread's name: a warm worker does not count it as left behind."""
+
+
+class _Loop:
+    """The process's one sampling thread, kept between jobs.
+
+    Starting a thread per job cost a trivial local job about 0.2 ms, and a
+    warm worker runs thousands.  This thread is started once per process
+    (again in a forked child: threads do not survive a fork) and polls for
+    the current job every :data:`POLL` seconds, so starting and stopping a
+    job wakes nobody; idle for :data:`DEEP_SLEEP_AFTER`, it sleeps until
+    the next job starts.
+    """
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.cond = threading.Condition()
+        self.current: Sampler | None = None
+        self.deep = False
+        self.thread = threading.Thread(target=self._serve, name=THREAD_NAME, daemon=True)
+        self.thread.start()
+        self._clock: int | None = None
+        with contextlib.suppress(AttributeError, OSError):  # Linux: the thread's CPU clock
+            assert self.thread.ident is not None
+            self._clock = time.pthread_getcpuclockid(self.thread.ident)
+
+    def cpu_clock(self) -> float:
+        """The sampling thread's CPU seconds so far, read from any thread (0 where
+        the platform cannot: ``sampler_cpu_seconds`` is then 0)."""
+        if self._clock is None:
+            return 0.0
+        try:
+            return time.clock_gettime(self._clock)
+        except OSError:
+            return 0.0
+
+    def take(self, sampler: Sampler) -> None:
+        """Sample ``sampler``'s job now (unless another job of this process is
+        being sampled: then it gets its end figures only)."""
+        with self.cond:
+            if self.current is None or self.current._stopped:
+                self.current = sampler
+                if self.deep:
+                    self.cond.notify_all()
+
+    def _serve(self) -> None:
+        idle_since = time.monotonic()
+        while True:
+            with self.cond:
+                sampler = self.current
+                if sampler is None or sampler._stopped:
+                    self.current = None
+                    if time.monotonic() - idle_since > DEEP_SLEEP_AFTER:
+                        self.deep = True
+                        self.cond.wait()
+                        self.deep = False
+                    else:
+                        self.cond.wait(POLL)
+                    continue
+            sampler.run(self)
+            idle_since = time.monotonic()
+
+
+_LOOP: _Loop | None = None
+_LOOP_LOCK = threading.Lock()
+
+
+def _loop() -> _Loop:
+    global _LOOP
+    loop = _LOOP
+    if loop is None or loop.pid != os.getpid():
+        with _LOOP_LOCK:
+            if _LOOP is None or _LOOP.pid != os.getpid():
+                _LOOP = _Loop()
+            loop = _LOOP
+    return loop
 
 
 def _descendants(process: Any) -> list[Any]:

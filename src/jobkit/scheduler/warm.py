@@ -37,11 +37,12 @@ Isolation between jobs, and what it cannot give:
   the job's variables), the working directory, ``sys.path``, ``sys.argv``,
   stdio (the job's own log files) and the handlers of the signals a job may
   catch.
-* Checked after every job: a Python thread still running or a child process
-  still alive means the job left something behind that could act during
-  the next one; the worker reports ``retire`` and exits, and the agent kills
-  its process group.  (Open file descriptors are not counted: libraries open
-  some at import and keep them, and a descriptor does nothing by itself.)
+* Checked after every job: a Python thread still running (not jobkit's
+  usage sampler) or a child process still alive means the job left
+  something behind that could act during the next one; the worker reports
+  ``retire`` and exits, and the agent kills its process group.  (Open file
+  descriptors are not counted: libraries open some at import and keep
+  them, and a descriptor does nothing by itself.)
 * Not checked: module-level state a job changed (a global, a monkey patch,
   an imported module's settings), as in Ray's and ProcessPoolExecutor's
   workers.  Jobs that must not share a process with earlier ones ask for
@@ -286,8 +287,15 @@ def _children() -> list[int]:
 
 
 def _left_behind() -> str:
-    """What the last job left that could act during the next one ('' if nothing)."""
-    threads = [t.name for t in threading.enumerate() if t is not threading.main_thread()]
+    """What the last job left that could act during the next one ('' if nothing).
+    jobkit's own usage sampler waits between jobs (:mod:`jobkit.sampling`): not counted."""
+    from jobkit.sampling import THREAD_NAME
+
+    threads = [
+        t.name
+        for t in threading.enumerate()
+        if t is not threading.main_thread() and t.name != THREAD_NAME
+    ]
     if threads:
         return f"left {len(threads)} thread(s) running ({', '.join(threads[:3])})"
     children = _children()
