@@ -167,12 +167,13 @@ class Tally:
         self.thinned += 1
 
     def summary(self, *, final: bool, sampler_cpu: float, peak_rss: int = 0) -> dict[str, Any]:
-        wall = self.last_t
+        wall, cpu = round(self.last_t, 3), round(self.cpu, 3)
+        mean = cpu / wall if wall > 0 else 0.0  # a job under a millisecond: not measurable
         summary: dict[str, Any] = {
-            "wall_seconds": round(wall, 3),
-            "cpu_seconds": round(self.cpu, 3),
-            "mean_cpu_util": round(self.cpu / wall, 3) if wall > 0 else 0.0,
-            "max_cpu_util": round(max(self.max_cpu_util, self.cpu / wall if wall else 0.0), 3),
+            "wall_seconds": wall,
+            "cpu_seconds": cpu,
+            "mean_cpu_util": round(mean, 3),
+            "max_cpu_util": round(max(self.max_cpu_util, mean), 3),
             "peak_rss_bytes": max(self.peak_rss, peak_rss),
             "mean_rss_bytes": self.rss_sum // self.rss_n if self.rss_n else 0,
             "samples": self.samples,
@@ -229,8 +230,9 @@ class Ended:
 
     summary: dict[str, Any]
     """``record.usage``, with ``final: true``."""
-    series: bytes
-    """The ``usage/ID`` blob."""
+    series: bytes | None
+    """The ``usage/ID`` blob; None for a job that ended before its first sample
+    (one point: the summary says it all, and a trivial job writes one row less)."""
 
 
 class Sampler:
@@ -283,7 +285,8 @@ class Sampler:
             spent = _loop().cpu_clock() - self._clock0 + time.thread_time() - before
             peak = _peak_rss() if self._hwm_reset else 0
             summary = tally.summary(final=True, sampler_cpu=max(spent, 0.0), peak_rss=peak)
-            return Ended(summary, encode_series(tally.series()))
+            series = encode_series(tally.series()) if tally.samples > 1 else None
+            return Ended(summary, series)
         except Exception as exc:  # telemetry: never the job's failure
             _say(f"usage figures lost: {type(exc).__name__}: {exc}")
             return None

@@ -4,7 +4,8 @@ The worker samples its own process tree while the function runs (see
 :mod:`jobkit.sampling`) and writes two things::
 
     sampler ──► record.usage   (a small summary: updated while the job runs, final at its end)
-            └─► blob usage/ID  (the time series, JSON, bounded to MAX_POINTS points)
+            └─► blob usage/ID  (the time series, JSON, bounded to MAX_POINTS points;
+                                absent for a job that ended before its first sample, 0.1 s)
 
 Everything that shows usage — ``jobkit status``, ``jobkit top``, ``jobkit
 list --idle-gpus``, the web view, the notebook — reads these two through the

@@ -175,7 +175,7 @@ def run_job(
         done: dict[str, Any] = {"finished_at": time.time(), "exit_code": EXIT_OK, **usage}
         if record.attempt > 0 and record.message:
             done["message"] = None  # "retrying after ...": the attempts history keeps it
-        if ended is not None:
+        if ended is not None and ended.series is not None:
             done[SERIES_FIELD] = ended.series.decode()
         if hand_over is not None and hand_over(job_id, outcome, done):
             return EXIT_OK
@@ -194,7 +194,7 @@ def run_job(
 
 def _put_series(store: Store, job_id: str, ended: Ended | None) -> None:
     """A failed attempt's usage series, written before the write that ends it."""
-    if ended is not None:
+    if ended is not None and ended.series is not None:
         store.put_blob(usage_key(job_id), ended.series)
 
 

@@ -6,6 +6,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from jobkit.sampling import Probe, Sampler, Tally
 from jobkit.usage import MAX_POINTS, decode_series
 
@@ -28,11 +30,13 @@ def test_a_burn_gives_cpu_seconds_close_to_its_wall_time() -> None:
     assert usage["final"] is True and usage["samples"] >= 2, usage
     assert 0.6 <= usage["wall_seconds"] < 5  # the sampler's own CPU is counted too:
     assert 0.2 < usage["cpu_seconds"] <= 1.1 * usage["wall_seconds"] + 0.05, usage
-    assert usage["mean_cpu_util"] == round(usage["cpu_seconds"] / usage["wall_seconds"], 3)
+    mean = usage["cpu_seconds"] / usage["wall_seconds"]
+    assert usage["mean_cpu_util"] == pytest.approx(mean, abs=0.01)
     assert usage["max_cpu_util"] >= usage["mean_cpu_util"]
     assert 0 < usage["sampler_cpu_seconds"] < usage["cpu_seconds"]
     assert usage["peak_rss_bytes"] >= usage["mean_rss_bytes"] > 0
     assert "gpus" not in usage  # no NVML on the machines that run these
+    assert ended.series is not None
     series = decode_series(ended.series)
     assert len(series["t"]) == len(series["cpu_util"]) == usage["samples"]
 
@@ -85,6 +89,7 @@ def test_a_job_shorter_than_the_first_sample_gets_its_end_figures() -> None:
     usage = ended.summary
     assert usage["samples"] == 1 and usage["final"] is True and usage["peak_rss_bytes"] > 0
     assert 0 <= usage["wall_seconds"] < 0.1 and usage["cpu_seconds"] >= 0
+    assert ended.series is None  # one point: the summary says it all, no blob to write
 
 
 def test_a_long_series_is_thinned_and_keeps_its_extremes() -> None:
