@@ -61,8 +61,8 @@ FIRST_FLUSH = 2.0
 FLUSH_EVERY = 10.0
 """Seconds between later live writes."""
 POLL = 0.1
-"""Longest sleep of the sampling thread while a job runs or just ran: it finds
-a new or stopped job by looking, so :meth:`Sampler.start` and
+"""Longest sleep of the sampling thread between jobs that follow each other:
+it finds a new or stopped job by looking, so :meth:`Sampler.start` and
 :meth:`Sampler.stop` wake nothing (a trivial job pays no thread switch)."""
 DEEP_SLEEP_AFTER = 10.0
 """Idle this long, the thread sleeps until the next job's start wakes it."""
@@ -294,14 +294,14 @@ class Sampler:
     # -- in the sampling thread ------------------------------------------------------------
     def run(self, loop: _Loop) -> None:
         """Probe at growing intervals until stopped (or replaced by the next
-        job); flush on schedule.  Sleeps at most :data:`POLL` at a time."""
+        job); flush on schedule."""
         interval = FIRST_INTERVAL
         due = self._start + interval
         next_flush = FIRST_FLUSH
         while not self._stopped and loop.current is self:
             now = time.monotonic()
             if now < due:
-                time.sleep(min(due - now, POLL))
+                loop.nap(self, due - now)
                 continue
             with self._busy:
                 if self._stopped:
@@ -377,8 +377,9 @@ class _Loop:
     warm worker runs thousands.  This thread is started once per process
     (again in a forked child: threads do not survive a fork) and polls for
     the current job every :data:`POLL` seconds, so starting and stopping a
-    job wakes nobody; idle for :data:`DEEP_SLEEP_AFTER`, it sleeps until
-    the next job starts.
+    short job wakes nobody; in a long job's intervals, and idle for
+    :data:`DEEP_SLEEP_AFTER`, it sleeps until the next sample is due or
+    the next job starts (which then wakes it).
     """
 
     def __init__(self) -> None:
@@ -411,6 +412,17 @@ class _Loop:
                 self.current = sampler
                 if self.deep:
                     self.cond.notify_all()
+
+    def nap(self, sampler: Sampler, seconds: float) -> None:
+        """Wait for ``sampler``'s next sample.  Up to :data:`POLL`, nobody wakes
+        the thread; a longer wait (a long job's interval) is cut short by the
+        next job's :meth:`take`, so that job is not sampled late."""
+        with self.cond:
+            if sampler._stopped or self.current is not sampler:
+                return
+            self.deep = seconds > POLL
+            self.cond.wait(seconds)
+            self.deep = False
 
     def _serve(self) -> None:
         idle_since = time.monotonic()

@@ -101,6 +101,11 @@ def burn(seconds: float) -> float:
     return spins
 
 
+def burn_then_fail(seconds: float) -> None:
+    burn(seconds)
+    raise SuiteError(3)
+
+
 def ramp(nbytes: int, steps: int, pause: float) -> int:
     """Allocates and touches ``nbytes`` in ``steps`` blocks, pausing after each."""
     blocks = []
@@ -750,6 +755,16 @@ class BackendConformance:
         assert job.result(timeout=T) == 0
         usage = job.info.usage
         assert usage["final"] is True and usage["cpu_seconds"] > 0.5, usage
+
+    def test_a_failed_job_records_its_final_usage(self, client: Any) -> None:
+        job = jobkit.submit(burn_then_fail, 0.5)
+        with pytest.raises(SuiteError):
+            job.result(timeout=T)
+        usage = job.info.usage
+        assert job.info.failure_reason is FailureReason.ERROR
+        assert usage["final"] is True and usage["wall_seconds"] >= 0.5, usage
+        assert usage["cpu_seconds"] > 0.1 and usage["samples"] >= 2, usage
+        assert decode_series(client.store.get_blob(usage_key(job.id)))["t"]
 
     def test_live_usage_while_running_survives_a_kill(self, client: Any) -> None:
         job = jobkit.submit(burn, 60)
