@@ -315,7 +315,7 @@ class Sampler:
                     _say(f"usage sampling stopped: {type(exc).__name__}: {exc}")
                     return
             interval = min(interval * 2, MAX_INTERVAL * 2**tally.thinned)
-            due = time.monotonic() + interval
+            due = min(time.monotonic() + interval, self._start + next_flush)  # flush on time
 
     def _probe(self) -> Tally:
         assert self._tally is not None

@@ -5,10 +5,13 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
 from jobkit.sampling import Probe, Sampler, Tally
+from jobkit.states import JobRecord, JobState
+from jobkit.stores import open_store
 from jobkit.usage import MAX_POINTS, decode_series
 
 MiB = 2**20
@@ -117,3 +120,26 @@ def test_without_pynvml_there_is_no_gpus_key() -> None:
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert '"gpus"' not in out.stdout and '"samples": ' in out.stdout, out
     assert out.stderr == ""  # not an error, not even a line
+
+
+def test_live_figures_reach_the_store_and_a_failed_write_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A running job's summary lands in its record at the first flush (2 s);
+    a write that fails (here: no such job) is a line on stderr, never an error."""
+    store = open_store(f"sqlite:///{tmp_path}/jobkit.db")
+    store.create([JobRecord("jk-live", "live", "local", state=JobState.RUNNING)])
+    live, lost = Sampler(store, "jk-live"), Sampler(store, "jk-absent")
+    live.start()
+    _burn(2.3)
+    seen = store.get("jk-live").usage
+    ended = live.stop()
+    lost.start()
+    time.sleep(2.3)
+    lost_end = lost.stop()
+    store.close()
+    assert seen["final"] is False and seen["samples"] >= 2 and seen["cpu_seconds"] > 0.3, seen
+    assert ended is not None and ended.summary["final"] is True
+    assert lost_end is not None and lost_end.summary["samples"] >= 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "usage not recorded" in err[0] and "jk-absent" in err[0], err
