@@ -266,6 +266,12 @@ class BackendConformance:
     """Why this backend cannot make a job that goes over its ``mem`` fail OOM here."""
     impossible: ClassVar[dict[str, Any] | None] = None
     """Valid resources this backend can never satisfy (a ConfigError at submit)."""
+    nvml_skip: ClassVar[str | None] = None
+    """Why this backend's workers cannot load the NVML stand-in the test sets up
+    (they do not inherit the test process's environment)."""
+    nvml_gpus_granted: ClassVar[bool] = False
+    """Whether a job asking for a GPU is given ``CUDA_VISIBLE_DEVICES`` by the
+    scheduler (Slurm's GRES), which replaces the one the submitter had."""
     runs_in_submitter: ClassVar[str | None] = None
     """Why jobs this backend took stop when their submitting process exits
     (the toy plugin starts workers from threads of the submitter); the
@@ -765,6 +771,41 @@ class BackendConformance:
         assert usage["final"] is True and usage["wall_seconds"] >= 0.5, usage
         assert usage["cpu_seconds"] > 0.1 and usage["samples"] >= 2, usage
         assert decode_series(client.store.get_blob(usage_key(job.id)))["t"]
+
+    def test_gpu_usage_through_nvml_for_the_visible_device_only(
+        self, client: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        if self.nvml_skip:
+            pytest.skip(self.nvml_skip)
+        from jobkit.usage import flags
+        from jobkit_testing import nvml_standin
+
+        gib = 2**30
+        devices = [
+            nvml_standin.FakeDevice(
+                "NVIDIA H100 80GB HBM3", f"GPU-00000000-0000-4000-8000-00000000000{i}",
+                80 * gib, (i + 1) * gib, power_mw=None if i else 300_000,
+                process_bytes=0, utils=[0],
+            )
+            for i in range(2)
+        ]  # fmt: skip
+        values = nvml_standin.write_devices(tmp_path / "devices.tsv", devices)
+        library = nvml_standin.build(tmp_path / "lib")
+        for name, value in nvml_standin.environment(library, values).items():
+            monkeypatch.setenv(name, value)
+        if self.nvml_gpus_granted:  # the scheduler sets CUDA_VISIBLE_DEVICES=0
+            want, job = 0, jobkit.remote(gpus=1)(sleep_then).submit(1.2)
+        else:  # the job inherits it: a UUID, as some schedulers set it
+            monkeypatch.setenv("CUDA_VISIBLE_DEVICES", devices[1].uuid)
+            want, job = 1, jobkit.submit(sleep_then, 1.2)
+        job.result(timeout=T)
+        (gpu,) = job.info.usage["gpus"]
+        assert gpu["index"] == want and gpu["uuid"] == devices[want].uuid, gpu
+        assert gpu["util_max"] == 0.0 and gpu["mem_peak_bytes"] == (want + 1) * gib, gpu
+        assert gpu["mem_total_bytes"] == 80 * gib, gpu
+        assert gpu.get("power_mean_watts") == (None if want else 300.0), gpu
+        asked = bool(job.info.resources.get("gpus"))
+        assert [f.name for f in flags(job.info)] == (["idle_gpu"] if asked else [])
 
     def test_live_usage_while_running_survives_a_kill(self, client: Any) -> None:
         job = jobkit.submit(burn, 60)
