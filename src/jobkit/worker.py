@@ -139,7 +139,7 @@ def run_job(
         try:
             value = fn(*call.args, **call.kwargs)
         finally:
-            ended = sampler.stop()  # joined: no live usage write lands after the end
+            ended = sampler.stop()  # a live usage write in progress ends first, none after
     except BaseException as exc:  # SystemExit too: the client re-raises it, as futures do
         if _requeued_meanwhile(store, job_id, record.attempt):
             raise  # a checkpoint requeued this job (Slurm): the next attempt records
@@ -156,7 +156,9 @@ def run_job(
         _flush_std()
         print(f"jobkit worker: attempt failed ({failure.message}); retrying", file=sys.stderr)
         _flush_std()
-        _put_series(store, job_id, ended)
+        series = _series_blob(job_id, ended)
+        if series:
+            store.put_blobs(series)
         requeued = requeue(
             store,
             store.get(job_id),
@@ -186,16 +188,16 @@ def run_job(
         end = Change(job_id, JobState.SUCCEEDED, _RUNNING, fields=fields, blobs=blobs)
         store.transition_many([end])
         return EXIT_OK
-    store.put_blob(outcome_key(job_id), outcome)
-    _put_series(store, job_id, ended)
+    store.put_blobs({outcome_key(job_id): outcome, **_series_blob(job_id, ended)})
     fail(store, job_id, failure, expect=_RUNNING, usage=usage.get("usage"))
     return EXIT_FAILED
 
 
-def _put_series(store: Store, job_id: str, ended: Ended | None) -> None:
+def _series_blob(job_id: str, ended: Ended | None) -> dict[str, bytes]:
     """A failed attempt's usage series, written before the write that ends it."""
-    if ended is not None and ended.series is not None:
-        store.put_blob(usage_key(job_id), ended.series)
+    if ended is None or ended.series is None:
+        return {}
+    return {usage_key(job_id): ended.series}
 
 
 _RUNNING = (JobState.RUNNING,)
