@@ -367,7 +367,13 @@ class Sampler:
 
 
 THREAD_NAME = "jobkit-usage"
-"""The sampling thread's name: a warm worker does not count it as left behind."""
+
+
+def sampler_thread() -> threading.Thread | None:
+    """This process's sampling thread, if one was started: a warm worker does
+    not count it as left behind by a job."""
+    loop = _LOOP
+    return loop.thread if loop is not None and loop.pid == os.getpid() else None
 
 
 class _Loop:

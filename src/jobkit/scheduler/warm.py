@@ -289,13 +289,10 @@ def _children() -> list[int]:
 def _left_behind() -> str:
     """What the last job left that could act during the next one ('' if nothing).
     jobkit's own usage sampler waits between jobs (:mod:`jobkit.sampling`): not counted."""
-    from jobkit.sampling import THREAD_NAME
+    from jobkit.sampling import sampler_thread
 
-    threads = [
-        t.name
-        for t in threading.enumerate()
-        if t is not threading.main_thread() and t.name != THREAD_NAME
-    ]
+    ours = (threading.main_thread(), sampler_thread())
+    threads = [t.name for t in threading.enumerate() if t not in ours]
     if threads:
         return f"left {len(threads)} thread(s) running ({', '.join(threads[:3])})"
     children = _children()
