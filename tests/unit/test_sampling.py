@@ -143,3 +143,13 @@ def test_live_figures_reach_the_store_and_a_failed_write_is_one_line(
     assert lost_end is not None and lost_end.summary["samples"] >= 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "usage not recorded" in err[0] and "jk-absent" in err[0], err
+
+
+def test_jobkit_its_cli_and_its_worker_import_neither_psutil_nor_pynvml() -> None:
+    """They load in the sampling thread, at a job's first sample only."""
+    script = (
+        "import sys, jobkit, jobkit.worker, jobkit.scheduler.warm, jobkit.cli.app\n"
+        "print(sorted(m for m in ('psutil', 'pynvml') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out
