@@ -141,7 +141,9 @@ class Tally:
         self.t.append(round(probe.t, 3))
         self.cpu_util.append(round(util, 3))
         self.rss.append(probe.rss)
-        for gpu, reading in zip(self.gpus or (), probe.gpus, strict=False):
+        gpus = self.gpus or []
+        readings = [*probe.gpus, *[None] * (len(gpus) - len(probe.gpus))]  # one per t, always
+        for gpu, reading in zip(gpus, readings, strict=False):
             gpu.util.append(None if reading is None else reading.util)
             gpu.mem.append(None if reading is None else reading.mem_bytes)
             gpu.power.append(None if reading is None else reading.power_watts)
