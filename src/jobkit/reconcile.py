@@ -204,11 +204,12 @@ def fail(
     finished_at: float | None = None,
     host: str | None = None,
     extra: Mapping[str, Any] | None = None,
+    usage: Mapping[str, Any] | None = None,
 ) -> JobRecord | None:
     """Record the job FAILED for ``failure``, if its state is still in ``expect``
     (``host``: where it ran, when the worker never got to record it; ``extra``:
     the record's whole ``extra`` to write alongside, e.g. the root of a
-    DEPENDENCY failure).
+    DEPENDENCY failure; ``usage``: the worker's final usage summary).
 
     Returns the failed record, or None when the job had already moved on (a
     late observer must not overwrite what the worker or a cancel recorded).
@@ -225,6 +226,8 @@ def fail(
         fields["host"] = host
     if extra is not None:
         fields["extra"] = dict(extra)
+    if usage is not None:
+        fields["usage"] = dict(usage)
     return store.transition(job_id, JobState.FAILED, expect=expect, **fields)
 
 

@@ -4,7 +4,8 @@ The worker samples its own process tree while the function runs (see
 :mod:`jobkit.sampling`) and writes two things::
 
     sampler ──► record.usage   (a small summary: updated while the job runs, final at its end)
-            └─► blob usage/ID  (the time series, JSON, bounded to MAX_POINTS points)
+            └─► blob usage/ID  (the time series, JSON, bounded to MAX_POINTS points;
+                                absent for a job that ended before its first sample, 0.1 s)
 
 Everything that shows usage — ``jobkit status``, ``jobkit top``, ``jobkit
 list --idle-gpus``, the web view, the notebook — reads these two through the
@@ -14,6 +15,8 @@ The summary (``JobRecord.usage``) is a JSON object::
 
     wall_seconds, cpu_seconds, mean_cpu_util, max_cpu_util   (util in cores: 1.0 = one busy core)
     peak_rss_bytes, mean_rss_bytes, samples, updated_at, final, sampler_cpu_seconds
+    (cpu covers the worker's whole process tree, children included; sampler_cpu_seconds
+    is the sampling thread's own CPU time, part of cpu_seconds: its overhead)
     gpus: [{index, name, uuid, util_mean, util_max (percent), mem_used_bytes,
             mem_peak_bytes, mem_total_bytes, power_mean_watts, power_max_watts}]
 
@@ -121,6 +124,20 @@ def _number(value: float) -> str:
 
 
 # -- the time series blob -------------------------------------------------------
+
+
+SERIES_FIELD = "usage_series"
+"""Where a success's end handed to the local agent carries the series (its
+JSON text): the agent writes it as the blob in the same commit as the end."""
+
+
+def split_end(job_id: str, end: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """A success's end fields as the worker built them: (record fields, blobs),
+    the usage series moved from :data:`SERIES_FIELD` to its blob."""
+    fields = dict(end)
+    series = fields.pop(SERIES_FIELD, None)
+    blobs = {usage_key(job_id): series.encode()} if isinstance(series, str) else {}
+    return fields, blobs
 
 
 def encode_series(series: Mapping[str, Any]) -> bytes:

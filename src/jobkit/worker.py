@@ -13,8 +13,8 @@ Data flow for one job::
     depends_on? placeholders ◄── get_blobs(outcomes of the dependencies), each verified
         │                        └─ missing or not a success: FAILED/DEPENDENCY
         ▼
-    fn(*args, **kwargs)
-        ▼
+    fn(*args, **kwargs)     sampled meanwhile (jobkit.sampling): live usage in the record
+        ▼                   and usage/JOB_ID; the final figures go with the end below
     outcomes/JOB_ID + SUCCEEDED in one transition_many (one SQLite transaction),
         or on an exception: put_blob(outcomes/JOB_ID), then :mod:`jobkit.reconcile`
         decides: QUEUED (attempt + 1) while retries are left, else FAILED/ERROR
@@ -47,13 +47,16 @@ from jobkit.errors import JobkitError, StoreUnavailableError
 from jobkit.launchers import PLAIN, launcher_names, load_launcher
 from jobkit.placeholders import DependencyUnavailable
 from jobkit.reconcile import Failure, exception_names, fail, requeue, retry_allowed
+from jobkit.sampling import Ended, Sampler
 from jobkit.serialization import Call, dump_outcome, load_payload
 from jobkit.states import FailureReason, JobRecord, JobState
 from jobkit.stores.base import Buffer, Change, Store, outcome_key, payload_key
 from jobkit.threadlimits import limit_threads
+from jobkit.usage import SERIES_FIELD, split_end, usage_key
 
 HandOver = Callable[[str, "list[Buffer]", dict[str, Any]], bool]
-"""Takes (job id, outcome buffers, end fields) of a success; True: it records them."""
+"""Takes (job id, outcome buffers, end fields) of a success; True: it records them.
+The end may carry the usage series (:func:`jobkit.usage.split_end` takes it out)."""
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -130,13 +133,19 @@ def run_job(
 
     error: BaseException | None = None
     value = None
+    sampler = Sampler(store, job_id)
+    sampler.start()
     try:
-        value = fn(*call.args, **call.kwargs)
+        try:
+            value = fn(*call.args, **call.kwargs)
+        finally:
+            ended = sampler.stop()  # a live usage write in progress ends first, none after
     except BaseException as exc:  # SystemExit too: the client re-raises it, as futures do
         if _requeued_meanwhile(store, job_id, record.attempt):
             raise  # a checkpoint requeued this job (Slurm): the next attempt records
         error = exc
     del call, fn
+    usage: dict[str, Any] = {} if ended is None else {"usage": ended.summary}
 
     failure = None if error is None else _failure_of(error, classify)
     if (
@@ -147,12 +156,16 @@ def run_job(
         _flush_std()
         print(f"jobkit worker: attempt failed ({failure.message}); retrying", file=sys.stderr)
         _flush_std()
+        series = _series_blob(job_id, ended)
+        if series:
+            store.put_blobs(series)
         requeued = requeue(
             store,
             store.get(job_id),
             f"retrying after {failure.message}",
             reason=failure.reason,
             exit_code=EXIT_FAILED,
+            **usage,
         )
         if requeued is not None:
             return EXIT_FAILED
@@ -161,20 +174,30 @@ def run_job(
     value = None
     _flush_std()
     if failure is None:  # the outcome and the end in one write (one transaction on SQLite)
-        done: dict[str, Any] = {"finished_at": time.time(), "exit_code": EXIT_OK}
+        done: dict[str, Any] = {"finished_at": time.time(), "exit_code": EXIT_OK, **usage}
         if record.attempt > 0 and record.message:
             done["message"] = None  # "retrying after ...": the attempts history keeps it
+        if ended is not None and ended.series is not None:
+            done[SERIES_FIELD] = ended.series.decode()
         if hand_over is not None and hand_over(job_id, outcome, done):
             return EXIT_OK
-        blobs = {outcome_key(job_id): outcome}
+        fields, series = split_end(job_id, done)
+        blobs: dict[str, Buffer | Sequence[Buffer]] = {**series, outcome_key(job_id): outcome}
         # From RUNNING only: a late worker of an attempt that ended (cancelled,
         # then rerun) must not end the next attempt while it waits.
-        end = Change(job_id, JobState.SUCCEEDED, _RUNNING, fields=done, blobs=blobs)
+        end = Change(job_id, JobState.SUCCEEDED, _RUNNING, fields=fields, blobs=blobs)
         store.transition_many([end])
         return EXIT_OK
-    store.put_blob(outcome_key(job_id), outcome)
-    fail(store, job_id, failure, expect=_RUNNING)
+    store.put_blobs({outcome_key(job_id): outcome, **_series_blob(job_id, ended)})
+    fail(store, job_id, failure, expect=_RUNNING, usage=usage.get("usage"))
     return EXIT_FAILED
+
+
+def _series_blob(job_id: str, ended: Ended | None) -> dict[str, bytes]:
+    """A failed attempt's usage series, written before the write that ends it."""
+    if ended is None or ended.series is None:
+        return {}
+    return {usage_key(job_id): ended.series}
 
 
 _RUNNING = (JobState.RUNNING,)

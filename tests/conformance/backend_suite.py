@@ -34,6 +34,7 @@ import pytest
 import jobkit
 from jobkit.serialization import RemoteTraceback
 from jobkit.states import FailureReason, JobState
+from jobkit.usage import decode_series, usage_key
 
 T = 120
 
@@ -89,6 +90,35 @@ def allocate(nbytes: int, hold: float) -> int:
     block = bytearray(b"\x01") * nbytes  # filled, so every page is resident
     time.sleep(hold)
     return len(block)
+
+
+def burn(seconds: float) -> float:
+    """Keeps one core busy for ``seconds`` of wall time."""
+    deadline = time.monotonic() + seconds
+    spins = 0.0
+    while time.monotonic() < deadline:
+        spins += 1.0
+    return spins
+
+
+def burn_then_fail(seconds: float) -> None:
+    burn(seconds)
+    raise SuiteError(3)
+
+
+def ramp(nbytes: int, steps: int, pause: float) -> int:
+    """Allocates and touches ``nbytes`` in ``steps`` blocks, pausing after each."""
+    blocks = []
+    for _ in range(steps):
+        blocks.append(bytearray(b"\x01") * (nbytes // steps))
+        time.sleep(pause)
+    return sum(len(b) for b in blocks)
+
+
+def burn_in_child(seconds: float) -> int:
+    """A child process burns the CPU; this one only waits for it."""
+    code = f"import time\nd = time.monotonic() + {seconds}\nwhile time.monotonic() < d: pass"
+    return subprocess.run([sys.executable, "-c", code], check=True, timeout=T).returncode
 
 
 def tick_until(path: str, limit: float) -> int:
@@ -236,6 +266,12 @@ class BackendConformance:
     """Why this backend cannot make a job that goes over its ``mem`` fail OOM here."""
     impossible: ClassVar[dict[str, Any] | None] = None
     """Valid resources this backend can never satisfy (a ConfigError at submit)."""
+    nvml_skip: ClassVar[str | None] = None
+    """Why this backend's workers cannot load the NVML stand-in the test sets up
+    (they do not inherit the test process's environment)."""
+    nvml_gpus_granted: ClassVar[bool] = False
+    """Whether a job asking for a GPU is given ``CUDA_VISIBLE_DEVICES`` by the
+    scheduler (Slurm's GRES), which replaces the one the submitter had."""
     runs_in_submitter: ClassVar[str | None] = None
     """Why jobs this backend took stop when their submitting process exits
     (the toy plugin starts workers from threads of the submitter); the
@@ -686,6 +722,103 @@ class BackendConformance:
         assert miss["submits"] == 1 and miss["cached_from"] is None and miss["result"] == 28
         again = submit_cached_elsewhere(client, tmp_path, module, 7)
         assert again["submits"] == 0 and again["cached_from"] == miss["id"]
+
+    # -- usage: sampled by the worker, on every backend --------------------------------
+    def test_a_cpu_burn_is_in_the_usage_and_its_series(self, client: Any) -> None:
+        job = jobkit.submit(burn, 1.5)
+        job.result(timeout=T)
+        usage = job.info.usage
+        assert usage["final"] is True and usage["samples"] >= 2, usage
+        assert usage["cpu_seconds"] > 0.5 and usage["mean_cpu_util"] > 0.4, usage
+        assert usage["wall_seconds"] >= 1.5 and usage["max_cpu_util"] > 0.4, usage
+        assert 0 <= usage["sampler_cpu_seconds"] < usage["cpu_seconds"], usage
+        assert "gpus" not in usage or usage["gpus"], usage  # absent, never empty
+        series = decode_series(client.store.get_blob(usage_key(job.id)))
+        assert len(series["t"]) == len(series["cpu_util"]) == len(series["rss_bytes"]) >= 2
+        assert series["t"] == sorted(series["t"]) and max(series["cpu_util"]) > 0.4, series
+        cli = [sys.executable, "-m", "jobkit", "--store", client.config.store]
+        out = subprocess.run(  # another process, as a user would look
+            [*cli, "status", job.id, "--json"],
+            capture_output=True,
+            text=True,
+            timeout=T,
+        )
+        assert out.returncode == 0, out.stderr
+        assert json.loads(out.stdout)["usage"] == usage
+
+    def test_a_memory_ramp_reaches_its_peak_in_the_usage(self, client: Any) -> None:
+        mib = 2**20
+        job = jobkit.submit(ramp, 160 * mib, 8, 0.25)
+        assert job.result(timeout=T) == 160 * mib
+        usage = job.info.usage
+        assert usage["final"] is True and usage["peak_rss_bytes"] >= 150 * mib, usage
+        assert 0 < usage["mean_rss_bytes"] <= usage["peak_rss_bytes"], usage
+        rss = decode_series(client.store.get_blob(usage_key(job.id)))["rss_bytes"]
+        assert max(rss) - rss[0] >= 100 * mib, rss  # it rose while the job ran
+
+    def test_a_child_process_cpu_is_counted(self, client: Any) -> None:
+        job = jobkit.submit(burn_in_child, 1.5)
+        assert job.result(timeout=T) == 0
+        usage = job.info.usage
+        assert usage["final"] is True and usage["cpu_seconds"] > 0.5, usage
+
+    def test_a_failed_job_records_its_final_usage(self, client: Any) -> None:
+        job = jobkit.submit(burn_then_fail, 0.5)
+        with pytest.raises(SuiteError):
+            job.result(timeout=T)
+        usage = job.info.usage
+        assert job.info.failure_reason is FailureReason.ERROR
+        assert usage["final"] is True and usage["wall_seconds"] >= 0.5, usage
+        assert usage["cpu_seconds"] > 0.1 and usage["samples"] >= 2, usage
+        assert decode_series(client.store.get_blob(usage_key(job.id)))["t"]
+
+    def test_gpu_usage_through_nvml_for_the_visible_device_only(
+        self, client: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        if self.nvml_skip:
+            pytest.skip(self.nvml_skip)
+        from jobkit.usage import flags
+        from jobkit_testing import nvml_standin
+
+        gib = 2**30
+        devices = [
+            nvml_standin.FakeDevice(
+                "NVIDIA H100 80GB HBM3", f"GPU-00000000-0000-4000-8000-00000000000{i}",
+                80 * gib, (i + 1) * gib, power_mw=None if i else 300_000,
+                process_bytes=0, utils=[0],
+            )
+            for i in range(2)
+        ]  # fmt: skip
+        values = nvml_standin.write_devices(tmp_path / "devices.tsv", devices)
+        library = nvml_standin.build(tmp_path / "lib")
+        for name, value in nvml_standin.environment(library, values).items():
+            monkeypatch.setenv(name, value)
+        if self.nvml_gpus_granted:  # the scheduler sets CUDA_VISIBLE_DEVICES=0
+            want, job = 0, jobkit.remote(gpus=1)(sleep_then).submit(1.2)
+        else:  # the job inherits it: a UUID, as some schedulers set it
+            monkeypatch.setenv("CUDA_VISIBLE_DEVICES", devices[1].uuid)
+            want, job = 1, jobkit.submit(sleep_then, 1.2)
+        job.result(timeout=T)
+        (gpu,) = job.info.usage["gpus"]
+        assert gpu["index"] == want and gpu["uuid"] == devices[want].uuid, gpu
+        assert gpu["util_max"] == 0.0 and gpu["mem_peak_bytes"] == (want + 1) * gib, gpu
+        assert gpu["mem_total_bytes"] == 80 * gib, gpu
+        assert gpu.get("power_mean_watts") == (None if want else 300.0), gpu
+        asked = bool(job.info.resources.get("gpus"))
+        assert [f.name for f in flags(job.info)] == (["idle_gpu"] if asked else [])
+
+    def test_live_usage_while_running_survives_a_kill(self, client: Any) -> None:
+        job = jobkit.submit(burn, 60)
+        live = wait_for(lambda: job.info.usage)  # the first flush, about 2 s in
+        assert job.info.state is JobState.RUNNING
+        assert live["final"] is False and live["samples"] >= 1 and live["cpu_seconds"] > 0, live
+        assert decode_series(client.store.get_blob(usage_key(job.id)))["t"]
+        assert job.cancel()  # the worker is killed: it never writes a final summary
+        with pytest.raises(concurrent.futures.CancelledError):
+            job.result(timeout=T)
+        wait_for(lambda: self.let_go(client, job))
+        kept = job.info.usage
+        assert kept["final"] is False and kept["wall_seconds"] >= live["wall_seconds"], kept
 
     # -- bad input, plan ---------------------------------------------------------------
     def test_bad_resources_are_one_line_before_anything_is_recorded(self, client: Any) -> None:

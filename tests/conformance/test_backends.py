@@ -138,6 +138,10 @@ class TestLocalBackend(BackendConformance):
     backend_name = "local"
     blocker_options = {"cpus": 4}
     impossible = {"nodes": 2}
+    nvml_skip = (
+        "the agent and its warm workers start once per module, before the test sets "
+        "LD_LIBRARY_PATH: tests/integration/test_nvml_sampling.py starts its own agent"
+    )
 
     @pytest.fixture(scope="class")
     @classmethod
@@ -230,6 +234,7 @@ def count_calls(backend: Any, method: str) -> int:
 
 class TestSlurmBackend(BackendConformance):
     backend_name = "slurm"
+    nvml_gpus_granted = True
     time_limit = "1m"  # Slurm's smallest limit; the case is marked slow below
     # No "impossible" request: only slurmctld knows what its nodes can hold, so
     # sbatch's refusal arrives at submit as one SubmitError and the job is
@@ -301,6 +306,7 @@ def _slurm_node_cpus() -> int:
 
 class TestKubernetesBackend(BackendConformance):
     backend_name = "kubernetes"
+    nvml_skip = "pods get the environment their manifest names, not the test process's"
     queued_skip = (
         "the emulator's Job controller starts every pod at once: it has no node "
         "capacity for a job to queue behind"

@@ -123,6 +123,7 @@ from jobkit.scheduler.protocol import (
 )
 from jobkit.states import FailureReason, JobRecord, JobState
 from jobkit.stores.base import Change, Store, outcome_key
+from jobkit.usage import split_end
 
 QUEUE_STATES = (JobState.PENDING, JobState.QUEUED)
 HELD_RECHECK = 1.0  # seconds between looks at held jobs' dependencies on other backends
@@ -907,9 +908,12 @@ class Agent:
         self.last_activity = time.monotonic()
         self.dirty = True
         fields: dict[str, Any] = {
-            k: end[k] for k in ("started_at", "finished_at", "exit_code", "message") if k in end
+            k: end[k]
+            for k in ("started_at", "finished_at", "exit_code", "message", "usage")
+            if k in end
         }
-        blobs = {outcome_key(run.record.id): outcome}
+        blobs: dict[str, Any] = {**split_end(run.record.id, end)[1]}
+        blobs[outcome_key(run.record.id)] = outcome
         change = Change(run.record.id, JobState.SUCCEEDED, (JobState.RUNNING,), fields, blobs)
         self.ends.append((change, worker))
 

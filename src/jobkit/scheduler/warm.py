@@ -37,11 +37,12 @@ Isolation between jobs, and what it cannot give:
   the job's variables), the working directory, ``sys.path``, ``sys.argv``,
   stdio (the job's own log files) and the handlers of the signals a job may
   catch.
-* Checked after every job: a Python thread still running or a child process
-  still alive means the job left something behind that could act during
-  the next one; the worker reports ``retire`` and exits, and the agent kills
-  its process group.  (Open file descriptors are not counted: libraries open
-  some at import and keep them, and a descriptor does nothing by itself.)
+* Checked after every job: a Python thread still running (not jobkit's
+  usage sampler) or a child process still alive means the job left
+  something behind that could act during the next one; the worker reports
+  ``retire`` and exits, and the agent kills its process group.  (Open file
+  descriptors are not counted: libraries open some at import and keep
+  them, and a descriptor does nothing by itself.)
 * Not checked: module-level state a job changed (a global, a monkey patch,
   an imported module's settings), as in Ray's and ProcessPoolExecutor's
   workers.  Jobs that must not share a process with earlier ones ask for
@@ -160,19 +161,22 @@ class _Ends:
         and-set on RUNNING, so one the agent did commit changes nothing."""
         from jobkit.states import JobState
         from jobkit.stores.base import Change, outcome_key
+        from jobkit.usage import split_end
 
         if not self.held:
             return
-        changes = [
-            Change(
-                job_id,
-                JobState.SUCCEEDED,
-                expect=(JobState.RUNNING,),
-                fields=end,
-                blobs={outcome_key(job_id): outcome},
+        changes = []
+        for job_id, (outcome, end) in self.held.items():
+            fields, blobs = split_end(job_id, end)
+            changes.append(
+                Change(
+                    job_id,
+                    JobState.SUCCEEDED,
+                    expect=(JobState.RUNNING,),
+                    fields=fields,
+                    blobs={**blobs, outcome_key(job_id): outcome},
+                )
             )
-            for job_id, (outcome, end) in self.held.items()
-        ]
         with contextlib.suppress(Exception):  # a dead store: nothing more can be done
             self.store.transition_many(changes)
         self.held.clear()
@@ -283,8 +287,12 @@ def _children() -> list[int]:
 
 
 def _left_behind() -> str:
-    """What the last job left that could act during the next one ('' if nothing)."""
-    threads = [t.name for t in threading.enumerate() if t is not threading.main_thread()]
+    """What the last job left that could act during the next one ('' if nothing).
+    jobkit's own usage sampler waits between jobs (:mod:`jobkit.sampling`): not counted."""
+    from jobkit.sampling import sampler_thread
+
+    ours = (threading.main_thread(), sampler_thread())
+    threads = [t.name for t in threading.enumerate() if t not in ours]
     if threads:
         return f"left {len(threads)} thread(s) running ({', '.join(threads[:3])})"
     children = _children()
