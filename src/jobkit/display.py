@@ -143,6 +143,7 @@ def job_html(record: JobRecord, *, now: float | None = None) -> str:
         rows.append(
             ("labels", ", ".join(f"{_e(k)}={_e(v)}" for k, v in sorted(record.labels.items())))
         )
+    rows += _usage_rows(record)
     return _table(rows, css_class="jobkit-job")
 
 
@@ -167,6 +168,7 @@ def array_html(array: JobArray[Any], *, now: float | None = None) -> str:
         ("jobs", str(len(states))),
         ("states", counts),
     ]
+    rows += _array_usage_rows(records, time.time() if now is None else now)
     if records:
         picture = render_svg(records, now=now)
         rows.append(
@@ -199,6 +201,103 @@ def progress_bundle(
         "</span></div>"
     )
     return {"text/html": markup, "text/plain": plain}
+
+
+# -- usage (jobkit.usage) ---------------------------------------------------------
+
+_WARNING = "color:#b26a00;font-weight:bold"
+
+
+def _usage_rows(record: JobRecord) -> list[tuple[str, str]]:
+    """CPU, cores, peak memory against what was asked, each GPU, then the waste
+    flags as a warning: what ``jobkit status`` shows, so a notebook answers
+    "did it use what it asked for" without leaving the cell."""
+    from jobkit.usage import flags
+
+    usage = record.usage
+    if not usage:
+        return []
+    rows: list[tuple[str, str]] = []
+    cpu = _num(usage.get("cpu_seconds"))
+    if cpu is not None:
+        rows.append(("cpu time", _e(f"{cpu:.1f} s")))
+    mean, peak = _num(usage.get("mean_cpu_util")), _num(usage.get("max_cpu_util"))
+    if mean is not None:
+        cores = f"{mean:.2f} mean, {peak or 0.0:.2f} max"
+        asked = record.resources.get("cpus")
+        rows.append(("cpu cores", _e(f"{cores} (asked for {asked})" if asked else cores)))
+    peak_rss = _num(usage.get("peak_rss_bytes"))
+    if peak_rss is not None:
+        memory = f"{_size(peak_rss)} peak"
+        mem = record.resources.get("mem")
+        if isinstance(mem, int) and mem > 0:
+            memory += f" (asked for {_size(mem)})"
+        rows.append(("memory", _e(memory)))
+    gpus = usage.get("gpus")
+    for gpu in gpus if isinstance(gpus, list) else []:
+        if isinstance(gpu, dict):
+            util = f"util {_num(gpu.get('util_mean')) or 0.0:.0f}% mean"
+            util += f", {_num(gpu.get('util_max')) or 0.0:.0f}% max"
+            memory = f"mem {_size(_num(gpu.get('mem_peak_bytes')))} peak"
+            total = _num(gpu.get("mem_total_bytes"))
+            if total:
+                memory += f" of {_size(total)}"
+            text = f"{gpu.get('name') or 'GPU'}: {util}; {memory}"
+            rows.append((f"gpu {gpu.get('index', '?')}", _e(text)))
+    found = flags(record)
+    if found:
+        warnings = "<br>".join(f"&#9888; {_e(f.name)}: {_e(f.text)}" for f in found)
+        rows.append(("waste", f'<span class="jobkit-flags" style="{_WARNING}">{warnings}</span>'))
+    return rows
+
+
+def _array_usage_rows(records: Sequence[JobRecord], now: float) -> list[tuple[str, str]]:
+    """The aggregate of :func:`jobkit.usage.aggregate`: CPU-hours, items with
+    idle GPUs (a warning), the slowest items."""
+    from jobkit.usage import SLOWEST_SHOWN, aggregate
+
+    if not records:
+        return []
+    found = aggregate(records, now)
+    if not found["sampled"]:
+        return [("usage", "no item sampled")]
+    rows = [
+        (
+            "usage",
+            _e(
+                f"{found['cpu_hours']:.3f} CPU-hours over {found['sampled']} sampled "
+                f"item(s) of {len(records)}"
+            ),
+        )
+    ]
+    idle: list[str] = found["idle_gpu_items"]
+    if idle:
+        more = f", ... {len(idle) - SLOWEST_SHOWN} more" if len(idle) > SLOWEST_SHOWN else ""
+        text = f"{len(idle)} item(s) with idle GPUs: {', '.join(idle[:SLOWEST_SHOWN])}{more}"
+        rows.append(
+            (
+                "idle GPUs",
+                f'<span class="jobkit-flags" style="{_WARNING}">&#9888; {_e(text)}</span>',
+            )
+        )
+    if found["slowest"]:
+        slow = ", ".join(
+            f"{s['id']} {format_duration(s['wall_seconds'])}" for s in found["slowest"]
+        )
+        rows.append(("slowest", _e(slow)))
+    return rows
+
+
+def _num(value: object) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _size(nbytes: float | None) -> str:
+    if nbytes is None:
+        return "-"
+    from jobkit.units import format_size
+
+    return format_size(int(nbytes))
 
 
 # -- progress while waiting ----------------------------------------------------

@@ -30,7 +30,7 @@ asked for, so a threshold can change without rewriting records.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -121,6 +121,50 @@ def flags(record: JobRecord) -> list[Flag]:
 
 def _number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+# -- an array's aggregate --------------------------------------------------------
+
+SLOWEST_SHOWN = 5
+"""Items named under an array's "slowest" line."""
+
+
+def wall_seconds(record: JobRecord, now: float) -> float | None:
+    """How long the job ran (so far): from its timestamps, else the sampler's."""
+    if record.started_at:
+        end = record.finished_at or (None if record.is_terminal else now)
+        if end is not None:
+            return max(0.0, end - record.started_at)
+    value = record.usage.get("wall_seconds")
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def aggregate(records: Sequence[JobRecord], now: float) -> dict[str, Any]:
+    """What an array used, in one place for ``jobkit status``, the notebook and
+    the web view::
+
+        {"sampled": items with a usage summary, "cpu_hours": over those items,
+         "idle_gpu_items": [ids flagged idle_gpu],
+         "slowest": [{"id", "wall_seconds", "state"}], longest first, at most SLOWEST_SHOWN}
+    """
+    cpu = 0.0
+    for record in records:
+        value = record.usage.get("cpu_seconds")
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            cpu += float(value)
+    sampled = sum(1 for r in records if r.usage)
+    idle = [r.id for r in records if any(f.name == "idle_gpu" for f in flags(r))]
+    timed = [(w, r) for r in records if (w := wall_seconds(r, now)) is not None]
+    timed.sort(key=lambda pair: pair[0], reverse=True)
+    return {
+        "sampled": sampled,
+        "cpu_hours": cpu / 3600,
+        "idle_gpu_items": idle,
+        "slowest": [
+            {"id": r.id, "wall_seconds": w, "state": r.state.value}
+            for w, r in timed[:SLOWEST_SHOWN]
+        ],
+    }
 
 
 # -- the time series blob -------------------------------------------------------

@@ -461,3 +461,51 @@ def test_kernel_never_loads_rich_progress(kernel: Kernel) -> None:
         "'rich.progress' in sys.modules"
     )
     assert ran.check().result() == "False"
+
+
+def test_job_display_shows_usage_and_array_display_the_aggregate_with_idle_gpus(
+    kernel: Kernel,
+) -> None:
+    """A real CPU-burning job: its text/html carries the sampled CPU time,
+    cores and peak memory.  An array item whose record then gets an idle-GPU
+    summary (as the sampler writes it) makes the array's display warn about
+    idle GPUs and name the item; the aggregate line counts CPU-hours."""
+    ran = kernel.run(
+        """
+def burn(seconds):
+    end = time.process_time() + seconds
+    while time.process_time() < end:
+        pass
+    return seconds
+
+burnt = jobkit.submit(burn, 1.5)
+burnt.result(timeout=120)
+burnt
+"""
+    ).check()
+    page = ran.result("text/html")
+    assert "cpu time" in page and "cpu cores" in page and "memory" in page, page
+    cpu = float(page.split("cpu time</th>")[1].split(">", 1)[1].split(" s<", 1)[0])
+    assert cpu >= 1.4, page
+
+    kernel.run("swept = jobkit.map(burn, [0.1, 0.1, 0.1])\nswept.wait(timeout=120)").check()
+    ids = json.loads(kernel.run("import json\nprint(json.dumps([j.id for j in swept]))").stdout)
+    idle = {
+        "wall_seconds": 30.0,
+        "cpu_seconds": 3600.0,
+        "mean_cpu_util": 1.0,
+        "max_cpu_util": 1.0,
+        "peak_rss_bytes": 100 * 2**20,
+        "samples": 10,
+        "final": True,
+        "gpus": [{"index": 0, "name": "NVIDIA H100", "util_mean": 0.0, "util_max": 1.0}],
+    }
+    with jobkit.use(store=kernel.store) as client:  # type: ignore[attr-defined]
+        record = client.store.get(ids[1])
+        client.store.update(ids[1], usage=idle, resources={**record.resources, "gpus": 1})
+    shown = kernel.run("swept").check().result("text/html")
+    assert "1 item(s) with idle GPUs: " + ids[1] in shown, shown
+    assert "CPU-hours over 3 sampled item(s) of 3" in shown, shown
+    assert "slowest" in shown
+    item = kernel.run(f"jobkit.get({ids[1]!r})").check().result("text/html")
+    assert "idle_gpu: asked for 1 GPU(s)" in item and "NVIDIA H100" in item, item

@@ -14,14 +14,10 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from jobkit.states import JobRecord
-from jobkit.usage import Flag, flags
+from jobkit.usage import SLOWEST_SHOWN, Flag, aggregate, flags, wall_seconds
 
 SORT_KEYS = ("created", "cpu", "mem", "gpu", "wall")
 """``--sort`` choices of ``list`` (and ``top``): ``created`` is the store's own order."""
-
-SLOWEST_SHOWN = 5
-"""Items named under an array's "slowest" line."""
-
 
 # -- figures -------------------------------------------------------------------
 
@@ -88,15 +84,6 @@ def figures_age(record: JobRecord, now: float) -> float | None:
     """Seconds since the sampler last wrote the summary; None if it never did."""
     updated = _number(record.usage.get("updated_at"))
     return None if updated is None else max(0.0, now - updated)
-
-
-def wall_seconds(record: JobRecord, now: float) -> float | None:
-    """How long the job ran (so far): from its timestamps, else the sampler's."""
-    if record.started_at:
-        end = record.finished_at or (None if record.is_terminal else now)
-        if end is not None:
-            return max(0.0, end - record.started_at)
-    return _number(record.usage.get("wall_seconds"))
 
 
 def flag_names(record: JobRecord) -> list[str]:
@@ -227,22 +214,9 @@ def _freshness(record: JobRecord, now: float) -> str:
 
 
 def array_usage(members: Sequence[JobRecord], now: float) -> dict[str, Any]:
-    """What an array used, for the summary line and ``--json``: total CPU-hours,
-    items with idle GPUs, the slowest items by wall time."""
-    cpu = sum(_number(m.usage.get("cpu_seconds")) or 0.0 for m in members)
-    sampled = sum(1 for m in members if m.usage)
-    idle = [m.id for m in members if "idle_gpu" in flag_names(m)]
-    timed = [(w, m) for m in members if (w := wall_seconds(m, now)) is not None]
-    timed.sort(key=lambda pair: pair[0], reverse=True)
-    return {
-        "sampled": sampled,
-        "cpu_hours": cpu / 3600,
-        "idle_gpu_items": idle,
-        "slowest": [
-            {"id": m.id, "wall_seconds": w, "state": m.state.value}
-            for w, m in timed[:SLOWEST_SHOWN]
-        ],
-    }
+    """What an array used (see :func:`jobkit.usage.aggregate`), for the summary
+    line and ``--json``; kept here for the callers that import it from the CLI."""
+    return aggregate(members, now)
 
 
 def array_section(members: Sequence[JobRecord], now: float) -> None:
