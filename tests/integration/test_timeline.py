@@ -206,6 +206,36 @@ def test_cli_bad_input_is_one_line_and_writes_nothing(
     assert failed.returncode == 1 and kept.read_text() == "earlier"
 
 
+def test_cli_refuses_pictures_too_big_to_draw(
+    ran: tuple[Any, str, list[JobRecord]], tmp_path: Path
+) -> None:
+    """``--width 100000000`` once allocated gigabytes; now a usage error naming the limit."""
+    client, array_id, _records = ran
+    for option, suffix in (("--width", "png"), ("--height", "png"), ("--width", "svg")):
+        out = tmp_path / f"big.{suffix}"
+        big = cli(client, "timeline", array_id, "-o", str(out), option, "100000000")
+        assert big.returncode == 2, big.stderr
+        assert big.stderr.count("\n") == 1, big.stderr
+        assert option in big.stderr and "20000" in big.stderr, big.stderr
+    area = cli(
+        client,
+        "timeline",
+        array_id,
+        "-o",
+        str(tmp_path / "a.png"),
+        "--width",
+        "20000",
+        "--height",
+        "20000",
+    )
+    assert area.returncode == 2 and area.stderr.count("\n") == 1, area.stderr
+    assert ".svg" in area.stderr and "pixels" in area.stderr
+    assert list(tmp_path.iterdir()) == []
+    edge = cli(client, "timeline", array_id, "-o", str(tmp_path / "e.svg"), "--width", "20000")
+    assert edge.returncode == 0, edge.stderr
+    assert 'width="20000"' in (tmp_path / "e.svg").read_text()
+
+
 def test_png_without_pillow_names_the_extra(
     ran: tuple[Any, str, list[JobRecord]], tmp_path: Path
 ) -> None:

@@ -21,6 +21,11 @@ from jobkit.cli.errors import fail
 from jobkit.cli.session import Session
 
 FORMATS = (".svg", ".png")
+MAX_SIDE = 20_000
+"""Largest --width/--height accepted: a picture past it is no use on a screen
+or a page, and a PNG that size already takes over a gigabyte to draw."""
+MAX_PNG_PIXELS = 100_000_000
+"""Largest PNG area (width x height): each pixel costs Pillow 3 bytes while drawing."""
 
 
 def timeline(
@@ -38,11 +43,18 @@ def timeline(
         ),
     ] = None,
     width: Annotated[
-        int | None, typer.Option("--width", metavar="PX", help="Width in pixels (default 900).")
+        int | None,
+        typer.Option(
+            "--width", metavar="PX", help=f"Width in pixels (default 900, at most {MAX_SIDE})."
+        ),
     ] = None,
     height: Annotated[
         int | None,
-        typer.Option("--height", metavar="PX", help="Height in pixels (default: as rows need)."),
+        typer.Option(
+            "--height",
+            metavar="PX",
+            help=f"Height in pixels (default: as rows need, at most {MAX_SIDE}).",
+        ),
     ] = None,
 ) -> None:
     """Write an array's timeline (one row per item: queued -> running -> end) to SVG or PNG."""
@@ -62,6 +74,18 @@ def timeline(
             raise typer.BadParameter(
                 f"{value} is not a positive number of pixels", param_hint=f"'{name}'"
             )
+        if value is not None and value > MAX_SIDE:
+            raise typer.BadParameter(
+                f"{value} pixels is more than the {MAX_SIDE} allowed; choose {MAX_SIDE} or fewer",
+                param_hint=f"'{name}'",
+            )
+    area = (width or 0) * (height or 0)
+    if suffix == ".png" and area > MAX_PNG_PIXELS:
+        raise typer.BadParameter(
+            f"{width}x{height} is {area} pixels, more than the {MAX_PNG_PIXELS} "
+            "a PNG may have; make it smaller or write .svg",
+            param_hint="'--width'/'--height'",
+        )
     session = ctx.find_object(Session) or Session()
     found = find(session.store, job_id)
     records = session.fresh(found.records)
