@@ -314,6 +314,15 @@ def test_top_json_is_one_snapshot_of_running_jobs_by_cpu(store: Store) -> None:
     assert [e["id"] for e in only] == ["jk-idle"]
     done = json.loads(ok(cli(store, "top", "--json", "--state", "succeeded", "--sort", "cpu")))
     assert done[0]["id"] == "jk-done"
+    by_seconds = json.loads(ok(cli(store, "top", "--json", "--sort", "cpu")))
+    assert [e["id"] for e in by_seconds] == ["jk-idle", "jk-busy"]  # cpu: CPU seconds, as in list
+    by_cores = json.loads(ok(cli(store, "top", "--json", "--sort", "CORES")))
+    assert [e["id"] for e in by_cores] == ["jk-busy", "jk-idle"]
+    listed = json.loads(ok(cli(store, "list", "--sort", "cores", "--json")))
+    assert listed[0]["id"] == "jk-busy"  # 3.5 cores: the most of all
+    for command in ("top", "list"):
+        helped = " ".join(ok(cli(store, command, "--help")).replace("│", " ").split())
+        assert "cores (mean busy cores), cpu (CPU seconds)" in helped, helped
     ended = ("--json", "-s", "succeeded", "--backend", "kubernetes", "--sort", "wall")
     items = json.loads(ok(cli(store, "top", *ended)))
     assert [e["id"] for e in items][:2] == ["jk-arr.3", "jk-arr.4"]

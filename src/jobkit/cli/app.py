@@ -27,6 +27,7 @@ from jobkit.cli.store import store_app
 from jobkit.cli.timeline import timeline
 from jobkit.cli.top import top
 from jobkit.cli.ui import ui
+from jobkit.cli.usage_view import SORT_HELP
 from jobkit.cli.watch import watch
 from jobkit.errors import JobkitError
 from jobkit.states import TERMINAL_STATES, FailureReason, JobState
@@ -168,8 +169,7 @@ def list_jobs(
         typer.Option(
             "--sort",
             metavar="KEY",
-            help="created (newest first), or biggest first: cpu (CPU seconds), mem (peak RSS), "
-            "gpu (mean utilization), wall (run time).",
+            help=f"created (newest first), or biggest first: {SORT_HELP}.",
         ),
     ] = "created",
     idle_gpus: Annotated[

@@ -5,7 +5,7 @@ The figures are the summaries the workers' samplers write into the records
 reads the store, so it shows jobs of every backend alike::
 
     every INTERVAL s: store.query(running, filters) ─► session.fresh (schedulers asked)
-        ─► sort (busy cores by default) ─► + jobs of the last screen that just ended
+        ─► sort (busy cores by default: --sort cores) ─► + jobs of the last screen that just ended
         ─► rich table in a Live display
     stdin in cbreak mode: `q` ─► leave; terminal settings restored on every exit
         (q, Ctrl-C, SIGTERM, an error)
@@ -30,6 +30,8 @@ import typer
 
 from jobkit.cli import render
 from jobkit.cli.session import Session
+from jobkit.cli.usage_list import check_sort
+from jobkit.cli.usage_view import SORT_HELP
 from jobkit.states import JobRecord, JobState
 
 if TYPE_CHECKING:
@@ -40,7 +42,6 @@ if TYPE_CHECKING:
 # Only the standard library and the CLI's own modules at import: the ``jobkit``
 # app imports this module for every command, ``list`` included.
 
-TOP_SORT_KEYS = ("cpu", "mem", "gpu", "wall", "created")
 QUIT_KEYS = frozenset(b"qQ")
 
 
@@ -68,9 +69,9 @@ def top(
         typer.Option(
             "--sort",
             metavar="KEY",
-            help="Biggest first: cpu (busy cores), mem (peak RSS), gpu (util), wall, created.",
+            help=f"Biggest first: {SORT_HELP}; or created (newest first).",
         ),
-    ] = "cpu",
+    ] = "cores",
     interval: Annotated[
         float,
         typer.Option("--interval", metavar="S", min=0.1, help="Seconds between refreshes."),
@@ -85,12 +86,7 @@ def top(
     """
     from jobkit.cli.app import parse_state_option
 
-    key = sort.strip().lower()
-    if key not in TOP_SORT_KEYS:
-        raise typer.BadParameter(
-            f"{sort!r} is not a sort key; choose from {', '.join(TOP_SORT_KEYS)}",
-            param_hint="'--sort'",
-        )
+    key = check_sort(sort)
     states = parse_state_option(state) if state else [JobState.RUNNING]
     session = ctx.find_object(Session) or Session()
 
@@ -125,7 +121,7 @@ def snapshot(
 
     now = time.time()
     records = session.fresh(session.store.query(states=states, backend=backend, name=name))
-    records.sort(key=sort_key("cores" if sort == "cpu" else sort, now), reverse=True)
+    records.sort(key=sort_key(sort, now), reverse=True)
     return records
 
 

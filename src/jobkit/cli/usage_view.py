@@ -16,8 +16,14 @@ from typing import Any
 from jobkit.states import JobRecord
 from jobkit.usage import SLOWEST_SHOWN, Flag, aggregate, flags, wall_seconds
 
-SORT_KEYS = ("created", "cpu", "mem", "gpu", "wall")
-"""``--sort`` choices of ``list`` (and ``top``): ``created`` is the store's own order."""
+SORT_KEYS = ("created", "cores", "cpu", "mem", "gpu", "wall")
+"""``--sort`` choices of ``list`` and ``top``, one meaning each in both:
+``created`` the store's own order, ``cores`` mean busy cores, ``cpu`` CPU seconds."""
+SORT_HELP = (
+    "cores (mean busy cores), cpu (CPU seconds), mem (peak RSS), gpu (mean utilization), "
+    "wall (run time)"
+)
+"""The biggest-first keys, spelled once for both commands' ``--help``."""
 
 # -- figures -------------------------------------------------------------------
 
