@@ -279,6 +279,12 @@ def test_list_filters_idle_gpus_and_flagged_jobs(store: Store) -> None:
     flagged = json.loads(ok(cli(store, "list", "--flagged", "--backend", "kubernetes", "--json")))
     assert [r["id"] for r in flagged] == ["jk-arr.1"]
     assert flagged[0]["usage"]["gpus"][0]["util_max"] == 2.0
+    assert [f["name"] for f in flagged[0]["flags"]] == ["idle_gpu"]
+    assert "utilization never above 2%" in flagged[0]["flags"][0]["text"]
+    by_cpu = json.loads(ok(cli(store, "list", "--sort", "cpu", "--json")))
+    flags_of = {r["id"]: [f["name"] for f in r["flags"]] for r in by_cpu}
+    assert flags_of["jk-idle"] == ["idle_gpu", "mem_over_granted"]
+    assert flags_of["jk-busy"] == [] and flags_of["jk-none"] == []
     assert sorted(ids_of(ok(cli(store, "list", "--flagged")))) == ["jk-arr.1", "jk-idle"]
 
 

@@ -6,7 +6,8 @@ Usage lives in the records, so this path -- taken only when a usage sort or
 filter is asked -- reads every record matching the other filters::
 
     store.query(state, backend, name) ─► keep flagged ones (--idle-gpus, --flagged)
-        ─► sort by the key, biggest first ─► first LIMIT ─► session.fresh ─► table/JSON
+        ─► sort by the key, biggest first ─► first LIMIT ─► session.fresh
+        ─► table (FLAGS column) / JSON (each record with its "flags": [{name, text}])
 
 A sort by ``created`` keeps the store's order (newest first).
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Collection, Sequence
+from typing import Any
 
 import typer
 
@@ -23,6 +25,7 @@ from jobkit.cli import render
 from jobkit.cli.session import Session
 from jobkit.cli.usage_view import SORT_KEYS, flag_names, sort_key, usage_cell
 from jobkit.states import JobRecord, JobState
+from jobkit.usage import flags
 
 
 def check_sort(value: str) -> str:
@@ -60,7 +63,7 @@ def list_by_usage(
         records.sort(key=sort_key(sort, now), reverse=True)  # stable: newest first on ties
     more, page = len(records) > limit, session.fresh(records[:limit])
     if as_json:
-        render.print_json([r.to_dict() for r in page])
+        render.print_json([with_flags(r) for r in page])
         return
     if not page:
         typer.echo(f"No jobs match in {session.store.url}.", err=True)
@@ -69,6 +72,12 @@ def list_by_usage(
     if more:
         shown = f"(the first {limit} of {len(records)} shown; use --limit to see more)"
         typer.echo(shown, err=True)
+
+
+def with_flags(record: JobRecord) -> dict[str, Any]:
+    """The whole record plus its waste flags, as the table's FLAGS column shows
+    them: a script filtering with ``--flagged`` should not recompute why."""
+    return {**record.to_dict(), "flags": [{"name": f.name, "text": f.text} for f in flags(record)]}
 
 
 def usage_table(records: Sequence[JobRecord], now: float) -> None:
