@@ -37,6 +37,7 @@ def test_a_bad_port_is_a_usage_error(tmp_path: Path) -> None:
     done = jobkit_cli("ui", "--port", "70000", "--no-browser", store=tmp_path / "jobs.db")
     assert done.returncode == 2
     assert "70000" in done.stderr and "0-65535" in done.stderr
+    assert "'--port'" in done.stderr and done.stderr.strip().count("\n") == 0
 
 
 def test_a_port_in_use_is_one_line_naming_it(tmp_path: Path) -> None:
@@ -49,7 +50,17 @@ def test_a_port_in_use_is_one_line_naming_it(tmp_path: Path) -> None:
         done = jobkit_cli("ui", "--port", str(port), "--no-browser", store=tmp_path / "jobs.db")
     assert done.returncode == 1
     assert f"127.0.0.1:{port}" in done.stderr and "--port" in done.stderr
+    assert f"port {port} is in use" in done.stderr and "--host" not in done.stderr
     assert done.stderr.strip().count("\n") == 0
+
+
+@pytest.mark.parametrize("host", ["1.2.3.4", "no-such-host.invalid"])
+def test_an_address_not_on_this_machine_blames_host_not_port(tmp_path: Path, host: str) -> None:
+    done = jobkit_cli("ui", "--host", host, "--port", "0", "--no-browser", store=tmp_path / "j.db")
+    assert done.returncode == 1, done.stderr
+    line = done.stderr.strip()
+    assert line.count("\n") == 0 and host in line and "--host" in line, line
+    assert "--port" not in line, line
 
 
 def test_serving_beyond_loopback_warns(tmp_path: Path) -> None:

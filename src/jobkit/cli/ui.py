@@ -9,6 +9,7 @@ uvicorn are imported here, only when this command runs.
 from __future__ import annotations
 
 import contextlib
+import errno
 import socket
 import sys
 from typing import Annotated
@@ -37,7 +38,9 @@ def ui(
 ) -> None:
     """Serve a local web view of the jobs (read-only unless --allow-actions)."""
     if not 0 <= port <= 65535:
-        raise typer.BadParameter(f"{port} is not a port; use 0-65535 (0: any free port)")
+        raise typer.BadParameter(
+            f"{port} is not a port; use 0-65535 (0: any free port)", param_hint="'--port'"
+        )
     try:
         import starlette  # noqa: F401
         import uvicorn
@@ -57,9 +60,7 @@ def ui(
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
-        fail(
-            f"cannot serve on {host}:{port}: {exc.strerror or exc}; choose another --port (0: any)"
-        )
+        fail(f"cannot serve on {host}:{port}: {bind_advice(exc, host, port)}")
     sock.listen(128)
     bound = sock.getsockname()[1]
     if not is_loopback(host):
@@ -83,3 +84,26 @@ def ui(
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: uvicorn has shut down
         uvicorn.Server(config).run(sockets=[sock])
+
+
+def bind_advice(exc: OSError, host: str, port: int) -> str:
+    """Why the socket could not be bound and which option to change: an
+    address this machine does not have is --host's fault, a taken port --port's."""
+    reason = exc.strerror or str(exc)
+    if isinstance(exc, socket.gaierror):
+        return (
+            f"{host!r} is not a known address ({reason}); "
+            "use an address of this machine with --host"
+        )
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return (
+            f"address {host} is not available on this machine; use one of its addresses with "
+            "--host (default 127.0.0.1)"
+        )
+    if exc.errno == errno.EADDRINUSE:
+        return f"port {port} is in use; choose another --port (0: any free one)"
+    if exc.errno == errno.EACCES:
+        return (
+            f"{reason} (ports below 1024 need privileges); choose another --port (0: any free one)"
+        )
+    return f"{reason}; check --host and --port"
