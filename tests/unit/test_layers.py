@@ -168,3 +168,27 @@ def test_a_backend_is_built_from_its_settings_and_services_not_the_client(
     through_client = Client(config).backend("slurm").plan(resources, name="train")
     assert through_services == through_client
     assert "train" in through_services
+
+
+def test_the_cli_modules_import_each_other_without_cycles() -> None:
+    """A command module reaching back into ``jobkit.cli.app`` (which imports
+    every command), or ``render`` and ``usage_view`` importing each other,
+    only loads because the import hides in a function: shared pieces belong
+    in a module both import at top level (``options``, ``session``)."""
+    graph = {
+        name: {dep for dep in deps if dep.startswith("jobkit.cli.")}
+        for name, deps in import_graph().items()
+        if name.startswith("jobkit.cli.")
+    }
+    cycles: list[str] = []
+
+    def visit(name: str, path: list[str]) -> None:
+        for dep in sorted(graph.get(name, ())):
+            if dep in path:
+                cycles.append(" -> ".join([*path[path.index(dep) :], dep]))
+            elif len(path) < len(graph):
+                visit(dep, [*path, dep])
+
+    for start in sorted(graph):
+        visit(start, [start])
+    assert not cycles, "import cycles in jobkit.cli: " + "; ".join(sorted(set(cycles))[:5])

@@ -18,16 +18,16 @@ from typing import Annotated, Any
 
 import typer
 
-from jobkit.cli import render
+from jobkit.cli import render, usage_view
 from jobkit.cli.cache import cache_app
 from jobkit.cli.errors import EXIT_ERROR, JobkitGroup, fail, print_error
+from jobkit.cli.options import check_sort, parse_state_option
 from jobkit.cli.outcomes import failure_line, load_outcome, wait_for
-from jobkit.cli.session import Session
+from jobkit.cli.session import Session, session_of
 from jobkit.cli.store import store_app
 from jobkit.cli.timeline import timeline
 from jobkit.cli.top import top
 from jobkit.cli.ui import ui
-from jobkit.cli.usage_view import SORT_HELP
 from jobkit.cli.watch import watch
 from jobkit.errors import JobkitError
 from jobkit.states import TERMINAL_STATES, FailureReason, JobState
@@ -39,11 +39,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-
-
-def session_of(ctx: typer.Context) -> Session:
-    session = ctx.find_object(Session)
-    return session if session is not None else Session()
 
 
 def _show_version(value: bool) -> None:
@@ -100,32 +95,7 @@ def _show_library_warnings(ctx: typer.Context) -> None:
     ctx.call_on_close(lambda: logger.removeHandler(handler))
 
 
-# -- option parsing ------------------------------------------------------------
-
-
-def parse_state_option(values: list[str] | None, *, terminal_only: bool = False) -> list[JobState]:
-    """``--state`` values: any case, repeatable, comma-separated; usage error if bad."""
-    from jobkit.client import parse_states
-
-    names = [part.strip() for value in values or () for part in value.split(",") if part.strip()]
-    if not names:
-        raise typer.BadParameter(
-            "no state given; use e.g. --state failed or --state running,queued",
-            param_hint="'--state'",
-        )
-    try:
-        states = parse_states(names) or []
-    except JobkitError as exc:
-        raise typer.BadParameter(str(exc), param_hint="'--state'") from None
-    if terminal_only:
-        active = [s.value for s in states if s not in TERMINAL_STATES]
-        if active:
-            raise typer.BadParameter(
-                f"{', '.join(active)} is not a final state and prune never deletes live jobs; "
-                f"choose from {', '.join(s.value for s in JobState if s in TERMINAL_STATES)}",
-                param_hint="'--state'",
-            )
-    return list(dict.fromkeys(states))
+# -- option types ----------------------------------------------------------------
 
 
 StateOption = Annotated[
@@ -169,7 +139,7 @@ def list_jobs(
         typer.Option(
             "--sort",
             metavar="KEY",
-            help=f"created (newest first), or biggest first: {SORT_HELP}.",
+            help=f"created (newest first), or biggest first: {usage_view.SORT_HELP}.",
         ),
     ] = "created",
     idle_gpus: Annotated[
@@ -190,7 +160,7 @@ def list_jobs(
     session = session_of(ctx)
     sort = sort.strip().lower()
     if sort != "created" or idle_gpus or flagged:  # usage is in records: read them
-        from jobkit.cli.usage_list import check_sort, list_by_usage
+        from jobkit.cli.usage_list import list_by_usage
 
         sort = check_sort(sort)
         list_by_usage(
@@ -230,8 +200,6 @@ def status(ctx: typer.Context, job_id: JobIdArgument, as_json: JsonOption = Fals
     session = session_of(ctx)
     found = find(session.store, job_id)
     if found.is_array:
-        from jobkit.cli.usage_view import array_usage
-
         members = session.fresh(found.members)
         if as_json:
             render.print_json(
@@ -239,12 +207,14 @@ def status(ctx: typer.Context, job_id: JobIdArgument, as_json: JsonOption = Fals
                     "array_id": found.id,
                     "total": len(members),
                     "states": render.state_counts(members),
-                    "usage": array_usage(members, time.time()),
+                    "usage": usage_view.array_usage(members, time.time()),
                     "jobs": [m.to_dict() for m in members],
                 }
             )
         else:
-            render.array_summary(found.id, members, time.time())
+            now = time.time()
+            render.array_summary(found.id, members, now)
+            usage_view.array_section(members, now)
         return
     record = session.fresh(found.records)[0]
     waits = _waiting_on(session, record)
@@ -254,7 +224,10 @@ def status(ctx: typer.Context, job_id: JobIdArgument, as_json: JsonOption = Fals
             data["waiting_on"] = waits
         render.print_json(data)
     else:
-        render.record_table(record, time.time(), waiting_on=waits)
+        now = time.time()
+        render.record_table(record, now, waiting_on=waits)
+        usage_view.usage_section(record, now)
+        render.attempts_section(record, now)
 
 
 def _waiting_on(session: Session, record: Any) -> dict[str, str]:

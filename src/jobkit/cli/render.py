@@ -298,9 +298,10 @@ def record_table(
             if held_by:
                 table.add_row("held by", Text(str(held_by)))
     emit(console(), table)
-    from jobkit.cli.usage_view import usage_section
 
-    usage_section(record, now)
+
+def attempts_section(record: JobRecord, now: float) -> None:
+    """``jobkit status``'s attempts, after the record and its usage; nothing if none."""
     if record.attempts:
         sys.stdout.write("\nattempts:\n" + attempts_table(record, now))
         sys.stdout.flush()
@@ -379,9 +380,6 @@ def array_summary(array_id: str, members: Sequence[JobRecord], now: float) -> No
         emit(out, f"  {m.id} {state_text(m)}{detail}", markup=False)
     if len(failed) > 5:
         emit(out, f"  ... and {len(failed) - 5} more failed jobs", markup=False)
-    from jobkit.cli.usage_view import array_section
-
-    array_section(members, now)
 
 
 def backends_table(rows: Iterable[Mapping[str, Any]]) -> None:

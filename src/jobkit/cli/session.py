@@ -15,6 +15,8 @@ from __future__ import annotations
 import contextlib
 from typing import TYPE_CHECKING
 
+import typer
+
 from jobkit.errors import JobkitError
 from jobkit.states import ACTIVE_STATES, JobRow, JobState
 
@@ -140,3 +142,10 @@ def _worth_reconciling(state: JobState, backend: str) -> bool:
     if backend == "local":
         return state in (JobState.PENDING, JobState.QUEUED)
     return state in ACTIVE_STATES
+
+
+def session_of(ctx: typer.Context) -> Session:
+    """The session the ``jobkit`` callback made (``--store``, ``--config``), or a
+    default one when a command runs on its own (tests, ``CliRunner``)."""
+    session = ctx.find_object(Session)
+    return session if session is not None else Session()

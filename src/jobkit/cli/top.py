@@ -29,10 +29,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from jobkit.cli import render
+from jobkit.cli.options import check_sort, parse_state_option
 from jobkit.cli.session import Session
-from jobkit.cli.usage_list import check_sort
-from jobkit.cli.usage_view import SORT_HELP
+from jobkit.cli.usage_view import SORT_HELP, cpu_cell, figures_age, gpu_cell, mem_cell, sort_key
 from jobkit.states import JobRecord, JobState
+from jobkit.usage import flags
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -84,8 +85,6 @@ def top(
 
     Without a terminal (stdin or stdout a pipe, cron), prints one snapshot table and exits.
     """
-    from jobkit.cli.app import parse_state_option
-
     key = check_sort(sort)
     states = parse_state_option(state) if state else [JobState.RUNNING]
     session = ctx.find_object(Session) or Session()
@@ -117,8 +116,6 @@ def snapshot(
     sort: str,
 ) -> list[JobRecord]:
     """The matching jobs, asked of their schedulers, biggest first."""
-    from jobkit.cli.usage_view import sort_key
-
     now = time.time()
     records = session.fresh(session.store.query(states=states, backend=backend, name=name))
     records.sort(key=sort_key(sort, now), reverse=True)
@@ -127,9 +124,6 @@ def snapshot(
 
 def snapshot_entry(record: JobRecord, now: float) -> dict[str, Any]:
     """One job of ``--json``: where it runs, the usage summary, its flags."""
-    from jobkit.cli.usage_view import figures_age
-    from jobkit.usage import flags
-
     elapsed = None
     if record.started_at:
         elapsed = (record.finished_at or now) - record.started_at
@@ -155,9 +149,6 @@ def table(records: list[JobRecord], now: float, title: str | None = None) -> Tab
     """The jobs as rows: where, how long, CPU cores, RSS/mem, GPU, flags, figures' age."""
     from rich.table import Table
     from rich.text import Text
-
-    from jobkit.cli.usage_view import cpu_cell, figures_age, gpu_cell, mem_cell
-    from jobkit.usage import flags
 
     out = Table(box=None, header_style="bold", pad_edge=False, title=title, title_justify="left")
     id_width = max((len(r.id) for r in records), default=2)

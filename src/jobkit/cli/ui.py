@@ -17,6 +17,7 @@ from typing import Annotated
 import typer
 
 from jobkit.cli.errors import fail
+from jobkit.cli.session import session_of
 
 
 def ui(
@@ -46,7 +47,6 @@ def ui(
         import uvicorn
     except ImportError as exc:
         fail(f"the web view needs {exc.name or 'starlette and uvicorn'}: pip install 'jobkit[ui]'")
-    from jobkit.cli.app import session_of
     from jobkit.ui.app import build_app
     from jobkit.ui.security import Guard, is_loopback, new_token
 

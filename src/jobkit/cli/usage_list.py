@@ -23,20 +23,9 @@ import typer
 
 from jobkit.cli import render
 from jobkit.cli.session import Session
-from jobkit.cli.usage_view import SORT_KEYS, flag_names, sort_key, usage_cell
+from jobkit.cli.usage_view import flag_names, sort_key, usage_cell
 from jobkit.states import JobRecord, JobState
 from jobkit.usage import flags
-
-
-def check_sort(value: str) -> str:
-    """``--sort``'s value, or a one-line usage error naming the choices."""
-    key = value.strip().lower()
-    if key not in SORT_KEYS:
-        raise typer.BadParameter(
-            f"{value!r} is not a sort key; choose from {', '.join(SORT_KEYS)}",
-            param_hint="'--sort'",
-        )
-    return key
 
 
 def list_by_usage(

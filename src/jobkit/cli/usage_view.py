@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from jobkit.cli.render import console, emit, format_span
 from jobkit.states import JobRecord
 from jobkit.usage import SLOWEST_SHOWN, Flag, aggregate, flags, wall_seconds
 
@@ -147,8 +148,6 @@ def usage_section(record: JobRecord, now: float) -> None:
     from rich.table import Table
     from rich.text import Text
 
-    from jobkit.cli.render import console, emit, format_span
-
     usage = record.usage
     out = console()
     if not usage:
@@ -205,8 +204,6 @@ def flag_text(flag: Flag) -> Any:
 
 
 def _freshness(record: JobRecord, now: float) -> str:
-    from jobkit.cli.render import format_span
-
     age = figures_age(record, now)
     ago = "?" if age is None else format_span(age)
     if record.usage.get("final"):
@@ -228,8 +225,6 @@ def array_usage(members: Sequence[JobRecord], now: float) -> dict[str, Any]:
 def array_section(members: Sequence[JobRecord], now: float) -> None:
     """The usage lines under ``jobkit status ARRAY_ID``."""
     from rich.text import Text
-
-    from jobkit.cli.render import console, emit, format_span
 
     found = array_usage(members, now)
     out = console()
