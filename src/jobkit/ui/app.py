@@ -78,13 +78,14 @@ def build_app(client: Client, guard: Guard, *, actions: bool = False) -> Starlet
 
         job_id = request.path_params["job_id"]
         record = await run(client.store.get, job_id)
-        logs = {}
+        logs: dict[str, tuple[str, int]] = {}
         for stream in STREAMS:
             try:
                 text = await run(client.read_logs, record, stream)
+                size = len(text)  # live lines follow from the log's end, not the cut's
             except (JobkitError, OSError, ImportError) as exc:
-                text = f"(logs not readable: {exc})\n"
-            logs[stream] = text[-LOG_SHOWN:] if len(text) > LOG_SHOWN else text
+                text, size = f"(logs not readable: {exc})\n", 0
+            logs[stream] = (text[-LOG_SHOWN:] if len(text) > LOG_SHOWN else text, size)
         charts: list[str] = []
         if record.usage:
             series = await run(_series, client, job_id)
@@ -105,7 +106,9 @@ def build_app(client: Client, guard: Guard, *, actions: bool = False) -> Starlet
             return PlainTextResponse(f"no stream {stream!r}: use stdout or stderr", 404)
         await run(client.store.get, job_id)  # 404 now rather than in the stream
         try:
-            offset = max(0, int(request.query_params.get("offset", "0")))
+            # EventSource reconnects by itself, sending the last event's id (an offset)
+            given = request.headers.get("last-event-id") or request.query_params.get("offset")
+            offset = max(0, int(given or "0"))
         except ValueError:
             return PlainTextResponse("offset must be a whole number of characters", 400)
         return StreamingResponse(

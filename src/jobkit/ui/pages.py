@@ -158,7 +158,7 @@ def jobs_page(
 def job_page(
     record: JobRecord,
     *,
-    logs: Mapping[str, str],
+    logs: Mapping[str, tuple[str, int]],
     charts: Sequence[str],
     flags: Sequence[tuple[str, str]],
     actions: bool,
@@ -204,11 +204,17 @@ def job_page(
     parts.append(usage_section(r, charts, flags))
     live = "" if r.is_terminal else " data-live"
     for stream in ("stdout", "stderr"):
-        text = logs.get(stream, "")
+        text, size = logs.get(stream, ("", 0))
+        cut = (
+            f'<p class=log-cut id="cut-{stream}">The first {size - len(text)} characters '
+            "are not shown.</p>"
+            if size > len(text)
+            else ""
+        )
         parts.append(
-            f"<h2>{stream}</h2>"
+            f"<h2>{stream}</h2>{cut}"
             f'<pre class=log id="log-{stream}" data-stream="{stream}" '
-            f'data-offset="{len(text)}" data-job="{e(r.id)}"{live}>{e(text)}</pre>'
+            f'data-offset="{size}" data-job="{e(r.id)}"{live}>{e(text)}</pre>'
         )
     if r.attempts:
         keys = list(dict.fromkeys(k for a in r.attempts for k in a))
