@@ -87,3 +87,44 @@ def test_live_logs_of_a_log_longer_than_the_page_continue_without_repeating(
     streamed = "".join(data for name, data in events if name == "text")
     numbers = [int(n) for n in re.findall(r"^line (\d+) ", streamed, re.MULTILINE)]
     assert numbers == list(range(first, first + more)), numbers[:5]
+
+
+def sleeper(seconds: float) -> None:
+    print("started", flush=True)
+    time.sleep(seconds)
+
+
+def test_a_job_whose_worker_and_agent_died_ends_on_the_open_page(tmp_path: Path) -> None:
+    """Nobody but the view asks the backend: the agent that watched the
+    worker is killed with it, and no client of this test is open."""
+    import os
+    import signal
+
+    store = f"sqlite:///{tmp_path}/jobkit.db"
+    with local_env(tmp_path) as client:
+        job_id = jobkit.submit(sleeper, 120).id
+        deadline = time.monotonic() + 60
+        while (record := client.store.get(job_id)).state.value != "RUNNING":
+            assert time.monotonic() < deadline, "the job never started"
+            time.sleep(0.2)
+        assert record.pid is not None
+        stat = Path(f"/proc/{record.pid}/stat").read_text()
+        agent = int(stat.rsplit(")", 1)[1].split()[1])  # the worker's parent: the agent
+        assert "jobkit.scheduler.agent" in Path(f"/proc/{agent}/cmdline").read_text()
+        client._backends.pop("local", None)  # leave the agent running past the block
+    try:
+        with ui_server(store) as server:
+            headers = {"Authorization": f"Bearer {server.token}"}
+            request = urllib.request.Request(f"{server.base}/jobs/{job_id}", headers=headers)
+            with urllib.request.urlopen(request, timeout=30) as response:
+                assert "state-running" in response.read().decode()
+            os.kill(agent, signal.SIGKILL)
+            os.kill(record.pid, signal.SIGKILL)
+            events = read_events(server.base, f"/jobs/{job_id}/logs/stdout/events", headers)
+            assert events[-1] == ("end", "FAILED"), events
+            with urllib.request.urlopen(request, timeout=30) as response:
+                page = response.read().decode()
+            assert "state-failed" in page and "LOST" in page, page[:3000]
+    finally:
+        with local_env(tmp_path) as cleanup:
+            cleanup.backend("local").stop_agent()

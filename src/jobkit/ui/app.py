@@ -36,6 +36,7 @@ from starlette.routing import Route
 
 from jobkit.errors import JobkitError, JobNotFoundError
 from jobkit.ui import pages, paging
+from jobkit.ui.freshness import Freshener
 from jobkit.ui.security import Guard, GuardMiddleware
 
 if TYPE_CHECKING:
@@ -50,6 +51,8 @@ STATIC = {"app.js": "text/javascript", "app.css": "text/css"}
 
 def build_app(client: Client, guard: Guard, *, actions: bool = False) -> Starlette:
     """The web view of ``client``'s store, guarded by ``guard``."""
+
+    freshener = Freshener(client)
 
     async def run(fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.to_thread(fn, *args)
@@ -77,7 +80,9 @@ def build_app(client: Client, guard: Guard, *, actions: bool = False) -> Starlet
         from jobkit import usage
 
         job_id = request.path_params["job_id"]
-        record = await run(client.store.get, job_id)
+        stored = await run(client.store.get, job_id)
+        refreshed, note = await run(freshener.fresh, [stored])
+        record = refreshed[0]
         logs: dict[str, tuple[str, int]] = {}
         for stream in STREAMS:
             try:
@@ -94,7 +99,13 @@ def build_app(client: Client, guard: Guard, *, actions: bool = False) -> Starlet
             charts = usage_charts(series)
         flags = [(f.name, f.text) for f in usage.flags(record)]
         body = pages.job_page(
-            record, logs=logs, charts=charts, flags=flags, actions=actions, now=time.time()
+            record,
+            logs=logs,
+            charts=charts,
+            flags=flags,
+            actions=actions,
+            now=time.time(),
+            note=note,
         )
         return HTMLResponse(body)
 
@@ -112,16 +123,17 @@ def build_app(client: Client, guard: Guard, *, actions: bool = False) -> Starlet
         except ValueError:
             return PlainTextResponse("offset must be a whole number of characters", 400)
         return StreamingResponse(
-            events(client, job_id, stream, offset, request.is_disconnected),
+            events(client, job_id, stream, offset, request.is_disconnected, freshener.fresh),
             media_type="text/event-stream",
             headers={"x-accel-buffering": "no"},
         )
 
     async def array(request: Request) -> Response:
         array_id = request.path_params["array_id"]
-        items = await run(lambda: client.store.query(array_id=array_id, oldest_first=True))
-        if not items:
+        stored = await run(lambda: client.store.query(array_id=array_id, oldest_first=True))
+        if not stored:
             raise JobNotFoundError(f"no job array {array_id!r} in {client.store.url}")
+        items, note = await run(freshener.fresh, stored)
         items.sort(key=lambda r: (r.array_index is None, r.array_index or 0))
         body = pages.array_page(
             array_id,
@@ -130,6 +142,7 @@ def build_app(client: Client, guard: Guard, *, actions: bool = False) -> Starlet
             actions=actions,
             now=time.time(),
             shown=ITEMS_SHOWN,
+            note=note,
         )
         return HTMLResponse(body)
 

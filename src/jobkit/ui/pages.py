@@ -163,6 +163,7 @@ def job_page(
     flags: Sequence[tuple[str, str]],
     actions: bool,
     now: float,
+    note: str | None = None,
 ) -> str:
     r = record
     facts = [
@@ -185,6 +186,7 @@ def job_page(
         ("cached from", job_link(r.cached_from) if r.cached_from else "-"),
     ]
     parts = [f"<h1>Job {e(r.id)}</h1>", action_buttons(f"/jobs/{quote(r.id)}", r, actions)]
+    parts.append(stale_note(note))
     parts.append(definitions(facts))
     if r.state is JobState.FAILED or r.message:
         parts.append(
@@ -267,6 +269,11 @@ def usage_section(
     )
 
 
+def stale_note(note: str | None) -> str:
+    """Why the states shown may be old (a backend that could not be asked)."""
+    return f"<p class=note id=stale-note>{e(note)}</p>" if note else ""
+
+
 def action_buttons(
     base: str, record: JobRecord | None, actions: bool, *, array: bool = False
 ) -> str:
@@ -298,6 +305,7 @@ def array_page(
     actions: bool,
     now: float,
     shown: int,
+    note: str | None = None,
 ) -> str:
     counts: dict[str, int] = {}
     for r in items:
@@ -324,6 +332,7 @@ def array_page(
         f"array {array_id}",
         f"<h1>Array {e(array_id)}</h1>"
         + action_buttons(f"/arrays/{quote(array_id)}", None, actions, array=True)
+        + stale_note(note)
         + f"<p id=counts>{len(items)} items: {summary}</p>"
         + f"<section id=timeline><h2>Timeline</h2>{timeline}</section>"
         + table(["index", "id", "state", "started", "ran", "failure", "host"], rows, css="items")

@@ -23,13 +23,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 
 from jobkit.errors import JobkitError
 
 if TYPE_CHECKING:
     from jobkit.client import Client
+    from jobkit.states import JobRecord
+
+Fresh = Callable[[Sequence["JobRecord"]], tuple[list["JobRecord"], str | None]]
 
 POLL = 0.3
 MAX_POLL = 3.0
@@ -50,11 +53,23 @@ async def log_events(
     stream: str,
     offset: int,
     disconnected: Callable[[], Awaitable[bool]],
+    fresh: Fresh | None = None,
 ) -> AsyncIterator[bytes]:
-    """The events of ``stream`` from character ``offset`` until the job ends."""
+    """The events of ``stream`` from character ``offset`` until the job ends.
+
+    ``fresh`` (:meth:`jobkit.ui.freshness.Freshener.fresh`) brings the record
+    up to date from its backend, so a job whose worker died ends the stream
+    too; a note it returns is sent once as a ``note`` event."""
+    noted: str | None = None
     idle, pause = 0.0, POLL
     while not await disconnected():
         record = await asyncio.to_thread(client.store.get, job_id)
+        if fresh is not None:
+            refreshed, note = await asyncio.to_thread(fresh, [record])
+            record = refreshed[0]
+            if note and note != noted:
+                yield event("note", note)
+            noted = note
         try:
             text = await asyncio.to_thread(client.read_logs, record, stream)
         except (JobkitError, OSError, ImportError) as exc:  # e.g. a backend not installed here
