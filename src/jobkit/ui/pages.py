@@ -138,12 +138,15 @@ def jobs_page(
             e(when(r.created_at)),
             e(duration(r.started_at, r.finished_at, now)),
             e(r.host or "-"),
+            flag_cell(r),
         ]
         for r in records
     ]
     listing = (
         table(
-            ["id", "name", "state", "backend", "array", "created", "ran", "host"], rows, css="jobs"
+            ["id", "name", "state", "backend", "array", "created", "ran", "host", "flags"],
+            rows,
+            css="jobs",
         )
         if rows
         else "<p id=empty>No jobs match.</p>"
@@ -322,6 +325,7 @@ def array_page(
             e(duration(r.started_at, r.finished_at, now)),
             e(r.failure_reason or "-"),
             e(r.host or "-"),
+            flag_cell(r),
         ]
         for r in items[:shown]
     ]
@@ -335,9 +339,69 @@ def array_page(
         + stale_note(note)
         + f"<p id=counts>{len(items)} items: {summary}</p>"
         + f"<section id=timeline><h2>Timeline</h2>{timeline}</section>"
-        + table(["index", "id", "state", "started", "ran", "failure", "host"], rows, css="items")
+        + array_usage_section(items, now)
+        + table(
+            ["index", "id", "state", "started", "ran", "failure", "host", "flags"],
+            rows,
+            css="items",
+        )
         + more,
     )
+
+
+def flag_cell(record: JobRecord) -> str:
+    """The waste flags of :func:`jobkit.usage.flags` by name, each with its
+    text as a tooltip; ``-`` when none (or nothing measured)."""
+    from jobkit.usage import flags
+
+    found = flags(record)
+    if not found:
+        return "-"
+    return " ".join(
+        f'<span class="flag flag-{e(f.name)}" title="{e(f.text)}">{e(f.name)}</span>' for f in found
+    )
+
+
+def array_usage_section(items: Sequence[JobRecord], now: float) -> str:
+    """What the array used, from the aggregate ``jobkit status ARRAY`` prints
+    (:func:`jobkit.cli.usage_view.array_usage`): CPU-hours, the items with
+    idle GPUs, the slowest items."""
+    from jobkit.cli.render import format_span
+    from jobkit.cli.usage_view import SLOWEST_SHOWN, array_usage
+
+    found = array_usage(items, now)
+    by_id = {r.id: r for r in items}
+
+    def item(job_id: str) -> str:
+        index = by_id[job_id].array_index
+        label = job_id if index is None else str(index)
+        return f'<a href="/jobs/{quote(job_id)}" title="{e(job_id)}">{e(label)}</a>'
+
+    lines = []
+    if found["sampled"]:
+        lines.append(
+            f"<p id=cpu-hours>{found['cpu_hours']:.3f} CPU-hours over {found['sampled']} "
+            f"sampled item(s) of {len(items)}</p>"
+        )
+    else:
+        lines.append("<p id=cpu-hours>No item sampled.</p>")
+    idle: list[str] = found["idle_gpu_items"]
+    if idle:
+        more = f", … {len(idle) - SLOWEST_SHOWN} more" if len(idle) > SLOWEST_SHOWN else ""
+        lines.append(
+            f"<p class=flag id=idle-gpus>{len(idle)} item(s) with idle GPUs: "
+            + ", ".join(item(i) for i in idle[:SLOWEST_SHOWN])
+            + f"{more}</p>"
+        )
+    if found["slowest"]:
+        lines.append(
+            "<p id=slowest>slowest: "
+            + ", ".join(
+                f"{item(s['id'])} {e(format_span(s['wall_seconds']))}" for s in found["slowest"]
+            )
+            + "</p>"
+        )
+    return "<section id=array-usage><h2>Usage</h2>" + "".join(lines) + "</section>"
 
 
 def message_page(title: str, text: str) -> str:
