@@ -223,7 +223,9 @@ def test_the_job_page_shows_usage_flags_and_charts_from_the_series(
     assert len(points.split()) == 4
     flags = {f.get_attribute("class") for f in browser.find_elements(By.CSS_SELECTOR, "li.flag")}
     assert flags == {"flag flag-idle_gpu", "flag flag-idle_cpus"}  # as jobkit.usage.flags says
-    assert "peak_rss_bytes" in browser.find_element(By.ID, "usage").text
+    shown = browser.find_element(By.ID, "usage").text  # in the words of `jobkit status`
+    assert "(final)" in shown and "48MiB peak" in shown and "0.75 mean" in shown, shown
+    assert "A100: util 0% mean, 0% max" in shown and "peak_rss_bytes" not in shown, shown
     browser.execute_script("arguments[0].scrollIntoView()", browser.find_element(By.ID, "usage"))
     save_screenshot(browser, "job-usage")
     # The credential handed to the job through env= is named, never shown.
@@ -232,6 +234,22 @@ def test_the_job_page_shows_usage_flags_and_charts_from_the_series(
         f"{server.base}/blobs/usage/{job_id}", {"Authorization": f"Bearer {server.token}"}
     )
     assert status == 200 and json.loads(body)["cpu_util"] == [0.5, 1.0, 0.9, 0.6]
+
+
+def test_the_usage_of_an_unsampled_or_cached_job_says_why_there_are_no_figures(
+    world: dict[str, Any], server: Server, browser: Any
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    store = world["client"].store
+    unsampled, cached = world["greeted"][1], world["failed"]
+    store.update(unsampled, usage={})
+    record = store.get(cached)
+    store.update(cached, usage={}, extra={**record.extra, "cached_from": unsampled})
+    browser.get(f"{server.base}/jobs/{unsampled}")
+    assert browser.find_element(By.ID, "usage-note").text == "not sampled"
+    browser.get(f"{server.base}/jobs/{cached}")
+    assert browser.find_element(By.ID, "usage-note").text == f"did not run: cached from {unsampled}"
 
 
 def test_an_array_page_counts_states_and_draws_one_bar_per_item(

@@ -251,12 +251,7 @@ def _series(client: Client, job_id: str) -> dict[str, Any]:
 
 
 def _timeline(items: list[Any]) -> str:
-    """The array's timeline (``jobkit.timeline``), or a note where it is not built in."""
-    import importlib
+    """The array's timeline, the SVG ``jobkit timeline`` writes."""
+    from jobkit.timeline import render_svg
 
-    try:  # by name: the module arrives with the timeline work (jobkit timeline)
-        render_svg = importlib.import_module("jobkit.timeline").render_svg
-    except (ImportError, AttributeError):
-        return "<p id=no-timeline>This jobkit has no timeline renderer.</p>"
-    svg: str = render_svg(items, now=time.time())
-    return svg
+    return render_svg(items, now=time.time())
