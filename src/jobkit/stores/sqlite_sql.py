@@ -133,12 +133,10 @@ def build_query(
         bind("created_at <= ?", when)  # the time index's range; ties sorted below
         at = f"?{len(params)}"
         marks = []
-        for value in id_order(job_id):
-            params.append(value)
+        for part in id_order(job_id):
+            params.append(part)
             marks.append(f"?{len(params)}")
-        where.append(
-            f"(created_at < {at} OR ({', '.join(SQL_ID_ORDER)}) < ({', '.join(marks)}))"
-        )
+        where.append(f"(created_at < {at} OR ({', '.join(SQL_ID_ORDER)}) < ({', '.join(marks)}))")
     order = "ASC" if oldest_first else "DESC"
     order_by = ", ".join(f"{term} {order}" for term in ("created_at", *SQL_ID_ORDER))
     if values is None or len(values) <= 1 or by_time:

@@ -75,9 +75,8 @@ def page(store: Store, filters: Filters, cursor: str | None = None, size: int = 
     found: list[JobRecord] = []
     scanned = 0
     batch = size + 1
-    keyset = isinstance(store, SQLiteStore)
     while True:
-        if keyset:
+        if isinstance(store, SQLiteStore):
             rows = store.query(
                 states=filters.states,
                 backend=filters.backend,
