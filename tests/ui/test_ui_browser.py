@@ -223,7 +223,9 @@ def test_the_job_page_shows_usage_flags_and_charts_from_the_series(
     assert len(points.split()) == 4
     flags = {f.get_attribute("class") for f in browser.find_elements(By.CSS_SELECTOR, "li.flag")}
     assert flags == {"flag flag-idle_gpu", "flag flag-idle_cpus"}  # as jobkit.usage.flags says
-    assert "peak_rss_bytes" in browser.find_element(By.ID, "usage").text
+    shown = browser.find_element(By.ID, "usage").text  # in the words of `jobkit status`
+    assert "(final)" in shown and "48MiB peak" in shown and "0.75 mean" in shown, shown
+    assert "A100: util 0% mean, 0% max" in shown and "peak_rss_bytes" not in shown, shown
     browser.execute_script("arguments[0].scrollIntoView()", browser.find_element(By.ID, "usage"))
     save_screenshot(browser, "job-usage")
     # The credential handed to the job through env= is named, never shown.
@@ -232,6 +234,22 @@ def test_the_job_page_shows_usage_flags_and_charts_from_the_series(
         f"{server.base}/blobs/usage/{job_id}", {"Authorization": f"Bearer {server.token}"}
     )
     assert status == 200 and json.loads(body)["cpu_util"] == [0.5, 1.0, 0.9, 0.6]
+
+
+def test_the_usage_of_an_unsampled_or_cached_job_says_why_there_are_no_figures(
+    world: dict[str, Any], server: Server, browser: Any
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    store = world["client"].store
+    unsampled, cached = world["greeted"][1], world["failed"]
+    store.update(unsampled, usage={})
+    record = store.get(cached)
+    store.update(cached, usage={}, extra={**record.extra, "cached_from": unsampled})
+    browser.get(f"{server.base}/jobs/{unsampled}")
+    assert browser.find_element(By.ID, "usage-note").text == "not sampled"
+    browser.get(f"{server.base}/jobs/{cached}")
+    assert browser.find_element(By.ID, "usage-note").text == f"did not run: cached from {unsampled}"
 
 
 def test_an_array_page_counts_states_and_draws_one_bar_per_item(
@@ -251,6 +269,52 @@ def test_an_array_page_counts_states_and_draws_one_bar_per_item(
         assert bar.size["width"] > 0
         assert row.find_elements(By.TAG_NAME, "title")
     save_screenshot(browser, "array-page")
+
+
+def test_waste_flags_show_in_the_jobs_table_and_on_the_array_page(
+    world: dict[str, Any], server: Server, browser: Any
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    array = world["array"]
+    idle = array[2]
+    # As the sampler leaves it: a GPU asked for and never used.
+    world["client"].store.update(
+        idle.id,
+        resources={"cpus": 1, "gpus": 1},
+        usage={
+            "wall_seconds": 7200.0,
+            "cpu_seconds": 3600.0,
+            "mean_cpu_util": 0.5,
+            "peak_rss_bytes": 10_000_000,
+            "final": True,
+            "gpus": [{"index": 0, "name": "A100", "util_max": 0.0, "util_mean": 0.0}],
+        },
+    )
+
+    def flags_in(row_selector: str, job_id: str) -> list[tuple[str, str]]:
+        for row in browser.find_elements(By.CSS_SELECTOR, row_selector):
+            if row.find_elements(By.LINK_TEXT, job_id):
+                return [
+                    (f.text, f.get_attribute("title") or "")
+                    for f in row.find_elements(By.CSS_SELECTOR, "td:last-child span.flag")
+                ]
+        raise AssertionError(f"no row for {job_id}")
+
+    browser.get(f"{server.base}/?name=gamma-square")
+    assert flags_in("table.jobs tbody tr", idle.id) == [
+        ("idle_gpu", "asked for 1 GPU(s), utilization never above 0%")
+    ]
+    assert flags_in("table.jobs tbody tr", array[1].id) == []
+    browser.get(f"{server.base}/arrays/{array.id}")
+    assert flags_in("table.items tbody tr", idle.id)[0][0] == "idle_gpu"
+    assert flags_in("table.items tbody tr", array[1].id) == []
+    assert browser.find_element(By.ID, "idle-gpus").text == "1 item(s) with idle GPUs: 2"
+    hours = browser.find_element(By.ID, "cpu-hours").text  # the hour written, and the real runs'
+    assert hours.startswith("1.0") and hours.endswith("sampled item(s) of 4"), hours
+    links = browser.find_elements(By.CSS_SELECTOR, "#slowest a")
+    assert sorted(a.text for a in links) == ["0", "1", "2", "3"]  # all, when under five
+    save_screenshot(browser, "array-flags")
 
 
 # -- security ------------------------------------------------------------------

@@ -139,3 +139,50 @@ def test_the_server_pages_100k_jobs_through_its_older_links(
             urllib.request.urlopen(bad, timeout=30)
         assert caught.value.code == 400
         assert "not a page cursor" in caught.value.read().decode()
+
+
+def test_inside_one_big_map_a_page_is_one_bounded_query_from_the_cursor(
+    tmp_path: Path,
+) -> None:
+    """A map's items share ``created_at``: the SQLite store takes the cursor
+    (``after=``), so the query for a deep page returns that page (and one row
+    to know there is more), not every tied row before it."""
+    from jobkit.stores.sqlite import SQLiteStore
+
+    store = open_store(f"sqlite:///{tmp_path}/map.db")
+    assert isinstance(store, SQLiteStore)
+    items = [
+        JobRecord(
+            id=f"jk-map.{i}",
+            name="one-map",
+            backend="local",
+            state=STATES[i % 3],
+            created_at=1_700_000_000.0,
+            array_id="jk-map",
+            array_index=i,
+        )
+        for i in range(5000)
+    ]
+    lone = JobRecord(
+        id="jk-older", name="x", backend="local", state=JobState.FAILED, created_at=1_600_000_000.0
+    )
+    store.create([*items, lone])
+    try:
+        expected = [f"jk-map.{i}" for i in range(4999, -1, -1)] + ["jk-older"]
+        rows = store.query(after=(1_700_000_000.0, "jk-map.3000"), limit=51)
+        assert [r.id for r in rows] == expected[2000:2051]
+        failed = store.query(
+            states=[JobState.FAILED], after=(1_700_000_000.0, "jk-map.11"), limit=5
+        )
+        assert [r.id for r in failed] == [
+            "jk-map.10",
+            "jk-map.7",
+            "jk-map.4",
+            "jk-map.1",
+            "jk-older",
+        ]
+        assert walk(store, paging.Filters(), 333) == expected
+        deep = paging.page(store, paging.Filters(), paging.cursor_of(items[2500]))
+        assert [r.id for r in deep.records] == expected[2500:2550]
+    finally:
+        store.close()

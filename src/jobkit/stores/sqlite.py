@@ -446,7 +446,12 @@ class SQLiteStore(Store):
         created_before: float | None = None,
         limit: int | None = None,
         oldest_first: bool = False,
+        after: tuple[float, str] | None = None,
     ) -> list[JobRecord]:
+        """:meth:`Store.query`; ``after`` (this store only, newest first) is a
+        keyset cursor, ``(created_at, id)`` of the last row already shown: see
+        :func:`.sqlite_sql.build_query`.  Paging by it costs the same on every
+        page, even inside a map whose items share one creation time."""
         check_limit(limit)
         if limit == 0 or (states is not None and not states):
             return []
@@ -457,6 +462,7 @@ class SQLiteStore(Store):
             array_id=array_id,
             created_before=created_before,
             oldest_first=oldest_first,
+            after=after,
         )
         found: list[JobRecord] = []
         offset = 0

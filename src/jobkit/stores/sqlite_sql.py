@@ -18,7 +18,7 @@ from typing import Any
 from jobkit.errors import StoreError
 from jobkit.states import JobRecord, JobState
 
-from ._common import SQL_ID_ORDER, glob_to_sql
+from ._common import SQL_ID_ORDER, glob_to_sql, id_order
 
 SCHEMA_VERSION = 2
 BLOBS_TABLE = """CREATE TABLE IF NOT EXISTS blobs (
@@ -73,6 +73,7 @@ def build_query(
     array_id: str | None,
     created_before: float | None,
     oldest_first: bool,
+    after: tuple[float, str] | None = None,
 ) -> tuple[str, list[Any]]:
     """The SELECT behind :meth:`SQLiteStore.query`; bind ``[*params, limit, offset]``.
 
@@ -83,6 +84,11 @@ def build_query(
     ``state IN (...)`` would sort every matching row to find the first page.
     A backend without states is every state, so that it reads the backend index too.
     Separate so tests can ``EXPLAIN QUERY PLAN`` exactly what runs.
+
+    ``after`` (``(created_at, id)`` of the last row shown, newest first only) is
+    a keyset cursor: the rows after it in this order, ties included, so a page
+    deep inside a map of tied items is read from where the last one ended
+    instead of from the map's first item.
     """
     where: list[str] = []
     params: list[Any] = []
@@ -120,6 +126,17 @@ def build_query(
         bind("array_id = ?", array_id)
     if created_before is not None:
         bind("created_at < ?", created_before)
+    if after is not None:
+        if oldest_first:
+            raise ValueError("a keyset cursor (after=) pages newest first only")
+        when, job_id = after
+        bind("created_at <= ?", when)  # the time index's range; ties sorted below
+        at = f"?{len(params)}"
+        marks = []
+        for part in id_order(job_id):
+            params.append(part)
+            marks.append(f"?{len(params)}")
+        where.append(f"(created_at < {at} OR ({', '.join(SQL_ID_ORDER)}) < ({', '.join(marks)}))")
     order = "ASC" if oldest_first else "DESC"
     order_by = ", ".join(f"{term} {order}" for term in ("created_at", *SQL_ID_ORDER))
     if values is None or len(values) <= 1 or by_time:

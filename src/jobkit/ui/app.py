@@ -36,6 +36,7 @@ from starlette.routing import Route
 
 from jobkit.errors import JobkitError, JobNotFoundError
 from jobkit.ui import pages, paging
+from jobkit.ui.freshness import Freshener
 from jobkit.ui.security import Guard, GuardMiddleware
 
 if TYPE_CHECKING:
@@ -50,6 +51,8 @@ STATIC = {"app.js": "text/javascript", "app.css": "text/css"}
 
 def build_app(client: Client, guard: Guard, *, actions: bool = False) -> Starlette:
     """The web view of ``client``'s store, guarded by ``guard``."""
+
+    freshener = Freshener(client)
 
     async def run(fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.to_thread(fn, *args)
@@ -77,14 +80,17 @@ def build_app(client: Client, guard: Guard, *, actions: bool = False) -> Starlet
         from jobkit import usage
 
         job_id = request.path_params["job_id"]
-        record = await run(client.store.get, job_id)
-        logs = {}
+        stored = await run(client.store.get, job_id)
+        refreshed, note = await run(freshener.fresh, [stored])
+        record = refreshed[0]
+        logs: dict[str, tuple[str, int]] = {}
         for stream in STREAMS:
             try:
                 text = await run(client.read_logs, record, stream)
+                size = len(text)  # live lines follow from the log's end, not the cut's
             except (JobkitError, OSError, ImportError) as exc:
-                text = f"(logs not readable: {exc})\n"
-            logs[stream] = text[-LOG_SHOWN:] if len(text) > LOG_SHOWN else text
+                text, size = f"(logs not readable: {exc})\n", 0
+            logs[stream] = (text[-LOG_SHOWN:] if len(text) > LOG_SHOWN else text, size)
         charts: list[str] = []
         if record.usage:
             series = await run(_series, client, job_id)
@@ -93,7 +99,13 @@ def build_app(client: Client, guard: Guard, *, actions: bool = False) -> Starlet
             charts = usage_charts(series)
         flags = [(f.name, f.text) for f in usage.flags(record)]
         body = pages.job_page(
-            record, logs=logs, charts=charts, flags=flags, actions=actions, now=time.time()
+            record,
+            logs=logs,
+            charts=charts,
+            flags=flags,
+            actions=actions,
+            now=time.time(),
+            note=note,
         )
         return HTMLResponse(body)
 
@@ -105,20 +117,23 @@ def build_app(client: Client, guard: Guard, *, actions: bool = False) -> Starlet
             return PlainTextResponse(f"no stream {stream!r}: use stdout or stderr", 404)
         await run(client.store.get, job_id)  # 404 now rather than in the stream
         try:
-            offset = max(0, int(request.query_params.get("offset", "0")))
+            # EventSource reconnects by itself, sending the last event's id (an offset)
+            given = request.headers.get("last-event-id") or request.query_params.get("offset")
+            offset = max(0, int(given or "0"))
         except ValueError:
             return PlainTextResponse("offset must be a whole number of characters", 400)
         return StreamingResponse(
-            events(client, job_id, stream, offset, request.is_disconnected),
+            events(client, job_id, stream, offset, request.is_disconnected, freshener.fresh),
             media_type="text/event-stream",
             headers={"x-accel-buffering": "no"},
         )
 
     async def array(request: Request) -> Response:
         array_id = request.path_params["array_id"]
-        items = await run(lambda: client.store.query(array_id=array_id, oldest_first=True))
-        if not items:
+        stored = await run(lambda: client.store.query(array_id=array_id, oldest_first=True))
+        if not stored:
             raise JobNotFoundError(f"no job array {array_id!r} in {client.store.url}")
+        items, note = await run(freshener.fresh, stored)
         items.sort(key=lambda r: (r.array_index is None, r.array_index or 0))
         body = pages.array_page(
             array_id,
@@ -127,6 +142,7 @@ def build_app(client: Client, guard: Guard, *, actions: bool = False) -> Starlet
             actions=actions,
             now=time.time(),
             shown=ITEMS_SHOWN,
+            note=note,
         )
         return HTMLResponse(body)
 
@@ -235,12 +251,7 @@ def _series(client: Client, job_id: str) -> dict[str, Any]:
 
 
 def _timeline(items: list[Any]) -> str:
-    """The array's timeline (``jobkit.timeline``), or a note where it is not built in."""
-    import importlib
+    """The array's timeline, the SVG ``jobkit timeline`` writes."""
+    from jobkit.timeline import render_svg
 
-    try:  # by name: the module arrives with the timeline work (jobkit timeline)
-        render_svg = importlib.import_module("jobkit.timeline").render_svg
-    except (ImportError, AttributeError):
-        return "<p id=no-timeline>This jobkit has no timeline renderer.</p>"
-    svg: str = render_svg(items, now=time.time())
-    return svg
+    return render_svg(items, now=time.time())

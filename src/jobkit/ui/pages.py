@@ -138,12 +138,15 @@ def jobs_page(
             e(when(r.created_at)),
             e(duration(r.started_at, r.finished_at, now)),
             e(r.host or "-"),
+            flag_cell(r),
         ]
         for r in records
     ]
     listing = (
         table(
-            ["id", "name", "state", "backend", "array", "created", "ran", "host"], rows, css="jobs"
+            ["id", "name", "state", "backend", "array", "created", "ran", "host", "flags"],
+            rows,
+            css="jobs",
         )
         if rows
         else "<p id=empty>No jobs match.</p>"
@@ -158,11 +161,12 @@ def jobs_page(
 def job_page(
     record: JobRecord,
     *,
-    logs: Mapping[str, str],
+    logs: Mapping[str, tuple[str, int]],
     charts: Sequence[str],
     flags: Sequence[tuple[str, str]],
     actions: bool,
     now: float,
+    note: str | None = None,
 ) -> str:
     r = record
     facts = [
@@ -185,6 +189,7 @@ def job_page(
         ("cached from", job_link(r.cached_from) if r.cached_from else "-"),
     ]
     parts = [f"<h1>Job {e(r.id)}</h1>", action_buttons(f"/jobs/{quote(r.id)}", r, actions)]
+    parts.append(stale_note(note))
     parts.append(definitions(facts))
     if r.state is JobState.FAILED or r.message:
         parts.append(
@@ -204,11 +209,17 @@ def job_page(
     parts.append(usage_section(r, charts, flags))
     live = "" if r.is_terminal else " data-live"
     for stream in ("stdout", "stderr"):
-        text = logs.get(stream, "")
+        text, size = logs.get(stream, ("", 0))
+        cut = (
+            f'<p class=log-cut id="cut-{stream}">The first {size - len(text)} characters '
+            "are not shown.</p>"
+            if size > len(text)
+            else ""
+        )
         parts.append(
-            f"<h2>{stream}</h2>"
+            f"<h2>{stream}</h2>{cut}"
             f'<pre class=log id="log-{stream}" data-stream="{stream}" '
-            f'data-offset="{len(text)}" data-job="{e(r.id)}"{live}>{e(text)}</pre>'
+            f'data-offset="{size}" data-job="{e(r.id)}"{live}>{e(text)}</pre>'
         )
     if r.attempts:
         keys = list(dict.fromkeys(k for a in r.attempts for k in a))
@@ -231,34 +242,65 @@ def job_page(
 def usage_section(
     record: JobRecord, charts: Sequence[str], flags: Sequence[tuple[str, str]]
 ) -> str:
-    from jobkit.units import format_size
+    """The usage figures in the words and units of ``jobkit status``
+    (:mod:`jobkit.cli.usage_view`), so the two never tell different stories."""
+    import time
+
+    from jobkit.cli.render import format_span
+    from jobkit.cli.usage_view import figures_age, gpu_line, gpus_of, size
 
     usage = record.usage
-    if not usage:
-        return "<h2>Usage</h2><p id=usage>Not measured (yet).</p>"
-    items: list[tuple[str, str]] = []
-    for key, value in usage.items():
-        if key == "gpus":
-            continue
-        text = (
-            format_size(int(value))
-            if key.endswith("_bytes") and isinstance(value, (int, float))
-            else _json(value)
+    if record.cached_from:
+        return (
+            "<section id=usage><h2>Usage</h2><p id=usage-note>did not run: cached from "
+            f"{job_link(record.cached_from)}</p></section>"
         )
-        items.append((key, e(text)))
-    for gpu in usage.get("gpus") or []:
-        if isinstance(gpu, dict):
-            label = f"GPU {gpu.get('index', '?')}"
-            items.append((label, e(", ".join(f"{k}={_json(v)}" for k, v in gpu.items()))))
-    warned = "".join(f'<li class="flag flag-{e(n)}">{e(t)}</li>' for n, t in flags)
+    if not usage:
+        missing = "not sampled" if record.is_terminal else "not sampled yet"
+        return f"<section id=usage><h2>Usage</h2><p id=usage-note>{missing}</p></section>"
+    age = figures_age(record, time.time())
+    ago = "?" if age is None else format_span(age)
+    if usage.get("final"):
+        fresh = "final"
+    elif not record.is_terminal:
+        fresh = f"live, updated {ago} ago"
+    else:
+        fresh = f"last sample, {ago} ago: the run ended before a final summary"
+    cpu, wall = _figure(usage.get("cpu_seconds")), _figure(usage.get("wall_seconds"))
+    items = [("cpu time", "-" if cpu is None else f"{cpu:.1f}s")]
+    if wall is not None:
+        items.append(("wall time", format_span(wall)))
+    mean, peak = _figure(usage.get("mean_cpu_util")), _figure(usage.get("max_cpu_util"))
+    cores = "-" if mean is None else f"{mean:.2f} mean, {peak or 0.0:.2f} max"
+    asked = record.resources.get("cpus")
+    items.append(("cpu cores", f"{cores} (asked for {asked})" if asked else cores))
+    rss = (
+        f"{size(_figure(usage.get('peak_rss_bytes')))} peak, "
+        f"{size(_figure(usage.get('mean_rss_bytes')))} mean"
+    )
+    mem = record.resources.get("mem")
+    if isinstance(mem, int) and mem > 0:
+        rss += f" (asked for {size(mem)})"
+    items.append(("memory", rss))
+    items += [(f"gpu {g.get('index', '?')}", gpu_line(g)) for g in gpus_of(usage)]
+    warned = "".join(f'<li class="flag flag-{e(n)}">{e(n)}: {e(t)}</li>' for n, t in flags)
     return (
-        "<section id=usage><h2>Usage</h2>"
+        f"<section id=usage><h2>Usage <small id=usage-freshness>({e(fresh)})</small></h2>"
         + (f"<ul class=flags>{warned}</ul>" if warned else "")
-        + definitions(items)
+        + definitions((k, e(v)) for k, v in items)
         + "<div class=charts>"
         + "".join(charts)
         + "</div></section>"
     )
+
+
+def _figure(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def stale_note(note: str | None) -> str:
+    """Why the states shown may be old (a backend that could not be asked)."""
+    return f"<p class=note id=stale-note>{e(note)}</p>" if note else ""
 
 
 def action_buttons(
@@ -292,6 +334,7 @@ def array_page(
     actions: bool,
     now: float,
     shown: int,
+    note: str | None = None,
 ) -> str:
     counts: dict[str, int] = {}
     for r in items:
@@ -308,6 +351,7 @@ def array_page(
             e(duration(r.started_at, r.finished_at, now)),
             e(r.failure_reason or "-"),
             e(r.host or "-"),
+            flag_cell(r),
         ]
         for r in items[:shown]
     ]
@@ -318,11 +362,72 @@ def array_page(
         f"array {array_id}",
         f"<h1>Array {e(array_id)}</h1>"
         + action_buttons(f"/arrays/{quote(array_id)}", None, actions, array=True)
+        + stale_note(note)
         + f"<p id=counts>{len(items)} items: {summary}</p>"
         + f"<section id=timeline><h2>Timeline</h2>{timeline}</section>"
-        + table(["index", "id", "state", "started", "ran", "failure", "host"], rows, css="items")
+        + array_usage_section(items, now)
+        + table(
+            ["index", "id", "state", "started", "ran", "failure", "host", "flags"],
+            rows,
+            css="items",
+        )
         + more,
     )
+
+
+def flag_cell(record: JobRecord) -> str:
+    """The waste flags of :func:`jobkit.usage.flags` by name, each with its
+    text as a tooltip; ``-`` when none (or nothing measured)."""
+    from jobkit.usage import flags
+
+    found = flags(record)
+    if not found:
+        return "-"
+    return " ".join(
+        f'<span class="flag flag-{e(f.name)}" title="{e(f.text)}">{e(f.name)}</span>' for f in found
+    )
+
+
+def array_usage_section(items: Sequence[JobRecord], now: float) -> str:
+    """What the array used, from the aggregate ``jobkit status ARRAY`` prints
+    (:func:`jobkit.cli.usage_view.array_usage`): CPU-hours, the items with
+    idle GPUs, the slowest items."""
+    from jobkit.cli.render import format_span
+    from jobkit.cli.usage_view import SLOWEST_SHOWN, array_usage
+
+    found = array_usage(items, now)
+    by_id = {r.id: r for r in items}
+
+    def item(job_id: str) -> str:
+        index = by_id[job_id].array_index
+        label = job_id if index is None else str(index)
+        return f'<a href="/jobs/{quote(job_id)}" title="{e(job_id)}">{e(label)}</a>'
+
+    lines = []
+    if found["sampled"]:
+        lines.append(
+            f"<p id=cpu-hours>{found['cpu_hours']:.3f} CPU-hours over {found['sampled']} "
+            f"sampled item(s) of {len(items)}</p>"
+        )
+    else:
+        lines.append("<p id=cpu-hours>No item sampled.</p>")
+    idle: list[str] = found["idle_gpu_items"]
+    if idle:
+        more = f", … {len(idle) - SLOWEST_SHOWN} more" if len(idle) > SLOWEST_SHOWN else ""
+        lines.append(
+            f"<p class=flag id=idle-gpus>{len(idle)} item(s) with idle GPUs: "
+            + ", ".join(item(i) for i in idle[:SLOWEST_SHOWN])
+            + f"{more}</p>"
+        )
+    if found["slowest"]:
+        lines.append(
+            "<p id=slowest>slowest: "
+            + ", ".join(
+                f"{item(s['id'])} {e(format_span(s['wall_seconds']))}" for s in found["slowest"]
+            )
+            + "</p>"
+        )
+    return "<section id=array-usage><h2>Usage</h2>" + "".join(lines) + "</section>"
 
 
 def message_page(title: str, text: str) -> str:

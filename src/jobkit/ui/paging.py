@@ -9,7 +9,13 @@ costs what page 1 does::
                                           (ties: a map's items share T) ──► page
 
 The store orders equal times by :func:`jobkit.stores._common.id_order`, so
-the cursor's id settles which tied rows were shown.  Labels are not indexed:
+the cursor's id settles which tied rows were shown.  A SQLite store takes the
+cursor itself (``SQLiteStore.query(after=...)``): the rows after it, ties
+included, so a page inside a 100k-item map costs what page 1 does.  Other
+stores (S3, memory) have no such argument in the :class:`Store` contract:
+there a page inside a run of ties re-reads the run from its first row
+(doubling the batch), so page N of one big map reads about N pages of it.
+Labels are not indexed:
 they filter the scanned rows here, and a page stops scanning after
 :data:`SCAN_LIMIT` rows (the "older" link then continues the scan).
 """
@@ -23,6 +29,7 @@ from collections.abc import Collection, Mapping
 from jobkit.states import JobRecord, JobState
 from jobkit.stores._common import id_order
 from jobkit.stores.base import Store
+from jobkit.stores.sqlite import SQLiteStore
 
 PAGE_SIZE = 50
 SCAN_LIMIT = 5000
@@ -69,13 +76,22 @@ def page(store: Store, filters: Filters, cursor: str | None = None, size: int = 
     scanned = 0
     batch = size + 1
     while True:
-        rows = store.query(
-            states=filters.states,
-            backend=filters.backend,
-            name=filters.name,
-            created_before=math.nextafter(after[0], math.inf) if after else None,
-            limit=batch,
-        )
+        if isinstance(store, SQLiteStore):
+            rows = store.query(
+                states=filters.states,
+                backend=filters.backend,
+                name=filters.name,
+                after=after,
+                limit=batch,
+            )
+        else:
+            rows = store.query(
+                states=filters.states,
+                backend=filters.backend,
+                name=filters.name,
+                created_before=math.nextafter(after[0], math.inf) if after else None,
+                limit=batch,
+            )
         fresh = [r for r in rows if after is None or _older(r, after)]
         if not fresh and len(rows) == batch:  # only ties already shown: read more of them
             batch *= 2

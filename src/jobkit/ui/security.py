@@ -24,7 +24,7 @@ import ipaddress
 import secrets
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl, quote, urlencode
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -135,7 +135,7 @@ class GuardMiddleware:
         query = parse_qsl(scope.get("query_string", b"").decode("latin-1"))
         if any(key == "token" for key, _ in query):  # keep the token out of history
             rest = urlencode([(k, v) for k, v in query if k != "token"])
-            location = scope.get("path", "/") + (f"?{rest}" if rest else "")
+            location = same_origin(scope.get("path", "/")) + (f"?{rest}" if rest else "")
             cookie = (
                 f"{self.guard.cookie_name}={self.guard.token}; HttpOnly; SameSite=Strict; Path=/"
             )
@@ -154,6 +154,15 @@ class GuardMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+def same_origin(path: str) -> str:
+    """``path`` as a Location that stays on this server, whatever was asked.
+
+    ``//evil.com/`` would be a protocol-relative URL (another site) and a
+    decoded ``%0d%0a`` a header break: one leading slash, the rest quoted.
+    """
+    return "/" + quote(path.lstrip("/"), safe="/")
 
 
 async def _plain(
