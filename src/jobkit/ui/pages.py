@@ -389,13 +389,13 @@ def flag_cell(record: JobRecord) -> str:
 
 
 def array_usage_section(items: Sequence[JobRecord], now: float) -> str:
-    """What the array used, from the aggregate ``jobkit status ARRAY`` prints
-    (:func:`jobkit.cli.usage_view.array_usage`): CPU-hours, the items with
-    idle GPUs, the slowest items."""
+    """What the array used, from the aggregate ``jobkit status ARRAY`` and the
+    notebook show too (:func:`jobkit.usage.aggregate`): CPU-hours, the items
+    with idle GPUs, the slowest items."""
     from jobkit.cli.render import format_span
-    from jobkit.cli.usage_view import SLOWEST_SHOWN, array_usage
+    from jobkit.usage import SLOWEST_SHOWN, aggregate
 
-    found = array_usage(items, now)
+    found = aggregate(items, now)
     by_id = {r.id: r for r in items}
 
     def item(job_id: str) -> str:
