@@ -970,7 +970,7 @@ class Agent:
             self._broadcast(encode_event(Event.DONE, run.record.id))  # the worker recorded it
             return
         reason, message = self._why(run, code)
-        self._finish(run.record.id, reason, message, code)
+        self._finish(run.record.id, reason, message, code, attempt=run.record.attempt)
 
     def _watch(self, run: Running) -> None:
         try:
@@ -1117,7 +1117,7 @@ class Agent:
         with contextlib.suppress(OSError):
             self._pidfile(run.record.id).unlink()
         reason, message = self._why(run, code)
-        self._finish(run.record.id, reason, message, code)
+        self._finish(run.record.id, reason, message, code, attempt=run.record.attempt)
 
     def _why(self, run: Running, code: int | None) -> tuple[FailureReason, str]:
         if run.kill_reason is not None:
@@ -1143,10 +1143,25 @@ class Agent:
             return FailureReason.LOST, f"worker killed by signal {name}"
         return FailureReason.ERROR, f"worker exited with code {code} without recording an outcome"
 
-    def _finish(self, job_id: str, reason: FailureReason, message: str, code: int | None) -> None:
+    def _finish(
+        self,
+        job_id: str,
+        reason: FailureReason,
+        message: str,
+        code: int | None,
+        *,
+        attempt: int | None = None,
+    ) -> None:
         """Record a failure unless the worker already recorded the end; a job
-        with retries left goes back to the queue instead (``retries``)."""
+        with retries left goes back to the queue instead (``retries``).
+
+        ``attempt``: the one the dead worker ran.  A rerun (``jobkit retry``)
+        may have started a newer attempt of the same id meanwhile: the death of
+        a cancelled attempt's worker is not that attempt's failure.
+        """
         record = self.store.get(job_id)
+        if attempt is not None and record.attempt != attempt:
+            return
         if record.state is JobState.QUEUED:  # the worker requeued itself for a retry
             self._unqueue(job_id)
             self._enqueue([record])
