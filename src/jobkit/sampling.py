@@ -233,8 +233,10 @@ class Ended:
     summary: dict[str, Any]
     """``record.usage``, with ``final: true``."""
     series: bytes | None
-    """The ``usage/ID`` blob; None for a job that ended before its first sample
-    (one point: the summary says it all, and a trivial job writes one row less)."""
+    """The ``usage/ID`` blob; None for a first attempt that ended before its
+    first sample (one point: the summary says it all, and a trivial job writes
+    one row less).  A later attempt always has one, replacing the blob of the
+    attempt before (a rerun deletes it, a retry's requeue keeps it)."""
 
 
 class Sampler:
@@ -244,9 +246,12 @@ class Sampler:
     from :meth:`stop` only).
     """
 
-    def __init__(self, store: Any, job_id: str) -> None:
+    def __init__(self, store: Any, job_id: str, *, series_always: bool = False) -> None:
         self.store = store
         self.job_id = job_id
+        self.series_always = series_always
+        """Return a series even of one point: a later attempt's end must replace
+        the blob an earlier attempt left (a first attempt has none to replace)."""
         self._stopped = False
         self._busy = threading.Lock()
         """Held by the thread while it probes or writes: :meth:`stop` waits it out."""
@@ -287,7 +292,8 @@ class Sampler:
             spent = _loop().cpu_clock() - self._clock0 + time.thread_time() - before
             peak = _peak_rss() if self._hwm_reset else 0
             summary = tally.summary(final=True, sampler_cpu=max(spent, 0.0), peak_rss=peak)
-            series = encode_series(tally.series()) if tally.samples > 1 else None
+            keep = tally.samples > 1 or self.series_always
+            series = encode_series(tally.series()) if keep else None
             return Ended(summary, series)
         except Exception as exc:  # telemetry: never the job's failure
             _say(f"usage figures lost: {type(exc).__name__}: {exc}")

@@ -20,6 +20,13 @@ The summary (``JobRecord.usage``) is a JSON object::
     gpus: [{index, name, uuid, util_mean, util_max (percent), mem_used_bytes,
             mem_peak_bytes, mem_total_bytes, power_mean_watts, power_max_watts}]
 
+The summary is the current attempt's: a retry's requeue moves the ended
+attempt's summary into its ``JobRecord.attempts`` entry (key ``usage``, see
+:func:`jobkit.reconcile.attempt_entry`) and starts ``usage`` from ``{}``; a
+rerun (``retry_failed``) does the same and deletes the series blob.  A later
+attempt's end always writes its series, even of one point, so the blob never
+holds an earlier attempt's.
+
 ``gpus`` is absent where no NVIDIA GPU was visible (or NVML could not be
 loaded): that is "not measured", never zero.
 
