@@ -262,14 +262,24 @@ class Sampler:
         self._clock0 = 0.0
         self._devices: Any = None
         self._tree: Any = None
+        self._loop: _Loop | None = None
+        """The sampling thread's, once it runs (None: end figures only)."""
 
     def start(self) -> None:
-        loop = _loop()
+        """Start sampling; never raises.  Where the sampling thread cannot start
+        (a container's ``pids.max`` reached), one line on stderr, and the job
+        gets its end figures only (getrusage and /proc/self, as a short job)."""
         self._hwm_reset = _reset_peak_rss()
         self._base_cpu = _own_cpu()
-        self._clock0 = loop.cpu_clock()
         self._start = time.monotonic()
         self._tally = Tally(time.time())
+        try:
+            loop = _loop()
+        except Exception as exc:  # telemetry: never the job's failure
+            _say(f"usage sampled at the end only: {type(exc).__name__}: {exc}")
+            return
+        self._loop = loop
+        self._clock0 = loop.cpu_clock()
         loop.take(self)
 
     def stop(self) -> Ended | None:
@@ -289,7 +299,9 @@ class Sampler:
             else:  # a job shorter than the first sample: no import, a few reads
                 probe = self._own_probe()
             tally.add(probe)
-            spent = _loop().cpu_clock() - self._clock0 + time.thread_time() - before
+            loop = self._loop
+            thread = loop.cpu_clock() - self._clock0 if loop is not None else 0.0
+            spent = thread + time.thread_time() - before
             peak = _peak_rss() if self._hwm_reset else 0
             summary = tally.summary(final=True, sampler_cpu=max(spent, 0.0), peak_rss=peak)
             keep = tally.samples > 1 or self.series_always

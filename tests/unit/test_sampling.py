@@ -153,3 +153,30 @@ def test_jobkit_its_cli_and_its_worker_import_neither_psutil_nor_pynvml() -> Non
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out
+
+
+def test_a_sampling_thread_that_cannot_start_leaves_the_job_its_end_figures() -> None:
+    """A container at its ``pids.max``: the thread's start raises.  Threading is
+    the standard library's, so refusing that one thread stands in for the limit
+    (RLIMIT_NPROC binds nobody when the tests run as root)."""
+    script = (
+        "import threading, time\n"
+        "from jobkit import sampling\n"
+        "real = threading.Thread.start\n"
+        "def refuse(self):\n"
+        "    if self.name == sampling.THREAD_NAME:\n"
+        '        raise RuntimeError("can\'t start new thread")\n'
+        "    return real(self)\n"
+        "threading.Thread.start = refuse\n"
+        "s = sampling.Sampler(None, 'jk-x')\n"
+        "s.start()\n"
+        "d = time.monotonic() + 0.4\n"
+        "while time.monotonic() < d: pass\n"
+        "ended = s.stop()\n"
+        "print(ended.summary['final'], ended.summary['cpu_seconds'] > 0.2, ended.series)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "True", "None"], out.stdout
+    (line,) = out.stderr.splitlines()
+    assert "usage sampled at the end only" in line and "can't start new thread" in line, line
