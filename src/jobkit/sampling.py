@@ -8,7 +8,8 @@ Data flow for one job (:func:`jobkit.worker.run_job`)::
         │             every interval (0.1 s, doubling up to 5 s):
         │               psutil: this process and its children, recursively:
         │                 CPU user+system (+ their reaped children's), RSS
-        │               NVML (jobkit.nvml), where a GPU is visible: util, memory, power
+        │               NVML (jobkit.nvml), where a GPU is visible and the job asked
+        │                 for one (gpus 0: NVML never loaded): util, memory, power
         │               ─► Tally (summary figures, series bounded to MAX_POINTS)
         │             at 2 s, then every 10 s: store.update(usage=summary, final false)
         │                                      + put_blob(usage/ID, series)
@@ -108,8 +109,12 @@ class Tally:
     process without one.  The summary keys are :mod:`jobkit.usage`'s.
     """
 
-    def __init__(self, started_at: float, devices: list[Any] | None = None) -> None:
+    def __init__(
+        self, started_at: float, devices: list[Any] | None = None, *, shared: bool = False
+    ) -> None:
         self.started_at = started_at
+        self.shared = shared
+        """The job holds a fraction of its GPUs: their figures include other jobs'."""
         self.t: list[float] = []
         self.cpu_util: list[float] = []
         self.rss: list[int | None] = []
@@ -184,7 +189,7 @@ class Tally:
             "sampler_cpu_seconds": round(sampler_cpu, 6),
         }
         if self.gpus:
-            summary["gpus"] = [_gpu_summary(g) for g in self.gpus]
+            summary["gpus"] = [_gpu_summary(g, shared=self.shared) for g in self.gpus]
         return summary
 
     def series(self) -> dict[str, Any]:
@@ -209,7 +214,7 @@ class Tally:
         return series
 
 
-def _gpu_summary(gpu: _Gpu) -> dict[str, Any]:
+def _gpu_summary(gpu: _Gpu, *, shared: bool) -> dict[str, Any]:
     summary: dict[str, Any] = {
         "index": gpu.index,
         "name": gpu.name,
@@ -220,6 +225,8 @@ def _gpu_summary(gpu: _Gpu) -> dict[str, Any]:
         "mem_peak_bytes": gpu.mem_peak,
         "mem_total_bytes": gpu.mem_total,
     }
+    if shared:
+        summary["shared"] = True
     if gpu.power_n:  # absent where the board cannot tell, never zero
         summary["power_mean_watts"] = round(gpu.power_sum / gpu.power_n, 1)
         summary["power_max_watts"] = round(gpu.power_max, 1)
@@ -246,9 +253,20 @@ class Sampler:
     from :meth:`stop` only).
     """
 
-    def __init__(self, store: Any, job_id: str, *, series_always: bool = False) -> None:
+    def __init__(
+        self,
+        store: Any,
+        job_id: str,
+        *,
+        series_always: bool = False,
+        gpus: float | None = None,
+    ) -> None:
         self.store = store
         self.job_id = job_id
+        self.gpus = gpus
+        """The GPUs the job asked for (``resources["gpus"]``; None: unknown, as
+        if asked).  0: NVML is not even loaded, so a CPU job on a GPU node never
+        records the node's devices; a fraction: its devices are shared."""
         self.series_always = series_always
         """Return a series even of one point: a later attempt's end must replace
         the blob an earlier attempt left (a first attempt has none to replace)."""
@@ -344,9 +362,10 @@ class Sampler:
 
             from jobkit.nvml import visible_devices
 
-            self._devices = visible_devices()
+            self._devices = visible_devices() if self.gpus is None or self.gpus > 0 else None
             if self._devices is not None:
-                self._tally = Tally(self._tally.started_at, self._devices.devices)
+                shared = self.gpus is not None and 0 < self.gpus < 1
+                self._tally = Tally(self._tally.started_at, self._devices.devices, shared=shared)
             self._tree = psutil.Process()
         self._tally.add(self._tree_probe(self._tree, self._devices))
         return self._tally

@@ -28,7 +28,10 @@ attempt's end always writes its series, even of one point, so the blob never
 holds an earlier attempt's.
 
 ``gpus`` is absent where no NVIDIA GPU was visible (or NVML could not be
-loaded): that is "not measured", never zero.
+loaded), and for a job that asked for no GPU (it may run on a GPU node, whose
+devices are not its own): that is "not measured", never zero.  A job granted a
+fraction of a GPU (``gpus=0.5``: the local agent shares the device) has
+``"shared": true`` in each entry: the device's figures include its neighbours'.
 
 The flags are computed when read, from the summary and the resources the job
 asked for, so a threshold can change without rewriting records.

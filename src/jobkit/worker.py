@@ -138,7 +138,8 @@ def run_job(
     error: BaseException | None = None
     value = None
     # A later attempt always writes its series: the blob may hold an earlier one's.
-    sampler = Sampler(store, job_id, series_always=record.attempt > 0)
+    gpus = float(record.resources.get("gpus") or 0)
+    sampler = Sampler(store, job_id, series_always=record.attempt > 0, gpus=gpus)
     sampler.start()
     try:
         try:
