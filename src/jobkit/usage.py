@@ -70,6 +70,10 @@ CPU_BUSY_FRACTION = 0.25
 """CPUs granted but idle: more than one asked for and the mean use under this fraction."""
 MIN_SECONDS = 1.0
 """Runs shorter than this are not flagged: too few samples to judge."""
+MIN_LIVE_SECONDS = 60.0
+"""A running job (its summary not final) is judged only after this much wall
+time: most jobs load data or compile before they touch a GPU or their memory,
+and a warm-up is not waste."""
 
 
 @dataclass(frozen=True)
@@ -85,7 +89,8 @@ class Flag:
 def flags(record: JobRecord) -> list[Flag]:
     """What ``record`` was granted and did not use; empty when nothing is known."""
     usage = record.usage
-    if not usage or float(usage.get("wall_seconds") or 0.0) < MIN_SECONDS:
+    least = MIN_SECONDS if usage.get("final") else MIN_LIVE_SECONDS
+    if not usage or float(usage.get("wall_seconds") or 0.0) < least:
         return []
     found: list[Flag] = []
     asked_gpus = float(record.resources.get("gpus") or 0)
