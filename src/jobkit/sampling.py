@@ -11,8 +11,8 @@ Data flow for one job (:func:`jobkit.worker.run_job`)::
         │               NVML (jobkit.nvml), where a GPU is visible and the job asked
         │                 for one (gpus 0: NVML never loaded): util, memory, power
         │               ─► Tally (summary figures, series bounded to MAX_POINTS)
-        │             at 2 s, then every 10 s: store.update(usage=summary, final false)
-        │                                      + put_blob(usage/ID, series)
+        │             at 2 s, then every 10 s: store.update(usage=summary, final false),
+        │                                      then put_blob(usage/ID, series)
     fn(*args, **kwargs)
         ▼
     Sampler.stop() ── waits out a probe or write in progress, takes the last
@@ -375,8 +375,10 @@ class Sampler:
             return
         try:
             summary = tally.summary(final=False, sampler_cpu=loop.cpu_clock() - self._clock0)
-            self.store.put_blob(usage_key(self.job_id), encode_series(tally.series()))
+            # The record first: a job pruned meanwhile refuses it, and no series is
+            # left behind without a record (``jobkit prune`` removes any that are).
             self.store.update(self.job_id, usage=summary)
+            self.store.put_blob(usage_key(self.job_id), encode_series(tally.series()))
         except Exception as exc:  # the store's own patience has run out: try again later
             _say(f"usage not recorded: {type(exc).__name__}: {exc}")
 

@@ -126,7 +126,8 @@ def test_live_figures_reach_the_store_and_a_failed_write_is_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A running job's summary lands in its record at the first flush (2 s);
-    a write that fails (here: no such job) is a line on stderr, never an error."""
+    a write that fails (here: no such job, as if pruned) is a line on stderr,
+    never an error, and leaves no series behind."""
     store = open_store(f"sqlite:///{tmp_path}/jobkit.db")
     store.create([JobRecord("jk-live", "live", "local", state=JobState.RUNNING)])
     live, lost = Sampler(store, "jk-live"), Sampler(store, "jk-absent")
@@ -137,7 +138,9 @@ def test_live_figures_reach_the_store_and_a_failed_write_is_one_line(
     lost.start()
     time.sleep(2.3)
     lost_end = lost.stop()
+    series = store.blob_keys("usage/")  # the record is written first: none for a pruned job
     store.close()
+    assert series == ["usage/jk-live"], series
     assert seen["final"] is False and seen["samples"] >= 2 and seen["cpu_seconds"] > 0.3, seen
     assert ended is not None and ended.summary["final"] is True
     assert lost_end is not None and lost_end.summary["samples"] >= 2
