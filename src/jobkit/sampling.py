@@ -504,6 +504,48 @@ def _loop() -> _Loop:
     return loop
 
 
+_HELD: Sampler | None = None
+"""The sampler whose ``_busy`` this process took for a fork in progress."""
+
+
+def _before_fork() -> None:
+    """A job forking (``multiprocessing``'s fork) waits out a probe in progress:
+    a child copied mid-probe would inherit locks held by a thread it does not
+    have (an import of psutil half done: the child's own import hangs)."""
+    global _HELD
+    loop = _LOOP
+    if loop is None or loop.pid != os.getpid() or threading.current_thread() is loop.thread:
+        return
+    sampler = loop.current
+    if sampler is None:
+        return
+    sampler._busy.acquire()
+    _HELD = sampler
+
+
+def _after_fork_in_parent() -> None:
+    global _HELD
+    held, _HELD = _HELD, None
+    if held is not None:
+        held._busy.release()
+
+
+def _after_fork_in_child() -> None:
+    """The child has no sampling thread: its copy of the lock starts free."""
+    global _HELD
+    held, _HELD = _HELD, None
+    if held is not None:
+        held._busy = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(
+        before=_before_fork,
+        after_in_parent=_after_fork_in_parent,
+        after_in_child=_after_fork_in_child,
+    )
+
+
 def _descendants(process: Any) -> list[Any]:
     """``process``'s children, recursively.  Read from /proc/PID/task/TID/children
     where Linux has it (a few small reads), else psutil's scan of every process

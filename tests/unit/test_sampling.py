@@ -183,3 +183,42 @@ def test_a_sampling_thread_that_cannot_start_leaves_the_job_its_end_figures() ->
     assert out.stdout.split() == ["True", "True", "None"], out.stdout
     (line,) = out.stderr.splitlines()
     assert "usage sampled at the end only" in line and "can't start new thread" in line, line
+
+
+FORKING_JOB = """
+import multiprocessing as mp, time
+from jobkit.sampling import Sampler
+
+def child(q):
+    import psutil  # what the parent's sampling thread may be importing at the fork
+    q.put(psutil.Process().pid)
+
+if __name__ == "__main__":
+    ctx = mp.get_context("fork")
+    sampler = Sampler(None, "jk-fork")
+    sampler.start()
+    deadline, forks = time.monotonic() + 1.5, 0
+    while time.monotonic() < deadline:
+        q = ctx.Queue()
+        p = ctx.Process(target=child, args=(q,))
+        p.start()
+        q.get(timeout=30)
+        p.join(30)
+        forks += 1
+    ended = sampler.stop()
+    print(forks, ended.summary["samples"])
+"""
+
+
+def test_a_job_that_forks_while_it_is_sampled_completes(tmp_path: Path) -> None:
+    """Forks land in the sampling thread's first probe (psutil being imported):
+    a child copied then inherited its import lock held and hung (3 runs in 5)."""
+    script = tmp_path / "forking_job.py"
+    script.write_text(FORKING_JOB)
+    for _ in range(3):
+        out = subprocess.run(
+            [sys.executable, str(script)], capture_output=True, text=True, timeout=120
+        )
+        assert out.returncode == 0, out.stderr[-2000:]
+        forks, samples = map(int, out.stdout.split())
+        assert forks > 10 and samples >= 2, out.stdout
