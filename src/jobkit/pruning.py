@@ -14,6 +14,9 @@ record, so one killed in between leaves payloads that no record points to.
 Every prune finds them (``Store.payload_blobs`` less the ids that have a
 record, readable or corrupted) and removes those older than
 :data:`ORPHAN_GRACE`, which no live submission can still be writing.
+Orphan usage series: a sampler's live write that lands just after its job
+was pruned.  Every job with a record has a payload, so only the series whose
+id has no payload are checked for a record (a few reads, not a scan).
 """
 
 from __future__ import annotations
@@ -22,13 +25,14 @@ import collections
 import dataclasses
 import os
 import stat
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
 from jobkit.errors import JobNotFoundError, StoreError, StoreUnavailableError
 from jobkit.states import JobRecord, JobState
 from jobkit.stores.base import Store, payload_key
+from jobkit.usage import USAGE_PREFIX, usage_key
 
 __all__ = ["PrunePlan", "execute", "plan"]
 
@@ -50,6 +54,8 @@ class PrunePlan:
     """Jobs created before this time (epoch seconds) are planned; None: none by age."""
     orphans: list[str] = dataclasses.field(default_factory=list)
     """Job ids whose payload blob has no record (their submitter died first)."""
+    orphan_series: list[str] = dataclasses.field(default_factory=list)
+    """Job ids whose usage series has no record (written as the job was pruned)."""
 
     @property
     def job_ids(self) -> list[str]:
@@ -68,6 +74,7 @@ class PrunePlan:
             "states": self.state_counts(),
             "corrupted": sorted(self.corrupted),
             "orphan_payloads": len(self.orphans),
+            "orphan_series": len(self.orphan_series),
             "log_files": self.log_files,
         }
 
@@ -98,14 +105,36 @@ def plan(
         for key in _LOG_KEYS
         if isinstance(path := r.extra.get(key), str) and path
     ]
+    payloads = store.payload_blobs()
     orphans = orphan_payloads(
         store,
         now=now,
         grace=orphan_grace,
         known_bad=bad if corrupted else None,
         recorded={r.id for r in records},
+        listed=payloads,
     )
-    return PrunePlan(records, bad, list(dict.fromkeys(logs)), cutoff, orphans)
+    series = orphan_series(store, payloads, recorded={r.id for r in records})
+    return PrunePlan(records, bad, list(dict.fromkeys(logs)), cutoff, orphans, series)
+
+
+def orphan_series(
+    store: Store, payloads: Collection[str], *, recorded: Collection[str] = ()
+) -> list[str]:
+    """Ids of usage series that no record points to; ``payloads``: the ids
+    that have a payload (and so a record, or an orphan payload's fate)."""
+    try:
+        keys = store.blob_keys(USAGE_PREFIX)
+    except StoreUnavailableError:
+        raise
+    except StoreError:  # a store that cannot list its blobs has none to prune
+        return []
+    ids = [k[len(USAGE_PREFIX) :] for k in keys]
+    unknown = [i for i in ids if i not in payloads and i not in recorded]
+    if not unknown:
+        return []
+    readable = store.get_many(unknown)
+    return sorted(i for i in unknown if i not in readable and not _has_record(store, i))
 
 
 def orphan_payloads(
@@ -115,8 +144,10 @@ def orphan_payloads(
     grace: float = ORPHAN_GRACE,
     known_bad: dict[str, str] | None = None,
     recorded: Collection[str] = (),
+    listed: Mapping[str, float] | None = None,
 ) -> list[str]:
-    """Ids of payloads older than ``grace`` seconds that no record points to.
+    """Ids of payloads older than ``grace`` seconds that no record points to
+    (``listed``: ``store.payload_blobs()``, where the caller has it).
 
     A corrupted record still points to its payload: candidates whose record
     did not read are probed one by one (up to :data:`PROBE_MAX`), or by one
@@ -127,7 +158,7 @@ def orphan_payloads(
     """
     old = [
         i
-        for i, written in store.payload_blobs().items()
+        for i, written in (store.payload_blobs() if listed is None else listed).items()
         if now - written >= grace and i not in recorded
     ]
     if not old:
@@ -171,6 +202,8 @@ def execute(store: Store, planned: PrunePlan) -> list[str]:
         store.delete(planned.job_ids)
     if planned.orphans:
         store.delete_blobs(payload_key(i) for i in planned.orphans)
+    if planned.orphan_series:
+        store.delete_blobs(usage_key(i) for i in planned.orphan_series)
     failures = []
     for path in planned.log_files:
         try:

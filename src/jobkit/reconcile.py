@@ -163,9 +163,21 @@ def exception_names(error: BaseException) -> list[str]:
     return [f"{c.__module__}.{c.__qualname__}" for c in type(error).__mro__]
 
 
-def attempt_entry(record: JobRecord, reason: str, message: str, *, now: float) -> dict[str, Any]:
+def attempt_entry(
+    record: JobRecord,
+    reason: str,
+    message: str,
+    *,
+    now: float,
+    usage: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """What the record keeps of an attempt that ended (``JobRecord.attempts``):
-    why, where, when, and what it was given."""
+    why, where, when, and what it was given.
+
+    ``usage``: the attempt's usage summary (default ``record.usage``), kept
+    under the entry's ``usage`` key (absent when nothing was sampled), so the
+    next attempt starts its own figures from ``{}`` and none is mistaken for
+    the previous attempt's final ones."""
     entry: dict[str, Any] = {
         "attempt": record.attempt,
         "reason": reason,
@@ -177,6 +189,9 @@ def attempt_entry(record: JobRecord, reason: str, message: str, *, now: float) -
         "exit_code": record.exit_code,
         "mem": record.resources.get("mem"),
     }
+    figures = record.usage if usage is None else usage
+    if figures:
+        entry["usage"] = dict(figures)
     return entry
 
 
@@ -245,9 +260,15 @@ def requeue(
     *,
     expect: Collection[JobState] = (JobState.RUNNING,),
     reason: FailureReason | str = "REQUEUED",
+    usage: Mapping[str, Any] | None = None,
     **fields: Any,
 ) -> JobRecord | None:
     """Send the job back to QUEUED as its next attempt (``attempt + 1``).
+
+    The ended attempt's usage (``usage``, the worker's final summary, else the
+    last one recorded) moves into its ``attempts`` entry and ``usage`` starts
+    empty; so do ``started_at``, ``host`` and ``pid`` (the entry keeps them):
+    the next attempt has not started, and its wait is not drawn as running.
 
     ``record`` is the latest the caller read: the compare-and-set on ``expect``
     refuses if something else moved the job since.  Used for retries and for
@@ -257,7 +278,7 @@ def requeue(
     """
     now = time.time()
     why = reason.value if isinstance(reason, FailureReason) else reason
-    history = [*record.attempts, attempt_entry(record, why, message, now=now)]
+    history = [*record.attempts, attempt_entry(record, why, message, now=now, usage=usage)]
     if reason is FailureReason.OOM and "resources" not in fields:
         grown = grown_resources(record)
         if grown is not None:
@@ -270,7 +291,7 @@ def requeue(
         attempt=record.attempt + 1,
         message=message,
         attempts=history,
-        **fields,
+        **{"usage": {}, "started_at": None, "host": None, "pid": None, **fields},
     )
 
 

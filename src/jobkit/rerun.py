@@ -7,7 +7,8 @@ Data flow (``Client.retry``, ``JobArray.retry_failed``, ``jobkit retry``)::
         ──► reopen: one transition_many, one compare-and-set per job
               FAILED|CANCELLED ─► PENDING   attempt + 1, attempts += the ended one,
                                             the end's fields cleared, extra.submitter = us
-        ──► delete outcomes/<id> of the reopened jobs (no reader finds the old error)
+        ──► delete outcomes/<id> and usage/<id> of the reopened jobs (no reader
+              finds the old error, or the old attempt's series)
         ──► backend.submit(group, resources)  one submission per backend, array and
                                               resources (Slurm: one sbatch --array=3,7,12)
         ──► reconcile.accept ─► QUEUED         (refused: FAILED/SUBMIT_ERROR, as on submit)
@@ -32,6 +33,7 @@ from jobkit.reconcile import attempt_entry
 from jobkit.states import JobRecord, JobState
 from jobkit.stores.base import Change, Store, outcome_key
 from jobkit.submitter import current as current_submitter
+from jobkit.usage import usage_key
 
 __all__ = ["RERUNNABLE", "groups", "refusal", "reopen"]
 
@@ -39,7 +41,7 @@ RERUNNABLE = (JobState.FAILED, JobState.CANCELLED)
 """The ends a rerun leaves: SUCCEEDED is final (its result is kept), and an
 active job is still running its attempt."""
 
-CLEARED = {
+CLEARED: dict[str, Any] = {
     "finished_at": None,
     "failure_reason": None,
     "message": None,
@@ -50,8 +52,10 @@ CLEARED = {
     "host": None,
     "pid": None,
     "native_state": None,
+    "usage": {},
 }
-"""The fields of the ended attempt a new one starts without (kept in ``attempts``)."""
+"""The fields of the ended attempt a new one starts without (kept in
+``attempts``; its usage summary under the entry's ``usage`` key)."""
 
 DROPPED_EXTRA = ("released_at", "failed_dependency", "held", "stdout", "stderr")
 """``extra`` keys that described the ended attempt's submission."""
@@ -99,7 +103,7 @@ def reopen(store: Store, records: Sequence[JobRecord]) -> list[JobRecord]:
         }
         changes.append(Change(record.id, JobState.PENDING, (record.state,), fields))
     moved = [m for m in store.transition_many(changes) if m is not None]
-    store.delete_blobs(outcome_key(m.id) for m in moved)
+    store.delete_blobs(key for m in moved for key in (outcome_key(m.id), usage_key(m.id)))
     return moved
 
 

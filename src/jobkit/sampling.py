@@ -8,10 +8,12 @@ Data flow for one job (:func:`jobkit.worker.run_job`)::
         │             every interval (0.1 s, doubling up to 5 s):
         │               psutil: this process and its children, recursively:
         │                 CPU user+system (+ their reaped children's), RSS
-        │               NVML (jobkit.nvml), where a GPU is visible: util, memory, power
-        │               ─► Tally (summary figures, series bounded to MAX_POINTS)
-        │             at 2 s, then every 10 s: store.update(usage=summary, final false)
-        │                                      + put_blob(usage/ID, series)
+        │               NVML (jobkit.nvml), where a GPU is visible and the job asked
+        │                 for one (gpus 0: NVML never loaded): util, memory, power
+        │               ─► Tally (jobkit.tally: summary figures, series bounded
+        │                  to MAX_POINTS)
+        │             at 2 s, then every 10 s: store.update(usage=summary, final false),
+        │                                      then put_blob(usage/ID, series)
     fn(*args, **kwargs)
         ▼
     Sampler.stop() ── waits out a probe or write in progress, takes the last
@@ -47,10 +49,12 @@ import resource
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
-from jobkit.usage import MAX_POINTS, encode_series, usage_key
+from jobkit.tally import Ended, Probe, Tally
+from jobkit.usage import encode_series, usage_key
+
+__all__ = ["THREAD_NAME", "Ended", "Probe", "Sampler", "Tally", "sampler_thread"]
 
 FIRST_INTERVAL = 0.1
 """Seconds to the first sample; each next interval doubles..."""
@@ -68,175 +72,6 @@ DEEP_SLEEP_AFTER = 10.0
 """Idle this long, the thread sleeps until the next job's start wakes it."""
 
 
-@dataclass(frozen=True)
-class Probe:
-    """The job's process tree at one instant."""
-
-    t: float
-    """Seconds since the sampler started."""
-    cpu: float
-    """CPU seconds of the tree since the sampler started (user + system)."""
-    rss: int | None
-    """Resident bytes of the tree; None where it could not be read."""
-    gpus: list[Any] = field(default_factory=list)
-    """One :class:`jobkit.nvml.Reading` (or None) per device of the job."""
-
-
-@dataclass
-class _Gpu:
-    index: int
-    name: str
-    uuid: str
-    mem_total: int
-    util: list[float | None] = field(default_factory=list)
-    mem: list[int | None] = field(default_factory=list)
-    power: list[float | None] = field(default_factory=list)
-    util_sum: float = 0.0
-    util_n: int = 0
-    util_max: float = 0.0
-    mem_last: int = 0
-    mem_peak: int = 0
-    power_sum: float = 0.0
-    power_n: int = 0
-    power_max: float = 0.0
-
-
-class Tally:
-    """The summary and the series, from probes added in time order.
-
-    Kept apart from the thread so the figures can be checked against a real
-    process without one.  The summary keys are :mod:`jobkit.usage`'s.
-    """
-
-    def __init__(self, started_at: float, devices: list[Any] | None = None) -> None:
-        self.started_at = started_at
-        self.t: list[float] = []
-        self.cpu_util: list[float] = []
-        self.rss: list[int | None] = []
-        self.gpus = [
-            _Gpu(d.index, d.name, d.uuid, d.mem_total_bytes) for d in devices or ()
-        ] or None
-        self.last_t = 0.0
-        self.cpu = 0.0
-        self.max_cpu_util = 0.0
-        self.rss_sum = 0
-        self.rss_n = 0
-        self.peak_rss = 0
-        self.samples = 0
-        self.thinned = 0
-        """How many times the series was halved: the sampler's interval doubles as often."""
-
-    def add(self, probe: Probe) -> None:
-        cpu = max(probe.cpu, self.cpu)  # a child caught between exit and reaping reads low
-        span = probe.t - self.last_t
-        util = (cpu - self.cpu) / span if span > 0 else 0.0
-        if span >= 0.05:  # shorter spans are clock-tick noise, not a utilization
-            self.max_cpu_util = max(self.max_cpu_util, util)
-        self.cpu, self.last_t = cpu, probe.t
-        self.samples += 1
-        if probe.rss is not None:
-            self.rss_sum += probe.rss
-            self.rss_n += 1
-            self.peak_rss = max(self.peak_rss, probe.rss)
-        self.t.append(round(probe.t, 3))
-        self.cpu_util.append(round(util, 3))
-        self.rss.append(probe.rss)
-        gpus = self.gpus or []
-        readings = [*probe.gpus, *[None] * (len(gpus) - len(probe.gpus))]  # one per t, always
-        for gpu, reading in zip(gpus, readings, strict=False):
-            gpu.util.append(None if reading is None else reading.util)
-            gpu.mem.append(None if reading is None else reading.mem_bytes)
-            gpu.power.append(None if reading is None else reading.power_watts)
-            if reading is None:
-                continue
-            gpu.util_sum += reading.util
-            gpu.util_n += 1
-            gpu.util_max = max(gpu.util_max, reading.util)
-            gpu.mem_last = reading.mem_bytes
-            gpu.mem_peak = max(gpu.mem_peak, reading.mem_bytes)
-            if reading.power_watts is not None:
-                gpu.power_sum += reading.power_watts
-                gpu.power_n += 1
-                gpu.power_max = max(gpu.power_max, reading.power_watts)
-        if len(self.t) > MAX_POINTS:
-            self.thin()
-
-    def thin(self) -> None:
-        """Keep every other point (the series' figures stay in the running totals)."""
-        self.t, self.cpu_util, self.rss = self.t[::2], self.cpu_util[::2], self.rss[::2]
-        for gpu in self.gpus or ():
-            gpu.util, gpu.mem, gpu.power = gpu.util[::2], gpu.mem[::2], gpu.power[::2]
-        self.thinned += 1
-
-    def summary(self, *, final: bool, sampler_cpu: float, peak_rss: int = 0) -> dict[str, Any]:
-        wall, cpu = round(self.last_t, 3), round(self.cpu, 3)
-        mean = cpu / wall if wall > 0 else 0.0  # a job under a millisecond: not measurable
-        summary: dict[str, Any] = {
-            "wall_seconds": wall,
-            "cpu_seconds": cpu,
-            "mean_cpu_util": round(mean, 3),
-            "max_cpu_util": round(max(self.max_cpu_util, mean), 3),
-            "peak_rss_bytes": max(self.peak_rss, peak_rss),
-            "mean_rss_bytes": self.rss_sum // self.rss_n if self.rss_n else 0,
-            "samples": self.samples,
-            "updated_at": round(time.time(), 3),
-            "final": final,
-            "sampler_cpu_seconds": round(sampler_cpu, 6),
-        }
-        if self.gpus:
-            summary["gpus"] = [_gpu_summary(g) for g in self.gpus]
-        return summary
-
-    def series(self) -> dict[str, Any]:
-        series: dict[str, Any] = {
-            "started_at": self.started_at,
-            "t": self.t,
-            "cpu_util": self.cpu_util,
-            "rss_bytes": self.rss,
-        }
-        if self.gpus:
-            series["gpus"] = [
-                {
-                    "index": g.index,
-                    "name": g.name,
-                    "uuid": g.uuid,
-                    "util": g.util,
-                    "mem_bytes": g.mem,
-                    "power_watts": g.power,
-                }
-                for g in self.gpus
-            ]
-        return series
-
-
-def _gpu_summary(gpu: _Gpu) -> dict[str, Any]:
-    summary: dict[str, Any] = {
-        "index": gpu.index,
-        "name": gpu.name,
-        "uuid": gpu.uuid,
-        "util_mean": round(gpu.util_sum / gpu.util_n, 1) if gpu.util_n else 0.0,
-        "util_max": gpu.util_max,
-        "mem_used_bytes": gpu.mem_last,
-        "mem_peak_bytes": gpu.mem_peak,
-        "mem_total_bytes": gpu.mem_total,
-    }
-    if gpu.power_n:  # absent where the board cannot tell, never zero
-        summary["power_mean_watts"] = round(gpu.power_sum / gpu.power_n, 1)
-        summary["power_max_watts"] = round(gpu.power_max, 1)
-    return summary
-
-
-@dataclass(frozen=True)
-class Ended:
-    """A job's usage at its end, for the terminal write."""
-
-    summary: dict[str, Any]
-    """``record.usage``, with ``final: true``."""
-    series: bytes | None
-    """The ``usage/ID`` blob; None for a job that ended before its first sample
-    (one point: the summary says it all, and a trivial job writes one row less)."""
-
-
 class Sampler:
     """Samples this process's tree from :meth:`start` to :meth:`stop`, one job's run.
 
@@ -244,9 +79,23 @@ class Sampler:
     from :meth:`stop` only).
     """
 
-    def __init__(self, store: Any, job_id: str) -> None:
+    def __init__(
+        self,
+        store: Any,
+        job_id: str,
+        *,
+        series_always: bool = False,
+        gpus: float | None = None,
+    ) -> None:
         self.store = store
         self.job_id = job_id
+        self.gpus = gpus
+        """The GPUs the job asked for (``resources["gpus"]``; None: unknown, as
+        if asked).  0: NVML is not even loaded, so a CPU job on a GPU node never
+        records the node's devices; a fraction: its devices are shared."""
+        self.series_always = series_always
+        """Return a series even of one point: a later attempt's end must replace
+        the blob an earlier attempt left (a first attempt has none to replace)."""
         self._stopped = False
         self._busy = threading.Lock()
         """Held by the thread while it probes or writes: :meth:`stop` waits it out."""
@@ -257,14 +106,24 @@ class Sampler:
         self._clock0 = 0.0
         self._devices: Any = None
         self._tree: Any = None
+        self._loop: _Loop | None = None
+        """The sampling thread's, once it runs (None: end figures only)."""
 
     def start(self) -> None:
-        loop = _loop()
+        """Start sampling; never raises.  Where the sampling thread cannot start
+        (a container's ``pids.max`` reached), one line on stderr, and the job
+        gets its end figures only (getrusage and /proc/self, as a short job)."""
         self._hwm_reset = _reset_peak_rss()
         self._base_cpu = _own_cpu()
-        self._clock0 = loop.cpu_clock()
         self._start = time.monotonic()
         self._tally = Tally(time.time())
+        try:
+            loop = _loop()
+        except Exception as exc:  # telemetry: never the job's failure
+            _say(f"usage sampled at the end only: {type(exc).__name__}: {exc}")
+            return
+        self._loop = loop
+        self._clock0 = loop.cpu_clock()
         loop.take(self)
 
     def stop(self) -> Ended | None:
@@ -284,10 +143,13 @@ class Sampler:
             else:  # a job shorter than the first sample: no import, a few reads
                 probe = self._own_probe()
             tally.add(probe)
-            spent = _loop().cpu_clock() - self._clock0 + time.thread_time() - before
+            loop = self._loop
+            thread = loop.cpu_clock() - self._clock0 if loop is not None else 0.0
+            spent = thread + time.thread_time() - before
             peak = _peak_rss() if self._hwm_reset else 0
             summary = tally.summary(final=True, sampler_cpu=max(spent, 0.0), peak_rss=peak)
-            series = encode_series(tally.series()) if tally.samples > 1 else None
+            keep = tally.samples > 1 or self.series_always
+            series = encode_series(tally.series()) if keep else None
             return Ended(summary, series)
         except Exception as exc:  # telemetry: never the job's failure
             _say(f"usage figures lost: {type(exc).__name__}: {exc}")
@@ -326,9 +188,10 @@ class Sampler:
 
             from jobkit.nvml import visible_devices
 
-            self._devices = visible_devices()
+            self._devices = visible_devices() if self.gpus is None or self.gpus > 0 else None
             if self._devices is not None:
-                self._tally = Tally(self._tally.started_at, self._devices.devices)
+                shared = self.gpus is not None and 0 < self.gpus < 1
+                self._tally = Tally(self._tally.started_at, self._devices.devices, shared=shared)
             self._tree = psutil.Process()
         self._tally.add(self._tree_probe(self._tree, self._devices))
         return self._tally
@@ -338,8 +201,10 @@ class Sampler:
             return
         try:
             summary = tally.summary(final=False, sampler_cpu=loop.cpu_clock() - self._clock0)
-            self.store.put_blob(usage_key(self.job_id), encode_series(tally.series()))
+            # The record first: a job pruned meanwhile refuses it, and no series is
+            # left behind without a record (``jobkit prune`` removes any that are).
             self.store.update(self.job_id, usage=summary)
+            self.store.put_blob(usage_key(self.job_id), encode_series(tally.series()))
         except Exception as exc:  # the store's own patience has run out: try again later
             _say(f"usage not recorded: {type(exc).__name__}: {exc}")
 
@@ -463,6 +328,48 @@ def _loop() -> _Loop:
                 _LOOP = _Loop()
             loop = _LOOP
     return loop
+
+
+_HELD: Sampler | None = None
+"""The sampler whose ``_busy`` this process took for a fork in progress."""
+
+
+def _before_fork() -> None:
+    """A job forking (``multiprocessing``'s fork) waits out a probe in progress:
+    a child copied mid-probe would inherit locks held by a thread it does not
+    have (an import of psutil half done: the child's own import hangs)."""
+    global _HELD
+    loop = _LOOP
+    if loop is None or loop.pid != os.getpid() or threading.current_thread() is loop.thread:
+        return
+    sampler = loop.current
+    if sampler is None:
+        return
+    sampler._busy.acquire()
+    _HELD = sampler
+
+
+def _after_fork_in_parent() -> None:
+    global _HELD
+    held, _HELD = _HELD, None
+    if held is not None:
+        held._busy.release()
+
+
+def _after_fork_in_child() -> None:
+    """The child has no sampling thread: its copy of the lock starts free."""
+    global _HELD
+    held, _HELD = _HELD, None
+    if held is not None:
+        held._busy = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(
+        before=_before_fork,
+        after_in_parent=_after_fork_in_parent,
+        after_in_child=_after_fork_in_child,
+    )
 
 
 def _descendants(process: Any) -> list[Any]:

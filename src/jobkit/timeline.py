@@ -173,14 +173,22 @@ def _stamps_from(record: JobRecord) -> float:
 
 def _item_row(record: JobRecord, position: int, origin: float, now: float) -> Row:
     index = record.array_index if record.array_index is not None else position
-    start = record.started_at
+    # Only a running or ended attempt has started: a requeued one (QUEUED, attempt
+    # >= 1) written before requeues cleared it still carries its last attempt's start.
+    started = record.state is JobState.RUNNING or record.is_terminal
+    start = record.started_at if started else None
     ended: float | None = None
     if record.is_terminal:  # a record ended without a time: at its last known moment
         ended = record.finished_at or start or record.submitted_at or record.created_at
     waited_to = start or ended or now
+    # A later attempt waits from its previous one's end (a retry keeps the first
+    # submission's time; a rerun's new submission is later than that end).
+    waited_from = record.submitted_at or record.created_at
+    previous = record.attempts[-1].get("ended_at") if record.attempts else None
+    if isinstance(previous, (int, float)) and previous <= waited_to:
+        waited_from = max(waited_from, previous)
     # A worker can record its start before the submitter records the submission:
     # then the wait is counted from the record's creation.
-    waited_from = record.submitted_at or record.created_at
     if waited_from > waited_to:
         waited_from = min(record.created_at, waited_to)
     run_to = max(start, ended or now) if start else None  # a clock behind: no negative bar

@@ -20,8 +20,18 @@ The summary (``JobRecord.usage``) is a JSON object::
     gpus: [{index, name, uuid, util_mean, util_max (percent), mem_used_bytes,
             mem_peak_bytes, mem_total_bytes, power_mean_watts, power_max_watts}]
 
+The summary is the current attempt's: a retry's requeue moves the ended
+attempt's summary into its ``JobRecord.attempts`` entry (key ``usage``, see
+:func:`jobkit.reconcile.attempt_entry`) and starts ``usage`` from ``{}``; a
+rerun (``retry_failed``) does the same and deletes the series blob.  A later
+attempt's end always writes its series, even of one point, so the blob never
+holds an earlier attempt's.
+
 ``gpus`` is absent where no NVIDIA GPU was visible (or NVML could not be
-loaded): that is "not measured", never zero.
+loaded), and for a job that asked for no GPU (it may run on a GPU node, whose
+devices are not its own): that is "not measured", never zero.  A job granted a
+fraction of a GPU (``gpus=0.5``: the local agent shares the device) has
+``"shared": true`` in each entry: the device's figures include its neighbours'.
 
 The flags are computed when read, from the summary and the resources the job
 asked for, so a threshold can change without rewriting records.
@@ -60,6 +70,10 @@ CPU_BUSY_FRACTION = 0.25
 """CPUs granted but idle: more than one asked for and the mean use under this fraction."""
 MIN_SECONDS = 1.0
 """Runs shorter than this are not flagged: too few samples to judge."""
+MIN_LIVE_SECONDS = 60.0
+"""A running job (its summary not final) is judged only after this much wall
+time: most jobs load data or compile before they touch a GPU or their memory,
+and a warm-up is not waste."""
 
 
 @dataclass(frozen=True)
@@ -75,7 +89,8 @@ class Flag:
 def flags(record: JobRecord) -> list[Flag]:
     """What ``record`` was granted and did not use; empty when nothing is known."""
     usage = record.usage
-    if not usage or float(usage.get("wall_seconds") or 0.0) < MIN_SECONDS:
+    least = MIN_SECONDS if usage.get("final") else MIN_LIVE_SECONDS
+    if not usage or float(usage.get("wall_seconds") or 0.0) < least:
         return []
     found: list[Flag] = []
     asked_gpus = float(record.resources.get("gpus") or 0)

@@ -106,12 +106,16 @@ def run_job(
         return EXIT_OK  # cancelled (or already run) before we started
     limit_threads(record.resources.get("cpus", 1))  # before unpickling may import numpy
     if record.state is not JobState.RUNNING or record.pid != os.getpid():
+        fresh: dict[str, Any] = {}
+        if record.state is not JobState.RUNNING and record.usage:
+            fresh["usage"] = {}  # an earlier attempt's figures: its attempts entry keeps them
         started = store.transition(
             job_id,
             JobState.RUNNING,
             started_at=record.started_at if record.state is JobState.RUNNING else time.time(),
             host=os.environ.get("JOBKIT_HOST") or socket.gethostname(),
             pid=os.getpid(),
+            **fresh,
         )
         if started is None:
             return EXIT_OK
@@ -133,7 +137,9 @@ def run_job(
 
     error: BaseException | None = None
     value = None
-    sampler = Sampler(store, job_id)
+    # A later attempt always writes its series: the blob may hold an earlier one's.
+    gpus = float(record.resources.get("gpus") or 0)
+    sampler = Sampler(store, job_id, series_always=record.attempt > 0, gpus=gpus)
     sampler.start()
     try:
         try:
@@ -146,6 +152,7 @@ def run_job(
         error = exc
     del call, fn
     usage: dict[str, Any] = {} if ended is None else {"usage": ended.summary}
+    summary = None if ended is None else ended.summary
 
     failure = None if error is None else _failure_of(error, classify)
     if (
@@ -165,7 +172,7 @@ def run_job(
             f"retrying after {failure.message}",
             reason=failure.reason,
             exit_code=EXIT_FAILED,
-            **usage,
+            usage=summary,
         )
         if requeued is not None:
             return EXIT_FAILED
@@ -189,7 +196,7 @@ def run_job(
         store.transition_many([end])
         return EXIT_OK
     store.put_blobs({outcome_key(job_id): outcome, **_series_blob(job_id, ended)})
-    fail(store, job_id, failure, expect=_RUNNING, usage=usage.get("usage"))
+    fail(store, job_id, failure, expect=_RUNNING, usage=summary)
     return EXIT_FAILED
 
 

@@ -106,6 +106,29 @@ def burn_then_fail(seconds: float) -> None:
     raise SuiteError(3)
 
 
+def burn_cpu(seconds: float) -> None:
+    """Spends ``seconds`` of CPU time (however long a shared machine takes)."""
+    deadline = time.process_time() + seconds
+    while time.process_time() < deadline:
+        sum(range(1000))
+
+
+def burn_once_then_fail(marker: str, seconds: float) -> str:
+    """Burns ``seconds`` of CPU and fails the first time (leaving ``marker``); at once after."""
+    if not os.path.exists(marker):
+        Path(marker).touch()
+        burn_cpu(seconds)
+        raise SuiteError(3)
+    return "second try"
+
+
+def needs_marker_after_burn(folder: str, index: int, seconds: float) -> int:
+    """:func:`needs_marker`, after burning ``seconds`` of CPU while the marker is missing."""
+    if not (Path(folder) / str(index)).exists():
+        burn_cpu(seconds)
+    return needs_marker(folder, index)
+
+
 def ramp(nbytes: int, steps: int, pause: float) -> int:
     """Allocates and touches ``nbytes`` in ``steps`` blocks, pausing after each."""
     blocks = []
@@ -772,6 +795,42 @@ class BackendConformance:
         assert usage["cpu_seconds"] > 0.1 and usage["samples"] >= 2, usage
         assert decode_series(client.store.get_blob(usage_key(job.id)))["t"]
 
+    def test_a_retry_starts_its_own_usage_and_keeps_the_ended_attempts(
+        self, client: Any, tmp_path: Path
+    ) -> None:
+        job = jobkit.remote(retries=1, retry_on={"ERROR"})(burn_once_then_fail).submit(
+            str(tmp_path / "burnt"), 1.0
+        )
+        assert job.result(timeout=T) == "second try"
+        info = job.info
+        assert info.attempt == 1 and info.state is JobState.SUCCEEDED
+        first = info.attempts[0]["usage"]
+        assert first["final"] is True and first["cpu_seconds"] > 0.5, first
+        usage = info.usage  # attempt 1 returned at once: its own figures only
+        assert usage["final"] is True and usage["cpu_seconds"] < 0.5, usage
+        assert usage["wall_seconds"] < first["wall_seconds"], usage
+        series = decode_series(client.store.get_blob(usage_key(job.id)))
+        assert series["t"][-1] <= usage["wall_seconds"] + 0.01, series  # not attempt 0's
+
+    def test_a_rerun_starts_without_the_failed_attempts_usage(
+        self, client: Any, tmp_path: Path
+    ) -> None:
+        jobs = jobkit.map(needs_marker_after_burn, [str(tmp_path)] * 2, range(2), [0.6] * 2)
+        jobs.wait(timeout=T, progress=False)
+        assert all(j.info.usage["cpu_seconds"] > 0.3 for j in jobs)
+        assert all(client.store.get_blob(usage_key(j.id)) for j in jobs)
+        again = jobs.retry_failed()
+        for job in again:  # not started yet (it may have been, fast): nothing measured
+            info = job.info
+            if info.state in (JobState.PENDING, JobState.QUEUED):
+                assert info.usage == {}, info.usage
+                assert not client.store.blobs_present([usage_key(job.id)])
+            assert info.attempts[0]["usage"]["cpu_seconds"] > 0.3, info.attempts
+        for i in range(2):
+            (tmp_path / str(i)).touch()
+        assert again.results(timeout=T, progress=False) == [0, 1]
+        assert all(j.info.attempts[0]["usage"]["final"] for j in again)
+
     def test_gpu_usage_through_nvml_for_the_visible_device_only(
         self, client: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
@@ -795,9 +854,13 @@ class BackendConformance:
             monkeypatch.setenv(name, value)
         if self.nvml_gpus_granted:  # the scheduler sets CUDA_VISIBLE_DEVICES=0
             want, job = 0, jobkit.remote(gpus=1)(sleep_then).submit(1.2)
-        else:  # the job inherits it: a UUID, as some schedulers set it
+        else:  # it inherits a device (a UUID, as some schedulers set it), asked for none
             monkeypatch.setenv("CUDA_VISIBLE_DEVICES", devices[1].uuid)
-            want, job = 1, jobkit.submit(sleep_then, 1.2)
+            cpu_only = jobkit.submit(sleep_then, 1.2)
+            cpu_only.result(timeout=T)
+            usage = cpu_only.info.usage  # the node's GPUs are not its own: not measured
+            assert usage["final"] is True and "gpus" not in usage, usage
+            return
         job.result(timeout=T)
         (gpu,) = job.info.usage["gpus"]
         assert gpu["index"] == want and gpu["uuid"] == devices[want].uuid, gpu

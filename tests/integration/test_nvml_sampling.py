@@ -90,6 +90,25 @@ def test_each_job_records_its_own_gpu_and_an_idle_one_is_flagged(
         assert flags(used) == []
 
 
+def test_a_job_that_asked_for_no_gpu_records_none_and_a_fraction_is_shared(
+    library: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    values = nvml_standin.write_devices(tmp_path / "devices.tsv", [BUSY])
+    for name, value in nvml_standin.environment(library, values).items():
+        monkeypatch.setenv(name, value)
+    # An agent told of no GPUs on a GPU node: a job inherits every device, none its own.
+    with local_env(tmp_path / "cpu", cpus=2) as _client:
+        plain = jobkit.submit(helpers.hold_gpus, 1.2)
+        assert plain.result(timeout=T)["CUDA_VISIBLE_DEVICES"] is None  # all visible
+        usage = plain.info.usage
+        assert usage["final"] is True and usage["samples"] >= 2 and "gpus" not in usage, usage
+    with local_env(tmp_path / "gpu", cpus=2, gpus=[H100]) as _client:
+        half = jobkit.remote(gpus=0.5)(helpers.hold_gpus).submit(1.2)
+        assert half.result(timeout=T)["CUDA_VISIBLE_DEVICES"] == "0"
+        (gpu,) = half.info.usage["gpus"]
+        assert gpu["uuid"] == BUSY.uuid and gpu["shared"] is True, gpu
+
+
 @pytest.mark.parametrize("setup", ["no library", "driver not loaded"])
 def test_no_nvml_means_no_gpus_key_and_the_job_succeeds(
     setup: str, library: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch

@@ -23,6 +23,7 @@ from jobkit.signing import load_key
 from jobkit.states import FailureReason, JobRecord, JobState
 from jobkit.stores import open_store
 from jobkit.stores.base import outcome_key, payload_key
+from jobkit.usage import usage_key
 
 T = 60.0
 
@@ -153,14 +154,20 @@ def test_reopen_refuses_what_is_not_failed_or_cancelled(tmp_path: Path) -> None:
         failure_reason=FailureReason.ERROR,
         message="boom",
         finished_at=5.0,
+        usage={"cpu_seconds": 2.5, "final": True},
     )
     store.create([done, failed])
     store.put_blob(outcome_key(failed.id), b"old error")
+    store.put_blob(usage_key(failed.id), b'{"version":1,"t":[0.1,2.5]}')
     with pytest.raises(ConfigError, match="jk-done"):
         reopen(store, [done])
     (moved,) = reopen(store, [failed])
     assert moved.attempt == 1 and moved.attempts[0]["ended_at"] == 5.0
     assert store.get_blobs([outcome_key(failed.id)]) == {}  # no stale error to read
+    # The new attempt measured nothing yet: the old figures are its attempts entry's.
+    assert moved.usage == {} and store.get(failed.id).usage == {}
+    assert moved.attempts[0]["usage"] == {"cpu_seconds": 2.5, "final": True}
+    assert store.get_blobs([usage_key(failed.id)]) == {}
     assert reopen(store, [failed]) == []  # the stale copy: already reopened, refused
 
 

@@ -490,6 +490,18 @@ def test_prune_dry_run_and_json_and_state_filter(aged: Store) -> None:
     assert len(aged.query()) == 11
 
 
+def test_prune_removes_usage_series_whose_record_is_gone(aged: Store) -> None:
+    from jobkit.usage import usage_key
+
+    aged.create([rec("jk-no-payload", JobState.RUNNING, age=1)])  # a record is enough
+    for job_id in ("jk-pruned-meanwhile", "jk-running-1", "jk-no-payload"):
+        aged.put_blob(usage_key(job_id), b'{"version":1}')
+    report = json.loads(run("prune", "--orphans", "--json").stdout)
+    assert report["orphan_series"] == 1
+    assert aged.blob_keys("usage/") == ["usage/jk-no-payload", "usage/jk-running-1"]
+    assert "orphan usage series" not in run("prune", "--orphans").stdout  # none left
+
+
 @pytest.mark.parametrize(
     ("args", "needle"),
     [

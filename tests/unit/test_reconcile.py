@@ -398,6 +398,26 @@ def running_on(store: Store, job_id: str, **resources: Any) -> JobRecord:
     return store.update(record.id, backend_id="101")
 
 
+def test_a_requeue_moves_the_ended_attempts_usage_and_start_into_its_entry(
+    store: Store,
+) -> None:
+    running = put(store, JobState.RUNNING, retries=2)
+    live = {"cpu_seconds": 2.5, "final": False, "wall_seconds": 3.0}
+    running = store.update(running.id, usage=live, host="node-1", pid=41, started_at=5.0)
+    final = {**live, "final": True, "cpu_seconds": 2.6}
+    again = requeue(store, running, "worker retry", usage=final)  # the worker's end
+    assert again is not None and again.usage == {}
+    assert (again.started_at, again.host, again.pid) == (None, None, None)  # waits again
+    (entry,) = again.attempts
+    assert entry["usage"] == final and entry["host"] == "node-1" and entry["started_at"] == 5.0
+    moved = store.transition(again.id, JobState.RUNNING)
+    assert moved is not None
+    moved = store.update(moved.id, usage=live)
+    third = requeue(store, moved, "observed", reason=FailureReason.PREEMPTED)  # an observer's
+    assert third is not None and third.usage == {}
+    assert third.attempts[1]["usage"] == live  # the last one recorded: all it knows
+
+
 @pytest.mark.parametrize(
     ("seen", "reason"),
     [

@@ -126,7 +126,8 @@ def test_live_figures_reach_the_store_and_a_failed_write_is_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A running job's summary lands in its record at the first flush (2 s);
-    a write that fails (here: no such job) is a line on stderr, never an error."""
+    a write that fails (here: no such job, as if pruned) is a line on stderr,
+    never an error, and leaves no series behind."""
     store = open_store(f"sqlite:///{tmp_path}/jobkit.db")
     store.create([JobRecord("jk-live", "live", "local", state=JobState.RUNNING)])
     live, lost = Sampler(store, "jk-live"), Sampler(store, "jk-absent")
@@ -137,7 +138,9 @@ def test_live_figures_reach_the_store_and_a_failed_write_is_one_line(
     lost.start()
     time.sleep(2.3)
     lost_end = lost.stop()
+    series = store.blob_keys("usage/")  # the record is written first: none for a pruned job
     store.close()
+    assert series == ["usage/jk-live"], series
     assert seen["final"] is False and seen["samples"] >= 2 and seen["cpu_seconds"] > 0.3, seen
     assert ended is not None and ended.summary["final"] is True
     assert lost_end is not None and lost_end.summary["samples"] >= 2
@@ -153,3 +156,69 @@ def test_jobkit_its_cli_and_its_worker_import_neither_psutil_nor_pynvml() -> Non
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out
+
+
+def test_a_sampling_thread_that_cannot_start_leaves_the_job_its_end_figures() -> None:
+    """A container at its ``pids.max``: the thread's start raises.  Threading is
+    the standard library's, so refusing that one thread stands in for the limit
+    (RLIMIT_NPROC binds nobody when the tests run as root)."""
+    script = (
+        "import threading, time\n"
+        "from jobkit import sampling\n"
+        "real = threading.Thread.start\n"
+        "def refuse(self):\n"
+        "    if self.name == sampling.THREAD_NAME:\n"
+        '        raise RuntimeError("can\'t start new thread")\n'
+        "    return real(self)\n"
+        "threading.Thread.start = refuse\n"
+        "s = sampling.Sampler(None, 'jk-x')\n"
+        "s.start()\n"
+        "d = time.monotonic() + 0.4\n"
+        "while time.monotonic() < d: pass\n"
+        "ended = s.stop()\n"
+        "print(ended.summary['final'], ended.summary['cpu_seconds'] > 0.2, ended.series)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "True", "None"], out.stdout
+    (line,) = out.stderr.splitlines()
+    assert "usage sampled at the end only" in line and "can't start new thread" in line, line
+
+
+FORKING_JOB = """
+import multiprocessing as mp, time
+from jobkit.sampling import Sampler
+
+def child(q):
+    import psutil  # what the parent's sampling thread may be importing at the fork
+    q.put(psutil.Process().pid)
+
+if __name__ == "__main__":
+    ctx = mp.get_context("fork")
+    sampler = Sampler(None, "jk-fork")
+    sampler.start()
+    deadline, forks = time.monotonic() + 1.5, 0
+    while time.monotonic() < deadline:
+        q = ctx.Queue()
+        p = ctx.Process(target=child, args=(q,))
+        p.start()
+        q.get(timeout=30)
+        p.join(30)
+        forks += 1
+    ended = sampler.stop()
+    print(forks, ended.summary["samples"])
+"""
+
+
+def test_a_job_that_forks_while_it_is_sampled_completes(tmp_path: Path) -> None:
+    """Forks land in the sampling thread's first probe (psutil being imported):
+    a child copied then inherited its import lock held and hung (3 runs in 5)."""
+    script = tmp_path / "forking_job.py"
+    script.write_text(FORKING_JOB)
+    for _ in range(3):
+        out = subprocess.run(
+            [sys.executable, str(script)], capture_output=True, text=True, timeout=120
+        )
+        assert out.returncode == 0, out.stderr[-2000:]
+        forks, samples = map(int, out.stdout.split())
+        assert forks > 10 and samples >= 2, out.stdout

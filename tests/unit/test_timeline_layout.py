@@ -63,6 +63,25 @@ def test_start_recorded_before_the_submission_counts_the_wait_from_creation() ->
     }
 
 
+def test_a_requeued_attempt_waits_from_its_previous_attempts_end() -> None:
+    previous = {"attempt": 0, "reason": "PREEMPTED", "started_at": T0 + 10, "ended_at": T0 + 40}
+    # As requeues wrote it before they cleared the start: attempt 0's started_at kept.
+    stale = item(0, JobState.QUEUED, submitted_at=T0 + 1, started_at=T0 + 10)
+    stale.attempt, stale.attempts = 1, [previous]
+    assert kinds(stale, T0 + 100) == {"queued": (40.0, 100.0), "attempt": (10.0, 40.0)}
+    cleared = item(0, JobState.QUEUED, submitted_at=T0 + 1)
+    cleared.attempt, cleared.attempts = 1, [previous]
+    assert kinds(cleared, T0 + 100) == kinds(stale, T0 + 100)
+    again = item(0, JobState.SUCCEEDED, submitted_at=T0 + 1, started_at=T0 + 50)
+    again.finished_at, again.attempt, again.attempts = T0 + 60, 1, [previous]
+    assert kinds(again, T0 + 100) == {
+        "queued": (40.0, 50.0),
+        "running": (50.0, 60.0),
+        "end": (60.0, 60.0),
+        "attempt": (10.0, 40.0),
+    }
+
+
 def test_a_clock_behind_the_worker_draws_no_negative_bar() -> None:
     running = item(0, JobState.RUNNING, submitted_at=T0, started_at=T0 + 10)
     segments = kinds(running, now=T0 + 5)

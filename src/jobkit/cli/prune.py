@@ -44,4 +44,6 @@ def show(planned: PrunePlan, *, dry_run: bool) -> None:
         summary += f" and {len(planned.corrupted)} corrupted record(s)"
     summary += f", {len(planned.log_files)} log file(s)"
     summary += f", {len(planned.orphans)} orphan payload(s)"
+    if planned.orphan_series:
+        summary += f", {len(planned.orphan_series)} orphan usage series"
     typer.echo(summary)
