@@ -98,7 +98,11 @@ class Sampler:
         the blob an earlier attempt left (a first attempt has none to replace)."""
         self._stopped = False
         self._busy = threading.Lock()
-        """Held by the thread while it probes or writes: :meth:`stop` waits it out."""
+        """Held by the thread while it probes: :meth:`stop` and a fork wait it out."""
+        self._writing = threading.Lock()
+        """Held by the thread while it writes live figures: :meth:`stop` waits it
+        out (no live write lands after the end), a fork does not (a store slow
+        to answer must not hold up the job's own ``fork``)."""
         self._tally: Tally | None = None
         self._base_cpu = 0.0
         self._start = 0.0
@@ -136,6 +140,8 @@ class Sampler:
         self._stopped = True
         with self._busy:
             tally = self._tally or tally
+        with self._writing:
+            pass
         try:
             before = time.thread_time()
             if self._tree is not None:  # the thread sampled: the end includes children
@@ -167,17 +173,23 @@ class Sampler:
             if now < due:
                 loop.nap(self, due - now)
                 continue
+            live: tuple[dict[str, Any], bytes] | None = None
             with self._busy:
                 if self._stopped:
                     return
                 try:
                     tally = self._probe()
                     if tally.last_t >= next_flush:
-                        self._flush(tally, loop)
+                        live = self._live(tally, loop)
                         next_flush = tally.last_t + FLUSH_EVERY
                 except Exception as exc:
                     _say(f"usage sampling stopped: {type(exc).__name__}: {exc}")
                     return
+            if live is not None:
+                with self._writing:
+                    if self._stopped:
+                        return
+                    self._flush(*live)
             interval = min(interval * 2, MAX_INTERVAL * 2**tally.thinned)
             due = min(time.monotonic() + interval, self._start + next_flush)  # flush on time
 
@@ -196,15 +208,19 @@ class Sampler:
         self._tally.add(self._tree_probe(self._tree, self._devices))
         return self._tally
 
-    def _flush(self, tally: Tally, loop: _Loop) -> None:
+    def _live(self, tally: Tally, loop: _Loop) -> tuple[dict[str, Any], bytes]:
+        """The live summary and series, taken while the probe lock is held."""
+        summary = tally.summary(final=False, sampler_cpu=loop.cpu_clock() - self._clock0)
+        return summary, encode_series(tally.series())
+
+    def _flush(self, summary: dict[str, Any], series: bytes) -> None:
         if self.store is None:
             return
         try:
-            summary = tally.summary(final=False, sampler_cpu=loop.cpu_clock() - self._clock0)
             # The record first: a job pruned meanwhile refuses it, and no series is
             # left behind without a record (``jobkit prune`` removes any that are).
             self.store.update(self.job_id, usage=summary)
-            self.store.put_blob(usage_key(self.job_id), encode_series(tally.series()))
+            self.store.put_blob(usage_key(self.job_id), series)
         except Exception as exc:  # the store's own patience has run out: try again later
             _say(f"usage not recorded: {type(exc).__name__}: {exc}")
 

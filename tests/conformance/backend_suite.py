@@ -875,6 +875,8 @@ class BackendConformance:
         live = wait_for(lambda: job.info.usage)  # the first flush, about 2 s in
         assert job.info.state is JobState.RUNNING
         assert live["final"] is False and live["samples"] >= 1 and live["cpu_seconds"] > 0, live
+        # The series is written just after the record (so no series outlives a pruned record).
+        assert wait_for(lambda: client.store.blobs_present([usage_key(job.id)]))
         assert decode_series(client.store.get_blob(usage_key(job.id)))["t"]
         assert job.cancel()  # the worker is killed: it never writes a final summary
         with pytest.raises(concurrent.futures.CancelledError):
