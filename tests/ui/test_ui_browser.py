@@ -88,11 +88,20 @@ def browser(server: Server) -> Iterator[Any]:
 
 
 def wait(driver: Any, condition: Any, timeout: float = WAIT) -> Any:
-    from selenium.common.exceptions import TimeoutException
+    from selenium.common.exceptions import (
+        NoSuchElementException,
+        StaleElementReferenceException,
+        TimeoutException,
+    )
     from selenium.webdriver.support.ui import WebDriverWait
 
+    # A page that is being replaced (a filter applied, a button posted) leaves
+    # elements found a moment ago stale, or not there yet: look again.
+    ignored = (StaleElementReferenceException, NoSuchElementException)
     try:
-        return WebDriverWait(driver, timeout, poll_frequency=0.1).until(condition)
+        return WebDriverWait(driver, timeout, poll_frequency=0.1, ignored_exceptions=ignored).until(
+            condition
+        )
     except TimeoutException:  # say what the page showed instead
         text = driver.find_element("tag name", "body").text
         raise AssertionError(

@@ -132,11 +132,17 @@ def test_live_figures_reach_the_store_and_a_failed_write_is_one_line(
     store.create([JobRecord("jk-live", "live", "local", state=JobState.RUNNING)])
     live, lost = Sampler(store, "jk-live"), Sampler(store, "jk-absent")
     live.start()
-    _burn(2.3)
+    deadline = time.monotonic() + 30  # the first flush is due 2 s in; a busy machine is late
+    while not store.blobs_present(["usage/jk-live"]) and time.monotonic() < deadline:
+        _burn(0.1)
     seen = store.get("jk-live").usage
     ended = live.stop()
+    err: list[str] = []
     lost.start()
-    time.sleep(2.3)
+    deadline = time.monotonic() + 30
+    while not err and time.monotonic() < deadline:
+        time.sleep(0.2)
+        err += capsys.readouterr().err.strip().splitlines()
     lost_end = lost.stop()
     series = store.blob_keys("usage/")  # the record is written first: none for a pruned job
     store.close()
@@ -144,7 +150,7 @@ def test_live_figures_reach_the_store_and_a_failed_write_is_one_line(
     assert seen["final"] is False and seen["samples"] >= 2 and seen["cpu_seconds"] > 0.3, seen
     assert ended is not None and ended.summary["final"] is True
     assert lost_end is not None and lost_end.summary["samples"] >= 2
-    err = capsys.readouterr().err.strip().splitlines()
+    err += capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "usage not recorded" in err[0] and "jk-absent" in err[0], err
 
 

@@ -1155,18 +1155,19 @@ class Agent:
         """Record a failure unless the worker already recorded the end; a job
         with retries left goes back to the queue instead (``retries``).
 
-        ``attempt``: the one the dead worker ran.  A rerun (``jobkit retry``)
-        may have started a newer attempt of the same id meanwhile: the death of
-        a cancelled attempt's worker is not that attempt's failure.
+        ``attempt``: the one the dead worker ran.  Past a requeue (QUEUED: the
+        queue takes it again), a newer attempt of the same id was started by a
+        rerun (``jobkit retry``) meanwhile: the death of a cancelled attempt's
+        worker is not that attempt's failure.
         """
         record = self.store.get(job_id)
-        if attempt is not None and record.attempt != attempt:
-            return
         if record.state is JobState.QUEUED:  # the worker requeued itself for a retry
             self._unqueue(job_id)
             self._enqueue([record])
             self._broadcast(encode_event(Event.REQUEUED, job_id))
             self.dirty = True
+            return
+        if attempt is not None and record.attempt != attempt:
             return
         header = self._written_outcome(record) if record.state is JobState.RUNNING else None
         if header is not None:
