@@ -88,7 +88,7 @@ def job_text(record: JobRecord) -> str:
     if record.failure_reason is not None:
         text += f" ({record.failure_reason.value}"
         if record.message:
-            text += f": {_shorten(record.message, 80)}"
+            text += f": {shorten(record.message, 80)}"
         text += ")"
     elif record.cached_from:
         text += f" (cached from {record.cached_from})"
@@ -411,7 +411,7 @@ def _clock(stamp: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp))
 
 
-def _shorten(text: str, width: int) -> str:
+def shorten(text: str, width: int) -> str:
     line = " ".join(text.split())
     return line if len(line) <= width else line[: width - 1] + "…"
 

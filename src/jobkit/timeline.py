@@ -40,6 +40,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 from xml.sax.saxutils import escape
 
+from jobkit.display import format_duration, shorten
 from jobkit.errors import ConfigError
 from jobkit.states import JobRecord, JobState
 
@@ -216,7 +217,7 @@ def _attempt_segment(
         f"item {index} · {record.id} · attempt {entry.get('attempt', '?')}",
         f"ended: {entry.get('reason', '?')}"
         + (f" ({entry['message']})" if entry.get("message") else ""),
-        f"ran for {_duration(ended - started)}",
+        f"ran for {format_duration(ended - started)}",
     ]
     if entry.get("host"):
         parts.append(f"host: {entry['host']}")
@@ -230,15 +231,15 @@ def _title(record: JobRecord, index: int, waited: float, ran: float | None) -> s
     state = record.state.value
     if record.failure_reason is not None:
         state += f" ({record.failure_reason.value})"
-    lines = [f"item {index} · {record.id}", state, f"queued for {_duration(waited)}"]
+    lines = [f"item {index} · {record.id}", state, f"queued for {format_duration(waited)}"]
     if ran is not None:
-        lines.append(f"ran for {_duration(ran)}")
+        lines.append(f"ran for {format_duration(ran)}")
     if record.attempts:
         lines.append(f"{len(record.attempts)} earlier attempt(s)")
     if record.host:
         lines.append(f"host: {record.host}")
     if record.message and record.failure_reason is not None:
-        lines.append(f"failure: {_shorten(record.message, 200)}")
+        lines.append(f"failure: {shorten(record.message, 200)}")
     return "\n".join(lines)
 
 
@@ -292,22 +293,6 @@ def _tick_label(seconds: float) -> str:
         return f"{minutes}m" + (f"{secs:02d}s" if secs else "")
     hours, rest = divmod(whole, 3600)
     return f"{hours}h" + (f"{rest // 60:02d}m" if rest // 60 else "")
-
-
-def _duration(seconds: float) -> str:
-    seconds = max(0.0, seconds)
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    minutes, secs = divmod(int(seconds), 60)
-    if minutes < 60:
-        return f"{minutes} min {secs} s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes} min"
-
-
-def _shorten(text: str, width: int) -> str:
-    line = " ".join(text.split())
-    return line if len(line) <= width else line[: width - 1] + "…"
 
 
 # -- the pixel frame -----------------------------------------------------------

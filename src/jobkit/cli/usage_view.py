@@ -154,30 +154,38 @@ def usage_section(record: JobRecord, now: float) -> None:
         missing = "not sampled" if record.is_terminal else "not sampled yet"
         emit(out, Text(f"\nusage: {missing}", style="dim"))
         return
-    emit(out, Text("\nusage ") + Text(_freshness(record, now), style="dim"))
+    emit(out, Text("\nusage ") + Text(f"({freshness(record, now)})", style="dim"))
     table = Table(box=None, show_header=False, pad_edge=False)
     table.add_column("field", style="bold", no_wrap=True)
     table.add_column("value", overflow="fold")
+    for label, value in figure_rows(record):
+        table.add_row(f"  {label}", Text(value))
+    emit(out, table)
+    for flag in flags(record):
+        emit(out, flag_text(flag))
+
+
+def figure_rows(record: JobRecord) -> list[tuple[str, str]]:
+    """The usage figures as (label, text) rows: ``jobkit status`` and the web
+    view's job page both show these, so the two never tell different stories."""
+    usage = record.usage
     cpu = _number(usage.get("cpu_seconds"))
     wall = _number(usage.get("wall_seconds"))
-    table.add_row("  cpu time", "-" if cpu is None else f"{cpu:.1f}s")
+    rows = [("cpu time", "-" if cpu is None else f"{cpu:.1f}s")]
     if wall is not None:
-        table.add_row("  wall time", format_span(wall))
+        rows.append(("wall time", format_span(wall)))
     mean, peak = _number(usage.get("mean_cpu_util")), _number(usage.get("max_cpu_util"))
     cores = "-" if mean is None else f"{mean:.2f} mean, {peak or 0.0:.2f} max"
     asked = record.resources.get("cpus")
-    table.add_row("  cpu cores", f"{cores} (asked for {asked})" if asked else cores)
+    rows.append(("cpu cores", f"{cores} (asked for {asked})" if asked else cores))
     peak_rss, mean_rss = usage.get("peak_rss_bytes"), usage.get("mean_rss_bytes")
     mem = record.resources.get("mem")
     rss = f"{size(_number(peak_rss))} peak, {size(_number(mean_rss))} mean"
     if isinstance(mem, int) and mem > 0:
         rss += f" (asked for {size(mem)})"
-    table.add_row("  memory", rss)
-    for gpu in gpus_of(usage):
-        table.add_row(f"  gpu {gpu.get('index', '?')}", Text(gpu_line(gpu)))
-    emit(out, table)
-    for flag in flags(record):
-        emit(out, flag_text(flag))
+    rows.append(("memory", rss))
+    rows += [(f"gpu {gpu.get('index', '?')}", gpu_line(gpu)) for gpu in gpus_of(usage)]
+    return rows
 
 
 def gpu_line(gpu: Mapping[str, Any]) -> str:
@@ -203,14 +211,15 @@ def flag_text(flag: Flag) -> Any:
     return Text(f"! {flag.name}: {flag.text}", style="bold yellow")
 
 
-def _freshness(record: JobRecord, now: float) -> str:
+def freshness(record: JobRecord, now: float) -> str:
+    """``final``, ``live, updated 7.0s ago``, or a run that ended unsummarised."""
     age = figures_age(record, now)
     ago = "?" if age is None else format_span(age)
     if record.usage.get("final"):
-        return "(final)"
+        return "final"
     if not record.is_terminal:
-        return f"(live, updated {ago} ago)"
-    return f"(last sample, {ago} ago: the run ended before a final summary)"
+        return f"live, updated {ago} ago"
+    return f"last sample, {ago} ago: the run ended before a final summary"
 
 
 # -- jobkit status ARRAY ---------------------------------------------------------

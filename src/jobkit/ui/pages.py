@@ -246,8 +246,7 @@ def usage_section(
     (:mod:`jobkit.cli.usage_view`), so the two never tell different stories."""
     import time
 
-    from jobkit.cli.render import format_span
-    from jobkit.cli.usage_view import figures_age, gpu_line, gpus_of, size
+    from jobkit.cli.usage_view import figure_rows, freshness
 
     usage = record.usage
     if record.cached_from:
@@ -258,31 +257,8 @@ def usage_section(
     if not usage:
         missing = "not sampled" if record.is_terminal else "not sampled yet"
         return f"<section id=usage><h2>Usage</h2><p id=usage-note>{missing}</p></section>"
-    age = figures_age(record, time.time())
-    ago = "?" if age is None else format_span(age)
-    if usage.get("final"):
-        fresh = "final"
-    elif not record.is_terminal:
-        fresh = f"live, updated {ago} ago"
-    else:
-        fresh = f"last sample, {ago} ago: the run ended before a final summary"
-    cpu, wall = _figure(usage.get("cpu_seconds")), _figure(usage.get("wall_seconds"))
-    items = [("cpu time", "-" if cpu is None else f"{cpu:.1f}s")]
-    if wall is not None:
-        items.append(("wall time", format_span(wall)))
-    mean, peak = _figure(usage.get("mean_cpu_util")), _figure(usage.get("max_cpu_util"))
-    cores = "-" if mean is None else f"{mean:.2f} mean, {peak or 0.0:.2f} max"
-    asked = record.resources.get("cpus")
-    items.append(("cpu cores", f"{cores} (asked for {asked})" if asked else cores))
-    rss = (
-        f"{size(_figure(usage.get('peak_rss_bytes')))} peak, "
-        f"{size(_figure(usage.get('mean_rss_bytes')))} mean"
-    )
-    mem = record.resources.get("mem")
-    if isinstance(mem, int) and mem > 0:
-        rss += f" (asked for {size(mem)})"
-    items.append(("memory", rss))
-    items += [(f"gpu {g.get('index', '?')}", gpu_line(g)) for g in gpus_of(usage)]
+    fresh = freshness(record, time.time())
+    items = figure_rows(record)
     warned = "".join(f'<li class="flag flag-{e(n)}">{e(n)}: {e(t)}</li>' for n, t in flags)
     return (
         f"<section id=usage><h2>Usage <small id=usage-freshness>({e(fresh)})</small></h2>"
@@ -292,10 +268,6 @@ def usage_section(
         + "".join(charts)
         + "</div></section>"
     )
-
-
-def _figure(value: Any) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def stale_note(note: str | None) -> str:
